@@ -1,0 +1,102 @@
+"""Turning results into files: frames → GIF/MP4, PNGs that carry their generation settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+# PNG text chunk holding our JSON settings; "parameters" is what other SD tools write, so we add a readable copy.
+METADATA_KEY = "clip-studio"
+
+
+def to_uint8(frame: Any) -> np.ndarray:
+    """A frame as (H, W, 3) uint8: accepts PIL images, uint8 arrays, float arrays/tensors in [0, 1] (HWC or CHW)."""
+    if isinstance(frame, Image.Image):
+        return np.asarray(frame.convert("RGB"))
+    if hasattr(frame, "detach"):  # torch tensor, without importing torch here
+        frame = frame.detach().float().cpu().numpy()
+    arr = np.asarray(frame)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"`frame` must be an image of shape (H, W, C) or (C, H, W), got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return arr[..., :3]
+
+
+def _out_path(path: str | os.PathLike | None, suffix: str) -> Path:
+    if path is None:
+        fd, name = tempfile.mkstemp(suffix=suffix, prefix="studio-")
+        os.close(fd)
+        return Path(name)
+    return Path(path)
+
+
+def save_gif(frames: Sequence[Any], path: str | os.PathLike | None = None, fps: float = 10.0) -> Path:
+    """Write frames as a looping GIF; returns the path (a temp file when `path` is None)."""
+    if len(frames) == 0:
+        raise ValueError("`frames` must hold at least one frame, got 0")
+    if not 0 < fps <= 60:
+        raise ValueError(f"`fps` must be in (0, 60], got {fps}")
+    images = [Image.fromarray(to_uint8(f)) for f in frames]
+    out = _out_path(path, ".gif")
+    images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return out
+
+
+def save_mp4(frames: Sequence[Any], path: str | os.PathLike | None = None, fps: float = 10.0) -> Path:
+    """Write frames as an H.264 MP4 (imageio-ffmpeg's bundled ffmpeg); sides are padded to even sizes."""
+    import imageio.v2 as imageio  # imported here: ffmpeg start-up is not needed for the rest of the studio
+
+    if len(frames) == 0:
+        raise ValueError("`frames` must hold at least one frame, got 0")
+    if not 0 < fps <= 60:
+        raise ValueError(f"`fps` must be in (0, 60], got {fps}")
+    out = _out_path(path, ".mp4")
+    arrays = [to_uint8(f) for f in frames]
+    h, w = arrays[0].shape[:2]
+    ph, pw = h + h % 2, w + w % 2  # yuv420p needs even sides
+    with imageio.get_writer(out, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1) as writer:
+        for a in arrays:
+            if a.shape[:2] != (h, w):
+                raise ValueError(f"all `frames` must share one size, got {a.shape[:2]} after {(h, w)}")
+            if (ph, pw) != (h, w):
+                a = np.pad(a, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+            writer.append_data(a)
+    return out
+
+
+def save_png(image: Any, path: str | os.PathLike | None = None, metadata: dict | None = None) -> Path:
+    """Write a PNG; `metadata` (JSON-serialisable) goes into a text chunk that `read_png_metadata` reads back."""
+    out = _out_path(path, ".png")
+    info = PngImagePlugin.PngInfo()
+    if metadata:
+        info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True))
+        info.add_text("parameters", ", ".join(f"{k}: {v}" for k, v in sorted(metadata.items())))
+    Image.fromarray(to_uint8(image)).save(out, pnginfo=info)
+    return out
+
+
+def read_png_metadata(source: str | os.PathLike | Image.Image) -> dict | None:
+    """The settings stored by `save_png`, or None when the image carries none (or they are unreadable)."""
+    img = source if isinstance(source, Image.Image) else Image.open(source)
+    text = getattr(img, "text", None) or img.info
+    raw = text.get(METADATA_KEY) if text else None
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
