@@ -54,56 +54,54 @@ def _tile_pixels(tiles: torch.Tensor, tile: int, ntx: int, dtype: torch.dtype) -
     return (tx + ox)[:, None], (ty + oy)[:, None]
 
 
-def _pick_edges(poly: Polyline, scene_idx: torch.Tensor, edges: torch.Tensor, px: torch.Tensor,
-                py: torch.Tensor) -> torch.Tensor:
+def _edge_distance(a: torch.Tensor, b: torch.Tensor, edges: torch.Tensor, px: torch.Tensor,
+                   py: torch.Tensor) -> torch.Tensor:
     """Distance from every pixel to its selected edge, with gradient: (G, N) for `edges` (G, N) edge ids.
 
-    The min over edges is found without autograd; re-evaluating only the winning edge gives the same value and the
-    same gradient as autograd through `min` (which also routes the gradient to the argmin), at a fraction of the
-    memory and backward cost.
+    The nearest edge is found without autograd; re-evaluating only that edge gives the same value and the same
+    gradient as autograd through `min` (which also routes the gradient to the argmin), at a fraction of the memory
+    and backward cost.
     """
-    sel = scene_idx[:, None]
-    a, b = poly.a[sel, edges], poly.b[sel, edges]  # (G, N, 2)
-    return distance(segment_distance2(px[:, 0], py[:, 0], a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
+    ea, eb = a[edges], b[edges]  # (G, N, 2)
+    return distance(segment_distance2(px[:, 0], py[:, 0], ea[..., 0], ea[..., 1], eb[..., 0], eb[..., 1]))
 
 
 def _stroke_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, nty: int):
-    """Stroke layers: keys (G,) = (scene, tile, path) flattened, alpha coverage (G, tile*tile), scene and path."""
+    """Stroke layers: keys (G,) = (scene, tile, path) flattened, coverage (G, tile*tile), scene and path per layer."""
     num_paths, dev, dtype = scene.num_paths, scene.device, scene.points.dtype
     with torch.no_grad():
-        count, start = poly.path_count, poly.path_start
-        nchunk = (count + chunk - 1) // chunk  # (P,)
-        chunk_path = torch.repeat_interleave(torch.arange(num_paths, device=dev), nchunk)  # (NC,)
-        first = start[chunk_path] + (torch.arange(chunk_path.numel(), device=dev)
-                                     - _exclusive_cumsum(nchunk)[chunk_path]) * chunk
-        last = (start + count - 1)[chunk_path]
+        count, start = poly.inst_count, poly.inst_start  # (B*P,)
+        nchunk = (count + chunk - 1) // chunk
+        chunk_inst = torch.repeat_interleave(torch.arange(count.numel(), device=dev), nchunk)  # (NC,)
+        first = start[chunk_inst] + (torch.arange(chunk_inst.numel(), device=dev)
+                                     - _exclusive_cumsum(nchunk)[chunk_inst]) * chunk
+        last = (start + count - 1)[chunk_inst]
         slots = torch.minimum(first[:, None] + torch.arange(chunk, device=dev), last[:, None])  # (NC, C) edge ids
-        # (B, NC, 2) boxes padded by half width + 0.5 px filter radius + slack
-        pa, pb_ = poly.a.detach(), poly.b.detach()
-        a, b = pa[:, slots], pb_[:, slots]  # (B, NC, C, 2)
-        pad = (scene.widths.detach().clamp(min=0)[:, chunk_path] / 2 + 0.51)[..., None]
-        lo = torch.minimum(a, b).amin(dim=2) - pad
-        hi = torch.maximum(a, b).amax(dim=2) + pad
-        src, tiles = _tile_pairs(lo.reshape(-1, 2), hi.reshape(-1, 2), tile, ntx, nty)
-        pscene, pchunk = src // chunk_path.numel(), src % chunk_path.numel()
-        keys = (pscene * (ntx * nty) + tiles) * num_paths + chunk_path[pchunk]
+        pa, pb = poly.a.detach(), poly.b.detach()
+        a, b = pa[slots], pb[slots]  # (NC, C, 2)
+        # boxes padded by half the width + the 0.5 px filter radius + slack
+        pad = (scene.widths.detach().clamp(min=0).reshape(-1)[chunk_inst] / 2 + 0.51)[:, None]
+        lo = torch.minimum(a, b).amin(dim=1) - pad
+        hi = torch.maximum(a, b).amax(dim=1) + pad
+        pchunk, tiles = _tile_pairs(lo, hi, tile, ntx, nty)
+        pinst = chunk_inst[pchunk]
+        keys = ((pinst // num_paths) * (ntx * nty) + tiles) * num_paths + pinst % num_paths
         group_keys, inverse = torch.unique(keys, return_inverse=True)
         # nearest edge per (pair, pixel), then per (group, pixel)
         px, py = _tile_pixels(tiles, tile, ntx, dtype)  # (Q, 1, N)
         pair_slots = slots[pchunk]  # (Q, C)
-        ea, eb = pa[pscene[:, None], pair_slots][..., None], pb_[pscene[:, None], pair_slots][..., None]
+        ea, eb = pa[pair_slots][..., None], pb[pair_slots][..., None]  # (Q, C, 2, 1)
         d2 = segment_distance2(px, py, ea[:, :, 0], ea[:, :, 1], eb[:, :, 0], eb[:, :, 1])  # (Q, C, N)
         d2, arg = d2.min(dim=1)  # (Q, N)
         edge = pair_slots.gather(1, arg)
-        g = group_keys.numel()
         idx = inverse[:, None].expand_as(d2)
-        gmin = d2.new_zeros(g, d2.shape[1]).scatter_reduce(0, idx, d2, "amin", include_self=False)
+        gmin = d2.new_zeros(group_keys.numel(), d2.shape[1]).scatter_reduce(0, idx, d2, "amin", include_self=False)
         cand = torch.where(d2 == gmin[inverse], edge, -1)
         gedge = torch.full_like(gmin, -1, dtype=torch.long).scatter_reduce(0, idx, cand, "amax")
         gpath = group_keys % num_paths
         gscene = group_keys // (num_paths * ntx * nty)
         gpx, gpy = _tile_pixels((group_keys // num_paths) % (ntx * nty), tile, ntx, dtype)
-    d = _pick_edges(poly, gscene, gedge, gpx, gpy)
+    d = _edge_distance(poly.a, poly.b, gedge, gpx, gpy)
     half = (scene.widths[gscene, gpath] / 2)[:, None]
     return group_keys, stroke_coverage(d, half), gscene, gpath
 
@@ -112,37 +110,36 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, ntx: int, nty: int):
     """Fill layers for every (scene, filled path, tile) the path's box touches: keys, coverage, scene, path."""
     dev, num_paths, dtype = scene.device, scene.num_paths, scene.points.dtype
     paths = topology_tensors(scene.topology, dev)["filled_paths"]  # (F,)
-    # edges of filled paths plus their closing edges: ids into cat([edges, closing edges])
-    all_a = torch.cat([poly.a, poly.close_a], 1)
-    all_b = torch.cat([poly.b, poly.close_b], 1)
+    inst = (torch.arange(scene.batch_size, device=dev)[:, None] * num_paths + paths).reshape(-1)  # (B*F,)
+    # edges plus closing edges: ids into cat([edges, closing edges])
+    all_a = torch.cat([poly.a, poly.close_a])
+    all_b = torch.cat([poly.b, poly.close_b])
     with torch.no_grad():
-        count = poly.path_count[paths] + 1  # + closing edge
+        count = poly.inst_count[inst] + 1  # + closing edge
         emax = int(count.max())
         slot = torch.arange(emax, device=dev)
-        valid = slot[None] < count[:, None]  # (F, Emax); invalid slots repeat the closing edge, masked below
-        ids = torch.where(slot[None] < count[:, None] - 1, poly.path_start[paths, None] + slot[None],
-                          poly.a.shape[1] + paths[:, None])
+        valid = slot[None] < count[:, None]  # (B*F, Emax); invalid slots repeat the closing edge, masked below
+        ids = torch.where(slot[None] < count[:, None] - 1, poly.inst_start[inst, None] + slot[None],
+                          poly.a.shape[0] + inst[:, None])
         fa, fb = all_a.detach(), all_b.detach()
-        a, b = fa[:, ids], fb[:, ids]  # (B, F, Emax, 2)
-        lo = torch.minimum(a, b).amin(dim=2) - 0.51
-        hi = torch.maximum(a, b).amax(dim=2) + 0.51
-        src, tiles = _tile_pairs(lo.reshape(-1, 2), hi.reshape(-1, 2), tile, ntx, nty)
-        nf = paths.numel()
-        pscene, pf = src // nf, src % nf
-        keys = (pscene * (ntx * nty) + tiles) * num_paths + paths[pf]
+        a, b = fa[ids], fb[ids]  # (B*F, Emax, 2)
+        lo = torch.minimum(a, b).amin(dim=1) - 0.51
+        hi = torch.maximum(a, b).amax(dim=1) + 0.51
+        src, tiles = _tile_pairs(lo, hi, tile, ntx, nty)
+        pinst = inst[src]
+        pscene, ppath = pinst // num_paths, pinst % num_paths
+        keys = (pscene * (ntx * nty) + tiles) * num_paths + ppath
         px, py = _tile_pixels(tiles, tile, ntx, dtype)
-        pids = ids[pf]  # (Q, Emax)
-        ea, eb = fa[pscene[:, None], pids][..., None], fb[pscene[:, None], pids][..., None]  # (Q, Emax, 2, 1)
+        pids = ids[src]  # (Q, Emax)
+        ea, eb = fa[pids][..., None], fb[pids][..., None]  # (Q, Emax, 2, 1)
         ax, ay, bx, by = ea[:, :, 0], ea[:, :, 1], eb[:, :, 0], eb[:, :, 1]
-        m = valid[pf][..., None]  # (Q, Emax, 1)
+        m = valid[src][..., None]  # (Q, Emax, 1)
         d2 = torch.where(m, segment_distance2(px, py, ax, ay, bx, by), float("inf"))
         edge = pids.gather(1, d2.argmin(dim=1))  # (Q, N)
         wind = (winding_contribution(px, py, ax, ay, bx, by) * m).sum(dim=1)
         inside = inside_from_winding(wind, scene.fill_rule)
-    sel = pscene[:, None]
-    ea, eb = all_a[sel, edge], all_b[sel, edge]  # (Q, N, 2)
-    d = distance(segment_distance2(px[:, 0], py[:, 0], ea[..., 0], ea[..., 1], eb[..., 0], eb[..., 1]))
-    return keys, fill_coverage(d, inside), pscene, paths[pf]
+    d = _edge_distance(all_a, all_b, edge, px, py)
+    return keys, fill_coverage(d, inside), pscene, ppath
 
 
 def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int = DEFAULT_TILE,
@@ -189,7 +186,7 @@ def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int =
     # its backward takes a slow path whenever a layer is fully opaque, which strokes of alpha 1 always are.
     bg = torch.tensor(scene.background or (0.0, 0.0, 0.0, 0.0), device=dev, dtype=dtype)
     bg = torch.cat([bg[:3] * bg[3], bg[3:]])  # premultiplied
-    out = bg.expand(active.numel(), npix, 4)
+    out = bg.expand(active.numel(), npix, 4) + alpha.sum() * 0  # "+ 0": keeps the graph when nothing is visible
     for level in range(depth):
         a = alpha_d[:, level, :, None]  # (A, N, 1)
         out = out * (1 - a) + rgba_d[:, level, None, :] * a
