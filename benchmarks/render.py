@@ -21,16 +21,17 @@ import torch
 from studio.render import Scene, Topology, render, to_image
 
 
-def clipdraw_scene(num_paths: int = 256, size: int = 224, seed: int = 0, device: str = "cpu") -> Scene:
+def clipdraw_scene(num_paths: int = 256, size: int = 224, seed: int = 0, device: str = "cpu", radius: float = 0.1,
+                   max_width: float = 5.0) -> Scene:
     g = torch.Generator().manual_seed(seed)
     nseg = torch.randint(1, 4, (num_paths,), generator=g).tolist()
     pts = []
     for n in nseg:
         p = torch.rand(1, 2, generator=g)
-        steps = (torch.rand(3 * n, 2, generator=g) - 0.5) * 0.1  # radius 0.1 in the notebook
+        steps = (torch.rand(3 * n, 2, generator=g) - 0.5) * radius  # radius 0.1 in the notebook
         pts.append(torch.cat([p, p + torch.cumsum(steps, 0)]))
     points = (torch.cat(pts) * size)[None]
-    widths = 1 + 4 * torch.rand(1, num_paths, generator=g)
+    widths = 1 + (max_width - 1) * torch.rand(1, num_paths, generator=g)
     colours = torch.rand(1, num_paths, 4, generator=g)
     return Scene(Topology(nseg, [False] * num_paths), points, widths, colours, width=size, height=size).to(device)
 

@@ -112,6 +112,16 @@ def test_fast_path_matches_reference(seed):
     assert (fast - ref).abs().max() <= 1e-4  # same arithmetic per pixel, so far tighter than required
 
 
+@pytest.mark.parametrize("fill_rule", ["nonzero", "evenodd"])
+def test_fast_path_matches_reference_for_large_self_intersecting_fills(fill_rule):
+    # few long cubics spanning the canvas: interior tiles, many crossings per row, edges leaving the canvas
+    scene = random_scene(11, batch=2, paths=3, width=45, height=40, spread=1.3)
+    scene.fill_rule = fill_rule
+    scene.topology = Topology(scene.topology.num_segments, scene.topology.closed, (True, True, True))
+    fast, ref = render(scene), render(scene, backend="reference")
+    assert (fast - ref).abs().mean() <= 1e-4 and (fast - ref).abs().max() <= 1e-4
+
+
 def test_fast_path_gradients_match_reference():
     scene = random_scene(3, batch=1).requires_grad_()
     weight = torch.rand(1, 29, 37, 4, generator=torch.Generator().manual_seed(0))
