@@ -196,6 +196,27 @@ def test_gradients_match_finite_differences(backend):
             assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-6), name
 
 
+def test_optimising_strokes_toward_a_target_reduces_the_loss():
+    # the README example, shortened: one stroke learns the shape, width and colour of another
+    target = to_image(render(Scene.from_paths([Path([(6, 24), (18, 4), (30, 44), (42, 24)], stroke_width=5,
+                                                    stroke=(0.9, 0.1, 0.1, 1))], 48, 48)))
+    scene = Scene.from_paths([Path([(10, 10), (20, 20), (30, 30), (40, 40)], stroke_width=2)], 48, 48)
+    scene.requires_grad_()
+    opt = torch.optim.Adam([{"params": [scene.points], "lr": 1.0},
+                            {"params": [scene.widths, scene.stroke_colors], "lr": 0.05}])
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = (to_image(render(scene)) - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            scene.stroke_colors.clamp_(0, 1)
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+    assert scene.stroke_colors[0, 0, 0] > 0.6 > scene.stroke_colors[0, 0, 1]  # it turned red
+
+
 def test_gradients_reach_every_parameter():
     scene = random_scene(8, batch=2).requires_grad_()
     (render(scene) * torch.rand(2, 29, 37, 4)).sum().backward()
@@ -216,6 +237,9 @@ def test_bad_arguments_raise_value_error():
         Scene(scene.topology, scene.points[:, :-1], scene.widths, scene.stroke_colors)
     with pytest.raises(ValueError, match="width"):
         Scene(scene.topology, scene.points, scene.widths, scene.stroke_colors, width=0)
+    with pytest.raises(ValueError, match="filled"):
+        Scene(Topology(scene.topology.num_segments, scene.topology.closed), scene.points, scene.widths,
+              scene.stroke_colors, scene.stroke_colors)
     bad = scene.clone()
     bad.points[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="finite"):
