@@ -113,7 +113,8 @@ EXTERNAL_ENTITY = """<?xml version="1.0"?>
 <!DOCTYPE svg [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
 <svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><desc>&xxe;</desc><path d="M0 0 L5 5"/></svg>"""
 
-SVG = '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="10" height="10">{}</svg>'
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="10" height="10">'
+       "{}</svg>")
 
 
 @pytest.mark.parametrize("text,match", [

@@ -96,8 +96,9 @@ def _elevate(p: list[list[float]], degree: int) -> list[list[float]]:
         return [p[0], [x0 + (x1 - x0) / 3, y0 + (y1 - y0) / 3], [x0 + 2 * (x1 - x0) / 3, y0 + 2 * (y1 - y0) / 3], p[1]]
     if degree == 2:
         (x0, y0), (x1, y1), (x2, y2) = p
-        return [p[0], [x0 + 2 * (x1 - x0) / 3, y0 + 2 * (y1 - y0) / 3], [x2 + 2 * (x1 - x2) / 3, y2 + 2 * (y1 - y2) / 3],
-                p[2]]
+        c1 = [x0 + 2 * (x1 - x0) / 3, y0 + 2 * (y1 - y0) / 3]
+        c2 = [x2 + 2 * (x1 - x2) / 3, y2 + 2 * (y1 - y2) / 3]
+        return [p[0], c1, c2, p[2]]
     raise ValueError(f"segment `degree` must be 1 (line), 2 (quadratic) or 3 (cubic), got {degree}")
 
 

@@ -387,21 +387,17 @@ def _shape_data(tag: str, el) -> str | None:
 
 
 def _style(el, parent: dict) -> dict:
+    """Presentation attributes and `style` declarations of `el` over those it inherits; opacity multiplies down."""
     style = {k: v for k, v in parent.items() if k in _INHERITED}
-    style["opacity"] = parent.get("opacity", 1.0)
-    for k in _INHERITED + ("opacity", "display"):
-        if el.get(k) is not None:
-            style[k] = el.get(k)
+    own = {k: el.get(k) for k in _INHERITED + ("opacity", "display") if el.get(k) is not None}
     for decl in (el.get("style") or "").split(";"):
         if ":" in decl:
-            k, v = (s.strip() for s in decl.split(":", 1))
+            k, v = (x.strip() for x in decl.split(":", 1))
             if k in _INHERITED or k in ("opacity", "display"):
-                style[k] = v
-    own = el.get("opacity") if el.get("opacity") is not None else None
-    for decl in (el.get("style") or "").split(";"):
-        if decl.split(":", 1)[0].strip() == "opacity" and ":" in decl:
-            own = decl.split(":", 1)[1].strip()
-    style["opacity"] = parent.get("opacity", 1.0) * (_float(own, "opacity") if own is not None else 1.0)
+                own[k] = v
+    opacity = own.pop("opacity", None)
+    style.update(own)
+    style["opacity"] = parent.get("opacity", 1.0) * (_float(opacity, "opacity") if opacity is not None else 1.0)
     return style
 
 
