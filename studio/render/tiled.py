@@ -222,29 +222,36 @@ def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int =
     keys, cov, colours = keys[order], cov[order], colours[order]
     alpha = cov * colours[:, 3:4]  # (G, T*T)
 
-    # 2. pack layers densely per tile: (tiles with any layer, depth, pixels)
+    # 2. order layers level by level: level d holds the d-th layer (painter's order) of every tile that has more
+    # than d layers; with tiles sorted by layer count, those tiles are a prefix, so each level is one contiguous run
     with torch.no_grad():
         scene_tile = keys // (2 * num_paths)
         active, counts = torch.unique_consecutive(scene_tile, return_counts=True)
         slot = torch.repeat_interleave(torch.arange(active.numel(), device=dev), counts)
         rank = torch.arange(keys.numel(), device=dev) - torch.repeat_interleave(_exclusive_cumsum(counts), counts)
-        depth = int(counts.max()) if counts.numel() else 0
+        by_count = torch.argsort(counts, descending=True, stable=True)  # tile order, deepest first
+        position = torch.empty_like(by_count)
+        position[by_count] = torch.arange(by_count.numel(), device=dev)
+        level_order = torch.argsort(rank * active.numel() + position[slot])
+        per_level = torch.bincount(rank, minlength=1).tolist() if keys.numel() else []  # tiles with a layer at d
     npix = tile * tile
-    alpha_d = alpha.new_zeros(active.numel(), depth, npix).index_put((slot, rank), alpha)
-    ones = colours.new_ones(colours.shape[0], 1)
-    rgba_d = colours.new_zeros(active.numel(), depth, 4).index_put((slot, rank), torch.cat([colours[:, :3], ones], 1))
+    alpha, rgba = alpha[level_order], torch.cat([colours[:, :3], colours.new_ones(colours.shape[0], 1)], 1)[level_order]
 
-    # 3. composite back to front with the "over" operator, one depth level at a time (depth is the most layers on
-    # any tile, not the number of paths). A reverse cumulative product of (1 - alpha) does the same in one op, but
-    # its backward takes a slow path whenever a layer is fully opaque, which strokes of alpha 1 always are.
+    # 3. composite back to front with the "over" operator (Porter & Duff 1984), one level at a time: work is the
+    # number of layers, not tiles x deepest tile. (A reverse cumulative product of (1 - alpha) would do it in one op,
+    # but its backward takes a slow path whenever a layer is fully opaque, which strokes of alpha 1 always are.)
     bg = torch.tensor(scene.background or (0.0, 0.0, 0.0, 0.0), device=dev, dtype=dtype)
     bg = torch.cat([bg[:3] * bg[3], bg[3:]])  # premultiplied
-    out = bg.expand(active.numel(), npix, 4) + alpha.sum() * 0  # "+ 0": keeps the graph when nothing is visible
-    # unbind once: indexing one level at a time would make each level's backward allocate the whole (A, D, N) grad
-    for a, c in zip(alpha_d.unbind(1), rgba_d.unbind(1)):  # (A, N), (A, 4)
-        a = a[..., None]
-        out = out * (1 - a) + c[:, None, :] * a
-    tiles_out = bg.repeat(bsz * ntiles, npix, 1).index_put((active,), out)
+    cur = bg.expand(active.numel(), npix, 4) + alpha.sum() * 0  # "+ 0": keeps the graph when nothing is visible
+    done = []
+    # split, not slice: the backward of a split is one concatenation, a slice's allocates the whole input each time
+    for a, c in zip(alpha.split(per_level), rgba.split(per_level)):  # (n, N), (n, 4)
+        cur, finished = cur.split([a.shape[0], cur.shape[0] - a.shape[0]])  # tiles without a layer here are done
+        done.append(finished)
+        cur = cur * (1 - a[..., None]) + c[:, None, :] * a[..., None]
+    done.append(cur)
+    out = torch.cat(done[::-1])  # (A, N, 4) in `by_count` order
+    tiles_out = bg.repeat(bsz * ntiles, npix, 1).index_put((active[by_count],), out)
 
     # 4. tiles -> image
     img = tiles_out.reshape(bsz, nty, ntx, tile, tile, 4).permute(0, 1, 3, 2, 4, 5)
