@@ -150,3 +150,7 @@ def test_million_path_commands_are_refused():
     assert len(many) <= MAX_SVG_CHARS
     with pytest.raises(ValueError, match="commands"):
         from_svg(many)
+    implicit = SVG.format('<path d="M0 0 L' + " 1 1" * (4 * MAX_COMMANDS + 10) + '"/>')  # one letter, many lines
+    assert len(implicit) <= MAX_SVG_CHARS
+    with pytest.raises(ValueError, match="numbers"):
+        from_svg(implicit)

@@ -241,7 +241,8 @@ class _Budget:
 def _subpaths(d: str, budget: _Budget) -> Iterator[tuple[list[tuple[float, float]], bool]]:
     """Parse path data into subpaths: (cubic control points in the `Scene` layout, closed)."""
     tokens: list[str | float] = []
-    for cmd, num, _space, bad in _TOKEN.findall(d):
+    for match in _TOKEN.finditer(d):  # lazily, so oversized data is refused before it is all tokenised
+        cmd, num, _space, bad = match.groups()
         if bad:
             raise ValueError(f"SVG path data has an unexpected character {bad!r}")
         if cmd:
@@ -249,6 +250,8 @@ def _subpaths(d: str, budget: _Budget) -> Iterator[tuple[list[tuple[float, float
             tokens.append(cmd)
         elif num:
             tokens.append(_float(num, "path coordinate"))
+            if len(tokens) > 8 * MAX_COMMANDS:  # implicit repeats: numbers without command letters
+                raise ValueError(f"SVG path data has more than {8 * MAX_COMMANDS} numbers; refusing to read it")
     i, cur, start = 0, (0.0, 0.0), (0.0, 0.0)
     pts: list[tuple[float, float]] = []
     last_ctrl, last_cmd = None, ""
