@@ -1,15 +1,17 @@
 """Tiled rasteriser: work proportional to the area strokes cover, all vectorised, no Python loop over paths.
 
-1. flatten every cubic into a polyline (`geometry.flatten`, adaptive piece count per segment);
+1. flatten every cubic into a polyline (`geometry.flatten`, adaptive piece count per segment and scene);
 2. cut each path's edges into chunks of `chunk` consecutive edges, take each chunk's bounding box padded by half
-   the stroke width plus the antialiasing radius, and list the (scene, chunk, tile) overlaps with tensor ops;
-3. evaluate distances only for the pixels of overlapping tiles, min-reduce per (scene, tile, path) -> one stroke
-   layer per pair; fills get one layer per (scene, path, tile) with the winding number over all the path's edges;
-4. sort layers by (scene, tile, painter's order), pack them densely per tile (depth D = most layers on a tile) and
-   composite with a reverse cumulative product of (1 - alpha) (the "over" operator, Porter & Duff 1984).
+   the stroke width plus the antialiasing radius, and list the (chunk, tile) overlaps with tensor ops;
+3. find the nearest edge for the pixels of overlapping tiles only, without autograd, min-reduced per (scene, tile,
+   path); re-evaluate just that edge with gradient -> one stroke layer per (scene, tile, path). Fills: winding
+   numbers from scanline crossings (sorted per row, one binary search per pixel) and the boundary distance only in
+   tiles the boundary touches -> one fill layer per (scene, tile, path) that is inside or near the boundary;
+4. sort layers by (scene, tile, painter's order, fill below stroke) and composite them with the "over" operator
+   (Porter & Duff 1984) level by level, each level touching only the tiles that have a layer at that depth.
 
-The binning follows the tile-based rasterisers of GPU vector renderers (e.g. Li et al. 2016, "Efficient GPU path
-rendering using scanline rasterization"; diffvg's bounding-volume culling), expressed as tensor ops.
+The binning follows tile-based GPU vector rasterisers (e.g. Li et al. 2016, "Efficient GPU Path Rendering Using
+Scanline Rasterization"; diffvg's bounding-volume culling), expressed as tensor ops.
 """
 
 from __future__ import annotations
