@@ -65,6 +65,19 @@ def fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for k, v in model.state_dict().items()}
 
 
+def augment_views(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One CLIPDraw-style view per image: `CLIPScorer.augment` (random perspective 0.5, crop 0.7-0.9).
+
+    It reads only `image_size` from the scorer, so it is called unbound here rather than copied, to train on
+    exactly the views the studio scores.
+    """
+    from types import SimpleNamespace
+
+    from studio.scorer import CLIPScorer
+
+    return CLIPScorer.augment(SimpleNamespace(image_size=images.shape[-1]), images, 1, generator=gen)
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     """Linear warmup then cosine decay to zero (open_clip's `cosine_lr`)."""
     if step < warmup:
@@ -86,6 +99,9 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-n", type=int, default=1000)
     p.add_argument("--hard-negatives", type=int, default=1, help="1: add shape-swapped captions (NegCLIP)")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors) instead")
+    p.add_argument("--augment", type=float, default=0.0,
+                   help="share of images seen through CLIPDraw's augmentations (studio.scorer's `augment`)")
     p.add_argument("--config", type=Path, default=CONFIG, help="open_clip model config (registered by its stem)")
     p.add_argument("--out", type=Path, default=None, help="where to write the fp16 safetensors")
     args = p.parse_args()
@@ -96,6 +112,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model, tokenizer = build(args.seed, args.config)
+    if args.init is not None:
+        init = load_file(str(args.init))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init.items()}, strict=True)
+        print(f"initialised from {args.init}", flush=True)
+    if not 0.0 <= args.augment <= 1.0:
+        raise ValueError(f"`--augment` must be in [0, 1], got {args.augment}")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {args.config.stem}: {n_params / 1e6:.2f} M parameters", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -118,14 +140,39 @@ def main() -> None:
             captions = captions + [c for c, _, _ in negs]
             neg_target = torch.from_numpy(caption_matches(samples, [(q, b) for _, q, b in negs])).float()
             target = torch.cat([target, neg_target], dim=1)  # (B, B + K)
-        x = normalise(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        unknown = None
+        if args.augment > 0:
+            # The studio scores CLIPDraw strokes through random perspective + 0.7-0.9 crops; show the model such
+            # views. They move objects, so for an augmented image a caption that names a position and is right
+            # but for it is neither positive nor negative: its logit is masked out of both softmaxes.
+            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+            aug = torch.rand(len(samples), generator=gen) < args.augment
+            if aug.any():
+                x[aug] = augment_views(x[aug], gen)
+                queries = [(s.query, s.query_background) for s in samples]
+                if args.hard_negatives:
+                    queries += [(q, bg) for _, q, bg in negs]
+                names_pos = torch.tensor([bool((q[:, 2] >= 0).any()) for q, _ in queries])  # (B + K,)
+                loose = torch.from_numpy(caption_matches(samples, queries, ignore_position=True))
+                unknown = aug[:, None] & loose & names_pos[None, :]  # (B, B + K)
+                target = target.masked_fill(unknown, 0.0)
+        x = normalise(x)
         img = F.normalize(model.encode_image(x), dim=-1)
         txt = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T  # (B, B + K)
-        loss_i = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
         b = len(samples)  # text-to-image over the batch's own captions only
-        loss_t = -(target[:, :b] / target[:, :b].sum(0, keepdim=True)
-                   * F.log_softmax(logits[:, :b], dim=0)).sum(0).mean()
+        if unknown is None:
+            loss_i = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+            loss_t = -(target[:, :b] / target[:, :b].sum(0, keepdim=True)
+                       * F.log_softmax(logits[:, :b], dim=0)).sum(0).mean()
+        else:  # rows/columns left without a positive (their own caption named a position) drop out
+            logits = logits.masked_fill(unknown, -1e4)
+            rows, cols = target.sum(1), target[:, :b].sum(0)
+            loss_i = -((target / rows.clamp(min=1)[:, None] * F.log_softmax(logits, dim=1)).sum(1)
+                       [rows > 0].mean())
+            loss_t = -((target[:, :b] / cols.clamp(min=1)[None, :] * F.log_softmax(logits[:, :b], dim=0)).sum(0)
+                       [cols > 0].mean())
         loss = 0.5 * (loss_i + loss_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()

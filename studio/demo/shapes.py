@@ -309,21 +309,25 @@ def swap_shape(sample: Sample, rng: np.random.Generator) -> tuple[str, np.ndarra
     return " ".join(words), query, sample.query_background
 
 
-def caption_matches(samples: list[Sample],
-                    captions: list[tuple[np.ndarray, int]] | None = None) -> np.ndarray:
+def caption_matches(samples: list[Sample], captions: list[tuple[np.ndarray, int]] | None = None,
+                    ignore_position: bool = False) -> np.ndarray:
     """(B, C) bool: entry [i, j] says caption j is true of image i.
 
     Captions are the samples' own (then the diagonal is True) or `captions`, a list of (query, query_background)
     as `swap_shape` returns. A caption is true of an image when it names as many objects as the image holds and
     every attribute it names (kind, colour, position, size, fill, background) matches, under some pairing of its
     objects with the image's. Used as multi-positive targets in the contrastive loss, since a batch holds many
-    true pairs besides the diagonal ("a red shape" is true of every red image).
+    true pairs besides the diagonal ("a red shape" is true of every red image). `ignore_position` treats every
+    named position as matching (for augmented views, whose objects have moved).
     """
     own = captions is None
     if own:
         captions = [(s.query, s.query_background) for s in samples]
     scenes = np.stack([s.scene_array() for s in samples])  # (B, 2, A)
     queries = np.stack([q for q, _ in captions])  # (C, 2, A)
+    if ignore_position:
+        queries = queries.copy()
+        queries[:, :, _POS] = -1
     n_img = np.array([len(s.objects) for s in samples])
     n_cap = np.array([1 if q[1, _KIND] == -1 and q[1, _COLOUR] == -1 else 2 for q, _ in captions])
     bg_img = np.array([BACKGROUNDS.index(s.background) if s.background in BACKGROUNDS else -3 for s in samples])
