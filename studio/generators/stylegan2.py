@@ -352,7 +352,8 @@ class Generator(nn.Module):
             self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=bk))
             self.to_rgbs.append(ToRGB(out_channel, style_dim))
             in_channel = out_channel
-        self.latent_avg: torch.Tensor | None = None
+        # mean w (1, style_dim) for truncation, set by the loader; non-persistent so strict loading ignores it
+        self.register_buffer("latent_avg", None, persistent=False)
         self.checkpoint_hash: str | None = None
 
     # -- rosinality API ---------------------------------------------------------------------------------------
@@ -586,11 +587,11 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
     config = config or infer_config(state)
     model = Generator(**{k: v for k, v in asdict(config).items()})
     load_state_dict_strict(model, state, source=f"checkpoint {str(path)!r}")
-    model = model.to(device).eval().requires_grad_(False)
     if latent_avg is not None:
-        model.latent_avg = latent_avg.reshape(1, -1).float().to(device)
+        model.latent_avg = latent_avg.reshape(1, -1).float()
     else:
         model.latent_avg = model.mean_latent(4096, generator=torch.Generator().manual_seed(0))
+    model = model.to(device).eval().requires_grad_(False)
     model.checkpoint_hash = file_hash(path)
     return model
 
