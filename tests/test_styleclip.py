@@ -12,7 +12,7 @@ from studio.generators.stylegan2 import Generator
 
 def tiny_generator(seed: int = 0) -> Generator:
     torch.manual_seed(seed)
-    g = Generator(size=32, style_dim=32, n_mlp=2, channel_multiplier=1, max_channels=16)
+    g = Generator(size=16, style_dim=32, n_mlp=2, channel_multiplier=1, max_channels=8)
     with torch.no_grad():
         for name, p in g.named_parameters():
             if name.endswith("noise.weight") or name.endswith("activate.bias"):
@@ -33,18 +33,18 @@ def test_lr_schedule_is_styleclips():
 
 def test_edit_lowers_clip_loss_and_l2_keeps_latent_near_start(pipe):
     frames = []
-    free = pipe.edit(None, "a red circle", steps=16, l2_weight=0.0, id_weight=0.0, seed=3, preview_every=8,
+    free = pipe.edit(None, "a red circle", steps=12, l2_weight=0.0, id_weight=0.0, seed=3, preview_every=6,
                      callback=lambda step, total, preview: frames.append((step, total, preview)))
-    assert isinstance(free, LatentEditOutput) and free.steps_run == 16
+    assert isinstance(free, LatentEditOutput) and free.steps_run == 12
     assert min(free.clip_losses[-4:]) < free.clip_losses[0] - 1e-3
-    assert free.image.shape == (1, 3, 32, 32) and 0 <= free.image.min() and free.image.max() <= 1
-    assert [f[0] for f in frames] == list(range(1, 17)) and frames[7][2].shape == (1, 3, 32, 32)
+    assert free.image.shape == (1, 3, 16, 16) and 0 <= free.image.min() and free.image.max() <= 1
+    assert [f[0] for f in frames] == list(range(1, 13)) and frames[5][2].shape == (1, 3, 16, 16)
     assert frames[0][2] is None and len(free.frames) == 2
-    tied = pipe.edit(None, "a red circle", steps=16, l2_weight=0.5, id_weight=0.0, seed=3)
+    tied = pipe.edit(None, "a red circle", steps=12, l2_weight=0.5, id_weight=0.0, seed=3)
     assert tied.l2_distances[-1] < 0.5 * free.l2_distances[-1]
     torch.testing.assert_close(tied.start_latent, free.start_latent)  # same seeded start
     # strength 0 returns the start; strength scales the move linearly
-    none = pipe.edit(free.start_latent, "a red circle", steps=4, strength=0.0)
+    none = pipe.edit(free.start_latent, "a red circle", steps=2, strength=0.0)
     torch.testing.assert_close(none.latent, none.start_latent)
     torch.testing.assert_close(none.image, none.original)
 
@@ -97,9 +97,9 @@ def test_global_direction_relevance_cache_and_beta(pipe, tiny_scorer, tmp_path):
 def test_inversion_lowers_reconstruction_error_and_edits_the_result(pipe):
     with torch.no_grad():
         target_latent = pipe.random_latent(seed=11, truncation=0.9)
-        target = pipe.to_unit(pipe.render(target_latent))[0]  # (3, 32, 32) in [0, 1]
+        target = pipe.to_unit(pipe.render(target_latent))[0]  # (3, 16, 16) in [0, 1]
     inv = pipe.invert(target, steps=30, lr=0.1, seed=0)
-    assert inv.image.shape == (1, 3, 32, 32) and len(inv.noise) == pipe.generator.num_layers
+    assert inv.image.shape == (1, 3, 16, 16) and len(inv.noise) == pipe.generator.num_layers
     assert inv.mse < 0.6 * inv.start_mse and inv.psnr > 0
     out = pipe.edit(inv, "a blue square", steps=3)
     assert out.inversion is inv
