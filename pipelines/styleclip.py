@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from studio.images import to_tensor
+
 Callback = Callable[[int, int, "torch.Tensor | None"], "bool | None"]
 
 
@@ -232,16 +234,12 @@ class StyleCLIPPipeline:
         return w.unsqueeze(1).repeat(1, g.n_latent, 1)
 
     def _image_tensor(self, image: Any) -> torch.Tensor:
-        """PIL / uint8 array / float tensor in [0, 1] -> (1, 3, size, size) float in [0, 1] on the device."""
-        if hasattr(image, "convert"):  # PIL
-            image = np.asarray(image.convert("RGB"))
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[-1] not in (3, 4):
-                raise ValueError(f"`image` must be an (H, W, 3) array, got shape {image.shape}")
-            arr = image[..., :3].astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-            image = torch.from_numpy(arr).permute(2, 0, 1)
-        if not isinstance(image, torch.Tensor) or not image.is_floating_point():
-            raise ValueError(f"`image` must be a PIL image, an (H, W, 3) array or a float tensor, got {type(image)}")
+        """PIL / path / bytes / array / float tensor in [0, 1] -> (1, 3, size, size) in [0, 1] on the device."""
+        if isinstance(image, torch.Tensor):
+            if not image.is_floating_point():
+                raise ValueError(f"`image` tensor must be floats in [0, 1], got dtype {image.dtype}")
+        else:
+            image = to_tensor(image, "image")  # safe decoding, RGB, size limits (studio.images)
         if image.ndim == 3:
             image = image[None]
         if image.ndim != 4 or image.shape[:2] != (1, 3) or min(image.shape[-2:]) < 8:
@@ -593,5 +591,116 @@ class StyleCLIPPipeline:
             timings={"invert_s": time.perf_counter() - t0})
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Plain functions for the Latent Editing tab (app.py passes them to studio.ui.latent_editing.build)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_ui_functions(get_pipeline: Callable[[str, str], StyleCLIPPipeline],
+                      wrap: Callable[[Callable], Callable] | None = None) -> dict[str, Callable]:
+    """The tab's handlers as plain functions: strings, numbers, PIL/uint8 images and an opaque state in;
+    dicts of uint8 images and text out. `get_pipeline(generator, clip)` returns a (cached) pipeline;
+    `wrap` decorates the GPU-bound ones (e.g. `spaces.GPU` on ZeroGPU)."""
+    from studio.media import to_uint8
+
+    wrap = wrap or (lambda fn: fn)
+
+    def img(t: torch.Tensor) -> np.ndarray:
+        return to_uint8(t[0] if t.ndim == 4 else t)
+
+    def source(generator: str, clip: str, state: Any) -> Any:
+        # the state is {"key": (generator, clip), "source": latent | InversionOutput}; stale states are ignored
+        if isinstance(state, dict) and state.get("key") == (generator, clip):
+            return state["source"]
+        return None
+
+    def notice(pipe: StyleCLIPPipeline) -> str | None:
+        return getattr(pipe.scorer, "notice", None)
+
+    @wrap
+    def sample(generator: str, clip: str, seed: int, truncation: float = 0.7) -> dict:
+        pipe = get_pipeline(generator, clip)
+        with torch.no_grad():
+            latent = pipe.random_latent(int(seed), truncation)
+            image = pipe.to_unit(pipe.render(latent))
+        return {"image": img(image), "state": {"key": (generator, clip), "source": latent.cpu()},
+                "info": f"Random sample, seed {int(seed)}, truncation {truncation:g}", "notice": notice(pipe)}
+
+    @wrap
+    def invert(generator: str, clip: str, image: Any, steps: int) -> dict:
+        pipe = get_pipeline(generator, clip)
+        out = pipe.invert(image, steps=int(steps))
+        return {"image": img(out.image), "target": img(out.target),
+                "state": {"key": (generator, clip), "source": out},
+                "info": f"Reconstruction MSE {out.mse:.4f} (PSNR {out.psnr:.1f} dB; start {out.start_mse:.4f}) "
+                        f"after {len(out.losses)} steps, {out.timings['invert_s']:.1f} s",
+                "notice": notice(pipe)}
+
+    @wrap
+    def edit(generator: str, clip: str, state: Any, seed: int, prompt: str, steps: int, l2_weight: float,
+             id_weight: float, strength: float):
+        """Yields {"preview", "progress"} while optimising, then the final dict with "before"/"after"."""
+        import queue
+        import threading
+
+        pipe = get_pipeline(generator, clip)
+        updates: queue.Queue = queue.Queue()
+        result: dict = {}
+        stop = threading.Event()  # set when the page cancels (the generator is closed): the run ends at its next step
+
+        def callback(step: int, total: int, preview: torch.Tensor | None) -> bool:
+            if preview is not None:
+                updates.put({"preview": img(preview), "progress": f"step {step}/{total}"})
+            return not stop.is_set()
+
+        def run() -> None:
+            try:
+                result["out"] = pipe.edit(source(generator, clip, state), prompt, steps=int(steps),
+                                          l2_weight=float(l2_weight), id_weight=float(id_weight),
+                                          strength=float(strength), seed=int(seed), callback=callback)
+            except Exception as err:  # noqa: BLE001 -- re-raised in the caller's thread
+                result["error"] = err
+            updates.put(None)
+
+        threading.Thread(target=run, daemon=True).start()
+        try:
+            while (item := updates.get()) is not None:
+                yield item
+        finally:
+            stop.set()
+        if "error" in result:
+            raise result["error"]
+        out: LatentEditOutput = result["out"]
+        yield {"preview": img(out.image), "before": img(out.original), "after": img(out.image),
+               "frames": [to_uint8(f) for f in out.frames],
+               "state": {"key": (generator, clip), "source": out.inversion or out.start_latent},
+               "progress": f"done: {out.steps_run} steps, {out.timings['ms_per_step']:.0f} ms/step",
+               "info": f"CLIPScore for “{out.prompt}”: {out.score_before:.1f} → {out.score_after:.1f}; "
+                       f"‖w − w₀‖² = {out.l2_distances[-1]:.3f}", "notice": notice(pipe)}
+
+    @wrap
+    def relevance(generator: str, clip: str, num_samples: int, progress: Callable[[int, int], None] | None = None
+                  ) -> str:
+        pipe = get_pipeline(generator, clip)
+        t0 = time.perf_counter()
+        rel = pipe.channel_relevance(int(num_samples), callback=(lambda d, t, _: progress(d, t)) if progress else None)
+        return (f"Channel relevance ready: {int(rel.analysed.sum())} channels, {rel.num_samples} samples "
+                f"({time.perf_counter() - t0:.1f} s; cached at {rel.path})")
+
+    @wrap
+    def global_edit(generator: str, clip: str, state: Any, seed: int, neutral: str, target: str, alpha: float,
+                    beta: float, num_samples: int) -> dict:
+        pipe = get_pipeline(generator, clip)
+        out = pipe.global_direction(source(generator, clip, state), neutral, target, alpha=float(alpha),
+                                    beta=float(beta), num_samples=int(num_samples), seed=int(seed))
+        top = ", ".join(f"{name}[{c}] {r:+.2f}" for name, c, r in out.top_channels[:5])
+        return {"before": img(out.original), "after": img(out.image),
+                "info": f"{out.num_channels} channels moved (α {out.alpha:g}, β {out.beta:g}); CLIPScore for "
+                        f"“{out.target}”: {out.score_before:.1f} → {out.score_after:.1f}; "
+                        f"{out.timings['edit_ms']:.0f} ms. Top channels: {top}", "notice": notice(pipe)}
+
+    return {"sample": sample, "invert": invert, "edit": edit, "relevance": relevance, "global_edit": global_edit}
+
+
 __all__ = ["ChannelRelevance", "GlobalDirectionOutput", "InversionOutput", "LatentEditOutput", "StyleCLIPPipeline",
-           "get_lr", "noise_regularize"]
+           "get_lr", "make_ui_functions", "noise_regularize"]
