@@ -167,7 +167,8 @@ def default_cache_dir() -> Path:
 class StyleCLIPPipeline:
     """Text-driven StyleGAN editing. `generator`: a `studio.generators` generator; `scorer`: a `CLIPScorer`.
 
-    `precision='bf16'` runs the generator and CLIP under autocast (CUDA); the latent and losses stay fp32.
+    `precision='bf16'` runs the generator and CLIP under autocast (meant for GPUs; CPU autocast works but is
+    rarely faster); the latent, the optimiser and the losses stay fp32.
     """
 
     def __init__(self, generator: torch.nn.Module, scorer: Any, precision: str | None = None,
@@ -194,8 +195,9 @@ class StyleCLIPPipeline:
     # -- small pieces ----------------------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.precision in ("bf16", "fp16") and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
         return torch.autocast(self.device.type, enabled=False)
 
     def render(self, latent: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
