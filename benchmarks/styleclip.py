@@ -15,45 +15,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import machine, sync, table, timeit  # noqa: E402
 from pipelines.styleclip import ChannelRelevance, StyleCLIPPipeline  # noqa: E402
 from studio.device import pick_device  # noqa: E402
 from studio.generators.stylegan2 import Generator  # noqa: E402
 from studio.scorer import get_scorer  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timeit(fn, device: torch.device, warmup: int = 1, repeat: int = 3) -> float:
-    """Median milliseconds over `repeat` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(1000 * (time.perf_counter() - t0))
-    return sorted(times)[len(times) // 2]
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
 
 def fake_relevance(gen: Generator, dim: int) -> ChannelRelevance:
@@ -96,7 +69,7 @@ def main() -> None:
             with torch.no_grad():
                 pipe.render(latent)
 
-        fwd = timeit(forward, device)
+        fwd = timeit(forward, device, warmup=1, repeat=3)
         pipe.edit(latent, "a smiling face", steps=2)  # warm-up
         sync(device)
         out = pipe.edit(latent, "a smiling face", steps=args.steps)
@@ -113,7 +86,7 @@ def main() -> None:
                 with pipe._autocast():
                     gen.synthesis(edited)
 
-        edit_ms = timeit(global_edit, device)
+        edit_ms = timeit(global_edit, device, warmup=1, repeat=3)
         # channel relevance: one batch of perturbed renders + CLIP, extrapolated to all channels and samples
         b = args.relevance_batch
 
@@ -130,10 +103,7 @@ def main() -> None:
                      f"{relevance_min:.1f}", mem])
     headers = ["precision", "generator fwd ms", "opt step ms", "300 steps s", "global edit ms",
                f"relevance {args.relevance_samples} imgs (min, est.)", "peak GiB"]
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "|".join("---" for _ in headers) + "|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(table(headers, rows))
 
 
 if __name__ == "__main__":
