@@ -6,7 +6,8 @@
 Rows: generator forward (batch 1, no grad); one latent-optimisation step (generator forward + backward through
 CLIP, Adam update -- the body of `StyleCLIPPipeline.edit`), and 300 of them; one global-direction edit (text
 direction, delta s, one generator pass; `relevance` given); the channel-relevance precompute, extrapolated from
-one timed batch to `--relevance-samples` images. Each in fp32 and bf16 (autocast). References for the same
+one timed batch to `--relevance-samples` images (StyleCLIP's finite differences), and with `method="jacobian"`
+(one sample's full Jacobian timed, times the sample count). Each in fp32 and bf16 (autocast). References for the same
 config: StyleCLIP reports 98 s per optimisation edit and 72 ms per global-direction edit on a GTX 1080 Ti;
 rosinality's StyleGAN2 (compiled CUDA ops, fp32) on an H100: 18.9 ms forward, 78 ms per optimisation step.
 """
@@ -47,8 +48,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="optimisation steps timed per precision")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--relevance-samples", type=int, default=100)
+    p.add_argument("--skip-jacobian", action="store_true", help="skip timing one full Jacobian (slow on CPU)")
     p.add_argument("--relevance-batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a busy shared machine)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = pick_device(args.device)
     torch.manual_seed(0)
@@ -98,11 +103,17 @@ def main() -> None:
 
         batch_ms = timeit(relevance_batch, device, warmup=1, repeat=2)
         relevance_min = batch_ms / b * 2 * n_channels * args.relevance_samples / 60000
+        # method="jacobian": D rows of the Jacobian per sample, `b` per replicated forward+backward
+        base = [s.detach() for s in gen.w_to_styles(latent)]
+        jac_min = float("nan")
+        if not args.skip_jacobian:
+            jac_ms = timeit(lambda: pipe._jacobian_directions(base, b), device, warmup=0, repeat=1)
+            jac_min = jac_ms * args.relevance_samples / 60000
         mem = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda" else "-"
         rows.append([precision, f"{fwd:.1f}", f"{step_ms:.1f}", f"{300 * step_ms / 1000:.1f}", f"{edit_ms:.1f}",
-                     f"{relevance_min:.1f}", mem])
+                     f"{relevance_min:.1f}", f"{jac_min:.1f}", mem])
     headers = ["precision", "generator fwd ms", "opt step ms", "300 steps s", "global edit ms",
-               f"relevance {args.relevance_samples} imgs (min, est.)", "peak GiB"]
+               f"relevance {args.relevance_samples} imgs (min, est.)", "jacobian relevance (min)", "peak GiB"]
     print(table(headers, rows))
 
 

@@ -10,6 +10,16 @@ from studio.generators.shapes import ShapesGenerator
 from studio.generators.stylegan2 import Generator
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: on a shared 2-core machine one thread is ~10x faster than two fighting for cores.
+    Restored afterwards, so nothing leaks into other test files."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_generator(seed: int = 0) -> Generator:
     torch.manual_seed(seed)
     g = Generator(size=16, style_dim=32, n_mlp=2, channel_multiplier=1, max_channels=8)
@@ -125,3 +135,16 @@ def test_bad_inputs(pipe):
         pipe.global_direction(None, "a face", "")
     with pytest.raises(ValueError, match="`precision`"):
         StyleCLIPPipeline(pipe.generator, pipe.scorer, precision="int8")
+
+
+def test_jacobian_relevance_is_the_small_step_limit_of_styleclips_finite_differences(pipe):
+    finite = pipe.channel_relevance(num_samples=1, magnitude=1e-3, use_cache=False)
+    jac = pipe.channel_relevance(num_samples=1, method="jacobian", batch_size=16, use_cache=False)
+    assert torch.equal(jac.analysed, finite.analysed)
+    cos = (finite.relevance * jac.relevance).sum(-1)[finite.analysed]
+    assert cos.median() > 0.99 and (cos > 0.9).float().mean() > 0.9
+    # a large +-5 std step is not linear: the directions differ somewhat but stay aligned on average
+    big = pipe.channel_relevance(num_samples=1, use_cache=False)
+    assert (big.relevance * jac.relevance).sum(-1)[big.analysed].mean() > 0.3
+    with pytest.raises(ValueError, match="`method`"):
+        pipe.channel_relevance(num_samples=1, method="exact")
