@@ -202,3 +202,11 @@ def test_infer_config_of_config_f_layout():
     sd = Generator(size=256, style_dim=64, n_mlp=3, channel_multiplier=2, max_channels=64).state_dict()
     cfg = infer_config(sd)
     assert (cfg.size, cfg.style_dim, cfg.n_mlp, cfg.max_channels) == (256, 64, 3, 64)
+
+
+def test_hub_spec_is_checked_and_never_downloads_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="hf:OWNER/REPO/FILE.pt"):
+        load_generator("hf:only-owner")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+        load_generator("hf:someone/some-repo/stylegan2-ffhq-config-f.pt")

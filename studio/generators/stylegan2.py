@@ -566,12 +566,15 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
                    device: str | torch.device = "cpu") -> Generator:
     """Build a `Generator` and load a rosinality checkpoint strictly.
 
-    `path_or_name`: a file path, or a name from `CHECKPOINTS` whose file must be in `$STUDIO_STYLEGAN_DIR`
+    `path_or_name`: a file path; `hf:OWNER/REPO/FILE.pt` (a Hugging Face repo you name: taken from the local
+    cache, else downloaded once); or a name from `CHECKPOINTS` whose file must be in `$STUDIO_STYLEGAN_DIR`
     (default `~/.cache/studio/stylegan2`). `config` defaults to the registry entry or is inferred from the
     weights. Sets `latent_avg` ((1, style_dim), or the mean of 4096 mapped z when absent) and `checkpoint_hash`.
     """
     path = Path(path_or_name)
-    if not path.is_file() and str(path_or_name) in CHECKPOINTS:
+    if str(path_or_name).startswith("hf:"):
+        path = resolve_hub_checkpoint(str(path_or_name))
+    elif not path.is_file() and str(path_or_name) in CHECKPOINTS:
         info = CHECKPOINTS[str(path_or_name)]
         path = checkpoint_dir() / info.filename
         config = config or info.config
@@ -581,8 +584,8 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
                 f"Get {info.filename}: {info.how_to_get}; then put it there or pass its path "
                 "(STUDIO_STYLEGAN=/path/to/file.pt).")
     elif not path.is_file():
-        raise ValueError(f"`path_or_name` must be a checkpoint file or one of {sorted(CHECKPOINTS)}, "
-                         f"got {str(path_or_name)!r}")
+        raise ValueError(f"`path_or_name` must be a checkpoint file, 'hf:OWNER/REPO/FILE.pt' or one of "
+                         f"{sorted(CHECKPOINTS)}, got {str(path_or_name)!r}")
     state, latent_avg = read_checkpoint(path)
     config = config or infer_config(state)
     model = Generator(**{k: v for k, v in asdict(config).items()})
@@ -594,6 +597,26 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
     model = model.to(device).eval().requires_grad_(False)
     model.checkpoint_hash = file_hash(path)
     return model
+
+
+def resolve_hub_checkpoint(spec: str) -> Path:
+    """`hf:OWNER/REPO/PATH/IN/REPO.pt` -> a local file: the Hugging Face cache, else a download (unless offline)."""
+    from studio.hub import hf_cached_file, hf_download, offline
+
+    parts = spec.removeprefix("hf:").split("/")
+    if len(parts) < 3 or not all(parts):
+        raise ValueError(f"`path_or_name` must look like 'hf:OWNER/REPO/FILE.pt', got {spec!r}")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    cached = hf_cached_file(repo_id, (filename,))
+    if cached is not None:
+        return cached
+    if offline():
+        raise FileNotFoundError(f"{filename!r} from {repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE "
+                                "is set; download it once with network access or pass a local path")
+    path, err = hf_download(repo_id, (filename,))
+    if path is None:
+        raise FileNotFoundError(f"could not download {filename!r} from {repo_id!r} ({err}); pass a local path")
+    return path
 
 
 def save_generator(model: Generator, path: str | os.PathLike) -> None:
