@@ -153,5 +153,5 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                 return on_global(gen, clip_spec, st, s, neu, tgt, a, b, n)
 
             # sliders re-apply on release: an edit is one generator pass once the relevance is cached
-            alpha.release(on_slider, g_inputs, g_outputs)
-            beta.release(on_slider, g_inputs, g_outputs)
+            alpha.release(on_slider, g_inputs, g_outputs, api_visibility="private", trigger_mode="always_last")
+            beta.release(on_slider, g_inputs, g_outputs, api_visibility="private", trigger_mode="always_last")
