@@ -549,7 +549,8 @@ class StyleCLIPPipeline:
         t_rel = time.perf_counter()
 
         # 3. direction in StyleSpace and the edit
-        delta, kept = self.style_direction(rel, self.text_direction(neutral, target, templates), beta)
+        text_dir = self.text_direction(neutral, target, templates)  # (D,)
+        delta, kept = self.style_direction(rel, text_dir, beta)
         delta_layers = list(delta.to(self.device).split(rel.layer_sizes))
         with torch.no_grad():
             styles = self.generator.w_to_styles(start)
@@ -563,7 +564,7 @@ class StyleCLIPPipeline:
         t_edit = time.perf_counter()
 
         # 4. package
-        r = rel.relevance @ self.text_direction(neutral, target, templates)
+        r = rel.relevance @ text_dir
         order = r.abs().argsort(descending=True)[:kept][:10].tolist()
         top = [(*rel.locate(i), float(r[i])) for i in order]
         return GlobalDirectionOutput(
