@@ -210,3 +210,16 @@ def test_hub_spec_is_checked_and_never_downloads_offline(monkeypatch):
         load_generator("hf:only-owner")
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
         load_generator("hf:someone/some-repo/stylegan2-ffhq-config-f.pt")
+
+
+def test_loads_rosinality_train_py_checkpoints_with_args(tmp_path):
+    import argparse
+
+    g = tiny_generator(seed=7)
+    sd = g.state_dict()
+    torch.save({"g": sd, "d": {}, "g_ema": sd, "g_optim": {}, "args": argparse.Namespace(size=32, n_mlp=2)},
+               tmp_path / "010000.pt")
+    loaded = load_generator(tmp_path / "010000.pt")  # no latent_avg stored: the mean of mapped z is used
+    assert loaded.latent_avg.shape == (1, 32)
+    w = g.mean_latent(64).unsqueeze(1).repeat(1, g.n_latent, 1)
+    torch.testing.assert_close(loaded.synthesize(w), g.synthesize(w), atol=1e-6, rtol=0)
