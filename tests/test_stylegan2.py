@@ -223,3 +223,17 @@ def test_loads_rosinality_train_py_checkpoints_with_args(tmp_path):
     assert loaded.latent_avg.shape == (1, 32)
     w = g.mean_latent(64).unsqueeze(1).repeat(1, g.n_latent, 1)
     torch.testing.assert_close(loaded.synthesize(w), g.synthesize(w), atol=1e-6, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fp32_matches_cpu_and_bf16_is_close(monkeypatch):
+    g = tiny_generator(seed=8, size=64)
+    w = g.mean_latent(64).unsqueeze(1).repeat(2, g.n_latent, 1)
+    cpu = g.synthesize(w)
+    gc = g.to("cuda")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare plain fp32 arithmetic
+    torch.testing.assert_close(gc.synthesize(w.cuda()).cpu(), cpu, atol=1e-4, rtol=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        bf = gc.synthesize(w.cuda()).float().cpu()
+    assert (bf - cpu).abs().mean() < 0.05 * cpu.abs().mean()
