@@ -679,9 +679,11 @@ def make_ui_functions(get_pipeline: Callable[[str, str], StyleCLIPPipeline],
                 "info": f"Random sample, seed {int(seed)}, truncation {truncation:g}", "notice": notice(pipe)}
 
     @wrap
-    def invert(generator: str, clip: str, image: Any, steps: int) -> dict:
+    def invert(generator: str, clip: str, image: Any, steps: int,
+               progress: Callable[[int, int], None] | None = None) -> dict:
         pipe = get_pipeline(generator, clip)
-        out = pipe.invert(image, steps=int(steps))
+        out = pipe.invert(image, steps=int(steps),
+                          callback=(lambda step, total, _: progress(step, total)) if progress else None)
         return {"image": img(out.image), "target": img(out.target),
                 "state": {"key": (generator, clip), "source": out},
                 "info": f"Reconstruction MSE {out.mse:.4f} (PSNR {out.psnr:.1f} dB; start {out.start_mse:.4f}) "

@@ -65,8 +65,9 @@ def test_sample_edit_global_and_invert_through_plain_functions(functions):
         functions["global_edit"]("tiny", "tiny-test-vit", s["state"], 4, "a circle", "a red circle", 3.0, 1.0, 1)
 
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8))
-    inv = functions["invert"]("tiny", "tiny-test-vit", photo, 3)
-    assert inv["image"].shape == (16, 16, 3) and "MSE" in inv["info"]
+    ticks = []
+    inv = functions["invert"]("tiny", "tiny-test-vit", photo, 3, lambda d, t: ticks.append((d, t)))
+    assert inv["image"].shape == (16, 16, 3) and "MSE" in inv["info"] and ticks == [(1, 3), (2, 3), (3, 3)]
     with pytest.raises(ValueError, match="`image`"):
         functions["invert"]("tiny", "tiny-test-vit", None, 3)
 

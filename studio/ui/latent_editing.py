@@ -10,6 +10,7 @@ from typing import Callable
 
 import gradio as gr
 
+from studio.media import save_gif
 from studio.ui.common import notice_markdown, user_errors
 
 OFFLINE_HELP = (
@@ -26,7 +27,7 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
     """Add the Latent Editing tab to the current Blocks.
 
     sample(generator, clip, seed, truncation) -> {"image", "state", "info", "notice"}
-    invert(generator, clip, image, steps) -> {"image", "target", "state", "info", "notice"}
+    invert(generator, clip, image, steps, progress(done, total)) -> {"image", "target", "state", "info", "notice"}
     edit(generator, clip, state, seed, prompt, steps, l2_weight, id_weight, strength) -> yields
         {"preview", "progress"} then {"preview", "before", "after", "frames", "state", "progress", "info", "notice"}
     relevance(generator, clip, num_samples, progress(done, total)) -> status text
@@ -66,10 +67,10 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
             return out["image"], out["state"], out["info"], notice_markdown(out.get("notice"))
 
         @user_errors
-        def on_invert(gen, clip_spec, image, steps):
+        def on_invert(gen, clip_spec, image, steps, progress=gr.Progress()):
             if image is None:
                 raise ValueError("`image` is missing: upload an image to invert")
-            out = invert(gen, clip_spec, image, int(steps))
+            out = invert(gen, clip_spec, image, int(steps), lambda done, total: progress((done, total), desc="steps"))
             return out["image"], out["state"], out["info"], notice_markdown(out.get("notice"))
 
         sample_btn.click(on_sample, [generator, clip, seed, truncation], [current, state, source_info, notice],
@@ -97,18 +98,23 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                         before = gr.Image(label="Before", type="numpy", interactive=False)
                         after = gr.Image(label="After", type="numpy", interactive=False)
                     edit_info = gr.Markdown()
+                    animation = gr.File(label="The optimisation as a GIF", interactive=False)
 
             @user_errors
             def on_edit(gen, clip_spec, st, s, text, n, l2, idw, strg):
                 for out in edit(gen, clip_spec, st, int(s), text, int(n), float(l2), float(idw), float(strg)):
                     if "after" in out:
+                        frames = [out["before"], *out.get("frames", [])]
+                        gif = str(save_gif(frames, fps=8)) if len(frames) > 1 else None
                         yield (out["preview"], out["before"], out["after"], out["progress"], out["info"],
-                               out["state"], notice_markdown(out.get("notice")))
+                               out["state"], notice_markdown(out.get("notice")), gif)
                     else:
-                        yield out["preview"], gr.skip(), gr.skip(), out["progress"], gr.skip(), gr.skip(), gr.skip()
+                        yield (out["preview"], gr.skip(), gr.skip(), out["progress"], gr.skip(), gr.skip(),
+                               gr.skip(), gr.skip())
 
             event = run.click(on_edit, [generator, clip, state, seed, prompt, steps, l2_weight, id_weight, strength],
-                              [preview, before, after, progress_md, edit_info, state, notice], api_name="latent_edit")
+                              [preview, before, after, progress_md, edit_info, state, notice, animation],
+                              api_name="latent_edit")
             stop.click(None, cancels=[event])
 
         with gr.Tab("Global direction"):
