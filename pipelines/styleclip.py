@@ -185,10 +185,14 @@ class StyleCLIPPipeline:
     @classmethod
     def from_pretrained(cls, generator: str = "demo-shapes", clip: str | None = None,
                         device: str | None = None, **kwargs: Any) -> "StyleCLIPPipeline":
-        """`generator`: 'demo-shapes', a registry name (see `studio.generators.stylegan2.CHECKPOINTS`) or a path."""
-        from studio.generators import get_generator
+        """`generator`: 'demo-shapes', a registry name (see `studio.generators.stylegan2.CHECKPOINTS`), a path or
+        'hf:OWNER/REPO/FILE.pt'. `clip` defaults to the demo CLIP for the demo generator, else `STUDIO_CLIP`."""
+        from studio.generators import DEMO_GENERATOR, get_generator
+        from studio.hub import DEMO_CLIP
         from studio.scorer import get_scorer
 
+        if clip is None and generator == DEMO_GENERATOR:
+            clip = DEMO_CLIP  # the only CLIP that knows what the demo generator draws
         scorer = get_scorer(clip, device=device)
         return cls(get_generator(generator, device=scorer.device), scorer, **kwargs)
 
