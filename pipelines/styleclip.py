@@ -374,6 +374,10 @@ class StyleCLIPPipeline:
             timings={"start_s": t_start - t0, "optimise_s": t_opt - t_start,
                      "ms_per_step": 1000 * (t_opt - t_start) / max(steps_run, 1)})
 
+    def __call__(self, latent_or_image: Any = None, prompt: str = "", **kwargs: Any) -> LatentEditOutput:
+        """The studio's pipeline entry point: latent optimisation (`edit`)."""
+        return self.edit(latent_or_image, prompt, **kwargs)
+
     # -- 2. global directions ---------------------------------------------------------------------------------
 
     def _relevance_path(self, num_samples: int, seed: int, magnitude: float, method: str) -> Path:

@@ -156,7 +156,7 @@ def test_from_pretrained_with_a_rosinality_checkpoint(tiny_configs, tmp_path, mo
     save_generator(tiny_generator(seed=4), tmp_path / "tiny.pt")
     pipe = StyleCLIPPipeline.from_pretrained(str(tmp_path / "tiny.pt"), clip="tiny-test-vit", device="cpu",
                                              cache_dir=tmp_path)
-    assert pipe.generator.size == 16 and pipe.edit(None, "a red circle", steps=2).image.shape == (1, 3, 16, 16)
+    assert pipe.generator.size == 16 and pipe(None, "a red circle", steps=2).image.shape == (1, 3, 16, 16)
     monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="stylegan2-ffhq-config-f.pt"):
         StyleCLIPPipeline.from_pretrained("ffhq-1024", clip="tiny-test-vit", device="cpu")
