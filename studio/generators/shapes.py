@@ -23,6 +23,7 @@ import hashlib
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from studio.generators.stylegan2 import EqualLinear, PixelNorm, StyleLayer
@@ -86,6 +87,9 @@ class ShapesGenerator(nn.Module):
         # mean w, for truncation; a non-persistent buffer so it follows .to(device)
         self.register_buffer("latent_avg", self.mean_latent(4096, generator=torch.Generator().manual_seed(seed + 1)),
                              persistent=False)
+        with torch.no_grad():  # centre each style on the mean w, so the average image is mid-grey, mid-size, centred
+            for mod in self.modulations:
+                mod.bias.copy_(-F.linear(self.latent_avg, mod.weight * mod.scale)[0] / mod.lr_mul)
         self.checkpoint_hash = hashlib.sha256(f"shapes-{size}-{style_dim}-{n_mlp}-{seed}".encode()).hexdigest()
 
     # -- the Generator interface -------------------------------------------------------------------------------
