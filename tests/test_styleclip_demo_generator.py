@@ -9,6 +9,15 @@ from studio.generators import get_generator
 from studio.generators.shapes import SHAPE_LAYERS, ShapesGenerator
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models: on a shared 2-core machine one thread is much faster than two. Restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def gen() -> ShapesGenerator:
     return ShapesGenerator(size=48)
@@ -67,3 +76,30 @@ def test_layers_control_what_they_name(gen):
     assert m.sum() > 10 and red[0][m].mean() > 0.9 and red[1][m].mean() < -0.9  # it turned red
     outlined = mask(with_channel(s, "fill", 0, -9))
     assert outlined.sum() < 0.7 * mask(s).sum()
+
+
+def _demo_clip_present() -> bool:
+    from studio.hub import DEMO_CLIP, MODELS_DIR
+
+    return (MODELS_DIR / f"{DEMO_CLIP}.safetensors").is_file()
+
+
+@pytest.mark.skipif(not _demo_clip_present(), reason="the bundled demo CLIP (assets/models/shapes-clip.*) is missing")
+@pytest.mark.parametrize("colour, rgb", [("blue", (35, 75, 215)), ("yellow", (235, 215, 35))])
+def test_words_change_pixels_with_the_demo_clip(colour, rgb, tmp_path):
+    """Offline end to end: "a <colour> circle" makes more pixels that colour, counted without CLIP."""
+    from pipelines.styleclip import StyleCLIPPipeline
+    from studio.scorer import get_scorer
+
+    pipe = StyleCLIPPipeline(ShapesGenerator(), get_scorer("shapes-clip", device="cpu"), cache_dir=tmp_path)
+    target = torch.tensor(rgb).float().view(3, 1, 1) / 255
+
+    def fraction(img):  # pixels within 0.3 (RGB distance) of the demo palette's colour
+        return float(((img[0] - target).norm(dim=0) < 0.3).float().mean())
+
+    before = after = 0.0
+    for seed in range(4):
+        out = pipe.edit(None, f"a {colour} circle", steps=100, seed=seed)
+        before, after = before + fraction(out.original), after + fraction(out.image)
+        assert out.score_after > out.score_before
+    assert after > before + 0.2
