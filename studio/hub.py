@@ -1,0 +1,243 @@
+"""Resolving model weights: explicit path → Hugging Face cache → download → bundled demo model.
+
+Every loader in the studio goes through here so that the order, the offline behaviour and the error
+text are the same everywhere. Checkpoints load only through safetensors or `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+MODELS_DIR = ASSETS / "models"
+DEMO_CLIP = "shapes-clip"  # the bundled demo CLIP (assets/models/shapes-clip.*), trained here on synthetic shapes
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+# File names open_clip uses on the Hugging Face Hub, safest first.
+_HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+class WeightsNotFoundError(RuntimeError):
+    """No weights could be had for a model: names the model, what was tried, and how to supply them."""
+
+    def __init__(self, model: str, tried: list[str], how: str):
+        self.model, self.tried, self.how = model, tried, how
+        lines = "\n".join(f"  - {t}" for t in tried) or "  - (nothing)"
+        super().__init__(f"No weights found for {model!r}. Tried:\n{lines}\nTo supply them: {how}")
+
+
+@dataclass
+class ClipSource:
+    """Where a CLIP spec's weights come from, after resolution."""
+
+    spec: str  # what the user asked for
+    arch: str  # open_clip model config name
+    weights: Path | None  # a weights file, or None for random init (benchmarks, tests)
+    kind: str  # "demo" | "local" | "cache" | "download" | "random"
+    quick_gelu: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    notice: str | None = None  # shown to the user, e.g. when the demo model stands in for real weights
+    tried: list[str] = field(default_factory=list)
+
+    @property
+    def is_demo(self) -> bool:
+        return self.kind == "demo"
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a checkpoint's tensors safely: safetensors, or a pickle through `weights_only=True`.
+
+    Accepts plain state dicts and the common wrappers (`{"state_dict": ...}`, a `module.` prefix).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path), device="cpu")
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # TorchScript archives and arbitrary pickles land here
+            raise ValueError(
+                f"checkpoint {str(path)!r} cannot be loaded safely (only safetensors or plain tensor pickles are "
+                f"accepted; TorchScript/JIT archives and pickled objects are refused): {err}"
+            ) from err
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ValueError(f"checkpoint {str(path)!r} holds a {type(sd).__name__}, not a state dict")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hf_cached_file(repo_id: str, filenames: tuple[str, ...]) -> Path | None:
+    """The first of `filenames` already in the local Hugging Face cache (HF_HOME), without network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in filenames:
+        hit = try_to_load_from_cache(repo_id, name)
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return Path(hit)
+    return None
+
+
+_REACHABLE: dict[str, tuple[float, bool]] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection; remembered for a minute.
+
+    Without this probe huggingface_hub retries for most of a minute on a machine with no network before
+    giving up, and a user's first click would hang that long before falling back to the demo model.
+    """
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    now = time.monotonic()
+    hit = _REACHABLE.get(endpoint)
+    if hit is not None and now - hit[0] < 60:
+        return hit[1]
+    url = urlparse(endpoint)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                      timeout=timeout):
+            ok = True
+    except OSError:
+        ok = False
+    _REACHABLE[endpoint] = (now, ok)
+    return ok
+
+
+def hf_download(repo_id: str, filenames: tuple[str, ...]) -> tuple[Path | None, str | None]:
+    """Download the first available of `filenames` (huggingface_hub shows a progress bar). Returns (path, error)."""
+    from huggingface_hub import hf_hub_download
+
+    last = None
+    for name in filenames:
+        try:
+            return Path(hf_hub_download(repo_id, name, etag_timeout=10)), None
+        except Exception as err:  # network errors, missing files, gated repos: try the next, report the last
+            last = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None, last
+
+
+def demo_clip_source(spec: str, tried: list[str] | None = None, notice: str | None = None) -> ClipSource:
+    weights = MODELS_DIR / f"{DEMO_CLIP}.safetensors"
+    config = MODELS_DIR / f"{DEMO_CLIP}.json"
+    if not (weights.is_file() and config.is_file()):
+        raise WeightsNotFoundError(
+            DEMO_CLIP, (tried or []) + [f"bundled demo model at {weights} (missing)"],
+            "reinstall the studio from a full checkout (assets/models/ ships the demo CLIP)",
+        )
+    return ClipSource(spec=spec, arch=DEMO_CLIP, weights=weights, kind="demo", notice=notice, tried=tried or [])
+
+
+def _split_spec(spec: str) -> tuple[str, str | None]:
+    """'ViT-B-32/openai' → ('ViT-B-32', 'openai'); 'ViT-B-32:/path/w.safetensors' → ('ViT-B-32', '/path/...')."""
+    if ":" in spec and not spec.startswith(("hf-hub:", "local-dir:")):
+        arch, _, rest = spec.partition(":")
+        return arch, rest
+    if "/" in spec:
+        arch, _, tag = spec.partition("/")
+        return arch, tag
+    return spec, None
+
+
+def resolve_clip(spec: str, allow_demo: bool = True) -> ClipSource:
+    """Resolve a CLIP spec to an architecture and a weights file.
+
+    Specs: `shapes-clip` (the bundled demo), `ARCH/TAG` as open_clip names them (`ViT-B-32/openai`),
+    `ARCH:/path/to/weights.safetensors` (a local checkpoint of that architecture), `ARCH/random` (random
+    weights: benchmarks), or a bare config name registered with `open_clip.add_model_config` that has no
+    pretrained tags (random init: tests). Real weights that cannot be had fall back to the demo model with a
+    notice when `allow_demo`, else raise `WeightsNotFoundError`.
+    """
+    import open_clip
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"`spec` must be a non-empty model name, got {spec!r}")
+    spec = spec.strip()
+    if spec == DEMO_CLIP:
+        return demo_clip_source(spec)
+    arch, tag = _split_spec(spec)
+    # The QuickGELU variant of an architecture is named "-quickgelu"; the plain name with an OpenAI tag needs it.
+    if arch not in open_clip.list_models():
+        raise ValueError(
+            f"`spec` {spec!r}: unknown architecture {arch!r}. Use '{DEMO_CLIP}', 'ARCH/TAG' with ARCH one of "
+            f"open_clip.list_models() (e.g. 'ViT-B-32/openai', 'RN101/openai'), or 'ARCH:/path/to/weights'"
+        )
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag is None:
+        if tags:
+            raise ValueError(f"`spec` {spec!r} needs pretrained weights: write '{arch}/TAG' with TAG one of {tags}")
+        return ClipSource(spec=spec, arch=arch, weights=None, kind="random")
+    if tag == "random":
+        return ClipSource(spec=spec, arch=arch, weights=None, kind="random")
+    if os.sep in tag or tag.endswith(_WEIGHT_SUFFIXES):  # ARCH:/path
+        path = Path(tag).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(spec, [f"local file {path} (missing)"], "check the path")
+        return ClipSource(spec=spec, arch=arch, weights=path, kind="local")
+    if tag not in tags:
+        raise ValueError(f"`spec` {spec!r}: unknown pretrained tag {tag!r} for {arch}; valid tags: {tags}")
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    common = dict(spec=spec, arch=arch, quick_gelu=bool(cfg.get("quick_gelu", False)),
+                  mean=tuple(cfg["mean"]) if cfg.get("mean") else None,
+                  std=tuple(cfg["std"]) if cfg.get("std") else None)
+    tried: list[str] = []
+    env_path = os.environ.get("STUDIO_CLIP_WEIGHTS")
+    if env_path:
+        if Path(env_path).is_file():
+            return ClipSource(weights=Path(env_path), kind="local", **common)
+        tried.append(f"STUDIO_CLIP_WEIGHTS={env_path} (missing)")
+    hf_hub = cfg.get("hf_hub", "")
+    how = (f"download it once with network access (cached under HF_HOME), or point STUDIO_CLIP_WEIGHTS / the spec "
+           f"'{arch}:/path/to/weights.safetensors' at a local copy")
+    if hf_hub:
+        parts = hf_hub.split("/")
+        repo_id = "/".join(parts[:2])
+        names = (parts[2],) if len(parts) > 2 and parts[2] else _HF_WEIGHT_FILES
+        cached = hf_cached_file(repo_id, names)
+        if cached is not None:
+            return ClipSource(weights=cached, kind="cache", **common)
+        tried.append(f"Hugging Face cache for {repo_id} ({', '.join(names)}): not there")
+        if offline():
+            tried.append("download: skipped, HF_HUB_OFFLINE is set")
+        elif not hub_reachable():
+            tried.append(f"download from the Hugging Face Hub ({repo_id}): the Hub cannot be reached (no network?)")
+        else:
+            path, err = hf_download(repo_id, names)
+            if path is not None:
+                return ClipSource(weights=path, kind="download", **common)
+            tried.append(f"download from the Hugging Face Hub ({repo_id}): {err}")
+    else:
+        tried.append(f"no Hugging Face Hub location is known for {arch}/{tag}")
+    if allow_demo:
+        notice = (f"Using the bundled demo CLIP ('{DEMO_CLIP}': knows shapes, colours and positions only) because "
+                  f"weights for {spec!r} could not be had. {how}.")
+        return demo_clip_source(spec, tried, notice)
+    raise WeightsNotFoundError(spec, tried, how)

@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny CLIP models built from config (seeded, random weights) and the bundled demo CLIP.
+
+Nothing here downloads: HF_HUB_OFFLINE is forced on for the whole test session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no model hub in tests, ever
+os.environ.setdefault("STUDIO_DEVICE", "cpu")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TINY_CONFIGS = {
+    # A ViT tower: patch 8 on 32×32 images, 2 blocks; the text tower keeps the stock tokenizer's vocabulary.
+    "tiny-test-vit": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    },
+    # A ModifiedResNet tower (stages 1-4), the kind CLIPasso's geometric loss reads.
+    "tiny-test-rn": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_configs(tmp_path_factory) -> list[str]:
+    """Register the tiny configs with open_clip once; returns their names."""
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clip_configs")
+    for name, cfg in TINY_CONFIGS.items():
+        (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder)
+    return list(TINY_CONFIGS)
+
+
+def make_tiny_scorer(name: str = "tiny-test-vit", seed: int = 0):
+    """A fresh (uncached) tiny scorer with seeded random weights."""
+    from studio.hub import resolve_clip
+    from studio.scorer import _build
+
+    torch.manual_seed(seed)
+    return _build(resolve_clip(name), torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer(tiny_configs):
+    return make_tiny_scorer("tiny-test-vit")
+
+
+@pytest.fixture(scope="session")
+def tiny_rn_scorer(tiny_configs):
+    return make_tiny_scorer("tiny-test-rn")
+
+
+@pytest.fixture(scope="session")
+def demo_scorer():
+    """The bundled demo CLIP (assets/models/shapes-clip.*)."""
+    from studio.hub import DEMO_CLIP, MODELS_DIR
+    from studio.scorer import get_scorer
+
+    if not (MODELS_DIR / f"{DEMO_CLIP}.safetensors").is_file():
+        pytest.fail("the bundled demo CLIP is missing from assets/models/")
+    return get_scorer(DEMO_CLIP, device="cpu")

@@ -1,0 +1,214 @@
+import threading
+
+import pytest
+import torch
+
+from studio import scorer as scorer_mod
+from studio.hub import WeightsNotFoundError, resolve_clip
+from studio.scorer import get_scorer
+
+
+def test_same_object_for_same_key(tiny_configs):
+    a = get_scorer("tiny-test-vit", device="cpu")
+    b = get_scorer("tiny-test-vit", device="cpu", precision="fp32")
+    assert a is b
+    assert a.image_size == 32 and a.embed_dim == 32 and not a.is_demo
+
+
+def test_text_cache_hits_and_values(tiny_scorer):
+    hits0, miss0 = tiny_scorer.text_cache_hits, tiny_scorer.text_cache_misses
+    e1 = tiny_scorer.encode_text(["a red circle", "a blue square"])
+    assert tiny_scorer.text_cache_misses == miss0 + 2
+    e2 = tiny_scorer.encode_text(["a blue square", "a red circle", "a red circle"])
+    assert tiny_scorer.text_cache_hits == hits0 + 3
+    assert tiny_scorer.text_cache_misses == miss0 + 2
+    assert torch.allclose(e2[0], e1[1]) and torch.allclose(e2[1], e1[0])
+    assert torch.allclose(e1.norm(dim=-1), torch.ones(2), atol=1e-5)
+    # The cached value equals a fresh, uncached computation.
+    tokens = tiny_scorer.tokenizer(["a red circle"])
+    direct = torch.nn.functional.normalize(tiny_scorer.model.encode_text(tokens).float(), dim=-1)
+    assert torch.allclose(direct[0], e1[0], atol=1e-6)
+
+
+def test_text_cache_is_bounded(tiny_configs):
+    from tests.conftest import make_tiny_scorer
+
+    s = make_tiny_scorer()
+    s._text_cache_size = 3
+    out = s.encode_text([f"word {i}" for i in range(5)])
+    assert out.shape == (5, 32) and len(s._text_cache) == 3
+
+
+def test_gradients_reach_the_image(tiny_scorer):
+    img = torch.rand(2, 3, 48, 64, requires_grad=True)  # not square, not the model size: resize + crop inside
+    sim = tiny_scorer.similarity(tiny_scorer.encode_image(img), tiny_scorer.encode_text(["a cat"]))
+    (-sim.sum()).backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    # Centre crop of a wide image: the leftmost columns fall outside the crop and get no gradient.
+    assert img.grad[..., :4].abs().sum() == 0
+
+
+def test_score_matches_hand_computation(tiny_scorer):
+    torch.manual_seed(1)
+    img = torch.rand(3, 3, 32, 32)
+    texts = ["a dog", "a photo of a cat"]
+    got = tiny_scorer.score(img, texts)
+    x = (img - tiny_scorer.mean) / tiny_scorer.std
+    ie = tiny_scorer.model.encode_image(x)
+    te = tiny_scorer.model.encode_text(tiny_scorer.tokenizer(texts))
+    cos = (ie / ie.norm(dim=-1, keepdim=True)) @ (te / te.norm(dim=-1, keepdim=True)).t()
+    assert torch.allclose(got, 100 * cos.clamp(min=0), atol=1e-4)
+    assert (got >= 0).all()
+
+
+def test_prompt_ensemble_is_mean_of_templates(tiny_scorer):
+    temps = ["a photo of a {}.", "a drawing of a {}."]
+    ens = tiny_scorer.encode_prompts(["cat", "dog"], temps)
+    manual = tiny_scorer.encode_text(["a photo of a cat.", "a drawing of a cat."]).mean(0)
+    assert torch.allclose(ens[0], manual / manual.norm(), atol=1e-6)
+    assert ens.shape == (2, 32)
+    assert tiny_scorer.encode_prompts(["cat"], "imagenet").shape == (1, 32)
+    with pytest.raises(ValueError, match="templates"):
+        tiny_scorer.encode_prompts(["cat"], "nonsense")
+
+
+def test_rank_is_a_distribution(tiny_scorer):
+    p = tiny_scorer.rank(torch.rand(2, 3, 32, 32), ["cat", "dog", "car"])
+    assert p.shape == (2, 3)
+    assert torch.allclose(p.sum(-1), torch.ones(2), atol=1e-5)
+
+
+def test_augment_shapes_fill_and_gradients(tiny_scorer):
+    img = torch.zeros(2, 3, 64, 64, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    out = tiny_scorer.augment(img, 4, generator=g)
+    assert out.shape == (8, 3, 32, 32)
+    # A black image under perspective shows white (fill = 1) where the warp uncovers the border.
+    assert out.max() > 0.9 and out.min() < 0.1
+    out.sum().backward()
+    assert img.grad.abs().sum() > 0
+    # Same generator seed → same augmentations.
+    again = tiny_scorer.augment(img, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, again)
+    # Without distortion, a crop stays inside the image: no fill leaks into a constant image.
+    grey = torch.full((1, 3, 40, 40), 0.3)
+    inside = tiny_scorer.augment(grey, 8, distortion=0.0, generator=g)
+    assert torch.allclose(inside, torch.full_like(inside, 0.3), atol=1e-5)
+
+
+def test_augment_rejects_bad_arguments(tiny_scorer):
+    with pytest.raises(ValueError, match="`n`"):
+        tiny_scorer.augment(torch.rand(1, 3, 8, 8), 0)
+    with pytest.raises(ValueError, match="`crop`"):
+        tiny_scorer.augment(torch.rand(1, 3, 8, 8), 1, crop=(0.9, 0.5))
+
+
+@pytest.mark.parametrize("name,layers", [("tiny-test-vit", (0, 1)), ("tiny-test-rn", (2, 3))])
+def test_image_activations(tiny_configs, name, layers):
+    from tests.conftest import make_tiny_scorer
+
+    s = make_tiny_scorer(name)
+    img = torch.rand(2, 3, 32, 32, requires_grad=True)
+    emb, acts = s.image_activations(img, layers)
+    assert emb.shape == (2, 32) and len(acts) == 2
+    sum(a.pow(2).mean() for a in acts).backward()
+    assert img.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="`layers`"):
+        s.image_activations(img, (99,))
+
+
+def test_two_threads_load_once(tiny_configs, monkeypatch):
+    scorer_mod.release("tiny-test-rn")
+    before = scorer_mod.load_count
+    barrier = threading.Barrier(2)
+    got = []
+
+    def worker():
+        barrier.wait()
+        got.append(get_scorer("tiny-test-rn", device="cpu"))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert scorer_mod.load_count == before + 1
+    assert got[0] is got[1]
+
+
+def test_release_and_lru(tiny_configs, monkeypatch):
+    monkeypatch.setattr(scorer_mod, "MAX_MODELS", 1)
+    scorer_mod.release()
+    a = get_scorer("tiny-test-vit", device="cpu")
+    b = get_scorer("tiny-test-rn", device="cpu")  # evicts the ViT
+    assert all("tiny-test-vit" not in d for d in scorer_mod.loaded())
+    assert get_scorer("tiny-test-rn", device="cpu") is b
+    assert get_scorer("tiny-test-vit", device="cpu") is not a
+    assert scorer_mod.release() >= 1 and scorer_mod.loaded() == []
+
+
+def test_bad_specs_give_clear_errors(tiny_configs):
+    with pytest.raises(ValueError, match="unknown architecture 'NoSuchNet'"):
+        get_scorer("NoSuchNet/openai", device="cpu")
+    with pytest.raises(ValueError, match="unknown pretrained tag 'nope'.*valid tags"):
+        resolve_clip("ViT-B-32/nope")
+    with pytest.raises(ValueError, match="needs pretrained weights"):
+        resolve_clip("ViT-B-32")
+    with pytest.raises(ValueError, match="`spec`"):
+        resolve_clip("  ")
+    with pytest.raises(ValueError, match="`precision`"):
+        get_scorer("tiny-test-vit", device="cpu", precision="fp8")
+    with pytest.raises(ValueError, match="`device`"):
+        get_scorer("tiny-test-vit", device="tpu")
+
+
+def test_offline_without_weights_names_model_and_how(tiny_configs, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_clip("ViT-B-32/openai", allow_demo=False)
+    msg = str(info.value)
+    assert "ViT-B-32/openai" in msg and "HF_HUB_OFFLINE" in msg and "STUDIO_CLIP_WEIGHTS" in msg
+
+
+def test_local_checkpoint_spec_loads_exactly(tiny_configs, tmp_path):
+    from safetensors.torch import save_file
+
+    from tests.conftest import make_tiny_scorer
+
+    src = make_tiny_scorer("tiny-test-vit", seed=5)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, str(path))
+    s = get_scorer(f"tiny-test-vit:{path}", device="cpu")
+    assert s.source.kind == "local"
+    img = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(s.encode_image(img), src.encode_image(img), atol=1e-6)
+    # Weights of another architecture are refused with the mismatching keys named.
+    bad = tmp_path / "bad.safetensors"
+    save_file({"visual.nonsense": torch.zeros(1)}, str(bad))
+    with pytest.raises(ValueError, match="do not fit architecture"):
+        get_scorer(f"tiny-test-vit:{bad}", device="cpu")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    import pickle
+
+    from studio.hub import load_state_dict
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil.pt"
+    p.write_bytes(pickle.dumps({"w": Evil()}, protocol=2))
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        load_state_dict(p)
+
+
+def test_bad_image_input(tiny_scorer):
+    with pytest.raises(ValueError, match="`images`"):
+        tiny_scorer.encode_image(torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="`images`"):
+        tiny_scorer.encode_image(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="`texts`"):
+        tiny_scorer.encode_text([])
