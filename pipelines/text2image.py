@@ -17,7 +17,6 @@ same generators to completion, calling `callback(step, total, preview)`; a callb
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
@@ -33,7 +32,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from studio.device import pick_device, pick_dtype
+from studio.hub import WeightsNotFoundError, offline
 from studio.media import save_png
+from studio.scorer import oom_guard
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 MAX_SIDE = 1024  # SD 2.x/Turbo were trained at 512-768; larger sides mostly repeat content and cost quadratic memory
@@ -71,10 +72,6 @@ SCHEDULERS: dict[str, str] = {
     "ddim": "DDIMScheduler",
     "unipc": "UniPCMultistepScheduler",
 }
-
-
-class ModelUnavailableError(RuntimeError):
-    """No copy of the requested text-to-image model could be found or fetched."""
 
 
 @dataclass
@@ -196,10 +193,6 @@ class EditOutput:
         return save_png(self.image, path, self.metadata())
 
 
-def _is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _looks_like_path(name: str) -> bool:
     return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
@@ -208,8 +201,8 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
     """Load a diffusers text-to-image pipeline: explicit folder -> Hugging Face cache -> download.
 
     `model` defaults to `STUDIO_T2I_MODEL`, then `DEFAULT_MODEL`. Downloads are skipped when `HF_HUB_OFFLINE` is set
-    or `local_files_only=True`. Returns `(pipeline, name, where)`; raises `ModelUnavailableError` naming the model,
-    each place tried, and how to supply a local folder.
+    or `local_files_only=True`. Returns `(pipeline, name, where)`; raises `studio.hub.WeightsNotFoundError` naming the
+    model, each place tried, and how to supply a local folder.
     """
     from diffusers import AutoPipelineForText2Image
 
@@ -217,11 +210,12 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return AutoPipelineForText2Image.from_pretrained(expanded, **load_kwargs), name, f"local folder {expanded}"
+    how = (f"fetch the diffusers folder on a machine with internet (e.g. `huggingface-cli download "
+           f"{DEFAULT_MODEL if _looks_like_path(name) else name} --local-dir ./model`), then pass that folder to "
+           f"Text2ImagePipeline.from_pretrained(...) or set STUDIO_T2I_MODEL=/path/to/folder")
     if _looks_like_path(name):
-        raise ModelUnavailableError(
-            f"Text-to-image model folder {name!r} does not exist. Pass a folder holding a diffusers pipeline "
-            f"(model_index.json, unet/, vae/, ...) or a Hugging Face repo id such as {DEFAULT_MODEL!r}."
-        )
+        raise WeightsNotFoundError(name, [f"local folder {expanded}: does not exist (a diffusers folder holds "
+                                          f"model_index.json, unet/, vae/, ...)"], how)
     tried = [f"local folder: no folder named {name!r}"]
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(name, local_files_only=True, **load_kwargs)
@@ -230,8 +224,8 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
         cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
             os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
         tried.append(f"Hugging Face cache ({cache}): {type(err).__name__}: {str(err).splitlines()[0][:200]}")
-    offline = local_files_only if local_files_only is not None else _is_offline()
-    if offline:
+    is_offline = local_files_only if local_files_only is not None else offline()
+    if is_offline:
         tried.append("download: skipped (HF_HUB_OFFLINE is set)" if local_files_only is None
                      else "download: skipped (local_files_only=True)")
     else:
@@ -240,12 +234,7 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
             return pipe, name, "downloaded from the Hugging Face Hub"
         except Exception as err:
             tried.append(f"download: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
-    raise ModelUnavailableError(
-        f"Text-to-image model {name!r} is not available. Tried:\n  - " + "\n  - ".join(tried) + "\n"
-        f"To use a local copy, fetch the diffusers folder on a machine with internet (e.g. "
-        f"`huggingface-cli download {name} --local-dir ./{name.split('/')[-1]}`), then pass that folder to "
-        f"Text2ImagePipeline.from_pretrained(...) or set STUDIO_T2I_MODEL=/path/to/folder."
-    )
+    raise WeightsNotFoundError(name, tried, how)
 
 
 def preset_for(name: str) -> ModelPreset | None:
@@ -258,17 +247,13 @@ def preset_for(name: str) -> ModelPreset | None:
     return None
 
 
-@contextlib.contextmanager
-def _oom_guard(what: str):
-    """Turn CUDA out-of-memory into a clear error and free the cache, so the server lives on."""
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        raise RuntimeError(
-            f"Out of GPU memory while {what}. Try a smaller size or batch, fewer candidates, or restart with "
-            f"CPU offload (low-VRAM GPUs use it automatically)."
-        ) from None
+def chi_norm_nll(norm: torch.Tensor, d: int) -> torch.Tensor:
+    """Negative log-likelihood (up to a constant) of a norm r = ||eps|| of d-dimensional standard normal noise.
+
+    r follows a chi distribution with d degrees of freedom, p(r) ~ r^(d-1) exp(-r^2 / 2), so
+    -log p(r) = r^2 / 2 - (d - 1) log r, smallest at r = sqrt(d - 1): ReNO's regulariser (Eyring et al. 2024, eq. 4).
+    """
+    return 0.5 * norm**2 - (d - 1) * torch.log(norm)
 
 
 def _pt_to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -423,10 +408,12 @@ class Text2ImagePipeline:
             raise ValueError(f"`scheduler` must be one of {list(SCHEDULERS)}, got {scheduler!r}")
 
     # ------------------------------------------------------------------ helpers
-    def _noise(self, seeds: list[int], height: int, width: int) -> torch.Tensor:
-        """(B, C, h, w) float32 CPU noise, one CPU generator per image, so image i depends on seeds[i] only."""
+    def _noise(self, seeds: list[int], height: int, width: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """(B, C, h, w) float32 CPU noise from one CPU generator per image, and those generators, which go on to
+        supply any noise the scheduler adds (ancestral samplers), so image i depends on seeds[i] only."""
         shape = (self.pipe.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        return torch.stack([torch.randn(shape, generator=g) for g in generators]), generators
 
     def _set_scheduler(self, name: str) -> None:
         if name == "default":
@@ -540,7 +527,7 @@ class Text2ImagePipeline:
             self._require_scorer("rerank")
         base = random.randrange(2**32 - MAX_IMAGES) if seed is None else seed
         seeds = [(base + i) % 2**32 for i in range(num_images)]
-        noise = self._noise(seeds, height, width)  # (N, C, h, w)
+        noise, generators = self._noise(seeds, height, width)  # (N, C, h, w)
 
         # 2. generate in batches
         images_pt, latents, scores = [], [], []
@@ -555,20 +542,21 @@ class Text2ImagePipeline:
 
             chunk = noise[start:start + batch_size]
             t0 = time.perf_counter()
-            with self._lock, _oom_guard(f"generating {len(chunk)} image(s) at {width}x{height}"):
+            with self._lock, oom_guard(f"generation of {len(chunk)} image(s) at {width}x{height}"):
                 self._set_scheduler(scheduler)
                 self._set_tiling(height, width)
                 out = self.pipe(
                     prompt=[prompt] * len(chunk),
                     negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
                     num_inference_steps=steps, guidance_scale=guidance_scale, width=width, height=height,
-                    latents=chunk.to(self.device, self.dtype), output_type="pt",
+                    latents=chunk.to(self.device, self.dtype), generator=generators[start:start + batch_size],
+                    output_type="pt",
                     callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"],
                 )
             timings["generate_s"] += time.perf_counter() - t0
             if self.scorer is not None:  # scored on the device, before the copy to the CPU
                 t0 = time.perf_counter()
-                with self._lock, _oom_guard("scoring images with CLIP"):
+                with self._lock, oom_guard("CLIP scoring"):
                     scores.extend(self._score(out.images, prompt))
                 timings["score_s"] += time.perf_counter() - t0
             images_pt.append(out.images.float().cpu())  # (b, 3, H, W) in [0, 1]
@@ -651,7 +639,7 @@ class Text2ImagePipeline:
             self._set_tiling(height, width)
             if gradient_checkpointing:
                 self._enable_checkpointing([self.pipe.unet, self.pipe.vae])
-            noise = self._noise([seed], height, width).to(self.device).requires_grad_(True)  # (1, C, h, w) fp32
+            noise = self._noise([seed], height, width)[0].to(self.device).requires_grad_(True)  # (1, C, h, w) fp32
             d = noise[0].numel()
             with torch.no_grad():
                 embeds = self._embed_prompt(prompt)
@@ -666,7 +654,7 @@ class Text2ImagePipeline:
         stopped = False
         t0 = time.perf_counter()
         for step in range(steps + 1):
-            with self._lock, _oom_guard(f"refining at {width}x{height}"), torch.enable_grad():
+            with self._lock, oom_guard(f"refinement at {width}x{height}"), torch.enable_grad():
                 x0 = self._one_step_x0(noise, embeds)
                 image = self._decode(x0)  # (1, 3, H, W)
                 cos = (self.scorer.encode_image(image.to(self.scorer.device)) * text).sum(-1)  # (1,)
@@ -674,7 +662,7 @@ class Text2ImagePipeline:
                 if step < steps:
                     norm = noise.flatten().norm()
                     reward_loss = (100.0 - 100.0 * cos).mean() * 0.01
-                    reg = reg_weight * (0.5 * norm**2 - (d - 1) * torch.log(norm))
+                    reg = reg_weight * chi_norm_nll(norm, d)
                     (grad,) = torch.autograd.grad(reward_loss + reg, [noise])
                     noise.grad = grad
                     torch.nn.utils.clip_grad_norm_([noise], grad_clip)
@@ -756,7 +744,7 @@ class Text2ImagePipeline:
         z0 = latents.reshape(1, *latents.shape[-3:]).to(self.device, torch.float32)
         h, w = (s * self.vae_scale_factor for s in z0.shape[-2:])
         weight = proximity * (1.0 - strength) / strength
-        with self._lock, torch.no_grad(), _oom_guard("encoding the image to edit"):
+        with self._lock, torch.no_grad(), oom_guard("encoding of the image to edit"):
             self._set_tiling(h, w)
             if gradient_checkpointing:
                 self._enable_checkpointing([self.pipe.vae])
@@ -774,7 +762,7 @@ class Text2ImagePipeline:
         stopped = False
         t0 = time.perf_counter()
         for step in range(steps + 1):
-            with self._lock, _oom_guard(f"editing at {w}x{h}"), torch.enable_grad():
+            with self._lock, oom_guard(f"editing at {w}x{h}"), torch.enable_grad():
                 image = self._decode(z)  # (1, 3, H, W)
                 e = self.scorer.encode_image(image.to(self.scorer.device))  # (1, D)
                 cos_dir = F.cosine_similarity(e - e0, text_dir[None], dim=-1, eps=1e-8).mean()
