@@ -347,6 +347,15 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
         return scorer
 
 
+def is_loaded(spec: str | None = None, device: str | torch.device | None = None, precision: str | None = None,
+              allow_demo: bool = True) -> bool:
+    """Whether `get_scorer` with these arguments would return at once (the model is resident)."""
+    spec = (spec or os.environ.get("STUDIO_CLIP") or DEFAULT_CLIP).strip()
+    dev = pick_device(device)
+    with _REGISTRY_LOCK:
+        return (spec, str(dev), pick_dtype(dev, precision), allow_demo) in _SCORERS
+
+
 def _release(scorer: CLIPScorer) -> None:
     scorer.model.to("cpu")
     scorer._text_cache.clear()

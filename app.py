@@ -1,0 +1,113 @@
+"""CLIP Creative Studio: the web app (local, or a Hugging Face Space with the same file).
+
+This is the only place that joins models to the UI: each tab's `build(...)` receives plain functions made
+here. Run `python app.py --help` for the flags; every flag has an environment variable too (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Callable
+
+import gradio as gr
+
+from studio.device import pick_device
+from studio.images import load_image
+from studio.scorer import available_specs, get_scorer, is_loaded
+from studio.ui import lens as lens_ui
+
+log = logging.getLogger("studio")
+
+try:  # On a ZeroGPU Space, GPU-bound handlers must be wrapped; elsewhere nothing changes.
+    import spaces  # type: ignore
+
+    gpu: Callable[[Callable], Callable] = spaces.GPU
+except ImportError:
+    def gpu(fn: Callable) -> Callable:
+        return fn
+
+
+def _gallery_item(path: str, caption: str):
+    return (load_image(path, "images"), caption)
+
+
+def make_lens_functions(device: str | None) -> dict[str, Callable]:
+    from pipelines.lens import CLIPLensPipeline
+
+    def pipe(spec: str) -> CLIPLensPipeline:
+        return CLIPLensPipeline(get_scorer(spec, device=device))
+
+    @gpu
+    def classify(spec, image, labels_text):
+        out = pipe(spec).classify(image, labels_text)
+        return {"labels": list(zip(out.labels, out.probs)), "notice": out.notice}
+
+    @gpu
+    def search(spec, files, query):
+        out = pipe(spec).search(files, query)
+        return {"gallery": [_gallery_item(files[i], f"{s:.1f}") for i, s in zip(out.order, out.scores)],
+                "notice": out.notice}
+
+    @gpu
+    def arithmetic(spec, files, query_image, minus, plus, weight):
+        out = pipe(spec).arithmetic(files, query_image, minus, plus, weight)
+        return {"gallery": [_gallery_item(files[i], f"{s:.1f}") for i, s in zip(out.order, out.scores)],
+                "notice": out.notice}
+
+    def model_status(spec):
+        if is_loaded(spec, device=device):
+            return None
+        return f"Loading CLIP {spec!r} (first use: loading weights, or downloading them once)…"
+
+    return {"classify": classify, "search": search, "arithmetic": arithmetic, "model_status": model_status}
+
+
+def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
+    """The studio's Blocks. `clip` is the default CLIP spec; `device` as `studio.device.pick_device` takes it."""
+    clip = clip or os.environ.get("STUDIO_CLIP") or "ViT-B-32/openai"
+    dev = pick_device(device)
+    device = str(dev)
+    choices = available_specs()
+    if clip not in choices:
+        choices.insert(0, clip)
+    with gr.Blocks(title="CLIP Creative Studio") as demo:
+        gr.Markdown(f"# CLIP Creative Studio\nCLIP-driven creation · running on **{device}** · default CLIP "
+                    f"`{clip}`")
+        with gr.Tabs():
+            lens = make_lens_functions(device)
+            lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"])
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="CLIP Creative Studio")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to listen on (0.0.0.0 for all); env GRADIO_SERVER_NAME")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                   help="port; env GRADIO_SERVER_PORT")
+    p.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
+    p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"), help="auto, cpu, cuda[:N], mps; env STUDIO_DEVICE")
+    p.add_argument("--clip", default=os.environ.get("STUDIO_CLIP"),
+                   help="default CLIP: ARCH/TAG (ViT-B-32/openai), ARCH:/path/weights, or shapes-clip; env STUDIO_CLIP")
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get("STUDIO_CONCURRENCY", "1")),
+                   help="jobs running at once (one GPU job at a time by default); env STUDIO_CONCURRENCY")
+    p.add_argument("--max-queue", type=int, default=int(os.environ.get("STUDIO_MAX_QUEUE", "32")),
+                   help="requests waiting before new ones are turned away; env STUDIO_MAX_QUEUE")
+    args = p.parse_args(argv)
+    if args.concurrency < 1:
+        p.error(f"--concurrency must be at least 1, got {args.concurrency}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    demo = build_app(clip=args.clip, device=args.device)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""End to end: the real app on a free port, driven through gradio_client and through headless Chromium."""
+
+import os
+import shutil
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_configs):
+    import app
+
+    demo = app.build_app(clip="tiny-test-vit", device="cpu")
+    demo.queue(default_concurrency_limit=1)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def red_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "red.png"
+    arr = np.full((64, 64, 3), 255, np.uint8)
+    arr[16:48, 16:48] = (220, 20, 20)
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def test_lens_through_gradio_client(app_url, red_png):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    top, table, notice = client.predict("tiny-test-vit", handle_file(red_png), "a red square, a blue circle, a cat",
+                                        api_name="/lens_classify")
+    labels = [row[0] for row in table["data"]]
+    probs = [row[1] for row in table["data"]]
+    assert sorted(labels) == ["a blue circle", "a cat", "a red square"]
+    assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
+    assert top["label"] == labels[0]
+    # Bad input comes back as a readable error, and the server keeps answering.
+    with pytest.raises(Exception, match="labels"):
+        client.predict("tiny-test-vit", handle_file(red_png), " , ", api_name="/lens_classify")
+    again = client.predict("tiny-test-vit", handle_file(red_png), "a, b", api_name="/lens_classify")
+    assert len(again[1]["data"]) == 2
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (.ci/run installs it)")
+def test_lens_in_a_real_browser(app_url, red_png, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url, wait_until="networkidle")
+        expect(page.get_by_role("tab", name="CLIP Lens", exact=True)).to_be_visible(timeout=30_000)
+        page.locator("input[type=file]").first.set_input_files(red_png)
+        page.get_by_label("Candidate labels (comma or newline separated)").fill("a red square, a blue circle")
+        page.get_by_role("button", name="Rank labels", exact=True).click()
+        table = page.locator("table").filter(has_text="probability")
+        expect(table).to_contain_text("a blue circle", timeout=60_000)
+        expect(table).to_contain_text("a red square")
+        page.screenshot(path=str(tmp_path / "lens.png"), full_page=True)
+        browser.close()
