@@ -45,16 +45,16 @@ def test_build_lays_out_the_tab(t2i):
     assert isinstance(demo, gr.Blocks)
     labels = {getattr(b, "value", None) for b in demo.blocks.values() if isinstance(b, gr.Button)}
     assert {"Generate", "Stop", "Refine selected", "Edit selected"} <= labels
-    with gr.Blocks() as outer:  # inside an app's Blocks (e.g. a Tab) it adds to that context instead
-        with gr.Tab("Text to Image"):
+    with gr.Blocks() as outer:  # inside the app's Blocks it adds its tab there instead
+        with gr.Tabs():
             assert build(t2i.iter_generate, defaults=t2i.defaults()) is None
-    assert any(isinstance(b, gr.Gallery) for b in outer.blocks.values())
+    assert any(isinstance(b, gr.Tab) and b.label == "Text to Image" for b in outer.blocks.values())
 
 
 def test_generate_streams_then_shows_sorted_results_and_history(handlers):
     steps = run_generate(handlers)
     assert len(steps) == 3  # two batches of progress, then the result
-    assert "1/3" not in steps[0][2] and "2/3" in steps[0][2]
+    assert "2/3" in steps[0][2] and "3/3" in steps[1][2]  # progress after each batch of 2
     gallery, files, info, seed, records, history_gallery, history = steps[-1]
     assert seed == 40 and len(gallery) == len(files) == len(records) == 3
     scores = [r["meta"]["clip_score"] for r in records]

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from studio.media import read_png_metadata
+from studio.ui.common import user_errors
 
 # Controls an uploaded PNG can restore: metadata key -> type.
 RESTORABLE: dict[str, type] = {
@@ -67,15 +68,8 @@ class Handlers:
         if fn is None:
             raise gr.Error(f"{what} is not available for this model", title="Not available")
 
-    @staticmethod
-    def _run(iterator: Iterator) -> Iterator:
-        """Iterate a pipeline generator, turning bad input and out-of-memory into messages for the page."""
-        try:
-            yield from iterator
-        except (ValueError, RuntimeError) as err:
-            raise gr.Error(str(err)) from None
-
     # ---- generate ---------------------------------------------------------------------------------------
+    @user_errors
     def generate(self, prompt, negative_prompt, steps, guidance_scale, width, height, num_images, batch_size,
                  seed, random_seed, scheduler, rerank, history):
         """Yields (gallery, files, info, seed, current records, history gallery, history records)."""
@@ -88,7 +82,7 @@ class Handlers:
             rerank=bool(rerank),
         )
         history = list(history or [])
-        for item in self._run(self.generate_fn(prompt, **kwargs)):
+        for item in self.generate_fn(prompt, **kwargs):
             if not item.done:
                 yield (gr.skip(), gr.skip(), f"Generating… {item.step}/{item.total}", seed, gr.skip(), gr.skip(),
                        gr.skip())
@@ -109,6 +103,7 @@ class Handlers:
                    [(r["path"], r["caption"]) for r in history], history)
 
     # ---- refine -----------------------------------------------------------------------------------------
+    @user_errors
     def refine(self, records, selected, steps, reg_weight, history):
         """Yields (preview, before/after, info, history gallery, history records)."""
         self._check_loaded(self.refine_fn, "Refine")
@@ -117,7 +112,7 @@ class Handlers:
         iterator = self.refine_fn(meta["prompt"], seed=int(meta["seed"]), width=int(meta["width"]),
                                   height=int(meta["height"]), steps=int(steps), reg_weight=float(reg_weight))
         history = list(history or [])
-        for item in self._run(iterator):
+        for item in iterator:
             if not item.done:
                 yield (item.preview, gr.skip(), f"Refining… step {item.step}/{item.total} · CLIP {item.score:.2f}",
                        gr.skip(), gr.skip())
@@ -132,6 +127,7 @@ class Handlers:
                    history)
 
     # ---- edit -------------------------------------------------------------------------------------------
+    @user_errors
     def edit(self, records, selected, edit_prompt, strength, steps, history):
         """Yields (preview, before/after, info, history gallery, history records)."""
         self._check_loaded(self.edit_fn, "Edit")
@@ -139,7 +135,7 @@ class Handlers:
         iterator = self.edit_fn(record["latent"], record["prompt"], edit_prompt, strength=float(strength),
                                 steps=int(steps))
         history = list(history or [])
-        for item in self._run(iterator):
+        for item in iterator:
             if not item.done:
                 yield (item.preview, gr.skip(), f"Editing… step {item.step}/{item.total} · direction {item.score:.3f}",
                        gr.skip(), gr.skip())
@@ -184,7 +180,7 @@ class Handlers:
 def build(generate: Callable[..., Iterator] | None = None, refine: Callable[..., Iterator] | None = None,
           edit: Callable[..., Iterator] | None = None, *, defaults: dict[str, Any] | None = None,
           load_error: str | None = None) -> gr.Blocks | None:
-    """Lay out the tab inside the current Blocks context (or a new `gr.Blocks`, which is returned).
+    """Add the "Text to Image" tab to the current Blocks (or to a new `gr.Blocks`, which is then returned).
 
     `generate`, `refine`, `edit`: `Text2ImagePipeline.iter_generate / iter_refine / iter_edit` (or wrappers of them,
     e.g. `spaces.GPU`); `defaults`: `Text2ImagePipeline.defaults()`; `load_error`: the message to show instead
@@ -196,9 +192,11 @@ def build(generate: Callable[..., Iterator] | None = None, refine: Callable[...,
     h = Handlers(generate, refine, edit, d, load_error)
     if Context.block is None:
         with gr.Blocks(title="Text to Image") as demo:
-            _layout(h, d, load_error)
+            with gr.Tab("Text to Image", id="text2image"):
+                _layout(h, d, load_error)
         return demo
-    _layout(h, d, load_error)
+    with gr.Tab("Text to Image", id="text2image"):
+        _layout(h, d, load_error)
     return None
 
 
@@ -265,11 +263,12 @@ def _layout(h: Handlers, d: dict[str, Any], load_error: str | None) -> None:
     gen_inputs = [prompt, negative, steps, guidance, width, height, num_images, batch_size, seed, random_seed,
                   scheduler, rerank, history]
     gen_event = generate_btn.click(lambda: 0, None, selected).then(
-        h.generate, gen_inputs, [gallery, files, info, seed, current, history_gallery, history])
+        h.generate, gen_inputs, [gallery, files, info, seed, current, history_gallery, history],
+        api_name="t2i_generate")
     refine_event = refine_btn.click(h.refine, [current, selected, refine_steps, reg_weight, history],
-                                    [preview, compare, info, history_gallery, history])
+                                    [preview, compare, info, history_gallery, history], api_name="t2i_refine")
     edit_event = edit_btn.click(h.edit, [current, selected, edit_prompt, strength, edit_steps, history],
-                                [preview, compare, info, history_gallery, history])
+                                [preview, compare, info, history_gallery, history], api_name="t2i_edit")
     stop_btn.click(None, None, None, cancels=[gen_event, refine_event, edit_event])
     upload.upload(h.restore, upload, [prompt, negative, seed, random_seed, steps, guidance, width, height, scheduler,
-                                      info])
+                                      info], api_name="t2i_restore")
