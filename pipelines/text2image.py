@@ -455,10 +455,10 @@ class Text2ImagePipeline:
         sample = noise * sqrt(sigma^2 + 1), x0 = sample - sigma * eps), so refine starts from the generated image.
         """
         scheduler = self.pipe.scheduler
-        scheduler.set_timesteps(1, device=self.device)
+        scheduler.set_timesteps(1, device=noise.device)
         t = scheduler.timesteps[0]
-        a = scheduler.alphas_cumprod[int(t)].to(self.device, torch.float32)
-        out = self.pipe.unet(noise.to(self.dtype), t, encoder_hidden_states=embeds).sample.float()
+        a = scheduler.alphas_cumprod[int(t)].to(noise.device, torch.float32)
+        out = self.pipe.unet(noise.to(embeds.dtype), t, encoder_hidden_states=embeds).sample.float()
         kind = scheduler.config.prediction_type
         if kind == "epsilon":
             return (noise - (1 - a).sqrt() * out) / a.sqrt()
@@ -477,11 +477,13 @@ class Text2ImagePipeline:
         image = vae.decode(z.to(vae.dtype)).sample.float()
         return (image / 2 + 0.5).clamp(0, 1)
 
-    @staticmethod
-    def _enable_checkpointing(modules: list[Any]) -> None:
+    def _set_checkpointing(self, modules: list[Any], on: bool | None) -> None:
+        """Gradient checkpointing for refine/edit: None means on a GPU only (it trades compute for activation
+        memory, which a CPU with ample RAM does not need; on CPU it slows small models several-fold)."""
+        on = self.device.type != "cpu" if on is None else on
         for m in modules:
-            if getattr(m, "_supports_gradient_checkpointing", False) and not m.is_gradient_checkpointing:
-                m.enable_gradient_checkpointing()
+            if getattr(m, "_supports_gradient_checkpointing", False) and m.is_gradient_checkpointing != on:
+                m.enable_gradient_checkpointing() if on else m.disable_gradient_checkpointing()
 
     # ------------------------------------------------------------------ generation (+ rerank)
     def __call__(self, prompt: str, *, callback: Callable | None = None, **kwargs: Any) -> Text2ImageOutput:
@@ -530,7 +532,9 @@ class Text2ImagePipeline:
         noise, generators = self._noise(seeds, height, width)  # (N, C, h, w)
 
         # 2. generate in batches
-        images_pt, latents, scores = [], [], []
+        images: list[Image.Image] = []
+        latents, scores = [], []
+        device, dtype = self.device, self.dtype  # looked up once: diffusers walks every module to find them
         timings = {"generate_s": 0.0, "score_s": 0.0}
         stopped = False
         for start in range(0, num_images, batch_size):
@@ -549,7 +553,7 @@ class Text2ImagePipeline:
                     prompt=[prompt] * len(chunk),
                     negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
                     num_inference_steps=steps, guidance_scale=guidance_scale, width=width, height=height,
-                    latents=chunk.to(self.device, self.dtype), generator=generators[start:start + batch_size],
+                    latents=chunk.to(device, dtype), generator=generators[start:start + batch_size],
                     output_type="pt",
                     callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"],
                 )
@@ -559,16 +563,15 @@ class Text2ImagePipeline:
                 with self._lock, oom_guard("CLIP scoring"):
                     scores.extend(self._score(out.images, prompt))
                 timings["score_s"] += time.perf_counter() - t0
-            images_pt.append(out.images.float().cpu())  # (b, 3, H, W) in [0, 1]
+            images.extend(_pt_to_pil(out.images))  # (b, 3, H, W) in [0, 1] -> PIL
             latents.append(final["latents"].float().cpu())
             cmd = yield Progress(step=min(start + batch_size, num_images), total=num_images,
-                                 preview=_pt_to_pil(out.images[:1])[0])
+                                 preview=images[start])
             if cmd == "stop":
                 stopped = True
                 break
 
         # 3. rerank
-        images = torch.cat(images_pt)
         n = len(images)
         order = list(range(n))
         if rerank and self.scorer is not None:
@@ -576,7 +579,7 @@ class Text2ImagePipeline:
 
         # 4. package the result
         yield Text2ImageOutput(
-            images=[_pt_to_pil(images[i:i + 1])[0] for i in order], seeds=[seeds[i] for i in order],
+            images=[images[i] for i in order], seeds=[seeds[i] for i in order],
             scores=[scores[i] for i in order] if self.scorer is not None else None, prompt=prompt,
             negative_prompt=negative_prompt or None, steps=steps, guidance_scale=float(guidance_scale), width=width,
             height=height, scheduler=scheduler, model=self.model_name, clip_model=self._clip_name(),
@@ -602,7 +605,7 @@ class Text2ImagePipeline:
         grad_clip: float = 0.1,  # ReNO arguments.py
         momentum: float = 0.9,  # ReNO training/optim.py (SGD, Nesterov)
         preview_every: int = 1,
-        gradient_checkpointing: bool = True,
+        gradient_checkpointing: bool | None = None,  # None: on GPUs only
     ) -> Iterator[Progress | RefineOutput]:
         """ReNO on one image: start from the noise `seed` gives, take `steps` SGD steps on
         loss = (100 - 100 cos(E_I(G(eps)), E_T(prompt))) / 100 + reg_weight * (||eps||^2 / 2 - (d - 1) log ||eps||),
@@ -637,8 +640,7 @@ class Text2ImagePipeline:
         with self._lock:
             self._set_scheduler("default")
             self._set_tiling(height, width)
-            if gradient_checkpointing:
-                self._enable_checkpointing([self.pipe.unet, self.pipe.vae])
+            self._set_checkpointing([self.pipe.unet, self.pipe.vae], gradient_checkpointing)
             noise = self._noise([seed], height, width)[0].to(self.device).requires_grad_(True)  # (1, C, h, w) fp32
             d = noise[0].numel()
             with torch.no_grad():
@@ -708,7 +710,7 @@ class Text2ImagePipeline:
         lr: float = 0.05,  # Adam on SD latents (unit scale); StyleCLIP's latent optimisation uses Adam 0.1 on w
         proximity: float = 1.0,
         preview_every: int = 1,
-        gradient_checkpointing: bool = True,
+        gradient_checkpointing: bool | None = None,  # None: on GPUs only
     ) -> Iterator[Progress | EditOutput]:
         """Optimise z from z0 (a generated image's denoised latent) with Adam on
         loss = 1 - cos(E_I(D(z)) - E_I(D(z0)), E_T(edit) - E_T(source)) + proximity * (1 - s) / s * mean((z - z0)^2),
@@ -746,8 +748,7 @@ class Text2ImagePipeline:
         weight = proximity * (1.0 - strength) / strength
         with self._lock, torch.no_grad(), oom_guard("encoding of the image to edit"):
             self._set_tiling(h, w)
-            if gradient_checkpointing:
-                self._enable_checkpointing([self.pipe.vae])
+            self._set_checkpointing([self.pipe.vae], gradient_checkpointing)
             t = self.scorer.encode_text([source_prompt, edit_prompt]).to(self.scorer.device)  # (2, D)
             text_dir = F.normalize(t[1] - t[0], dim=-1)  # (D,)
             original = self._decode(z0)

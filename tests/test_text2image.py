@@ -74,14 +74,18 @@ def test_rerank_order_equals_the_scorers_order(t2i, tiny_scorer):
 
 def test_refine_raises_the_clip_score_and_starts_from_the_generated_image(t2i):
     seen = []
-    out = t2i.refine(PROMPT, seed=21, steps=4, callback=lambda step, total, preview: seen.append((step, total)))
+    out = t2i.refine(PROMPT, seed=21, steps=4, gradient_checkpointing=True,
+                     callback=lambda step, total, preview: seen.append((step, total)))
     generated = t2i(PROMPT, num_images=1, seed=21)
     assert np.abs(pixels(out.start_image) - pixels(generated.images[0])).max() <= 1
     assert out.score_before == pytest.approx(generated.scores[0], abs=0.5)
     assert len(out.scores) == 5 and seen == [(s, 4) for s in range(5)]
     assert out.score_after == max(out.scores) and out.score_after > out.score_before + 0.5
     assert out.best_step > 0 and out.noise.shape == (1, 4, 16, 16) and out.latents.shape == (1, 4, 16, 16)
-    assert t2i.pipe.unet.is_gradient_checkpointing
+    assert t2i.pipe.unet.is_gradient_checkpointing and t2i.pipe.vae.is_gradient_checkpointing
+    plain = t2i.refine(PROMPT, seed=21, steps=4)  # CPU default: no checkpointing, same numbers
+    assert not t2i.pipe.unet.is_gradient_checkpointing
+    np.testing.assert_allclose(plain.scores, out.scores, atol=1e-3)
     assert all(p.grad is None for p in t2i.pipe.unet.parameters())  # gradients flow to the noise only
 
 
