@@ -17,16 +17,19 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import platform
-import statistics
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.text2image import ModelPreset, Text2ImagePipeline
-from studio.device import pick_device, pick_dtype
+import torch  # noqa: E402
+
+from benchmarks.common import machine, sync, table  # noqa: E402
+from pipelines.text2image import ModelPreset, Text2ImagePipeline  # noqa: E402
+from studio.device import pick_device, pick_dtype  # noqa: E402
 
 # Architectures as data. sd-turbo: the diffusers configs of stabilityai/sd-turbo (= SD 2.1-base shapes).
 CONFIGS: dict[str, dict] = {
@@ -111,27 +114,19 @@ def build_pipeline(name: str, device: torch.device, dtype: torch.dtype, folder: 
 def timed(fns: dict, device: torch.device, repeats: int) -> dict[str, float]:
     """Best wall time in ms of each function over `repeats` interleaved rounds after one warm-up each.
 
-    Interleaving and the minimum keep a shared machine's load from favouring whichever runs first (load only ever
-    adds time)."""
+    Unlike `benchmarks.common.timeit` (median of back-to-back runs), rounds are interleaved and the minimum kept,
+    so a shared machine's load cannot favour whichever variant runs first (load only ever adds time)."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             t0 = time.perf_counter()
             fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             times[name].append((time.perf_counter() - t0) * 1000)
     return {name: min(t) for name, t in times.items()}
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,33 +176,32 @@ def main(argv: list[str] | None = None) -> None:
         t = timed({"plain": plain, "ours": ours_gen, "rerank": rerank}, device, args.repeats)
         rows.append((b, t["plain"], t["ours"], 100 * (t["ours"] / t["plain"] - 1), t["rerank"] - t["ours"]))
 
-    refine_ms = mem = None
+    refine_ms = refine_s = mem = None
     if args.refine_steps > 0:
         k = args.refine_steps
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         ranked.refine(prompt, seed=0, steps=1, width=size, height=size)  # warm-up
-        per_step = []
+        totals = []
         for _ in range(max(1, args.repeats // 2)):
             t0 = time.perf_counter()
             ranked.refine(prompt, seed=0, steps=k, width=size, height=size)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            per_step.append((time.perf_counter() - t0) * 1000 / (k + 1))  # k updates + 1 final evaluation
-        refine_ms = min(per_step)
+            sync(device)
+            totals.append(time.perf_counter() - t0)
+        refine_s = min(totals)
+        refine_ms = refine_s * 1000 / (k + 1)  # k updates + 1 final evaluation
         if device.type == "cuda":
             mem = torch.cuda.max_memory_allocated(device) / 1024**3
 
     print(f"\n{args.model} (random weights), {size}x{size}, {dtype}, {machine(device)}; build {build_s:.1f} s; "
           f"best of {args.repeats} interleaved rounds\n")
-    print("| batch | plain diffusers (ms) | our generate (ms) | overhead | rerank adds (ms) |")
-    print("|---:|---:|---:|---:|---:|")
-    for b, tp, to, ov, tr in rows:
-        print(f"| {b} | {tp:.1f} | {to:.1f} | {ov:+.1f}% | {tr:.1f} |")
+    print(table(["batch", "plain diffusers (ms)", "our generate (ms)", "overhead (%)", "rerank adds (ms)"],
+                [[b, tp, to, ov, tr] for b, tp, to, ov, tr in rows]))
     if refine_ms is not None:
         mem_text = f", peak {mem:.2f} GiB" if mem is not None else ""
-        print(f"\nrefine (UNet + VAE + CLIP forward and backward, gradient checkpointing): {refine_ms:.0f} ms/step "
-              f"→ 20 steps ≈ {20 * refine_ms / 1000:.1f} s{mem_text}")
+        ckpt = "on" if device.type != "cpu" else "off (CPU default)"
+        print(f"\nrefine {k} steps: {refine_s:.2f} s, {refine_ms:.0f} ms per step (UNet + VAE + CLIP forward and "
+              f"backward, gradient checkpointing {ckpt}) → 20 steps ≈ {21 * refine_ms / 1000:.1f} s{mem_text}")
 
 
 if __name__ == "__main__":

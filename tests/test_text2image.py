@@ -195,3 +195,16 @@ def test_from_pretrained_loads_a_local_folder(tiny_pipe, tiny_scorer, t2i, tmp_p
     b = t2i(PROMPT, seed=2)
     assert np.abs(pixels(a.images[0]) - pixels(b.images[0])).max() <= 1
     assert loaded.defaults()["width"] == 32  # sample_size 16 x VAE factor 2
+
+
+def test_cuda_out_of_memory_becomes_a_clear_error(t2i, monkeypatch):
+    from studio.scorer import StudioOOMError
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(t2i, "pipe", type("Exploding", (), {"__call__": out_of_memory, "scheduler": None,
+                                                             "unet": t2i.pipe.unet, "vae": t2i.pipe.vae,
+                                                             "_execution_device": torch.device("cpu")})())
+    with pytest.raises(StudioOOMError, match="ran out of memory during generation of 2 image"):
+        t2i(PROMPT, num_images=2, seed=1)
