@@ -208,3 +208,16 @@ def test_cuda_out_of_memory_becomes_a_clear_error(t2i, monkeypatch):
                                                              "_execution_device": torch.device("cpu")})())
     with pytest.raises(StudioOOMError, match="ran out of memory during generation of 2 image"):
         t2i(PROMPT, num_images=2, seed=1)
+
+
+def _demo_clip_present() -> bool:
+    from studio.hub import DEMO_CLIP, MODELS_DIR
+
+    return (MODELS_DIR / f"{DEMO_CLIP}.safetensors").is_file()
+
+
+@pytest.mark.skipif(not _demo_clip_present(), reason="the bundled demo CLIP is not in this checkout yet")
+def test_refine_raises_the_demo_clip_score(tiny_pipe, demo_scorer):
+    t2i = Text2ImagePipeline(tiny_pipe, demo_scorer, model_name="tiny-sd", preset=TINY_PRESET)
+    out = t2i.refine("a red circle", seed=3, steps=4, width=64, height=64)
+    assert out.score_after > out.score_before + 0.5 and out.best_step > 0
