@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=None, help="image side (default: 512 sd-turbo, 64 tiny)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (1 steadies timings on a busy "
+                   "shared CPU)")
     p.add_argument("--refine-steps", type=int, default=5, help="refine steps to time (0 skips refine)")
     args = p.parse_args(argv)
 
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from studio.scorer import get_scorer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.precision)
     size = args.size or (512 if args.model == "sd-turbo" else 64)
