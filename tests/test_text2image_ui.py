@@ -76,9 +76,9 @@ def test_uploaded_png_restores_the_controls(handlers):
     path = records[1]["path"]
     updates = handlers.restore(path)
     prompt, negative, seed, random_seed, steps, guidance, width, height, scheduler, info = updates
-    assert prompt["value"] == PROMPT and seed["value"] == 78 and random_seed["value"] is False
-    assert steps["value"] == 1 and guidance["value"] == 0.0 and width["value"] == 32 and height["value"] == 32
-    assert scheduler["value"] == "default" and "tiny-sd" in info
+    assert prompt == PROMPT and negative == "" and seed == 78 and random_seed is False
+    assert steps == 1 and guidance == 0.0 and width == 32 and height == 32
+    assert scheduler == "default" and "tiny-sd" in info
     assert controls_from_metadata(read_png_metadata(path))["seed"] == 78
 
 

@@ -169,10 +169,9 @@ class Handlers:
         except (OSError, ValueError) as err:
             raise gr.Error(f"Could not restore settings: {err}") from None
         get = controls.get
-        upd = lambda key: gr.update(value=get(key)) if key in controls else gr.skip()  # noqa: E731
-        return (upd("prompt"), gr.update(value=get("negative_prompt", "")), upd("seed"),
-                gr.update(value=False) if "seed" in controls else gr.skip(), upd("steps"), upd("guidance_scale"),
-                upd("width"), upd("height"),
+        upd = lambda key: controls[key] if key in controls else gr.skip()  # noqa: E731
+        return (upd("prompt"), get("negative_prompt", ""), upd("seed"), False if "seed" in controls else gr.skip(),
+                upd("steps"), upd("guidance_scale"), upd("width"), upd("height"),
                 upd("scheduler") if get("scheduler") in self.defaults["schedulers"] else gr.skip(),
                 f"Restored settings from the PNG (model: {meta.get('model', '?')}).")
 
@@ -227,8 +226,8 @@ def _layout(h: Handlers, d: dict[str, Any], load_error: str | None) -> None:
                 guidance = gr.Slider(0.0, d["max_guidance"], value=d["guidance_scale"], step=0.5,
                                      label="Guidance scale (negative prompt needs > 1)")
                 with gr.Row():
-                    width = gr.Slider(64, d["max_side"], value=d["width"], step=8, label="Width")
-                    height = gr.Slider(64, d["max_side"], value=d["height"], step=8, label="Height")
+                    width = gr.Slider(16, d["max_side"], value=d["width"], step=8, label="Width")
+                    height = gr.Slider(16, d["max_side"], value=d["height"], step=8, label="Height")
                 batch_size = gr.Slider(1, d["max_batch"], value=min(4, d["max_batch"]), step=1,
                                        label="Batch size (images per forward pass)")
                 scheduler = gr.Dropdown(d["schedulers"], value="default", label="Scheduler (multi-step models)",
