@@ -237,6 +237,18 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
     raise WeightsNotFoundError(name, tried, how)
 
 
+def _dtype_kwarg() -> str:
+    # diffusers renamed `torch_dtype` to `dtype` (0.42 warns on the old name); older releases know only the old one.
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (exists where `dtype` does)
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
+_DTYPE_KWARG = _dtype_kwarg()
+
+
 def preset_for(name: str) -> ModelPreset | None:
     if name in PRESETS:
         return PRESETS[name]
@@ -329,9 +341,9 @@ class Text2ImagePipeline:
             raise ValueError(f"`offload` must be True, False or 'auto', got {offload!r}")
         dev = pick_device(device)
         dtype = pick_dtype(dev, precision)
-        load_kwargs.setdefault("torch_dtype", dtype)
+        load_kwargs.setdefault(_DTYPE_KWARG, dtype)
         pipe, name, where = resolve_pipeline(model_id_or_folder, local_files_only=local_files_only, **load_kwargs)
-        if getattr(pipe, "safety_checker", None) is None and hasattr(pipe, "requires_safety_checker"):
+        if getattr(pipe, "safety_checker", None) is None and "requires_safety_checker" in pipe.config:
             pipe.register_to_config(requires_safety_checker=False)
         use_offload = offload is True or (
             offload == "auto" and dev.type == "cuda"
