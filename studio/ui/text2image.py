@@ -250,8 +250,8 @@ def _layout(h: Handlers, d: dict[str, Any], load_error: str | None) -> None:
             edit_steps = gr.Slider(1, 50, value=20, step=1, label="Edit steps")
             edit_btn = gr.Button("Edit selected")
     with gr.Row():
-        preview = gr.Image(label="Live preview", format="png", interactive=False)
-        compare = gr.ImageSlider(label="Before / after", format="png", type="pil", interactive=False)
+        preview = gr.Image(label="Live preview", format="png", interactive=False, height=448)
+        compare = gr.ImageSlider(label="Before / after", format="png", type="pil", interactive=False, height=448)
     history_gallery = gr.Gallery(label="Session history", columns=8, format="png", height="auto")
 
     def on_select(evt: gr.SelectData):
