@@ -340,6 +340,9 @@ class Text2ImagePipeline:
         if offload not in (True, False, "auto"):
             raise ValueError(f"`offload` must be True, False or 'auto', got {offload!r}")
         dev = pick_device(device)
+        if offload is True and dev.type == "cpu":
+            raise ValueError(f"`offload`=True moves weights to the GPU only while in use; it needs a GPU device, "
+                             f"got device {str(dev)!r}")
         dtype = pick_dtype(dev, precision)
         load_kwargs.setdefault(_DTYPE_KWARG, dtype)
         pipe, name, where = resolve_pipeline(model_id_or_folder, local_files_only=local_files_only, **load_kwargs)
@@ -765,6 +768,7 @@ class Text2ImagePipeline:
         if not isinstance(preview_every, int) or preview_every < 1:
             raise ValueError(f"`preview_every` must be a positive integer, got {preview_every!r}")
         self._require_scorer("edit")
+        self._require_differentiable("edit")  # SDXL's VAE overflows in fp16 unless upcast, which _decode does not do
 
         # 2. embed the texts and the original image
         z0 = latents.reshape(1, *latents.shape[-3:]).to(self.device, torch.float32)

@@ -169,6 +169,10 @@ def test_bad_edit_and_refine_inputs(t2i):
         t2i.edit(torch.zeros(3, 16, 16), PROMPT, "a blue square")
     with pytest.raises(ValueError, match="`steps`.*0"):
         t2i.refine(PROMPT, seed=1, steps=0)
+    with pytest.raises(ValueError, match="`offload`.*'cpu'"):
+        Text2ImagePipeline.from_pretrained("stabilityai/sd-turbo", device="cpu", offload=True)
+    with pytest.raises(ValueError, match="`offload`.*'sometimes'"):
+        Text2ImagePipeline.from_pretrained("stabilityai/sd-turbo", device="cpu", offload="sometimes")
 
 
 def test_missing_model_offline_says_what_was_tried(monkeypatch, tmp_path):
