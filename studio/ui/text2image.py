@@ -137,8 +137,8 @@ class Handlers:
         history = list(history or [])
         for item in iterator:
             if not item.done:
-                yield (item.preview, gr.skip(), f"Editing… step {item.step}/{item.total} · direction {item.score:.3f}",
-                       gr.skip(), gr.skip())
+                yield (item.preview, gr.skip(),
+                       f"Editing… step {item.step}/{item.total} · direction {item.score:.3f}", gr.skip(), gr.skip())
                 continue
             path = str(item.save())
             history = ([{"path": path, "caption": f"edit: {item.edit_prompt}", "meta": item.metadata(),
@@ -160,7 +160,7 @@ class Handlers:
 
     # ---- PNG upload -------------------------------------------------------------------------------------
     def restore(self, path):
-        """Returns updates for (prompt, negative, seed, random seed, steps, guidance, width, height, scheduler, info)."""
+        """Values for (prompt, negative, seed, random seed, steps, guidance, width, height, scheduler, info)."""
         if not path:
             return (gr.skip(),) * 9 + ("",)
         try:
