@@ -1,0 +1,75 @@
+"""Differentiable vector renderer in pure PyTorch: scene model, rasteriser, SVG in and out.
+
+The role diffvg (Li et al. 2020, "Differentiable Vector Graphics Rasterization for Editing and Learning") plays in
+CLIPDraw and CLIPasso, without a compiled extension: runs on CPU and GPU, batched over scenes that share a topology.
+
+Scene model (`Scene`, `Topology`, `Path`)
+    A batch of B scenes with one topology: per path, its number of cubic Bézier segments, open/closed, filled or not.
+    Tensors (optimise them directly):
+        points        (B, num_points, 2)  pixel coordinates, x right, y down; an open path of n segments owns 3n+1
+                                          consecutive points, a closed one 3n (its last segment ends on its first)
+        widths        (B, P)              stroke widths in pixels
+        stroke_colors (B, P, 4)           straight (not premultiplied) RGBA in [0, 1]
+        fill_colors   (B, P, 4) or None   used for paths with `topology.filled[p]`; fill is painted below stroke
+    plus `width`, `height` (ints), `background` (RGB(A) tuple, or None for transparent), `fill_rule`
+    ("nonzero" | "evenodd"). Build one with `Scene(topology, points, ...)` or `Scene.from_paths([Path(...)])`
+    (lines and quadratics are elevated to cubics). `scene.select(i)`, `Scene.stack([...])`, `scene.repeat(B)`,
+    `scene.detach()`, `scene.clone()`, `scene.to(device)`, `scene.requires_grad_()`.
+
+Rendering
+    render(scene, backend="torch" | "reference" | "diffvg", tolerance=0.1, tile=8, chunk=4) -> (B, H, W, 4)
+        PREMULTIPLIED RGBA composited over `scene.background` (with the default opaque white background the alpha
+        channel is 1 and RGB is the final image). Anti-aliased (one-pixel box filter of the distance to the curve:
+        round caps and joins; fills by winding number with the same filter at the boundary), painter's order,
+        differentiable w.r.t. points, widths and colours. "torch" is the tiled fast path (cost grows with covered
+        area), "reference" the brute-force oracle, "diffvg" uses pydiffvg when installed (ValueError otherwise).
+        Deterministic on CPU; on CUDA the backward pass accumulates gradients with atomic adds (index backward),
+        so gradients can differ in the last bits between runs unless `torch.use_deterministic_algorithms(True)`.
+    render_one(scene, index=0, **kw) -> (H, W, 4)
+    to_image(rgba, background=None) -> (B, 3, H, W) RGB, what `CLIPScorer.encode_image` takes (composites any
+        remaining transparency over white)
+    to_uint8(rgba) -> numpy uint8 RGB for saving
+
+SVG
+    to_svg(scene, index=0) -> str       round caps/joins, so resvg and browsers draw what we rasterise
+    from_svg(text) -> Scene             defusedxml, size/command caps; ValueError for hostile or unsupported input
+
+Example: optimise strokes toward a target image
+    >>> import torch
+    >>> from studio.render import Path, Scene, render, to_image
+    >>> target = to_image(render(Scene.from_paths([Path([(10, 50), (40, 10), (60, 90), (90, 50)], stroke_width=6,
+    ...                                                  stroke=(0.9, 0.1, 0.1, 1))], 100, 100)))
+    >>> scene = Scene.from_paths([Path([(20, 20), (40, 40), (60, 60), (80, 80)], stroke_width=3)], 100, 100)
+    >>> scene.requires_grad_()  # doctest: +ELLIPSIS
+    Scene(...)
+    >>> opt = torch.optim.Adam([{"params": [scene.points], "lr": 1.0},
+    ...                         {"params": [scene.widths, scene.stroke_colors], "lr": 0.05}])
+    >>> for step in range(100):
+    ...     opt.zero_grad()
+    ...     loss = (to_image(render(scene)) - target).pow(2).mean()
+    ...     loss.backward()
+    ...     opt.step()
+    ...     with torch.no_grad():
+    ...         scene.stroke_colors.clamp_(0, 1)
+"""
+
+from .geometry import DEFAULT_TOLERANCE, flatten
+from .rasterize import BACKENDS, render, render_one, to_image, to_uint8
+from .scene import MAX_CANVAS, Path, Scene, Topology
+from .svg import from_svg, to_svg
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_TOLERANCE",
+    "MAX_CANVAS",
+    "Path",
+    "Scene",
+    "Topology",
+    "flatten",
+    "from_svg",
+    "render",
+    "render_one",
+    "to_image",
+    "to_svg",
+    "to_uint8",
+]

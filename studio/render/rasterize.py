@@ -1,0 +1,73 @@
+"""`render`: one entry point over the rasteriser backends, plus image helpers for CLIP."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .geometry import DEFAULT_TOLERANCE
+from .reference import render_reference
+from .scene import Scene
+from .tiled import DEFAULT_CHUNK, DEFAULT_TILE, render_tiled
+
+BACKENDS = ("torch", "reference", "diffvg")
+
+
+def render(scene: Scene, backend: str = "torch", *, tolerance: float = DEFAULT_TOLERANCE, tile: int = DEFAULT_TILE,
+           chunk: int = DEFAULT_CHUNK, samples: int = 2, seed: int = 0) -> torch.Tensor:
+    """Rasterise a batch of scenes: (B, H, W, 4) **premultiplied** RGBA, composited over `scene.background`.
+
+    With an opaque background (the default, white) alpha is 1 and the RGB channels are the finished image.
+    Differentiable w.r.t. `scene.points`, `widths`, `stroke_colors` and `fill_colors`.
+
+    backend: "torch" (tiled fast path, default), "reference" (brute force, slow; the test oracle) or "diffvg"
+        (needs `pydiffvg`). `tolerance` is the flattening error in pixels; `tile` and `chunk` tune the fast path;
+        `samples` and `seed` are diffvg's per-axis supersampling and sampling seed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(scene, Scene):
+        raise ValueError(f"`scene` must be a Scene, got {type(scene).__name__}")
+    if not isinstance(tolerance, (int, float)) or not 1e-3 <= tolerance <= 10:
+        raise ValueError(f"`tolerance` must be in [0.001, 10] pixels, got {tolerance!r}")
+    for name, t in (("points", scene.points), ("widths", scene.widths)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"`scene.{name}` must be finite, got NaN or infinite values")
+    if backend == "reference":
+        return render_reference(scene, tolerance)
+    if backend == "diffvg":
+        from .diffvg_backend import render_diffvg
+
+        return render_diffvg(scene, samples=samples, seed=seed)
+    return render_tiled(scene, tolerance, tile, chunk)
+
+
+def render_one(scene: Scene, index: int = 0, **kwargs) -> torch.Tensor:
+    """Scene `index` of the batch as an (H, W, 4) premultiplied RGBA image; keyword arguments go to `render`."""
+    return render(scene.select(index), **kwargs)[0]
+
+
+def to_image(rgba: torch.Tensor, background: Sequence[float] | None = None) -> torch.Tensor:
+    """(B, H, W, 4) premultiplied RGBA -> (B, 3, H, W) RGB, the layout `CLIPScorer.encode_image` takes.
+
+    `background` (RGB in [0, 1]) is composited under whatever is still transparent (default white; a no-op when the
+    scene already had an opaque background). Values stay in [0, 1] whenever the colours were; not clamped, so
+    gradients flow everywhere.
+    """
+    if rgba.dim() != 4 or rgba.shape[-1] != 4:
+        raise ValueError(f"`rgba` must have shape (B, H, W, 4), got {tuple(rgba.shape)}")
+    bg = torch.tensor(tuple(background) if background is not None else (1.0, 1.0, 1.0), device=rgba.device,
+                      dtype=rgba.dtype)
+    if bg.shape != (3,):
+        raise ValueError(f"`background` must be 3 numbers (RGB), got {background!r}")
+    rgb = rgba[..., :3] + (1 - rgba[..., 3:]) * bg
+    return rgb.permute(0, 3, 1, 2)
+
+
+def to_uint8(rgba: torch.Tensor, background: Sequence[float] | None = None) -> "numpy.ndarray":  # noqa: F821
+    """(B, H, W, 4) or (H, W, 4) premultiplied RGBA -> uint8 RGB array(s) (B, H, W, 3) / (H, W, 3) for saving."""
+    single = rgba.dim() == 3
+    img = to_image(rgba[None] if single else rgba, background).permute(0, 2, 3, 1)
+    out = (img.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return out[0] if single else out

@@ -1,0 +1,63 @@
+"""Brute-force reference rasteriser: every layer against every pixel and every edge of its path.
+
+Kept deliberately plain (Python loops over scenes and paths, sequential "over" compositing in painter's order,
+Porter & Duff 1984) so the fast tiled path can be tested and benchmarked against it. Per-path coverage is
+recomputed in the backward pass (`torch.utils.checkpoint`) so memory stays at one image per layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from .geometry import (DEFAULT_TOLERANCE, distance, fill_coverage, flatten, inside_from_winding, segment_distance2,
+                       stroke_coverage, winding_contribution)
+from .scene import Scene
+
+
+def _pixel_centres(width: int, height: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=dtype) + 0.5,
+                            torch.arange(width, device=device, dtype=dtype) + 0.5, indexing="ij")
+    return xs.reshape(-1, 1), ys.reshape(-1, 1)  # (HW, 1) each
+
+
+def _stroke_alpha(px, py, a, b, half_width):
+    # a, b: (E, 2) edges of one path -> (HW,) coverage
+    d2 = segment_distance2(px, py, a[:, 0], a[:, 1], b[:, 0], b[:, 1]).amin(dim=1)
+    return stroke_coverage(distance(d2), half_width)
+
+
+def _fill_alpha(px, py, a, b, fill_rule: str):
+    d2 = segment_distance2(px, py, a[:, 0], a[:, 1], b[:, 0], b[:, 1]).amin(dim=1)
+    wind = winding_contribution(px, py, a[:, 0], a[:, 1], b[:, 0], b[:, 1]).sum(dim=1)
+    return fill_coverage(distance(d2), inside_from_winding(wind, fill_rule))
+
+
+def render_reference(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> torch.Tensor:
+    """(B, H, W, 4) premultiplied RGBA, composited over `scene.background`. Same contract as `render`."""
+    poly = flatten(scene, tolerance)
+    dev, dtype = scene.points.device, scene.points.dtype
+    px, py = _pixel_centres(scene.width, scene.height, dev, dtype)
+    bg = torch.tensor(scene.background or (0.0, 0.0, 0.0, 0.0), device=dev, dtype=dtype)
+    bg = torch.cat([bg[:3] * bg[3], bg[3:]])
+    starts, counts = poly.path_start.tolist(), poly.path_count.tolist()
+    filled = scene.topology.filled if scene.fill_colors is not None else None
+    out = []
+    for i in range(scene.batch_size):
+        img = bg.expand(scene.width * scene.height, 4)
+        for p in range(scene.num_paths):
+            s, n = starts[p], counts[p]
+            a, b = poly.a[i, s:s + n], poly.b[i, s:s + n]  # (n, 2)
+            layers = []
+            if filled is not None and filled[p]:
+                fa = torch.cat([a, poly.close_a[i, p:p + 1]])
+                fb = torch.cat([b, poly.close_b[i, p:p + 1]])
+                cov = checkpoint(_fill_alpha, px, py, fa, fb, scene.fill_rule, use_reentrant=False)
+                layers.append((cov, scene.fill_colors[i, p]))
+            cov = checkpoint(_stroke_alpha, px, py, a, b, scene.widths[i, p] / 2, use_reentrant=False)
+            layers.append((cov, scene.stroke_colors[i, p]))
+            for cov, colour in layers:  # fill below stroke, as SVG paints them
+                alpha = (cov * colour[3])[:, None]  # (HW, 1)
+                img = img * (1 - alpha) + torch.cat([colour[:3], colour.new_ones(1)]) * alpha
+        out.append(img.reshape(scene.height, scene.width, 4))
+    return torch.stack(out)
