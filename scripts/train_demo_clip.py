@@ -1,0 +1,140 @@
+"""Train the bundled demo CLIP ("shapes-clip") on synthetic captioned shapes, on a CPU, reproducibly.
+
+The model is an open_clip CLIP built from `assets/models/shapes-clip.json` (small ViT image tower, small text
+tower, the stock 49408-token BPE tokenizer) and trained with CLIP's symmetric contrastive loss and a learnable
+logit scale (Radford et al. 2021, fig. 3). Since a batch of synthetic captions holds many true pairs besides
+the diagonal ("a red shape" is true of every red image), the targets are multi-positive: each row/column of
+the similarity matrix puts uniform target mass on every caption/image that is true of it
+(`studio.demo.shapes.caption_matches`), as in supervised contrastive learning (Khosla et al. 2020).
+Batches are rendered on the fly from consecutive seeds, so a run is a pure function of its arguments.
+
+    PYTHONPATH=. python scripts/train_demo_clip.py --steps 1500 --out assets/models/shapes-clip.safetensors
+
+prints the held-out zero-shot accuracies (colour, shape, position) measured with the studio's prompt ensemble
+(`studio.demo.zeroshot`), on the weights exactly as saved (fp16, loaded back as fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from safetensors.torch import load_file, save_file
+
+from studio.demo.shapes import caption_matches, make_batch
+from studio.demo.zeroshot import EVAL_SEED_OFFSET, ensemble_text, zero_shot_accuracy
+
+CONFIG = Path(__file__).resolve().parent.parent / "assets" / "models" / "shapes-clip.json"
+MODEL_NAME = "shapes-clip"  # open_clip registers a config file by its stem
+
+
+def build(seed: int) -> tuple[torch.nn.Module, object]:
+    """The untrained model (seeded) and the stock tokenizer at the config's context length."""
+    open_clip.add_model_config(CONFIG)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(MODEL_NAME)
+    return model, open_clip.get_tokenizer(MODEL_NAME)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> CLIP input, with OpenAI's mean/std (the config sets none of its own)."""
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def evaluate(model: torch.nn.Module, tokenizer, n: int, seed: int) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        res = zero_shot_accuracy(lambda x: model.encode_image(normalise(x)),
+                                 lambda names: ensemble_text(lambda t: model.encode_text(tokenizer(t)), names),
+                                 n=n, seed=seed)
+    model.train()
+    return res.accuracy
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warmup then cosine decay to zero (open_clip's `cosine_lr`)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.1)  # open_clip's default for CLIP training
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--out", type=Path, default=None, help="where to write the fp16 safetensors")
+    args = p.parse_args()
+    if args.steps < 1:
+        raise ValueError(f"`--steps` must be >= 1, got {args.steps}")
+    if args.batch_size * args.steps + 1_000_000 * args.seed >= EVAL_SEED_OFFSET:
+        raise ValueError("training seeds would overlap the held-out seeds; lower `--steps`/`--seed`")
+
+    torch.set_num_threads(args.threads)
+    model, tokenizer = build(args.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model {MODEL_NAME}: {n_params / 1e6:.2f} M parameters", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    t0 = time.time()
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        seeds = np.arange(args.batch_size) + step * args.batch_size + 1_000_000 * args.seed
+        images, captions, samples = make_batch(seeds)
+        target = torch.from_numpy(caption_matches(samples)).float()  # (B, B) [i, j]: caption j true of image i
+        x = normalise(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
+        img = F.normalize(model.encode_image(x), dim=-1)
+        txt = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T  # (B, B)
+        loss_i = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+        loss_t = -(target / target.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+        loss = 0.5 * (loss_i + loss_t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))  # CLIP's clamp
+        if step % 25 == 0 or step == args.steps - 1:
+            el = time.time() - t0
+            print(f"step {step:5d}  loss {loss.item():.4f}  scale {model.logit_scale.exp().item():6.2f}  "
+                  f"{el / (step + 1):.2f} s/step  elapsed {el / 60:.1f} min", flush=True)
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            acc = evaluate(model, tokenizer, n=300, seed=EVAL_SEED_OFFSET)
+            print(f"eval@{step + 1}: " + "  ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
+    train_min = (time.time() - t0) / 60
+
+    # Save in fp16 (halves the file; the token embedding dominates), then evaluate the weights as saved.
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(args.out), metadata={"format": "pt", "dtype": "float16", "model": MODEL_NAME})
+        state = load_file(str(args.out))
+        print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    acc = evaluate(model, tokenizer, n=args.eval_n, seed=EVAL_SEED_OFFSET)
+    print(f"trained {args.steps} steps x {args.batch_size} in {train_min:.1f} min")
+    print(f"held-out zero-shot accuracy (n={args.eval_n}, seeds from {EVAL_SEED_OFFSET}, fp16 weights): "
+          + "  ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+
+
+if __name__ == "__main__":
+    main()
