@@ -17,7 +17,7 @@ Scene model (`Scene`, `Topology`, `Path`)
     `scene.detach()`, `scene.clone()`, `scene.to(device)`, `scene.requires_grad_()`.
 
 Rendering
-    render(scene, backend="torch" | "reference" | "diffvg", tolerance=0.1, tile=8, chunk=4) -> (B, H, W, 4)
+    render(scene, backend="torch" | "reference" | "diffvg", tolerance=0.1, tile=4, chunk=2) -> (B, H, W, 4)
         PREMULTIPLIED RGBA composited over `scene.background` (with the default opaque white background the alpha
         channel is 1 and RGB is the final image). Anti-aliased (one-pixel box filter of the distance to the curve:
         round caps and joins; fills by winding number with the same filter at the boundary), painter's order,

@@ -19,17 +19,19 @@ _EPS = 1e-12  # keeps sqrt differentiable at distance 0
 
 @dataclass
 class Polyline:
-    """Every path flattened to a polyline. Edge `e` runs from `a[:, e]` to `b[:, e]` and belongs to path
-    `edge_path[e]`; a path's edges are contiguous (`path_start`, `path_count`). `close_a`/`close_b` is each path's
-    closing edge (last vertex to first), used only for fills (zero length for closed paths)."""
+    """Every path of every scene flattened to a polyline, as flat lists over path *instances* (scene b, path p)
+    numbered `b * P + p`. Edge `e` runs from `a[e]` to `b[e]` and belongs to instance `edge_inst[e]`; an instance's
+    edges are contiguous (`inst_start`, `inst_count`). `close_a`/`close_b` is each instance's closing edge (last
+    vertex to first), used only for fills (zero length for closed paths). Each scene is flattened on its own, so a
+    scene renders the same alone or in a batch."""
 
-    a: torch.Tensor  # (B, E, 2)
-    b: torch.Tensor  # (B, E, 2)
-    edge_path: torch.Tensor  # (E,) long
-    path_start: torch.Tensor  # (P,) long
-    path_count: torch.Tensor  # (P,) long
-    close_a: torch.Tensor  # (B, P, 2)
-    close_b: torch.Tensor  # (B, P, 2)
+    a: torch.Tensor  # (E, 2)
+    b: torch.Tensor  # (E, 2)
+    edge_inst: torch.Tensor  # (E,) long
+    inst_start: torch.Tensor  # (B * P,) long
+    inst_count: torch.Tensor  # (B * P,) long
+    close_a: torch.Tensor  # (B * P, 2)
+    close_b: torch.Tensor  # (B * P, 2)
 
 
 def _bernstein(t: torch.Tensor) -> torch.Tensor:
@@ -39,14 +41,14 @@ def _bernstein(t: torch.Tensor) -> torch.Tensor:
 
 
 def pieces_per_segment(ctrl: torch.Tensor, tolerance: float) -> torch.Tensor:
-    """Number of polyline pieces per cubic so the chord error stays below `tolerance` px, for every scene.
+    """Number of polyline pieces per cubic so the chord error stays below `tolerance` px.
 
     Wang's formula (Wang 1984; see Sederberg, "Computer Aided Geometric Design", sec. 10.6): n >= sqrt(d(d-1)/8 *
-    max|P_i - 2P_{i+1} + P_{i+2}| / tol) with d = 3. `ctrl` is (B, S, 4, 2); computed without gradient.
+    max|P_i - 2P_{i+1} + P_{i+2}| / tol) with d = 3. `ctrl` is (N, 4, 2); computed without gradient.
     """
     with torch.no_grad():
-        dd = ctrl[:, :, :2] - 2 * ctrl[:, :, 1:3] + ctrl[:, :, 2:]  # (B, S, 2, 2) second differences
-        m = dd.norm(dim=-1).amax(dim=(0, 2))  # (S,) worst over the batch: one topology, one flattening
+        dd = ctrl[:, :2] - 2 * ctrl[:, 1:3] + ctrl[:, 2:]  # (N, 2, 2) second differences
+        m = dd.norm(dim=-1).amax(dim=1)  # (N,)
         n = torch.sqrt(0.75 * m / tolerance).ceil().clamp(1, MAX_PIECES)
         return n.nan_to_num(MAX_PIECES).long()
 
@@ -57,31 +59,32 @@ def flatten(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> Polyline:
         raise ValueError(f"`tolerance` must be > 0 (pixels), got {tolerance}")
     tt = topology_tensors(scene.topology, scene.device)
     seg_ctrl, seg_path = tt["seg_ctrl"], tt["seg_path"]
-    pts = scene.points
-    ctrl = pts[:, seg_ctrl]  # (B, S, 4, 2)
-    k = pieces_per_segment(ctrl, tolerance)  # (S,)
-    dev = pts.device
+    pts, dev = scene.points, scene.points.device
+    bsz, num_paths, nseg = scene.batch_size, scene.num_paths, seg_path.numel()
+    ctrl = pts[:, seg_ctrl].reshape(bsz * nseg, 4, 2)  # segment instances, scene-major
+    seg_inst = (torch.arange(bsz, device=dev)[:, None] * num_paths + seg_path).reshape(-1)  # (B*S,)
+    k = pieces_per_segment(ctrl, tolerance)  # (B*S,)
+    nsi = k.numel()
     # vertices: for segment s, t = j / k_s for j = 0..k_s (segment ends duplicated; simpler than sharing)
-    vert_seg = torch.repeat_interleave(torch.arange(k.numel(), device=dev), k + 1)  # (V,)
+    vert_seg = torch.repeat_interleave(torch.arange(nsi, device=dev), k + 1)  # (V,)
     vert_start = torch.cumsum(k + 1, 0) - (k + 1)
     j = torch.arange(vert_seg.numel(), device=dev) - vert_start[vert_seg]
-    t = (j.to(pts.dtype) / k[vert_seg].to(pts.dtype))
-    verts = torch.einsum("vk,bvkd->bvd", _bernstein(t), ctrl[:, vert_seg])  # (B, V, 2)
+    t = j.to(pts.dtype) / k[vert_seg].to(pts.dtype)
+    verts = torch.einsum("vk,vkd->vd", _bernstein(t), ctrl[vert_seg])  # (V, 2)
     # edges: vertex i -> i + 1 within each segment
-    edge_seg = torch.repeat_interleave(torch.arange(k.numel(), device=dev), k)  # (E,)
+    edge_seg = torch.repeat_interleave(torch.arange(nsi, device=dev), k)  # (E,)
     edge_start = torch.cumsum(k, 0) - k
     first = vert_start[edge_seg] + torch.arange(edge_seg.numel(), device=dev) - edge_start[edge_seg]
-    edge_path = seg_path[edge_seg]
-    num_paths = scene.num_paths
-    path_count = torch.zeros(num_paths, dtype=torch.long, device=dev).index_add_(0, seg_path, k)
-    path_start = torch.cumsum(path_count, 0) - path_count
-    # closing edge: last vertex of the path's last segment -> first vertex of its first segment
-    seg_count = tt["num_segments"]
+    ninst = bsz * num_paths
+    inst_count = torch.zeros(ninst, dtype=torch.long, device=dev).index_add_(0, seg_inst, k)
+    inst_start = torch.cumsum(inst_count, 0) - inst_count
+    # closing edge: last vertex of the instance's last segment -> first vertex of its first segment
+    seg_count = tt["num_segments"].repeat(bsz)
     last_seg = torch.cumsum(seg_count, 0) - 1
     first_seg = last_seg - seg_count + 1
-    close_a = verts[:, vert_start[last_seg] + k[last_seg]]
-    close_b = verts[:, vert_start[first_seg]]
-    return Polyline(verts[:, first], verts[:, first + 1], edge_path, path_start, path_count, close_a, close_b)
+    close_a = verts[vert_start[last_seg] + k[last_seg]]
+    close_b = verts[vert_start[first_seg]]
+    return Polyline(verts[first], verts[first + 1], seg_inst[edge_seg], inst_start, inst_count, close_a, close_b)
 
 
 def segment_distance2(px: torch.Tensor, py: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor, bx: torch.Tensor,

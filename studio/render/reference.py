@@ -40,18 +40,19 @@ def render_reference(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> torc
     px, py = _pixel_centres(scene.width, scene.height, dev, dtype)
     bg = torch.tensor(scene.background or (0.0, 0.0, 0.0, 0.0), device=dev, dtype=dtype)
     bg = torch.cat([bg[:3] * bg[3], bg[3:]])
-    starts, counts = poly.path_start.tolist(), poly.path_count.tolist()
+    starts, counts = poly.inst_start.tolist(), poly.inst_count.tolist()
     filled = scene.topology.filled if scene.fill_colors is not None else None
     out = []
     for i in range(scene.batch_size):
         img = bg.expand(scene.width * scene.height, 4)
         for p in range(scene.num_paths):
-            s, n = starts[p], counts[p]
-            a, b = poly.a[i, s:s + n], poly.b[i, s:s + n]  # (n, 2)
+            inst = i * scene.num_paths + p
+            s, n = starts[inst], counts[inst]
+            a, b = poly.a[s:s + n], poly.b[s:s + n]  # (n, 2)
             layers = []
             if filled is not None and filled[p]:
-                fa = torch.cat([a, poly.close_a[i, p:p + 1]])
-                fb = torch.cat([b, poly.close_b[i, p:p + 1]])
+                fa = torch.cat([a, poly.close_a[inst:inst + 1]])
+                fb = torch.cat([b, poly.close_b[inst:inst + 1]])
                 cov = checkpoint(_fill_alpha, px, py, fa, fb, scene.fill_rule, use_reentrant=False)
                 layers.append((cov, scene.fill_colors[i, p]))
             cov = checkpoint(_stroke_alpha, px, py, a, b, scene.widths[i, p] / 2, use_reentrant=False)
