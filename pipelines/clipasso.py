@@ -6,7 +6,8 @@ code (github.com/yael-vinker/CLIPasso: `models/painter_params.py`, `models/loss.
 - strokes: 16 open paths of one cubic segment, black, width 1.5; each starts at a sampled pixel and walks 3 more
   control points by 0.05 · (U - 0.5) of the canvas; only the points are optimised (Adam, lr 1.0);
 - initialisation: the ViT's CLS→patch attention averaged over heads and blocks (the repo's `interpret`), times
-  an XDoG edge map ((1 − XDoG), k = 10, γ 0.98, φ 200, ε −0.1, σ 0.8, Otsu-binarised), turned into a sampling
+  an XDoG edge map ((1 − XDoG), k = 10, γ 0.98, φ 200, ε −0.1, σ 0.8 px at 224 px — scaled with the canvas, since
+  on a small canvas σ·k would blur a whole object into one "line" —, Otsu-binarised), turned into a sampling
   distribution by a softmax with temperature 0.3 over its positive pixels; pixels drawn without replacement.
   With a ResNet-only scorer the map is Grad-CAM on stage 4 (the repo's RN saliency path) — see `relevancy_map`;
 - loss: Σ_layers L2 between intermediate activations of sketch and photo (ResNet stages 2 and 3, weight 1 each:
@@ -72,6 +73,7 @@ class CLIPassoConfig:
     layer_weight: float = 1.0  # repo
     semantic_weight: float = 0.1  # repo: clip_fc_loss_weight
     xdog_k: float = 10.0  # repo: XDoG_()(im, k=10)
+    xdog_sigma: float = 0.8  # repo, in pixels of its 224-pixel canvas; scaled with our canvas so edges stay edges
     eval_interval: int = 10  # repo: eval_interval
     min_delta: float = 1e-5  # repo: early-stopping threshold on the loss change
     patience: int = 10  # ours: evaluations without an improvement above min_delta before stopping (100 steps)
@@ -355,7 +357,8 @@ class CLIPassoPipeline:
             photo = photo * m + (1 - m)
             photo_dev = photo.to(self.scorer.device)
             relevancy = relevancy_map(self.scorer, photo_dev, canvas_size) * mask
-        edges = xdog_edges(photo[0].permute(1, 2, 0).numpy().astype(np.float64), k=cfg.xdog_k)
+        edges = xdog_edges(photo[0].permute(1, 2, 0).numpy().astype(np.float64), k=cfg.xdog_k,
+                           sigma=cfg.xdog_sigma * canvas_size / 224)
         probs = torch.from_numpy(sampling_map(relevancy, edges, cfg.softmax_temp).ravel())
         npos = int((probs > 0).sum())
         points = []
