@@ -385,17 +385,25 @@ class CLIPassoPipeline:
 
         # Photo features: the unaugmented view once; augmented views each step with the sketches' transforms.
         layers = self.geometric_layers
+        side = self.loss_scorer.image_size
+
+        def fit(x: torch.Tensor) -> torch.Tensor:
+            # the unaugmented views join the augmented ones (already side²) in one batch; resize as preprocess does
+            if x.shape[-1] == side:
+                return x
+            return F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True)
+
         target = photo.to(dev)
         with torch.no_grad():
-            y_emb, y_acts = self.loss_scorer.image_activations(target, layers)
+            y_emb, y_acts = self.loss_scorer.image_activations(fit(target), layers)
 
         def loss_fn(sk: torch.Tensor, aug_gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
             """(S,) loss per seed (mean over views) and (S,) loss of the unaugmented pair alone."""
             n_s = sk.shape[0]
-            xs = sk
+            xs = fit(sk)
             if aug_gen is not None and num_augs:
                 g_photo = torch.Generator().set_state(aug_gen.get_state())  # same draws → same transforms
-                xs = torch.cat([sk, self.loss_scorer.augment(sk, num_augs, cfg.distortion, cfg.crop,
+                xs = torch.cat([xs, self.loss_scorer.augment(sk, num_augs, cfg.distortion, cfg.crop,
                                                              generator=aug_gen, fill=cfg.aug_fill)])
                 with torch.no_grad():
                     ya = self.loss_scorer.augment(target.expand(n_s, -1, -1, -1), num_augs, cfg.distortion, cfg.crop,

@@ -86,6 +86,12 @@ def test_grayscale_and_transparent_photos_are_accepted(pipe, convert):
     assert out.image.size == (32, 32) and out.photo.mode == "RGB"
 
 
+@pytest.mark.parametrize("canvas", [24, 48])
+def test_canvas_other_than_the_clip_input_size(pipe, canvas):
+    out = pipe(shape_photo(), **{**TINY, "canvas_size": canvas, "num_iterations": 2})
+    assert out.image.size == (canvas, canvas) and np.isfinite(out.scores["loss"])
+
+
 def test_same_seed_same_svg(pipe):
     a = pipe(shape_photo(), seed=7, **TINY)
     b = pipe(shape_photo(), seed=7, **TINY)

@@ -74,6 +74,11 @@ def test_output_fields_and_files(pipe, tmp_path):
     assert paths["video"].suffix == ".gif"
 
 
+def test_canvas_other_than_the_clip_input_size(pipe):
+    out = pipe("a red circle", **{**TINY, "canvas_size": 48, "num_iterations": 2})
+    assert out.image.size == (48, 48)
+
+
 def test_callback_streams_and_false_stops_early(pipe):
     seen = []
 
