@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import statistics
 import time
 
@@ -20,16 +21,17 @@ import torch
 from studio.render import Scene, Topology, render, to_image
 
 
-def clipdraw_scene(num_paths: int = 256, size: int = 224, seed: int = 0, device: str = "cpu") -> Scene:
+def clipdraw_scene(num_paths: int = 256, size: int = 224, seed: int = 0, device: str = "cpu", radius: float = 0.1,
+                   max_width: float = 5.0) -> Scene:
     g = torch.Generator().manual_seed(seed)
     nseg = torch.randint(1, 4, (num_paths,), generator=g).tolist()
     pts = []
     for n in nseg:
         p = torch.rand(1, 2, generator=g)
-        steps = (torch.rand(3 * n, 2, generator=g) - 0.5) * 0.1  # radius 0.1 in the notebook
+        steps = (torch.rand(3 * n, 2, generator=g) - 0.5) * radius  # radius 0.1 in the notebook
         pts.append(torch.cat([p, p + torch.cumsum(steps, 0)]))
     points = (torch.cat(pts) * size)[None]
-    widths = 1 + 4 * torch.rand(1, num_paths, generator=g)
+    widths = 1 + (max_width - 1) * torch.rand(1, num_paths, generator=g)
     colours = torch.rand(1, num_paths, 4, generator=g)
     return Scene(Topology(nseg, [False] * num_paths), points, widths, colours, width=size, height=size).to(device)
 
@@ -46,14 +48,14 @@ def clipasso_scene(num_strokes: int = 16, batch: int = 3, size: int = 224, seed:
     return Scene(topo, points, widths, colours, width=size, height=size).to(device)
 
 
-def time_fwd_bwd(scene: Scene, backend: str, repeats: int) -> tuple[float, float]:
+def time_fwd_bwd(scene: Scene, backend: str, repeats: int, warmup: int = 1) -> tuple[float, float]:
     """Median forward and forward+backward milliseconds."""
     scene = scene.clone().requires_grad_()
     weight = torch.rand(scene.batch_size, 3, scene.height, scene.width, generator=torch.Generator().manual_seed(1))
     weight = weight.to(scene.device)
     sync = torch.cuda.synchronize if scene.device.type == "cuda" else (lambda: None)
     fwd, both = [], []
-    for i in range(repeats + 1):  # first run warms up (allocator, kernels)
+    for i in range(repeats + warmup):  # warm-up runs (allocator, kernels) are not counted
         sync()
         t0 = time.perf_counter()
         img = to_image(render(scene, backend=backend))
@@ -62,7 +64,7 @@ def time_fwd_bwd(scene: Scene, backend: str, repeats: int) -> tuple[float, float
         (img * weight).sum().backward()
         sync()
         t2 = time.perf_counter()
-        if i:
+        if i >= warmup:
             fwd.append(1e3 * (t1 - t0))
             both.append(1e3 * (t2 - t0))
     return statistics.median(fwd), statistics.median(both)
@@ -74,22 +76,34 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--reference-repeats", type=int, default=1)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or 'cpu'}, " \
                                                                       f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, device {dev} ({name})")
-    rows = []
+    rows: list = []
     for label, scene in (("CLIPDraw 256 paths, B=1", clipdraw_scene(device=args.device)),
                          ("CLIPasso 16 strokes, B=3", clipasso_scene(device=args.device))):
         fast = time_fwd_bwd(scene, "torch", args.repeats)
-        ref = None if args.skip_reference else time_fwd_bwd(scene, "reference", args.reference_repeats)
-        rows.append((label, fast, ref))
+        rows.append((label, fast, None))
+    fast_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not args.skip_reference:
+        for i, (label, fast, _) in enumerate(rows):
+            scene = clipdraw_scene(device=args.device) if i == 0 else clipasso_scene(device=args.device)
+            rows[i] = (label, fast, time_fwd_bwd(scene, "reference", args.reference_repeats, warmup=0))
     print(f"| scene | fast fwd ms | fast fwd+bwd ms | reference fwd+bwd ms | speed-up |")
     print("|---|---:|---:|---:|---:|")
     for label, fast, ref in rows:
         r = f"{ref[1]:.0f} | {ref[1] / fast[1]:.0f}x" if ref else "- | -"
         print(f"| {label} | {fast[0]:.1f} | {fast[1]:.1f} | {r} |")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory: {fast_rss:.0f} MiB after the fast path, {peak:.0f} MiB after the reference "
+          "(whole process, CPU)")
+    if dev.type == "cuda":
+        print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

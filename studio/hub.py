@@ -152,6 +152,10 @@ def demo_clip_source(spec: str, tried: list[str] | None = None, notice: str | No
             DEMO_CLIP, (tried or []) + [f"bundled demo model at {weights} (missing)"],
             "reinstall the studio from a full checkout (assets/models/ ships the demo CLIP)",
         )
+    if notice is None:
+        notice = (f"Using the bundled demo CLIP ('{DEMO_CLIP}'), trained here on synthetic drawings: it knows "
+                  f"shapes, colours and positions, nothing else. For real images pick a real CLIP such as "
+                  f"'ViT-B-32/openai' (downloaded once, then cached).")
     return ClipSource(spec=spec, arch=DEMO_CLIP, weights=weights, kind="demo", notice=notice, tried=tried or [])
 
 

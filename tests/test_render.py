@@ -11,6 +11,16 @@ from studio.render import Path, Scene, Topology, render, render_one, to_image
 from studio.render.diffvg_backend import _import_pydiffvg
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run single-threaded, restoring the setting after each test: on this shared, oversubscribed 2-core box the
+    second OpenMP thread mostly waits for a core, which made tiny renders 40x slower (measured)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def random_scene(seed: int, batch: int = 2, paths: int = 6, width: int = 37, height: int = 29, fills: bool = True,
                  dtype: torch.dtype = torch.float32, spread: float = 1.6) -> Scene:
     """Random open/closed, filled/unfilled paths; `spread` > 1 puts control points outside the canvas."""
@@ -102,6 +112,16 @@ def test_fast_path_matches_reference(seed):
     assert (fast - ref).abs().max() <= 1e-4  # same arithmetic per pixel, so far tighter than required
 
 
+@pytest.mark.parametrize("fill_rule", ["nonzero", "evenodd"])
+def test_fast_path_matches_reference_for_large_self_intersecting_fills(fill_rule):
+    # few long cubics spanning the canvas: interior tiles, many crossings per row, edges leaving the canvas
+    scene = random_scene(11, batch=2, paths=3, width=45, height=40, spread=1.3)
+    scene.fill_rule = fill_rule
+    scene.topology = Topology(scene.topology.num_segments, scene.topology.closed, (True, True, True))
+    fast, ref = render(scene), render(scene, backend="reference")
+    assert (fast - ref).abs().mean() <= 1e-4 and (fast - ref).abs().max() <= 1e-4
+
+
 def test_fast_path_gradients_match_reference():
     scene = random_scene(3, batch=1).requires_grad_()
     weight = torch.rand(1, 29, 37, 4, generator=torch.Generator().manual_seed(0))
@@ -150,17 +170,51 @@ def test_deterministic_on_cpu():
 
 
 # ---------------------------------------------------------------------------------------------- gradients
-def test_gradients_match_finite_differences():
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_gradients_match_finite_differences(backend):
+    # central differences along random directions, per parameter tensor, in float64 (the loss is piecewise smooth;
+    # a step of 1e-6 px stays inside one piece for these seeds)
     scene = random_scene(7, batch=1, paths=3, width=14, height=12, dtype=torch.float64, spread=1.2)
     weight = torch.rand(1, 12, 14, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     base = scene.detach()
 
-    def loss(points, widths, strokes, fills):
-        s = Scene(base.topology, points, widths, strokes, fills, width=14, height=12, background=base.background)
-        return (render(s) * weight).sum()
+    def loss(tensors):
+        s = Scene(base.topology, *tensors, width=14, height=12, background=base.background)
+        return (render(s, backend=backend) * weight).sum()
 
-    inputs = tuple(t.clone().requires_grad_() for t in base.tensors())
-    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
+    tensors = [t.clone().requires_grad_() for t in base.tensors()]
+    loss(tensors).backward()
+    g = torch.Generator().manual_seed(2)
+    for i, name in enumerate(["points", "widths", "stroke_colors", "fill_colors"]):
+        for _ in range(2):
+            u = torch.randn(tensors[i].shape, generator=g, dtype=torch.float64)
+            with torch.no_grad():
+                plus = [t + 1e-6 * u if j == i else t for j, t in enumerate(tensors)]
+                minus = [t - 1e-6 * u if j == i else t for j, t in enumerate(tensors)]
+                numeric = (loss(plus) - loss(minus)).item() / 2e-6
+            analytic = (tensors[i].grad * u).sum().item()
+            assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-6), name
+
+
+def test_optimising_strokes_toward_a_target_reduces_the_loss():
+    # the README example, shortened: one stroke learns the shape, width and colour of another
+    target = to_image(render(Scene.from_paths([Path([(6, 24), (18, 4), (30, 44), (42, 24)], stroke_width=5,
+                                                    stroke=(0.9, 0.1, 0.1, 1))], 48, 48)))
+    scene = Scene.from_paths([Path([(10, 10), (20, 20), (30, 30), (40, 40)], stroke_width=2)], 48, 48)
+    scene.requires_grad_()
+    opt = torch.optim.Adam([{"params": [scene.points], "lr": 1.0},
+                            {"params": [scene.widths, scene.stroke_colors], "lr": 0.05}])
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = (to_image(render(scene)) - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            scene.stroke_colors.clamp_(0, 1)
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+    assert scene.stroke_colors[0, 0, 0] > 0.6 > scene.stroke_colors[0, 0, 1]  # it turned red
 
 
 def test_gradients_reach_every_parameter():
@@ -183,6 +237,9 @@ def test_bad_arguments_raise_value_error():
         Scene(scene.topology, scene.points[:, :-1], scene.widths, scene.stroke_colors)
     with pytest.raises(ValueError, match="width"):
         Scene(scene.topology, scene.points, scene.widths, scene.stroke_colors, width=0)
+    with pytest.raises(ValueError, match="filled"):
+        Scene(Topology(scene.topology.num_segments, scene.topology.closed), scene.points, scene.widths,
+              scene.stroke_colors, scene.stroke_colors)
     bad = scene.clone()
     bad.points[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="finite"):

@@ -212,3 +212,22 @@ def test_bad_image_input(tiny_scorer):
         tiny_scorer.encode_image(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="`texts`"):
         tiny_scorer.encode_text([])
+
+
+def test_cuda_oom_becomes_clear_error():
+    from studio.scorer import StudioOOMError, oom_guard
+
+    with pytest.raises(StudioOOMError, match="ran out of memory during image encoding"):
+        with oom_guard("image encoding"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_oom_inside_encode_image_surfaces_as_studio_error(tiny_scorer, monkeypatch):
+    from studio.scorer import StudioOOMError
+
+    def boom(x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(tiny_scorer.model, "encode_image", boom)
+    with pytest.raises(StudioOOMError):
+        tiny_scorer.encode_image(torch.rand(1, 3, 32, 32))

@@ -2,8 +2,9 @@
 
 Untested here: pydiffvg has no PyPI wheel and is not installed on the development machine. The mapping follows
 pydiffvg's own conventions: `Path.stroke_width` is *half* the SVG width (its `save_svg` writes `2 * stroke_width`),
-closed paths share their first point as in our layout, and its output colour is straight (not premultiplied) over
-a transparent canvas, which we premultiply and composite over `scene.background` to match `render`'s contract.
+closed paths share their first point as in our layout, and its output is taken to be straight (not premultiplied)
+RGBA over a transparent canvas, as CLIPDraw's notebook composites it (`rgb * a + white * (1 - a)`); we premultiply it
+and composite over `scene.background` to match `render`'s contract.
 """
 
 from __future__ import annotations

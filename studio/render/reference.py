@@ -1,8 +1,9 @@
 """Brute-force reference rasteriser: every layer against every pixel and every edge of its path.
 
 Kept deliberately plain (Python loops over scenes and paths, sequential "over" compositing in painter's order,
-Porter & Duff 1984) so the fast tiled path can be tested and benchmarked against it. Per-path coverage is
-recomputed in the backward pass (`torch.utils.checkpoint`) so memory stays at one image per layer.
+Porter & Duff 1984) so the fast tiled path can be tested and benchmarked against it. Each path's coverage and
+compositing step is recomputed in the backward pass (`torch.utils.checkpoint`), so memory stays at one image per
+path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ def _fill_alpha(px, py, a, b, fill_rule: str):
     return fill_coverage(distance(d2), inside_from_winding(wind, fill_rule))
 
 
+def _over(img: torch.Tensor, coverage: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """Porter-Duff "over": a layer of straight RGBA `colour` with per-pixel `coverage` over premultiplied `img`."""
+    alpha = (coverage * colour[3])[:, None]  # (HW, 1)
+    return img * (1 - alpha) + torch.cat([colour[:3], colour.new_ones(1)]) * alpha
+
+
+def _path_step(img, px, py, a, b, half_width, stroke, fa, fb, fill, fill_rule):
+    if fill is not None:  # fill below stroke, as SVG paints them
+        img = _over(img, _fill_alpha(px, py, fa, fb, fill_rule), fill)
+    return _over(img, _stroke_alpha(px, py, a, b, half_width), stroke)
+
+
 def render_reference(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> torch.Tensor:
     """(B, H, W, 4) premultiplied RGBA, composited over `scene.background`. Same contract as `render`."""
     poly = flatten(scene, tolerance)
@@ -49,16 +62,13 @@ def render_reference(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> torc
             inst = i * scene.num_paths + p
             s, n = starts[inst], counts[inst]
             a, b = poly.a[s:s + n], poly.b[s:s + n]  # (n, 2)
-            layers = []
+            fa = fb = fill = None
             if filled is not None and filled[p]:
                 fa = torch.cat([a, poly.close_a[inst:inst + 1]])
                 fb = torch.cat([b, poly.close_b[inst:inst + 1]])
-                cov = checkpoint(_fill_alpha, px, py, fa, fb, scene.fill_rule, use_reentrant=False)
-                layers.append((cov, scene.fill_colors[i, p]))
-            cov = checkpoint(_stroke_alpha, px, py, a, b, scene.widths[i, p] / 2, use_reentrant=False)
-            layers.append((cov, scene.stroke_colors[i, p]))
-            for cov, colour in layers:  # fill below stroke, as SVG paints them
-                alpha = (cov * colour[3])[:, None]  # (HW, 1)
-                img = img * (1 - alpha) + torch.cat([colour[:3], colour.new_ones(1)]) * alpha
+                fill = scene.fill_colors[i, p]
+            # recomputed in backward: keeps memory at one image per path
+            img = checkpoint(_path_step, img, px, py, a, b, scene.widths[i, p] / 2, scene.stroke_colors[i, p], fa, fb,
+                             fill, scene.fill_rule, use_reentrant=False)
         out.append(img.reshape(scene.height, scene.width, 4))
     return torch.stack(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -96,8 +96,9 @@ def _elevate(p: list[list[float]], degree: int) -> list[list[float]]:
         return [p[0], [x0 + (x1 - x0) / 3, y0 + (y1 - y0) / 3], [x0 + 2 * (x1 - x0) / 3, y0 + 2 * (y1 - y0) / 3], p[1]]
     if degree == 2:
         (x0, y0), (x1, y1), (x2, y2) = p
-        return [p[0], [x0 + 2 * (x1 - x0) / 3, y0 + 2 * (y1 - y0) / 3], [x2 + 2 * (x1 - x2) / 3, y2 + 2 * (y1 - y2) / 3],
-                p[2]]
+        c1 = [x0 + 2 * (x1 - x0) / 3, y0 + 2 * (y1 - y0) / 3]
+        c2 = [x2 + 2 * (x1 - x2) / 3, y2 + 2 * (y1 - y2) / 3]
+        return [p[0], c1, c2, p[2]]
     raise ValueError(f"segment `degree` must be 1 (line), 2 (quadratic) or 3 (cubic), got {degree}")
 
 
@@ -176,7 +177,6 @@ class Scene:
     height: int = 224
     background: tuple[float, float, float, float] | None = (1.0, 1.0, 1.0, 1.0)
     fill_rule: str = "nonzero"
-    extra: dict = field(default_factory=dict, repr=False)  # free-form metadata (e.g. SVG ids); not rendered
 
     def __post_init__(self) -> None:
         t = self.topology
@@ -200,6 +200,9 @@ class Scene:
         expected = {"widths": (b, p), "stroke_colors": (b, p, 4)}
         if self.fill_colors is not None:
             expected["fill_colors"] = (b, p, 4)
+            if t.filled is None:
+                raise ValueError("`fill_colors` is given but `topology.filled` is None; set `filled` to say which "
+                                 "paths are filled")
         for name, shape in expected.items():
             v = getattr(self, name)
             if not torch.is_tensor(v) or tuple(v.shape) != shape:
@@ -228,7 +231,7 @@ class Scene:
 
     def _map(self, fn) -> "Scene":
         return replace(self, points=fn(self.points), widths=fn(self.widths), stroke_colors=fn(self.stroke_colors),
-                       fill_colors=None if self.fill_colors is None else fn(self.fill_colors), extra=dict(self.extra))
+                       fill_colors=None if self.fill_colors is None else fn(self.fill_colors))
 
     def detach(self) -> "Scene":
         return self._map(lambda x: x.detach())
@@ -297,4 +300,4 @@ class Scene:
                                  "rule or fills; only scenes of one topology can be batched")
         cat = lambda name: torch.cat([getattr(s, name) for s in scenes])  # noqa: E731
         return replace(first, points=cat("points"), widths=cat("widths"), stroke_colors=cat("stroke_colors"),
-                       fill_colors=None if first.fill_colors is None else cat("fill_colors"), extra={})
+                       fill_colors=None if first.fill_colors is None else cat("fill_colors"))

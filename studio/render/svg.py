@@ -241,7 +241,8 @@ class _Budget:
 def _subpaths(d: str, budget: _Budget) -> Iterator[tuple[list[tuple[float, float]], bool]]:
     """Parse path data into subpaths: (cubic control points in the `Scene` layout, closed)."""
     tokens: list[str | float] = []
-    for cmd, num, _space, bad in _TOKEN.findall(d):
+    for match in _TOKEN.finditer(d):  # lazily, so oversized data is refused before it is all tokenised
+        cmd, num, _space, bad = match.groups()
         if bad:
             raise ValueError(f"SVG path data has an unexpected character {bad!r}")
         if cmd:
@@ -249,6 +250,8 @@ def _subpaths(d: str, budget: _Budget) -> Iterator[tuple[list[tuple[float, float
             tokens.append(cmd)
         elif num:
             tokens.append(_float(num, "path coordinate"))
+            if len(tokens) > 8 * MAX_COMMANDS:  # implicit repeats: numbers without command letters
+                raise ValueError(f"SVG path data has more than {8 * MAX_COMMANDS} numbers; refusing to read it")
     i, cur, start = 0, (0.0, 0.0), (0.0, 0.0)
     pts: list[tuple[float, float]] = []
     last_ctrl, last_cmd = None, ""
@@ -387,21 +390,17 @@ def _shape_data(tag: str, el) -> str | None:
 
 
 def _style(el, parent: dict) -> dict:
+    """Presentation attributes and `style` declarations of `el` over those it inherits; opacity multiplies down."""
     style = {k: v for k, v in parent.items() if k in _INHERITED}
-    style["opacity"] = parent.get("opacity", 1.0)
-    for k in _INHERITED + ("opacity", "display"):
-        if el.get(k) is not None:
-            style[k] = el.get(k)
+    own = {k: el.get(k) for k in _INHERITED + ("opacity", "display") if el.get(k) is not None}
     for decl in (el.get("style") or "").split(";"):
         if ":" in decl:
-            k, v = (s.strip() for s in decl.split(":", 1))
+            k, v = (x.strip() for x in decl.split(":", 1))
             if k in _INHERITED or k in ("opacity", "display"):
-                style[k] = v
-    own = el.get("opacity") if el.get("opacity") is not None else None
-    for decl in (el.get("style") or "").split(";"):
-        if decl.split(":", 1)[0].strip() == "opacity" and ":" in decl:
-            own = decl.split(":", 1)[1].strip()
-    style["opacity"] = parent.get("opacity", 1.0) * (_float(own, "opacity") if own is not None else 1.0)
+                own[k] = v
+    opacity = own.pop("opacity", None)
+    style.update(own)
+    style["opacity"] = parent.get("opacity", 1.0) * (_float(opacity, "opacity") if opacity is not None else 1.0)
     return style
 
 

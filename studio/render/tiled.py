@@ -1,15 +1,17 @@
 """Tiled rasteriser: work proportional to the area strokes cover, all vectorised, no Python loop over paths.
 
-1. flatten every cubic into a polyline (`geometry.flatten`, adaptive piece count per segment);
+1. flatten every cubic into a polyline (`geometry.flatten`, adaptive piece count per segment and scene);
 2. cut each path's edges into chunks of `chunk` consecutive edges, take each chunk's bounding box padded by half
-   the stroke width plus the antialiasing radius, and list the (scene, chunk, tile) overlaps with tensor ops;
-3. evaluate distances only for the pixels of overlapping tiles, min-reduce per (scene, tile, path) -> one stroke
-   layer per pair; fills get one layer per (scene, path, tile) with the winding number over all the path's edges;
-4. sort layers by (scene, tile, painter's order), pack them densely per tile (depth D = most layers on a tile) and
-   composite with a reverse cumulative product of (1 - alpha) (the "over" operator, Porter & Duff 1984).
+   the stroke width plus the antialiasing radius, and list the (chunk, tile) overlaps with tensor ops;
+3. find the nearest edge for the pixels of overlapping tiles only, without autograd, min-reduced per (scene, tile,
+   path); re-evaluate just that edge with gradient -> one stroke layer per (scene, tile, path). Fills: winding
+   numbers from scanline crossings (sorted per row, one binary search per pixel) and the boundary distance only in
+   tiles the boundary touches -> one fill layer per (scene, tile, path) that is inside or near the boundary;
+4. sort layers by (scene, tile, painter's order, fill below stroke) and composite them with the "over" operator
+   (Porter & Duff 1984) level by level, each level touching only the tiles that have a layer at that depth.
 
-The binning follows the tile-based rasterisers of GPU vector renderers (e.g. Li et al. 2016, "Efficient GPU path
-rendering using scanline rasterization"; diffvg's bounding-volume culling), expressed as tensor ops.
+The binning follows tile-based GPU vector rasterisers (e.g. Li et al. 2016, "Efficient GPU Path Rendering Using
+Scanline Rasterization"; diffvg's bounding-volume culling), expressed as tensor ops.
 """
 
 from __future__ import annotations
@@ -17,15 +19,22 @@ from __future__ import annotations
 import torch
 
 from .geometry import (DEFAULT_TOLERANCE, Polyline, distance, fill_coverage, flatten, inside_from_winding,
-                       segment_distance2, stroke_coverage, winding_contribution)
+                       segment_distance2, stroke_coverage)
 from .scene import Scene, topology_tensors
 
 DEFAULT_TILE = 4  # px per tile side: small tiles cull tightly; fastest for the CLIPDraw benchmark scene on CPU
 DEFAULT_CHUNK = 2  # edges per chunk: short chunks have tight boxes; fastest with tile 4 on the CLIPDraw scene
+_SUBPIXEL = 1024  # fixed-point steps per pixel for crossing positions in the scanline winding keys
 
 
 def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(x, 0) - x
+
+
+def _slices(rows: int, cost_per_row: int, budget: int = 1 << 21) -> list[tuple[int, int]]:
+    """Row ranges whose `rows x cost_per_row` work tensors hold at most ~`budget` elements (bounds peak memory)."""
+    step = max(1, budget // max(1, cost_per_row))
+    return [(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
 def _tile_pairs(lo: torch.Tensor, hi: torch.Tensor, tile: int, ntx: int, nty: int) -> tuple[torch.Tensor, ...]:
@@ -66,80 +75,126 @@ def _edge_distance(a: torch.Tensor, b: torch.Tensor, edges: torch.Tensor, px: to
     return distance(segment_distance2(px[:, 0], py[:, 0], ea[..., 0], ea[..., 1], eb[..., 0], eb[..., 1]))
 
 
+def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, count: torch.Tensor, pad: torch.Tensor,
+                   inst_scene: torch.Tensor, inst_path: torch.Tensor, num_paths: int, tile: int, chunk: int, ntx: int,
+                   nty: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For edges stored per instance (contiguous runs `start`, `count`), find every (scene, tile, path) group whose
+    chunk boxes (padded by `pad` per instance) touch the tile, and the nearest edge to each of its pixels.
+
+    Returns sorted group keys (G,) = (scene * tiles + tile) * num_paths + path and edge ids (G, tile*tile).
+    Runs without autograd; callers re-evaluate the chosen edges with gradient (`_edge_distance`).
+    """
+    dev = ea.device
+    nchunk = (count + chunk - 1) // chunk
+    chunk_inst = torch.repeat_interleave(torch.arange(count.numel(), device=dev), nchunk)  # (NC,)
+    first = start[chunk_inst] + (torch.arange(chunk_inst.numel(), device=dev)
+                                 - _exclusive_cumsum(nchunk)[chunk_inst]) * chunk
+    last = (start + count - 1)[chunk_inst]
+    slots = torch.minimum(first[:, None] + torch.arange(chunk, device=dev), last[:, None])  # (NC, C) edge ids
+    a, b = ea[slots], eb[slots]  # (NC, C, 2)
+    cpad = pad[chunk_inst, None]
+    pchunk, tiles = _tile_pairs(torch.minimum(a, b).amin(dim=1) - cpad, torch.maximum(a, b).amax(dim=1) + cpad,
+                                tile, ntx, nty)
+    pinst = chunk_inst[pchunk]
+    keys = (inst_scene[pinst] * (ntx * nty) + tiles) * num_paths + inst_path[pinst]
+    group_keys, inverse = torch.unique(keys, return_inverse=True)
+    # distance and edge id packed into one int64 (the float32 bit pattern of a non-negative number orders like the
+    # number), min-reduced per (group, pixel) slice by slice to bound memory
+    npix = tile * tile
+    best = torch.full((group_keys.numel(), npix), torch.iinfo(torch.long).max, dtype=torch.long, device=dev)
+    for lo, hi in _slices(pchunk.numel(), chunk * npix):
+        px, py = _tile_pixels(tiles[lo:hi], tile, ntx, ea.dtype)  # (q, 1, N)
+        pair_slots = slots[pchunk[lo:hi]]  # (q, C)
+        qa, qb = ea[pair_slots][..., None], eb[pair_slots][..., None]  # (q, C, 2, 1)
+        d2, arg = segment_distance2(px, py, qa[:, :, 0], qa[:, :, 1], qb[:, :, 0], qb[:, :, 1]).min(dim=1)  # (q, N)
+        packed = (d2.float().view(torch.int32).long() << 32) | pair_slots.gather(1, arg)
+        best.scatter_reduce_(0, inverse[lo:hi, None].expand_as(packed), packed, "amin")
+    return group_keys, best & 0xFFFFFFFF
+
+
 def _stroke_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, nty: int):
     """Stroke layers: keys (G,) = (scene, tile, path) flattened, coverage (G, tile*tile), scene and path per layer."""
-    num_paths, dev, dtype = scene.num_paths, scene.device, scene.points.dtype
+    num_paths, dev = scene.num_paths, scene.device
     with torch.no_grad():
-        count, start = poly.inst_count, poly.inst_start  # (B*P,)
-        nchunk = (count + chunk - 1) // chunk
-        chunk_inst = torch.repeat_interleave(torch.arange(count.numel(), device=dev), nchunk)  # (NC,)
-        first = start[chunk_inst] + (torch.arange(chunk_inst.numel(), device=dev)
-                                     - _exclusive_cumsum(nchunk)[chunk_inst]) * chunk
-        last = (start + count - 1)[chunk_inst]
-        slots = torch.minimum(first[:, None] + torch.arange(chunk, device=dev), last[:, None])  # (NC, C) edge ids
-        pa, pb = poly.a.detach(), poly.b.detach()
-        a, b = pa[slots], pb[slots]  # (NC, C, 2)
-        # boxes padded by half the width + the 0.5 px filter radius + slack
-        pad = (scene.widths.detach().clamp(min=0).reshape(-1)[chunk_inst] / 2 + 0.51)[:, None]
-        lo = torch.minimum(a, b).amin(dim=1) - pad
-        hi = torch.maximum(a, b).amax(dim=1) + pad
-        pchunk, tiles = _tile_pairs(lo, hi, tile, ntx, nty)
-        pinst = chunk_inst[pchunk]
-        keys = ((pinst // num_paths) * (ntx * nty) + tiles) * num_paths + pinst % num_paths
-        group_keys, inverse = torch.unique(keys, return_inverse=True)
-        # nearest edge per (pair, pixel), then per (group, pixel)
-        px, py = _tile_pixels(tiles, tile, ntx, dtype)  # (Q, 1, N)
-        pair_slots = slots[pchunk]  # (Q, C)
-        ea, eb = pa[pair_slots][..., None], pb[pair_slots][..., None]  # (Q, C, 2, 1)
-        d2 = segment_distance2(px, py, ea[:, :, 0], ea[:, :, 1], eb[:, :, 0], eb[:, :, 1])  # (Q, C, N)
-        d2, arg = d2.min(dim=1)  # (Q, N)
-        edge = pair_slots.gather(1, arg)
-        idx = inverse[:, None].expand_as(d2)
-        gmin = d2.new_zeros(group_keys.numel(), d2.shape[1]).scatter_reduce(0, idx, d2, "amin", include_self=False)
-        cand = torch.where(d2 == gmin[inverse], edge, -1)
-        gedge = torch.full_like(gmin, -1, dtype=torch.long).scatter_reduce(0, idx, cand, "amax")
-        gpath = group_keys % num_paths
-        gscene = group_keys // (num_paths * ntx * nty)
-        gpx, gpy = _tile_pixels((group_keys // num_paths) % (ntx * nty), tile, ntx, dtype)
-    d = _edge_distance(poly.a, poly.b, gedge, gpx, gpy)
+        inst = torch.arange(poly.inst_count.numel(), device=dev)  # b * P + p
+        pad = scene.widths.detach().clamp(min=0).reshape(-1) / 2 + 0.51  # half width + 0.5 px filter + slack
+        keys, edges = _nearest_edges(poly.a.detach(), poly.b.detach(), poly.inst_start, poly.inst_count, pad,
+                                     inst // num_paths, inst % num_paths, num_paths, tile, chunk, ntx, nty)
+        gpath, gscene = keys % num_paths, keys // (num_paths * ntx * nty)
+        px, py = _tile_pixels((keys // num_paths) % (ntx * nty), tile, ntx, scene.points.dtype)
+    d = _edge_distance(poly.a, poly.b, edges, px, py)
     half = (scene.widths[gscene, gpath] / 2)[:, None]
-    return group_keys, stroke_coverage(d, half), gscene, gpath
+    return keys, stroke_coverage(d, half), gscene, gpath
 
 
-def _fill_layers(scene: Scene, poly: Polyline, tile: int, ntx: int, nty: int):
-    """Fill layers for every (scene, filled path, tile) the path's box touches: keys, coverage, scene, path."""
+def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, nty: int):
+    """Fill layers for every (scene, filled path, tile) with any pixel inside or near the boundary.
+
+    Inside/outside comes from scanline crossings: each edge crosses the pixel-centre rows between its end points at
+    one x; sorting the crossings by (path, row, x) and summing their signs from the right gives every pixel's
+    winding number with one binary search (the crossing-number rule, as in scanline rasterisers). The distance to
+    the boundary, needed only within half a pixel of it, comes from the same tile binning as strokes.
+    """
     dev, num_paths, dtype = scene.device, scene.num_paths, scene.points.dtype
+    width, height = scene.width, scene.height
     paths = topology_tensors(scene.topology, dev)["filled_paths"]  # (F,)
-    inst = (torch.arange(scene.batch_size, device=dev)[:, None] * num_paths + paths).reshape(-1)  # (B*F,)
-    # edges plus closing edges: ids into cat([edges, closing edges])
-    all_a = torch.cat([poly.a, poly.close_a])
-    all_b = torch.cat([poly.b, poly.close_b])
+    inst = (torch.arange(scene.batch_size, device=dev)[:, None] * num_paths + paths).reshape(-1)  # (NF,) = b*P+p
+    nf = inst.numel()
     with torch.no_grad():
-        count = poly.inst_count[inst] + 1  # + closing edge
-        emax = int(count.max())
-        slot = torch.arange(emax, device=dev)
-        valid = slot[None] < count[:, None]  # (B*F, Emax); invalid slots repeat the closing edge, masked below
-        ids = torch.where(slot[None] < count[:, None] - 1, poly.inst_start[inst, None] + slot[None],
-                          poly.a.shape[0] + inst[:, None])
+        # each filled instance's edges followed by its closing edge, as one contiguous run of ids into `all_*`
+        count = poly.inst_count[inst] + 1
+        fstart = _exclusive_cumsum(count)
+        owner = torch.repeat_interleave(torch.arange(nf, device=dev), count)  # (EF,) fill instance of each edge
+        local = torch.arange(owner.numel(), device=dev) - fstart[owner]
+        ids = torch.where(local < count[owner] - 1, poly.inst_start[inst][owner] + local,
+                          poly.a.shape[0] + inst[owner])
+    all_a = torch.cat([poly.a, poly.close_a])[ids]  # (EF, 2)
+    all_b = torch.cat([poly.b, poly.close_b])[ids]
+    with torch.no_grad():
         fa, fb = all_a.detach(), all_b.detach()
-        a, b = fa[ids], fb[ids]  # (B*F, Emax, 2)
-        lo = torch.minimum(a, b).amin(dim=1) - 0.51
-        hi = torch.maximum(a, b).amax(dim=1) + 0.51
-        src, tiles = _tile_pairs(lo, hi, tile, ntx, nty)
+        # 1. crossings of edges with pixel-centre rows: rows r with min(ay, by) <= r + 0.5 < max(ay, by)
+        ymin, ymax = torch.minimum(fa[:, 1], fb[:, 1]), torch.maximum(fa[:, 1], fb[:, 1])
+        r0 = torch.ceil(ymin - 0.5).clamp(0, height).long()
+        r1 = torch.ceil(ymax - 0.5).clamp(0, height).long()
+        nrow = (r1 - r0).clamp(min=0)
+        cedge = torch.repeat_interleave(torch.arange(owner.numel(), device=dev), nrow)
+        row = r0[cedge] + torch.arange(cedge.numel(), device=dev) - _exclusive_cumsum(nrow)[cedge]
+        ya, yb, xa, xb = fa[cedge, 1], fb[cedge, 1], fa[cedge, 0], fb[cedge, 0]
+        xc = xa + (row.to(dtype) + 0.5 - ya) * (xb - xa) / (yb - ya)
+        sign = torch.where(yb > ya, 1, -1)
+        # one int64 key per crossing: its (instance, row) band, then x in 1/1024 px clamped into the band (rounded
+        # up, so a crossing counts for a pixel centre exactly when it lies strictly to its right)
+        band = (width + 3) * _SUBPIXEL
+        ckey = (owner[cedge] * height + row) * band + torch.ceil((xc.clamp(-1, width + 1) + 1) * _SUBPIXEL).long()
+        ckey, order = torch.sort(ckey)
+        suffix = torch.cat([sign.new_zeros(1), torch.cumsum(sign[order], 0)])  # (C + 1,)
+        # 2. candidate tiles: each filled instance's box
+        lo = torch.full((nf, 2), float("inf"), dtype=dtype, device=dev)
+        hi = torch.full((nf, 2), float("-inf"), dtype=dtype, device=dev)
+        lo = lo.scatter_reduce(0, owner[:, None].expand(-1, 2), torch.minimum(fa, fb), "amin")
+        hi = hi.scatter_reduce(0, owner[:, None].expand(-1, 2), torch.maximum(fa, fb), "amax")
+        src, tiles = _tile_pairs(lo - 0.51, hi + 0.51, tile, ntx, nty)
         pinst = inst[src]
-        pscene, ppath = pinst // num_paths, pinst % num_paths
-        keys = (pscene * (ntx * nty) + tiles) * num_paths + ppath
-        px, py = _tile_pixels(tiles, tile, ntx, dtype)
-        pids = ids[src]  # (Q, Emax)
-        ea, eb = fa[pids][..., None], fb[pids][..., None]  # (Q, Emax, 2, 1)
-        ax, ay, bx, by = ea[:, :, 0], ea[:, :, 1], eb[:, :, 0], eb[:, :, 1]
-        m = valid[src][..., None]  # (Q, Emax, 1)
-        d2 = torch.where(m, segment_distance2(px, py, ax, ay, bx, by), float("inf"))
-        edge = pids.gather(1, d2.argmin(dim=1))  # (Q, N)
-        wind = (winding_contribution(px, py, ax, ay, bx, by) * m).sum(dim=1)
-        inside = inside_from_winding(wind, scene.fill_rule)
-    d = _edge_distance(all_a, all_b, edge, px, py)
-    return keys, fill_coverage(d, inside), pscene, ppath
+        keys = ((pinst // num_paths) * (ntx * nty) + tiles) * num_paths + pinst % num_paths
+        px, py = _tile_pixels(tiles, tile, ntx, dtype)  # (Q, 1, N)
+        prow = py[:, 0].floor().clamp(max=height - 1)  # rows past the canvas are cropped later; keep them in band
+        base = (src[:, None] * height + prow.long()) * band
+        pos = torch.searchsorted(ckey, base + ((px[:, 0].clamp(max=width + 0.5) + 1) * _SUBPIXEL).long(), right=True)
+        end = torch.searchsorted(ckey, base + band - 1, right=True)
+        inside = inside_from_winding(suffix[end] - suffix[pos], scene.fill_rule)  # (Q, N)
+        # 3. boundary tiles: nearest boundary edge per pixel
+        bkeys, bedges = _nearest_edges(fa, fb, fstart, count, torch.full((nf,), 0.51, dtype=dtype, device=dev),
+                                       inst // num_paths, inst % num_paths, num_paths, tile, chunk, ntx, nty)
+        at = torch.searchsorted(bkeys, keys).clamp(max=max(bkeys.numel() - 1, 0))
+        near = (bkeys[at] == keys) if bkeys.numel() else torch.zeros_like(keys, dtype=torch.bool)
+        keep = near | inside.any(dim=1)  # drop tiles that are wholly outside
+        keys, src, px, py, inside, near, at = keys[keep], src[keep], px[keep], py[keep], inside[keep], near[keep], \
+            at[keep]
+    d = torch.full(inside.shape, float("inf"), dtype=dtype, device=dev)
+    rows = torch.nonzero(near).flatten()
+    d = d.index_put((rows,), _edge_distance(all_a, all_b, bedges[at[rows]], px[rows], py[rows]))
+    pinst = inst[src]
+    return keys, fill_coverage(d, inside), pinst // num_paths, pinst % num_paths
 
 
 def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int = DEFAULT_TILE,
@@ -160,7 +215,7 @@ def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int =
     covs = [cov]
     has_fill = scene.fill_colors is not None and scene.topology.filled is not None and any(scene.topology.filled)
     if has_fill:
-        fkeys, fcov, fs, fp = _fill_layers(scene, poly, tile, ntx, nty)
+        fkeys, fcov, fs, fp = _fill_layers(scene, poly, tile, chunk, ntx, nty)
         keys.append(fkeys * 2)
         covs.append(fcov)
         colours.append(scene.fill_colors[fs, fp])
@@ -169,28 +224,36 @@ def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int =
     keys, cov, colours = keys[order], cov[order], colours[order]
     alpha = cov * colours[:, 3:4]  # (G, T*T)
 
-    # 2. pack layers densely per tile: (tiles with any layer, depth, pixels)
+    # 2. order layers level by level: level d holds the d-th layer (painter's order) of every tile that has more
+    # than d layers; with tiles sorted by layer count, those tiles are a prefix, so each level is one contiguous run
     with torch.no_grad():
         scene_tile = keys // (2 * num_paths)
         active, counts = torch.unique_consecutive(scene_tile, return_counts=True)
         slot = torch.repeat_interleave(torch.arange(active.numel(), device=dev), counts)
         rank = torch.arange(keys.numel(), device=dev) - torch.repeat_interleave(_exclusive_cumsum(counts), counts)
-        depth = int(counts.max()) if counts.numel() else 0
+        by_count = torch.argsort(counts, descending=True, stable=True)  # tile order, deepest first
+        position = torch.empty_like(by_count)
+        position[by_count] = torch.arange(by_count.numel(), device=dev)
+        level_order = torch.argsort(rank * active.numel() + position[slot])
+        per_level = torch.bincount(rank, minlength=1).tolist() if keys.numel() else []  # tiles with a layer at d
     npix = tile * tile
-    alpha_d = alpha.new_zeros(active.numel(), depth, npix).index_put((slot, rank), alpha)
-    ones = colours.new_ones(colours.shape[0], 1)
-    rgba_d = colours.new_zeros(active.numel(), depth, 4).index_put((slot, rank), torch.cat([colours[:, :3], ones], 1))
+    alpha, rgba = alpha[level_order], torch.cat([colours[:, :3], colours.new_ones(colours.shape[0], 1)], 1)[level_order]
 
-    # 3. composite back to front with the "over" operator, one depth level at a time (depth is the most layers on
-    # any tile, not the number of paths). A reverse cumulative product of (1 - alpha) does the same in one op, but
-    # its backward takes a slow path whenever a layer is fully opaque, which strokes of alpha 1 always are.
+    # 3. composite back to front with the "over" operator (Porter & Duff 1984), one level at a time: work is the
+    # number of layers, not tiles x deepest tile. (A reverse cumulative product of (1 - alpha) would do it in one op,
+    # but its backward takes a slow path whenever a layer is fully opaque, which strokes of alpha 1 always are.)
     bg = torch.tensor(scene.background or (0.0, 0.0, 0.0, 0.0), device=dev, dtype=dtype)
     bg = torch.cat([bg[:3] * bg[3], bg[3:]])  # premultiplied
-    out = bg.expand(active.numel(), npix, 4) + alpha.sum() * 0  # "+ 0": keeps the graph when nothing is visible
-    for level in range(depth):
-        a = alpha_d[:, level, :, None]  # (A, N, 1)
-        out = out * (1 - a) + rgba_d[:, level, None, :] * a
-    tiles_out = bg.repeat(bsz * ntiles, npix, 1).index_put((active,), out)
+    cur = bg.expand(active.numel(), npix, 4) + alpha.sum() * 0  # "+ 0": keeps the graph when nothing is visible
+    done = []
+    # split, not slice: the backward of a split is one concatenation, a slice's allocates the whole input each time
+    for a, c in zip(alpha.split(per_level), rgba.split(per_level)):  # (n, N), (n, 4)
+        cur, finished = cur.split([a.shape[0], cur.shape[0] - a.shape[0]])  # tiles without a layer here are done
+        done.append(finished)
+        cur = cur * (1 - a[..., None]) + c[:, None, :] * a[..., None]
+    done.append(cur)
+    out = torch.cat(done[::-1])  # (A, N, 4) in `by_count` order
+    tiles_out = bg.repeat(bsz * ntiles, npix, 1).index_put((active[by_count],), out)
 
     # 4. tiles -> image
     img = tiles_out.reshape(bsz, nty, ntx, tile, tile, 4).permute(0, 1, 3, 2, 4, 5)

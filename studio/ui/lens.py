@@ -41,9 +41,9 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
                     labels = gr.Textbox(EXAMPLE_LABELS, lines=3, label="Candidate labels (comma or newline separated)")
                     run = gr.Button("Rank labels", variant="primary")
                 with gr.Column():
-                    top = gr.Label(num_top_classes=5, label="Top labels")
+                    top = gr.Label(num_top_classes=5, label="Top labels", elem_id="lens-top")
                     table = gr.Dataframe(headers=["label", "probability"], datatype=["str", "number"],
-                                         label="All labels", interactive=False)
+                                         label="All labels", interactive=False, elem_id="lens-table")
 
             @user_errors
             def on_classify(spec, img, text):
