@@ -32,15 +32,14 @@ from studio.demo.shapes import caption_matches, make_batch
 from studio.demo.zeroshot import EVAL_SEED_OFFSET, ensemble_text, zero_shot_accuracy
 
 CONFIG = Path(__file__).resolve().parent.parent / "assets" / "models" / "shapes-clip.json"
-MODEL_NAME = "shapes-clip"  # open_clip registers a config file by its stem
 
 
-def build(seed: int) -> tuple[torch.nn.Module, object]:
+def build(seed: int, config: Path = CONFIG) -> tuple[torch.nn.Module, object]:
     """The untrained model (seeded) and the stock tokenizer at the config's context length."""
-    open_clip.add_model_config(CONFIG)
+    open_clip.add_model_config(config)
     torch.manual_seed(seed)
-    model = open_clip.create_model(MODEL_NAME)
-    return model, open_clip.get_tokenizer(MODEL_NAME)
+    model = open_clip.create_model(config.stem)
+    return model, open_clip.get_tokenizer(config.stem)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -60,6 +59,12 @@ def evaluate(model: torch.nn.Module, tokenizer, n: int, seed: int) -> dict[str, 
     return res.accuracy
 
 
+def fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with floating tensors in fp16 (halves the file); integer buffers (BatchNorm counters) kept."""
+    return {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
+            for k, v in model.state_dict().items()}
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     """Linear warmup then cosine decay to zero (open_clip's `cosine_lr`)."""
     if step < warmup:
@@ -69,15 +74,18 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--weight-decay", type=float, default=0.1)  # open_clip's default for CLIP training
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    # One thread: on a CPU shared with other jobs, two threads spent most of their time waiting on each other
+    # (a fwd+bwd measured 3x slower with 2 threads than with 1 under a load of ~10 on 2 cores).
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--config", type=Path, default=CONFIG, help="open_clip model config (registered by its stem)")
     p.add_argument("--out", type=Path, default=None, help="where to write the fp16 safetensors")
     args = p.parse_args()
     if args.steps < 1:
@@ -86,9 +94,9 @@ def main() -> None:
         raise ValueError("training seeds would overlap the held-out seeds; lower `--steps`/`--seed`")
 
     torch.set_num_threads(args.threads)
-    model, tokenizer = build(args.seed)
+    model, tokenizer = build(args.seed, args.config)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model {MODEL_NAME}: {n_params / 1e6:.2f} M parameters", flush=True)
+    print(f"model {args.config.stem}: {n_params / 1e6:.2f} M parameters", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
@@ -120,16 +128,19 @@ def main() -> None:
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             acc = evaluate(model, tokenizer, n=300, seed=EVAL_SEED_OFFSET)
             print(f"eval@{step + 1}: " + "  ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
+            if args.out is not None:  # a usable snapshot while the run goes on
+                snap = args.out.with_name(args.out.stem + f"-step{step + 1}.safetensors")
+                save_file(fp16_state(model), str(snap))
     train_min = (time.time() - t0) / 60
 
     # Save in fp16 (halves the file; the token embedding dominates), then evaluate the weights as saved.
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    state = fp16_state(model)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(args.out), metadata={"format": "pt", "dtype": "float16", "model": MODEL_NAME})
+        save_file(state, str(args.out), metadata={"format": "pt", "dtype": "float16", "model": args.config.stem})
         state = load_file(str(args.out))
         print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     acc = evaluate(model, tokenizer, n=args.eval_n, seed=EVAL_SEED_OFFSET)
     print(f"trained {args.steps} steps x {args.batch_size} in {train_min:.1f} min")
     print(f"held-out zero-shot accuracy (n={args.eval_n}, seeds from {EVAL_SEED_OFFSET}, fp16 weights): "

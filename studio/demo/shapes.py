@@ -209,7 +209,7 @@ def _phrase(rng: np.random.Generator, obj: DrawnObject, q: np.ndarray, *, full: 
         words.append(obj.fill)
         q[_FILL] = FILLS.index(obj.fill)
     mention_colour = full or rng.random() < 0.8
-    mention_kind = full or obj.kind == "scribble" or rng.random() < 0.75
+    mention_kind = full or obj.kind == "scribble" or rng.random() < 0.9
     if not (mention_colour or mention_kind):
         mention_colour = True
     if mention_colour:
