@@ -1,6 +1,6 @@
 """Time full CLIPDraw and CLIPasso runs with the real CLIP architectures (random weights cost the same); print a table.
 
-    PYTHONPATH=. python benchmarks/sketch.py                      # the small CPU setting
+    PYTHONPATH=. python benchmarks/sketch.py [--threads 1]        # the small CPU setting
     PYTHONPATH=. python benchmarks/sketch.py --device cuda --full # the issue's targets on a GPU
 
 CLIPDraw runs ViT-B-32 (Frans et al. 2021's model); CLIPasso runs ViT-B-32 for the attention initialisation and
@@ -58,7 +58,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--canvas", type=int, default=224)
     p.add_argument("--skip", choices=["clipdraw", "clipasso"], default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on an oversubscribed CPU)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.full:
         args.paths, args.draw_steps, args.strokes, args.sketch_steps, args.seeds = 256, 1000, 16, 2000, 3
     vit = get_scorer("ViT-B-32/random", device=args.device)

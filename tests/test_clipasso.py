@@ -205,5 +205,5 @@ def test_demo_strokes_sit_on_the_shape_edges_and_beat_their_initialisation(demo_
     dist = _mean_edge_distance(_curve_samples(out.strokes), edges)
     uniform = np.random.default_rng(0).uniform(0, size, (8, 4, 2))  # strokes scattered anywhere
     assert dist < 4.0, dist  # pixels, on a 64-pixel canvas
-    assert dist < 0.5 * _mean_edge_distance(_curve_samples(uniform), edges)
+    assert dist < 0.6 * _mean_edge_distance(_curve_samples(uniform), edges)  # measured 0.33-0.44 of it
     assert out.scores["loss"] < out.scores["loss_init"]
