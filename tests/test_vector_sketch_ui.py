@@ -98,3 +98,58 @@ def test_stream_drives_the_real_pipeline(tiny_scorer, tmp_path):
     outs = list(ui.stream(run, threading.Event(), video="gif"))
     assert len(outs) == 3
     assert outs[-1][4].endswith(".gif") and outs[-1][0].size == (32, 32)
+
+
+@pytest.fixture(scope="module")
+def sketch_url(tiny_scorer, tiny_rn_scorer):
+    """Only this tab, wired the way app.py wires it (pipelines' `iterate` behind plain generator functions)."""
+    import socket
+
+    from pipelines.clipasso import CLIPassoPipeline
+    from pipelines.clipdraw import CLIPDrawPipeline
+
+    scorers = {"tiny": tiny_scorer, "tiny-rn": tiny_rn_scorer}
+
+    def clipdraw(spec, options):
+        return (yield from CLIPDrawPipeline(scorers[spec]).iterate(**options))
+
+    def clipasso(spec, loss_spec, options):
+        loss = scorers[loss_spec] if loss_spec else None
+        return (yield from CLIPassoPipeline(scorers[spec], loss).iterate(**options))
+
+    with gr.Blocks() as demo:
+        ui.build(clipdraw, clipasso, ["tiny"], "tiny", lambda spec: None, loss_model_choices=["tiny-rn"])
+    demo.queue(default_concurrency_limit=1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.mark.e2e
+def test_tab_over_http_streams_stops_and_reports_errors(sketch_url, tmp_path):
+    import time
+
+    from gradio_client import Client, handle_file
+
+    client = Client(sketch_url, verbose=False)
+    job = client.submit("tiny", "a red circle", "", 6, 2000, 64, 10, "primary", "", False, None, 0,
+                        api_name="/sketch_clipdraw")
+    deadline = time.time() + 120
+    while len(job.outputs()) < 2 and time.time() < deadline:  # wait for live previews
+        time.sleep(0.2)
+    client.predict(api_name="/sketch_clipdraw_stop")
+    image, progress, svg, png, video, text = job.result(timeout=120)
+    assert "stopped at step" in text and svg.endswith(".svg") and video.endswith(".mp4")
+    assert open(svg, encoding="utf-8").read().startswith("<svg")
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (48, 48), "white").save(photo)
+    out = client.predict("tiny", "tiny-rn", handle_file(str(photo)), 4, 3, 2, 1.5, False, 0,
+                         api_name="/sketch_clipasso")
+    assert "kept seed" in out[5] and out[2].endswith(".svg")
+
+    with pytest.raises(Exception, match="prompt"):
+        client.predict("tiny", "  ", "", 6, 5, 64, 10, "full", "", False, None, 0, api_name="/sketch_clipdraw")
