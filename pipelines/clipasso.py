@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ class CLIPassoConfig:
     softmax_temp: float = 0.3  # repo
     num_augs: int = 4  # repo: num_aug_clip 4
     distortion: float = 0.5  # repo: RandomPerspective(distortion_scale=0.5, fill=0)
-    crop: tuple[float, float] = (0.8, 0.8)  # repo: RandomResizedCrop(224, scale=(0.8, 0.8)) (ratio 1 there; ours 3/4-4/3)
+    crop: tuple[float, float] = (0.8, 0.8)  # repo: RandomResizedCrop(scale=(0.8, 0.8)); its ratio is 1, ours 3/4-4/3
     aug_fill: float = 0.0  # repo: RandomPerspective(fill=0)
     resnet_layers: tuple[int, ...] = (2, 3)  # repo: clip_conv_layer_weights "0,0,1.0,1.0,0"
     layer_weight: float = 1.0  # repo
