@@ -16,6 +16,7 @@ import gradio as gr
 from studio.device import pick_device
 from studio.images import load_image
 from studio.scorer import available_specs, get_scorer, is_loaded
+from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 
 log = logging.getLogger("studio")
@@ -64,6 +65,25 @@ def make_lens_functions(device: str | None) -> dict[str, Callable]:
     return {"classify": classify, "search": search, "arithmetic": arithmetic, "model_status": model_status}
 
 
+def make_latent_functions(device: str | None) -> dict[str, Callable]:
+    """StyleCLIP handlers; one pipeline (generator + CLIP) is kept, replaced when the user picks another pair."""
+    import threading
+
+    from pipelines.styleclip import StyleCLIPPipeline, make_ui_functions
+
+    pipes: dict = {}
+    lock = threading.Lock()
+
+    def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
+        with lock:
+            if (generator, clip) not in pipes:
+                pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
+                pipes[(generator, clip)] = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)
+            return pipes[(generator, clip)]
+
+    return make_ui_functions(get_pipeline, wrap=gpu)
+
+
 def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
     """The studio's Blocks. `clip` is the default CLIP spec; `device` as `studio.device.pick_device` takes it."""
     clip = clip or os.environ.get("STUDIO_CLIP") or "ViT-B-32/openai"
@@ -78,6 +98,12 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
         with gr.Tabs():
             lens = make_lens_functions(device)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"])
+            from studio.generators import available_generators
+
+            generator = os.environ.get("STUDIO_STYLEGAN") or "demo-shapes"
+            latent_ui.build(**make_latent_functions(device), generator_choices=available_generators(),
+                            default_generator=generator, clip_choices=choices,
+                            default_clip="shapes-clip" if generator == "demo-shapes" else clip)
     return demo
 
 
