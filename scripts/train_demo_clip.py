@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import load_file, save_file
 
-from studio.demo.shapes import caption_matches, make_batch
+from studio.demo.shapes import caption_matches, make_batch, swap_shape
 from studio.demo.zeroshot import EVAL_SEED_OFFSET, ensemble_text, zero_shot_accuracy
 
 CONFIG = Path(__file__).resolve().parent.parent / "assets" / "models" / "shapes-clip.json"
@@ -85,6 +85,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--hard-negatives", type=int, default=1, help="1: add shape-swapped captions (NegCLIP)")
     p.add_argument("--config", type=Path, default=CONFIG, help="open_clip model config (registered by its stem)")
     p.add_argument("--out", type=Path, default=None, help="where to write the fp16 safetensors")
     args = p.parse_args()
@@ -109,12 +110,22 @@ def main() -> None:
         seeds = np.arange(args.batch_size) + step * args.batch_size + 1_000_000 * args.seed
         images, captions, samples = make_batch(seeds)
         target = torch.from_numpy(caption_matches(samples)).float()  # (B, B) [i, j]: caption j true of image i
+        if args.hard_negatives:
+            # NegCLIP: each caption that names a shape also enters with that shape swapped, as an extra column
+            # of the image-to-text softmax (its true images in the batch, if any, are its positives).
+            rng = np.random.default_rng([args.seed, step])
+            negs = [n for n in (swap_shape(s, rng) for s in samples) if n is not None]
+            captions = captions + [c for c, _, _ in negs]
+            neg_target = torch.from_numpy(caption_matches(samples, [(q, b) for _, q, b in negs])).float()
+            target = torch.cat([target, neg_target], dim=1)  # (B, B + K)
         x = normalise(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
         img = F.normalize(model.encode_image(x), dim=-1)
         txt = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
-        logits = model.logit_scale.exp() * img @ txt.T  # (B, B)
+        logits = model.logit_scale.exp() * img @ txt.T  # (B, B + K)
         loss_i = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-        loss_t = -(target / target.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+        b = len(samples)  # text-to-image over the batch's own captions only
+        loss_t = -(target[:, :b] / target[:, :b].sum(0, keepdim=True)
+                   * F.log_softmax(logits[:, :b], dim=0)).sum(0).mean()
         loss = 0.5 * (loss_i + loss_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -67,3 +67,20 @@ def test_eval_mode_is_one_shape():
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         make_sample(**kwargs)
+
+
+def test_swap_shape_makes_false_captions_one_word_away():
+    _, _, samples = make_batch(range(200))
+    rng = np.random.default_rng(0)
+    swapped = 0
+    for i, s in enumerate(samples):
+        neg = shapes.swap_shape(s, rng)
+        if neg is None:
+            assert not any(w in s.caption.split() for w in shapes.SHAPES)
+            continue
+        swapped += 1
+        text, query, bg = neg
+        diff = [(a, b) for a, b in zip(s.caption.split(), text.split()) if a != b]
+        assert len(diff) == 1 and diff[0][0] in shapes.SHAPES and diff[0][1] in shapes.SHAPES
+        assert not caption_matches([s], [(query, bg)])[0, 0]  # false of its own image
+    assert swapped > 150

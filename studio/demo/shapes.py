@@ -278,7 +278,7 @@ def make_sample(seed: int, *, image_size: int = IMAGE_SIZE, two_object_prob: flo
     draw = ImageDraw.Draw(img)
     for o in objs:
         _draw(draw, o, rng, side)
-    image = np.asarray(img.reduce(SUPERSAMPLE), dtype=np.uint8)
+    image = np.array(img.reduce(SUPERSAMPLE), dtype=np.uint8)  # a writable copy
     return Sample(image, text, objs, bg_name, bg_rgb, query, query_bg)
 
 
@@ -288,23 +288,49 @@ def make_batch(seeds: list[int] | np.ndarray, **kwargs) -> tuple[np.ndarray, lis
     return np.stack([s.image for s in samples]), [s.caption for s in samples], samples
 
 
-def caption_matches(samples: list[Sample]) -> np.ndarray:
-    """(B, B) bool: entry [i, j] says caption j is true of image i.
+def swap_shape(sample: Sample, rng: np.random.Generator) -> tuple[str, np.ndarray, int] | None:
+    """A hard-negative caption for `sample`: its caption with the first named shape replaced by another one.
 
-    A caption is true of an image when it names as many objects as the image holds and every attribute it
-    names (kind, colour, position, size, fill, background) matches, under some pairing of its objects with the
-    image's. Used as multi-positive targets in the contrastive loss, since a batch holds many true pairs besides
-    the diagonal ("a red shape" is true of every red image).
+    Returns (caption, query, query_background), or None when the caption names no shape. Captions that differ
+    from the truth in one word are the hard negatives of NegCLIP (Yuksekgonul et al. 2023, "When and why
+    vision-language models behave like bags-of-words"); shape is the attribute a colour-and-position shortcut
+    learns last, so it is the one swapped.
     """
-    scenes = np.stack([s.scene_array() for s in samples])  # (B, 2, A)
-    queries = np.stack([s.query for s in samples])  # (B, 2, A)
-    n_img = np.array([len(s.objects) for s in samples])
-    n_cap = np.array([1 if s.query[1, _KIND] == -1 and s.query[1, _COLOUR] == -1 else 2 for s in samples])
-    bg_img = np.array([BACKGROUNDS.index(s.background) if s.background in BACKGROUNDS else -3 for s in samples])
-    bg_cap = np.array([s.query_background for s in samples])
+    row = 0 if sample.query[0, _KIND] >= 0 else 1 if sample.query[1, _KIND] >= 0 else -1
+    if row < 0 or KINDS[sample.query[row, _KIND]] == "scribble":
+        return None
+    old = KINDS[sample.query[row, _KIND]]
+    new = [k for k in SHAPES if k != old][rng.integers(len(SHAPES) - 1)]
+    words = sample.caption.split(" ")
+    # The first object's phrase comes first, so when both name a shape the first occurrence is row 0's.
+    words[words.index(old)] = new
+    query = sample.query.copy()
+    query[row, _KIND] = KINDS.index(new)
+    return " ".join(words), query, sample.query_background
 
-    def ok(qi: int, si: int) -> np.ndarray:  # (B, B): caption object qi matches image object si
-        q = queries[None, :, qi, :]  # (1, B, A)
+
+def caption_matches(samples: list[Sample],
+                    captions: list[tuple[np.ndarray, int]] | None = None) -> np.ndarray:
+    """(B, C) bool: entry [i, j] says caption j is true of image i.
+
+    Captions are the samples' own (then the diagonal is True) or `captions`, a list of (query, query_background)
+    as `swap_shape` returns. A caption is true of an image when it names as many objects as the image holds and
+    every attribute it names (kind, colour, position, size, fill, background) matches, under some pairing of its
+    objects with the image's. Used as multi-positive targets in the contrastive loss, since a batch holds many
+    true pairs besides the diagonal ("a red shape" is true of every red image).
+    """
+    own = captions is None
+    if own:
+        captions = [(s.query, s.query_background) for s in samples]
+    scenes = np.stack([s.scene_array() for s in samples])  # (B, 2, A)
+    queries = np.stack([q for q, _ in captions])  # (C, 2, A)
+    n_img = np.array([len(s.objects) for s in samples])
+    n_cap = np.array([1 if q[1, _KIND] == -1 and q[1, _COLOUR] == -1 else 2 for q, _ in captions])
+    bg_img = np.array([BACKGROUNDS.index(s.background) if s.background in BACKGROUNDS else -3 for s in samples])
+    bg_cap = np.array([b for _, b in captions])
+
+    def ok(qi: int, si: int) -> np.ndarray:  # (B, C): caption object qi matches image object si
+        q = queries[None, :, qi, :]  # (1, C, A)
         s = scenes[:, None, si, :]  # (B, 1, A)
         return np.all((q == -1) | (q == s), axis=-1)
 
@@ -312,5 +338,6 @@ def caption_matches(samples: list[Sample]) -> np.ndarray:
     two = (ok(0, 0) & ok(1, 1)) | (ok(0, 1) & ok(1, 0))
     m = np.where(n_cap[None, :] == 1, one, two) & (n_img[:, None] == n_cap[None, :])
     m &= (bg_cap[None, :] == -1) | (bg_cap[None, :] == bg_img[:, None])
-    np.fill_diagonal(m, True)
+    if own:
+        np.fill_diagonal(m, True)
     return m
