@@ -11,9 +11,20 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 import pytest
+import torch
 from PIL import Image
 
 from studio.ui import vector_sketch as ui
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded, restored after each test: on the shared 2-core machine a second OpenMP thread mostly waits
+    for a core (the renderer tests measured tiny renders 40x slower with two)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @dataclass
