@@ -172,7 +172,7 @@ def test_random_strokes_follow_the_notebook_walk():
 def test_red_prompt_draws_red_and_the_clip_loss_falls(demo_scorer):
     """With the demo CLIP, "a red scribble" turns random colourful strokes predominantly red (pixel oracle)."""
     pipe = CLIPDrawPipeline(demo_scorer)
-    out = pipe("a red scribble", num_paths=24, num_iterations=60, canvas_size=64, seed=0)
+    out = pipe("a red scribble", num_paths=16, num_iterations=100, canvas_size=64, seed=0)  # red 0.73-0.95, seeds 0-4
     m = measure(np.asarray(out.image))
     assert m.dominant_colour == "red", m.colour_fractions
     assert m.colour_fractions["red"] > 0.5, m.colour_fractions
