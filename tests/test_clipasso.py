@@ -31,6 +31,22 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="module")
+def vit(tiny_configs):
+    """A fresh tiny ViT CLIP for this module: its text cache is its own, so other modules' cache counts hold."""
+    from conftest import make_tiny_scorer
+
+    return make_tiny_scorer("tiny-test-vit")
+
+
+@pytest.fixture(scope="module")
+def rn(tiny_configs):
+    """A fresh tiny ResNet CLIP for this module."""
+    from conftest import make_tiny_scorer
+
+    return make_tiny_scorer("tiny-test-rn")
+
+
 def shape_photo(size: int = 64, kind: str = "square") -> Image.Image:
     """A synthetic photo: one red shape on a white background."""
     img = Image.new("RGB", (size, size), "white")
@@ -44,9 +60,9 @@ def shape_photo(size: int = 64, kind: str = "square") -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_scorer, tiny_rn_scorer):
+def pipe(vit, rn):
     """ViT for the attention initialisation, ResNet for the loss, as in the paper."""
-    return CLIPassoPipeline(tiny_scorer, tiny_rn_scorer)
+    return CLIPassoPipeline(vit, rn)
 
 
 def _png(img: Image.Image) -> bytes:
@@ -144,27 +160,27 @@ def test_callback_false_stops_with_the_best_so_far(pipe):
     assert from_svg(out.svg).num_paths == 4
 
 
-def test_early_stopping_when_the_loss_stalls(tiny_scorer, tiny_rn_scorer):
+def test_early_stopping_when_the_loss_stalls(vit, rn):
     cfg = CLIPassoConfig(eval_interval=1, patience=2, min_delta=1e9)  # no improvement is ever big enough
-    out = CLIPassoPipeline(tiny_scorer, tiny_rn_scorer, config=cfg)(shape_photo(), **{**TINY, "num_iterations": 50})
+    out = CLIPassoPipeline(vit, rn, config=cfg)(shape_photo(), **{**TINY, "num_iterations": 50})
     assert out.early_stopped and not out.stopped
     assert out.steps_run == 3  # the first evaluation sets the best, then two without improvement
 
 
-def test_shared_augmentation_gives_sketch_and_photo_the_same_transform(tiny_rn_scorer):
+def test_shared_augmentation_gives_sketch_and_photo_the_same_transform(rn):
     """The pipeline clones the augmentation generator for the photo views: equal inputs give equal views."""
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(5)
     g2 = torch.Generator().set_state(g.get_state())
-    a = tiny_rn_scorer.augment(x, 3, generator=g, fill=0.0)
-    b = tiny_rn_scorer.augment(x.clone(), 3, generator=g2, fill=0.0)
+    a = rn.augment(x, 3, generator=g, fill=0.0)
+    b = rn.augment(x.clone(), 3, generator=g2, fill=0.0)
     assert torch.equal(a, b)
 
 
-def test_vit_geometric_layers_variant(tiny_scorer, tiny_rn_scorer):
-    assert CLIPassoPipeline(tiny_scorer, tiny_rn_scorer).geometric_layers == (2, 3)
-    assert CLIPassoPipeline(tiny_scorer).geometric_layers == (0, 1)  # 2-block tiny ViT
-    out = CLIPassoPipeline(tiny_scorer)(shape_photo(), **TINY)
+def test_vit_geometric_layers_variant(vit, rn):
+    assert CLIPassoPipeline(vit, rn).geometric_layers == (2, 3)
+    assert CLIPassoPipeline(vit).geometric_layers == (0, 1)  # 2-block tiny ViT
+    out = CLIPassoPipeline(vit)(shape_photo(), **TINY)
     assert np.isfinite(out.scores["loss"])
 
 
@@ -182,9 +198,9 @@ def test_xdog_marks_the_outline_and_otsu_splits_two_modes():
     assert 0.2 <= otsu_threshold(values) < 0.8
 
 
-def test_relevancy_maps_for_vit_attention_and_resnet_gradcam(tiny_scorer, tiny_rn_scorer):
+def test_relevancy_maps_for_vit_attention_and_resnet_gradcam(vit, rn):
     x = torch.from_numpy(np.asarray(shape_photo(32), dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    for scorer in (tiny_scorer, tiny_rn_scorer):
+    for scorer in (vit, rn):
         m = relevancy_map(scorer, x, 32)
         assert m.shape == (32, 32) and np.isfinite(m).all()
         assert m.min() >= 0.0 and m.max() == pytest.approx(1.0)

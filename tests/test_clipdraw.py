@@ -30,8 +30,16 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_scorer):
-    return CLIPDrawPipeline(tiny_scorer)
+def vit(tiny_configs):
+    """A fresh tiny ViT CLIP for this module: its text cache is its own, so other modules' cache counts hold."""
+    from conftest import make_tiny_scorer
+
+    return make_tiny_scorer("tiny-test-vit")
+
+
+@pytest.fixture(scope="module")
+def pipe(vit):
+    return CLIPDrawPipeline(vit)
 
 
 @pytest.mark.parametrize("kwargs, name", [

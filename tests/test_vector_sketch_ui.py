@@ -27,6 +27,22 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="module")
+def vit(tiny_configs):
+    """A fresh tiny ViT CLIP for this module: its text cache is its own, so other modules' cache counts hold."""
+    from conftest import make_tiny_scorer
+
+    return make_tiny_scorer("tiny-test-vit")
+
+
+@pytest.fixture(scope="module")
+def rn(tiny_configs):
+    """A fresh tiny ResNet CLIP for this module."""
+    from conftest import make_tiny_scorer
+
+    return make_tiny_scorer("tiny-test-rn")
+
+
 @dataclass
 class FakeProgress:
     step: int
@@ -101,10 +117,10 @@ def test_tab_builds_with_plain_functions():
     assert {"sketch_clipdraw", "sketch_clipasso", "sketch_clipdraw_stop", "sketch_clipasso_stop"} <= names
 
 
-def test_stream_drives_the_real_pipeline(tiny_scorer, tmp_path):
+def test_stream_drives_the_real_pipeline(vit, tmp_path):
     from pipelines.clipdraw import CLIPDrawPipeline
 
-    run = CLIPDrawPipeline(tiny_scorer).iterate("a red circle", num_paths=4, num_iterations=2, canvas_size=32,
+    run = CLIPDrawPipeline(vit).iterate("a red circle", num_paths=4, num_iterations=2, canvas_size=32,
                                                 num_augs=1, preview_every=1)
     outs = list(ui.stream(run, threading.Event(), video="gif"))
     assert len(outs) == 3
@@ -112,14 +128,14 @@ def test_stream_drives_the_real_pipeline(tiny_scorer, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sketch_url(tiny_scorer, tiny_rn_scorer):
+def sketch_url(vit, rn):
     """Only this tab, wired the way app.py wires it (pipelines' `iterate` behind plain generator functions)."""
     import socket
 
     from pipelines.clipasso import CLIPassoPipeline
     from pipelines.clipdraw import CLIPDrawPipeline
 
-    scorers = {"tiny": tiny_scorer, "tiny-rn": tiny_rn_scorer}
+    scorers = {"tiny": vit, "tiny-rn": rn}
 
     def clipdraw(spec, options):
         return (yield from CLIPDrawPipeline(scorers[spec]).iterate(**options))
