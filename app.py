@@ -19,6 +19,7 @@ from studio.scorer import available_specs, get_scorer, is_loaded
 from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
+from studio.ui import vector_sketch as sketch_ui
 
 log = logging.getLogger("studio")
 
@@ -64,6 +65,23 @@ def make_lens_functions(device: str | None) -> dict[str, Callable]:
         return f"Loading CLIP {spec!r} (first use: loading weights, or downloading them once)…"
 
     return {"classify": classify, "search": search, "arithmetic": arithmetic, "model_status": model_status}
+
+
+def make_sketch_functions(device: str | None) -> dict[str, Callable]:
+    """CLIPDraw and CLIPasso handlers: generators that stream progress and return the result."""
+    from pipelines.clipasso import CLIPassoPipeline
+    from pipelines.clipdraw import CLIPDrawPipeline
+
+    @gpu
+    def clipdraw(spec, options):
+        return (yield from CLIPDrawPipeline(get_scorer(spec, device=device)).iterate(**options))
+
+    @gpu
+    def clipasso(spec, loss_spec, options):
+        loss = get_scorer(loss_spec, device=device) if loss_spec else None
+        return (yield from CLIPassoPipeline(get_scorer(spec, device=device), loss).iterate(**options))
+
+    return {"clipdraw": clipdraw, "clipasso": clipasso}
 
 
 def make_latent_functions(device: str | None) -> dict[str, Callable]:
@@ -146,6 +164,9 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
         with gr.Tabs():
             lens = make_lens_functions(device)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"])
+            sketch = make_sketch_functions(device)
+            sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
+                            loss_model_choices=["RN101/openai", "RN50/openai"])
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 
