@@ -16,7 +16,10 @@ import gradio as gr
 from studio.device import pick_device
 from studio.images import load_image
 from studio.scorer import available_specs, get_scorer, is_loaded
+from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
+from studio.ui import text2image as t2i_ui
+from studio.ui import vector_sketch as sketch_ui
 
 log = logging.getLogger("studio")
 
@@ -64,6 +67,89 @@ def make_lens_functions(device: str | None) -> dict[str, Callable]:
     return {"classify": classify, "search": search, "arithmetic": arithmetic, "model_status": model_status}
 
 
+def make_sketch_functions(device: str | None) -> dict[str, Callable]:
+    """CLIPDraw and CLIPasso handlers: generators that stream progress and return the result."""
+    from pipelines.clipasso import CLIPassoPipeline
+    from pipelines.clipdraw import CLIPDrawPipeline
+
+    @gpu
+    def clipdraw(spec, options):
+        return (yield from CLIPDrawPipeline(get_scorer(spec, device=device)).iterate(**options))
+
+    @gpu
+    def clipasso(spec, loss_spec, options):
+        loss = get_scorer(loss_spec, device=device) if loss_spec else None
+        return (yield from CLIPassoPipeline(get_scorer(spec, device=device), loss).iterate(**options))
+
+    return {"clipdraw": clipdraw, "clipasso": clipasso}
+
+
+def make_latent_functions(device: str | None) -> dict[str, Callable]:
+    """StyleCLIP handlers; one pipeline (generator + CLIP) is kept, replaced when the user picks another pair."""
+    import threading
+
+    from pipelines.styleclip import StyleCLIPPipeline, make_ui_functions
+
+    pipes: dict = {}
+    lock = threading.Lock()
+
+    def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
+        with lock:
+            if (generator, clip) not in pipes:
+                pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
+                pipes[(generator, clip)] = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)
+            return pipes[(generator, clip)]
+
+    return make_ui_functions(get_pipeline, wrap=gpu)
+
+
+def make_text2image_functions(device: str | None, clip: str) -> dict:
+    """Text-to-image handlers that load the diffusers model on first use (start-up stays fast).
+
+    When the model is neither a local folder nor cached and cannot be downloaded, the tab shows why instead.
+    """
+    import threading
+
+    from pipelines.text2image import (DEFAULT_MODEL, MULTI_STEP_PRESET, Text2ImagePipeline, preset_for,
+                                      resolve_pipeline)
+    from studio.hub import hf_cached_file, hub_reachable, offline
+
+    name = os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
+    local = os.path.isdir(os.path.expanduser(name)) or hf_cached_file(name, ("model_index.json",)) is not None
+    if not local and (offline() or not hub_reachable()):
+        try:
+            resolve_pipeline(name, local_files_only=True)  # raises, naming what was tried and how to supply it
+        except (RuntimeError, ValueError, OSError) as err:
+            return {"load_error": str(err)}
+    preset = preset_for(name) or MULTI_STEP_PRESET
+    size = preset.size or 512
+    defaults = {"model": name, "steps": preset.steps, "guidance_scale": preset.guidance_scale, "width": size,
+                "height": size, "one_step": preset.one_step, "clip_model": clip}
+    state: dict = {}
+    lock = threading.Lock()
+
+    def pipeline() -> Text2ImagePipeline:
+        with lock:
+            if "pipe" not in state:
+                state["pipe"] = Text2ImagePipeline.from_pretrained(name, scorer=get_scorer(clip, device=device),
+                                                                   device=device)
+            return state["pipe"]
+
+    @gpu
+    def generate(*args, **kwargs):
+        yield from pipeline().iter_generate(*args, **kwargs)
+
+    @gpu
+    def refine(*args, **kwargs):
+        yield from pipeline().iter_refine(*args, **kwargs)
+
+    @gpu
+    def edit(*args, **kwargs):
+        yield from pipeline().iter_edit(*args, **kwargs)
+
+    return {"generate": generate, "refine": refine, "edit": edit, "defaults": defaults}
+
+
 def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
     """The studio's Blocks. `clip` is the default CLIP spec; `device` as `studio.device.pick_device` takes it."""
     clip = clip or os.environ.get("STUDIO_CLIP") or "ViT-B-32/openai"
@@ -78,6 +164,16 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
         with gr.Tabs():
             lens = make_lens_functions(device)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"])
+            sketch = make_sketch_functions(device)
+            sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
+                            loss_model_choices=["RN101/openai", "RN50/openai"])
+            t2i_ui.build(**make_text2image_functions(device, clip))
+            from studio.generators import available_generators
+
+            generator = os.environ.get("STUDIO_STYLEGAN") or "demo-shapes"
+            latent_ui.build(**make_latent_functions(device), generator_choices=available_generators(),
+                            default_generator=generator, clip_choices=choices,
+                            default_clip="shapes-clip" if generator == "demo-shapes" else clip)
     return demo
 
 

@@ -69,8 +69,9 @@ def test_lens_in_a_real_browser(app_url, red_png, tmp_path):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(app_url, wait_until="networkidle")
-        expect(page.get_by_role("tab", name="CLIP Lens", exact=True)).to_be_visible(timeout=30_000)
+        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        for tab in ("CLIP Lens", "Vector Sketch", "Text to Image", "Latent Editing"):
+            expect(page.get_by_role("tab", name=tab, exact=True)).to_be_visible(timeout=60_000)
         page.locator("input[type=file]").first.set_input_files(red_png)
         page.get_by_label("Candidate labels (comma or newline separated)").fill("a red square, a blue circle")
         page.get_by_role("button", name="Rank labels", exact=True).click()
