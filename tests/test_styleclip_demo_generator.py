@@ -85,21 +85,22 @@ def _demo_clip_present() -> bool:
 
 
 @pytest.mark.skipif(not _demo_clip_present(), reason="the bundled demo CLIP (assets/models/shapes-clip.*) is missing")
-@pytest.mark.parametrize("colour, rgb", [("blue", (35, 75, 215)), ("yellow", (235, 215, 35))])
-def test_words_change_pixels_with_the_demo_clip(colour, rgb, tmp_path):
-    """Offline end to end: "a <colour> circle" makes more pixels that colour, counted without CLIP."""
+@pytest.mark.parametrize("colour", ["blue", "yellow", "green"])
+def test_words_change_pixels_with_the_demo_clip(colour, tmp_path):
+    """Offline end to end: "a <colour> circle" makes more pixels that colour, named by the pixel oracle's hue
+    test (studio.demo.oracle), not by CLIP. The shape covers about a tenth of the canvas, hence the margin."""
     from pipelines.styleclip import StyleCLIPPipeline
+    from studio.demo.oracle import COLOUR_NAMES, colour_names
     from studio.scorer import get_scorer
 
     pipe = StyleCLIPPipeline(ShapesGenerator(), get_scorer("shapes-clip", device="cpu"), cache_dir=tmp_path)
-    target = torch.tensor(rgb).float().view(3, 1, 1) / 255
 
-    def fraction(img):  # pixels within 0.3 (RGB distance) of the demo palette's colour
-        return float(((img[0] - target).norm(dim=0) < 0.3).float().mean())
+    def fraction(img):  # share of pixels whose hue the oracle names `colour`
+        return float((colour_names(img[0].clamp(0, 1)) == COLOUR_NAMES.index(colour)).mean())
 
     before = after = 0.0
     for seed in range(4):
         out = pipe.edit(None, f"a {colour} circle", steps=100, seed=seed)
-        before, after = before + fraction(out.original), after + fraction(out.image)
+        before, after = before + fraction(out.original) / 4, after + fraction(out.image) / 4
         assert out.score_after > out.score_before
-    assert after > before + 0.2
+    assert after > before + 0.04
