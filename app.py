@@ -118,7 +118,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     local = os.path.isdir(os.path.expanduser(name)) or hf_cached_file(name, ("model_index.json",)) is not None
     if not local and (offline() or not hub_reachable()):
         try:
-            resolve_pipeline(name, local_files_only=True)  # raises, naming what was tried and how to supply it
+            resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
         except (RuntimeError, ValueError, OSError) as err:
             return {"load_error": str(err)}
     preset = preset_for(name) or MULTI_STEP_PRESET

@@ -242,6 +242,6 @@ def resolve_clip(spec: str, allow_demo: bool = True) -> ClipSource:
         tried.append(f"no Hugging Face Hub location is known for {arch}/{tag}")
     if allow_demo:
         notice = (f"Using the bundled demo CLIP ('{DEMO_CLIP}': knows shapes, colours and positions only) because "
-                  f"weights for {spec!r} could not be had. {how}.")
+                  f"weights for {spec!r} could not be had. To use them: {how}.")
         return demo_clip_source(spec, tried, notice)
     raise WeightsNotFoundError(spec, tried, how)

@@ -202,8 +202,11 @@ def build(generate: Callable[..., Iterator] | None = None, refine: Callable[...,
 def _layout(h: Handlers, d: dict[str, Any], load_error: str | None) -> None:
     gr.Markdown(f"### Text to Image · `{d['model']}`" + (f" · reranked by CLIP `{d['clip_model']}`"
                                                            if d.get("clip_model") else ""))
-    if load_error:
-        gr.Markdown(f"**The text-to-image model is not available.**\n\n```\n{load_error}\n```")
+    if load_error:  # no controls that could only fail: say what is missing and how to supply it
+        gr.Markdown(f"**The text-to-image model is not available.**\n\n```\n{load_error}\n```\n\n"
+                    "Set `STUDIO_T2I_MODEL` to a downloaded diffusers folder (or run once with network access so "
+                    "the model is cached) and restart the studio.")
+        return
     current = gr.State([])  # records of the latest results: path, caption, meta, latent, prompt
     history = gr.State([])
     selected = gr.State(0)
