@@ -15,7 +15,10 @@ def test_same_object_for_same_key(tiny_configs):
     assert a.image_size == 32 and a.embed_dim == 32 and not a.is_demo
 
 
-def test_text_cache_hits_and_values(tiny_scorer):
+def test_text_cache_hits_and_values(tiny_configs):
+    from tests.conftest import make_tiny_scorer
+
+    tiny_scorer = make_tiny_scorer()  # a fresh cache: other tests share the session scorer's
     hits0, miss0 = tiny_scorer.text_cache_hits, tiny_scorer.text_cache_misses
     e1 = tiny_scorer.encode_text(["a red circle", "a blue square"])
     assert tiny_scorer.text_cache_misses == miss0 + 2
