@@ -19,16 +19,6 @@ from studio.render import from_svg
 TINY = dict(num_paths=6, num_iterations=3, canvas_size=32, num_augs=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded, restored after each test: on the shared 2-core machine a second OpenMP thread mostly waits
-    for a core (the renderer tests measured tiny renders 40x slower with two)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def vit(tiny_configs):
     """A fresh tiny ViT CLIP for this module: its text cache is its own, so other modules' cache counts hold."""

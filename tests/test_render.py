@@ -11,16 +11,6 @@ from studio.render import Path, Scene, Topology, render, render_one, to_image
 from studio.render.diffvg_backend import _import_pydiffvg
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded, restoring the setting after each test: on this shared, oversubscribed 2-core box the
-    second OpenMP thread mostly waits for a core, which made tiny renders 40x slower (measured)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def random_scene(seed: int, batch: int = 2, paths: int = 6, width: int = 37, height: int = 29, fills: bool = True,
                  dtype: torch.dtype = torch.float32, spread: float = 1.6) -> Scene:
     """Random open/closed, filled/unfilled paths; `spread` > 1 puts control points outside the canvas."""

@@ -13,7 +13,7 @@ from PIL import Image
 from studio.render import from_svg, render, to_svg
 from studio.render.svg import MAX_COMMANDS, MAX_SVG_CHARS
 
-from test_render import one_thread, random_scene  # noqa: F401  (autouse fixture: single-threaded on this box)
+from test_render import random_scene
 
 resvg_py = pytest.importorskip("resvg_py")
 

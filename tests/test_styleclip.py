@@ -10,16 +10,6 @@ from studio.generators.shapes import ShapesGenerator
 from studio.generators.stylegan2 import Generator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: on a shared 2-core machine one thread is ~10x faster than two fighting for cores.
-    Restored afterwards, so nothing leaks into other test files."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_generator(seed: int = 0) -> Generator:
     torch.manual_seed(seed)
     g = Generator(size=16, style_dim=32, n_mlp=2, channel_multiplier=1, max_channels=8)

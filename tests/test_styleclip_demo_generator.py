@@ -9,15 +9,6 @@ from studio.generators import get_generator
 from studio.generators.shapes import SHAPE_LAYERS, ShapesGenerator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: on a shared 2-core machine one thread is much faster than two. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def gen() -> ShapesGenerator:
     return ShapesGenerator(size=48)

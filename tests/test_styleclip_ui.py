@@ -17,16 +17,6 @@ from studio.generators.stylegan2 import Generator
 from studio.ui import latent_editing
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: on a shared 2-core machine one thread is ~10x faster than two fighting for cores.
-    Restored afterwards, so nothing leaks into other test files."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def functions(tiny_scorer, tmp_path):
     torch.manual_seed(0)

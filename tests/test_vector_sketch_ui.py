@@ -17,16 +17,6 @@ from PIL import Image
 from studio.ui import vector_sketch as ui
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded, restored after each test: on the shared 2-core machine a second OpenMP thread mostly waits
-    for a core (the renderer tests measured tiny renders 40x slower with two)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def vit(tiny_configs):
     """A fresh tiny ViT CLIP for this module: its text cache is its own, so other modules' cache counts hold."""
