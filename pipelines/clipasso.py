@@ -43,6 +43,7 @@ from PIL import Image
 
 from pipelines.clipdraw import MAX_FRAMES, SketchProgress, _check_int, _uint8, save_outputs
 from studio.images import to_pil, to_tensor
+from studio.progress import drain
 from studio.render import Scene, Topology, render, to_image, to_svg
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 
@@ -276,13 +277,7 @@ class CLIPassoPipeline:
 
     def __call__(self, image: Any, *, callback: Callable | None = None, **kwargs: Any) -> CLIPassoOutput:
         """Run `iterate(image, **kwargs)` to the end; `callback(step, total, preview)` returning False stops it."""
-        gen = self.iterate(image, **kwargs)
-        item = next(gen)
-        while not item.done:
-            stop = callback is not None and callback(item.step, item.total, item.preview) is False
-            item = gen.send("stop" if stop else None)
-        gen.close()
-        return item
+        return drain(self.iterate(image, **kwargs), callback)
 
     @property
     def geometric_layers(self) -> tuple[int, ...]:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from studio.images import to_pil
+from studio.progress import drain
 from studio.render import MAX_CANVAS, Scene, Topology, from_svg, render, to_image, to_svg
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 
@@ -209,13 +210,7 @@ class CLIPDrawPipeline:
 
     def __call__(self, prompt: str, *, callback: Callable | None = None, **kwargs: Any) -> CLIPDrawOutput:
         """Run `iterate(prompt, **kwargs)` to the end; `callback(step, total, preview)` returning False stops it."""
-        gen = self.iterate(prompt, **kwargs)
-        item = next(gen)
-        while not item.done:
-            stop = callback is not None and callback(item.step, item.total, item.preview) is False
-            item = gen.send("stop" if stop else None)
-        gen.close()
-        return item
+        return drain(self.iterate(prompt, **kwargs), callback)
 
     # ---------------------------------------------------------------------------------------------------------
     def check_inputs(self, prompt, negative_prompts, negative_weight, num_paths, num_iterations, canvas_size,

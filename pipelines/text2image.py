@@ -34,6 +34,7 @@ from PIL import Image
 from studio.device import pick_device, pick_dtype
 from studio.hub import WeightsNotFoundError, hub_reachable, offline
 from studio.media import save_png
+from studio.progress import drain
 from studio.scorer import oom_guard
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
@@ -276,16 +277,6 @@ def _pt_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
-def _drain(gen: Iterator, callback: Callable | None):
-    """Run an `iter_*` generator to its result, forwarding progress to `callback` (False from it stops early)."""
-    item = next(gen)
-    while not item.done:
-        stop = callback is not None and callback(item.step, item.total, item.preview) is False
-        item = gen.send("stop" if stop else None)
-    gen.close()
-    return item
-
-
 class Text2ImagePipeline:
     """Generate with diffusers; rerank, refine (ReNO) and edit (directional CLIP) with the shared CLIP scorer.
 
@@ -517,14 +508,14 @@ class Text2ImagePipeline:
     # ------------------------------------------------------------------ generation (+ rerank)
     def __call__(self, prompt: str, *, callback: Callable | None = None, **kwargs: Any) -> Text2ImageOutput:
         """Generate `num_images` images (see `iter_generate` for the arguments)."""
-        return _drain(self.iter_generate(prompt, **kwargs), callback)
+        return drain(self.iter_generate(prompt, **kwargs), callback)
 
     generate = __call__
 
     def rerank(self, prompt: str, num_candidates: int = 4, *, callback: Callable | None = None,
                **kwargs: Any) -> Text2ImageOutput:
         """Generate `num_candidates` images and return them sorted by CLIPScore against the prompt."""
-        return _drain(self.iter_generate(prompt, num_images=num_candidates, rerank=True, **kwargs), callback)
+        return drain(self.iter_generate(prompt, num_images=num_candidates, rerank=True, **kwargs), callback)
 
     def iter_generate(
         self,
@@ -619,7 +610,7 @@ class Text2ImagePipeline:
     # ------------------------------------------------------------------ refine (ReNO)
     def refine(self, prompt: str, *, callback: Callable | None = None, **kwargs: Any) -> RefineOutput:
         """Optimise the initial noise of a one-step sample for CLIPScore (see `iter_refine`)."""
-        return _drain(self.iter_refine(prompt, **kwargs), callback)
+        return drain(self.iter_refine(prompt, **kwargs), callback)
 
     def iter_refine(
         self,
@@ -726,7 +717,7 @@ class Text2ImagePipeline:
     def edit(self, latents: torch.Tensor, source_prompt: str, edit_prompt: str, *, callback: Callable | None = None,
              **kwargs: Any) -> EditOutput:
         """Move a kept latent toward `edit_prompt` (see `iter_edit`)."""
-        return _drain(self.iter_edit(latents, source_prompt, edit_prompt, **kwargs), callback)
+        return drain(self.iter_edit(latents, source_prompt, edit_prompt, **kwargs), callback)
 
     def iter_edit(
         self,
