@@ -200,7 +200,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    demo = build_app(clip=args.clip, device=args.device)
+    try:
+        demo = build_app(clip=args.clip, device=args.device)
+    except ValueError as err:  # a bad flag or setting: say which, without a traceback
+        raise SystemExit(f"app.py: error: {err}") from None
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
 
