@@ -17,6 +17,11 @@ per-sample weights of the fused path (rosinality keeps both, selected by `fused`
 Besides rosinality's `forward`, the generator exposes StyleSpace (Wu et al., CVPR 2021): `w_to_styles` maps a
 W+ latent to the per-layer style vectors s = A(w) of every modulated convolution, and `synthesis` renders from
 those vectors, which StyleCLIP's global directions edit.
+
+Checked once (2026-11-27) against rosinality's mainline `model.py` (commit 7e46e47, its native CPU ops, run
+outside this repository): with every parameter and noise buffer randomised, sizes 64 (cm 1) and 256 (cm 2),
+the same state dict loaded strictly here gives the same image to 1.7e-13 in float64 and 5e-5 in float32, for
+W+ and Z inputs, truncation and style mixing.
 """
 
 from __future__ import annotations
