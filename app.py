@@ -131,6 +131,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     def pipeline() -> Text2ImagePipeline:
         with lock:
             if "pipe" not in state:
+                gr.Info(f"Loading {name} (first use: loading the weights, or downloading them once)…")
                 state["pipe"] = Text2ImagePipeline.from_pretrained(name, scorer=get_scorer(clip, device=device),
                                                                    device=device)
             return state["pipe"]
