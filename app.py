@@ -96,6 +96,7 @@ def make_latent_functions(device: str | None) -> dict[str, Callable]:
     def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
         with lock:
             if (generator, clip) not in pipes:
+                gr.Info(f"Loading generator {generator!r} and CLIP {clip!r} (first use)…")
                 pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
                 pipes[(generator, clip)] = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)
             return pipes[(generator, clip)]
