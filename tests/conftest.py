@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no model hub in tests, ever
 os.environ.setdefault("STUDIO_DEVICE", "cpu")
@@ -80,3 +81,25 @@ def demo_scorer():
     if not (MODELS_DIR / f"{DEMO_CLIP}.safetensors").is_file():
         pytest.fail("the bundled demo CLIP is missing from assets/models/")
     return get_scorer(DEMO_CLIP, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def vit(tiny_configs):
+    """A tiny ViT CLIP of the module's own: its text cache is its own, so other modules' cache counts hold."""
+    return make_tiny_scorer("tiny-test-vit")
+
+
+@pytest.fixture(scope="module")
+def rn(tiny_configs):
+    """A tiny ResNet CLIP of the module's own."""
+    return make_tiny_scorer("tiny-test-rn")
+
+
+def launch_local(demo) -> str:
+    """Queue and launch a Gradio app on a free loopback port without blocking; returns its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return f"http://127.0.0.1:{port}/"

@@ -2,19 +2,14 @@
 
 import os
 import shutil
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import launch_local
+
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +17,8 @@ def app_url(tiny_configs):
     import app
 
     demo = app.build_app(clip="tiny-test-vit", device="cpu")
-    demo.queue(default_concurrency_limit=1)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    url = launch_local(demo)
+    yield url
     demo.close()
 
 

@@ -3,19 +3,12 @@ turns the tab into a message (no controls that could only fail)."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from conftest import launch_local
 from t2i_tiny import make_tiny_sd
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_generate_through_the_app_with_a_local_model_folder(tiny_configs, tmp_path, monkeypatch):
@@ -30,11 +23,9 @@ def test_generate_through_the_app_with_a_local_model_folder(tiny_configs, tmp_pa
     functions = app.make_text2image_functions("cpu", "tiny-test-vit")
     assert "load_error" not in functions and functions["defaults"]["model"] == str(folder)
     demo = app.build_app(clip="tiny-test-vit", device="cpu")
-    demo.queue(default_concurrency_limit=1)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = launch_local(demo)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(url, verbose=False)
         gallery, files, info, seed, history = client.predict(
             "a red circle", "", 1, 0.0, 32, 32, 2, 2, 7, False, "default", True, api_name="/t2i_generate")
         assert seed == 7 and len(files) == 2

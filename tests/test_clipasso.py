@@ -21,20 +21,6 @@ from studio.render import from_svg
 TINY = dict(num_strokes=4, num_iterations=3, num_seeds=2, canvas_size=32, num_augs=2)
 
 
-@pytest.fixture(scope="module")
-def vit(tiny_configs):
-    """A fresh tiny ViT CLIP for this module: its text cache is its own, so other modules' cache counts hold."""
-    from conftest import make_tiny_scorer
-
-    return make_tiny_scorer("tiny-test-vit")
-
-
-@pytest.fixture(scope="module")
-def rn(tiny_configs):
-    """A fresh tiny ResNet CLIP for this module."""
-    from conftest import make_tiny_scorer
-
-    return make_tiny_scorer("tiny-test-rn")
 
 
 def shape_photo(size: int = 64, kind: str = "square") -> Image.Image:

@@ -19,13 +19,6 @@ from studio.render import from_svg
 TINY = dict(num_paths=6, num_iterations=3, canvas_size=32, num_augs=2)
 
 
-@pytest.fixture(scope="module")
-def vit(tiny_configs):
-    """A fresh tiny ViT CLIP for this module: its text cache is its own, so other modules' cache counts hold."""
-    from conftest import make_tiny_scorer
-
-    return make_tiny_scorer("tiny-test-vit")
-
 
 @pytest.fixture(scope="module")
 def pipe(vit):

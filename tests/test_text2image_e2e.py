@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from pipelines.text2image import ModelPreset, Text2ImagePipeline
 from studio.media import read_png_metadata
 from studio.ui.text2image import build
+from conftest import launch_local
 from t2i_tiny import make_tiny_sd
 
 pytestmark = pytest.mark.e2e
@@ -20,12 +19,8 @@ def url(tmp_path_factory, tiny_scorer):
     t2i = Text2ImagePipeline(pipe, tiny_scorer, model_name="tiny-sd",
                              preset=ModelPreset(steps=1, guidance_scale=0.0, size=32, one_step=True))
     demo = build(t2i.iter_generate, t2i.iter_refine, t2i.iter_edit, defaults=t2i.defaults())
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    url = launch_local(demo)
+    yield url
     demo.close()
 
 

@@ -16,21 +16,9 @@ from PIL import Image
 
 from studio.ui import vector_sketch as ui
 
-
-@pytest.fixture(scope="module")
-def vit(tiny_configs):
-    """A fresh tiny ViT CLIP for this module: its text cache is its own, so other modules' cache counts hold."""
-    from conftest import make_tiny_scorer
-
-    return make_tiny_scorer("tiny-test-vit")
+from conftest import launch_local
 
 
-@pytest.fixture(scope="module")
-def rn(tiny_configs):
-    """A fresh tiny ResNet CLIP for this module."""
-    from conftest import make_tiny_scorer
-
-    return make_tiny_scorer("tiny-test-rn")
 
 
 @dataclass
@@ -120,8 +108,6 @@ def test_stream_drives_the_real_pipeline(vit, tmp_path):
 @pytest.fixture(scope="module")
 def sketch_url(vit, rn):
     """Only this tab, wired the way app.py wires it (pipelines' `iterate` behind plain generator functions)."""
-    import socket
-
     from pipelines.clipasso import CLIPassoPipeline
     from pipelines.clipdraw import CLIPDrawPipeline
 
@@ -136,12 +122,8 @@ def sketch_url(vit, rn):
 
     with gr.Blocks() as demo:
         ui.build(clipdraw, clipasso, ["tiny"], "tiny", lambda spec: None, loss_model_choices=["tiny-rn"])
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    url = launch_local(demo)
+    yield url
     demo.close()
 
 
