@@ -96,9 +96,11 @@ def make_latent_functions(device: str | None) -> dict[str, Callable]:
     def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
         with lock:
             if (generator, clip) not in pipes:
-                gr.Info(f"Loading generator {generator!r} and CLIP {clip!r} (first use)…")
+                gr.Info(f"Loading generator {generator!r} and CLIP {clip!r} (first use: a registry checkpoint "
+                        "is downloaded once)…")
+                pipe = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)  # a failure keeps the old
                 pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
-                pipes[(generator, clip)] = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)
+                pipes[(generator, clip)] = pipe
             return pipes[(generator, clip)]
 
     return make_ui_functions(get_pipeline, wrap=gpu)

@@ -75,6 +75,23 @@ def test_edit_stops_when_the_page_cancels(functions, monkeypatch):
     assert finished and finished[0].steps_run < 1000
 
 
+def test_app_says_what_a_registry_generator_needs_and_goes_on_serving(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from app import make_latent_functions
+
+    monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    fns = make_latent_functions("cpu")
+    first = fns["sample"]("demo-shapes", "shapes-clip", 1, 0.7)
+    with pytest.raises(FileNotFoundError) as err:  # offline (conftest): nothing downloads, the message says why
+        fns["sample"]("ffhq-1024", "shapes-clip", 1, 0.7)
+    for needle in ("stylegan2-ffhq-config-f.pt", "aaronb/StyleGAN2", "HF_HUB_OFFLINE", str(tmp_path)):
+        assert needle in str(err.value)
+    again = fns["sample"]("demo-shapes", "shapes-clip", 1, 0.7)
+    np.testing.assert_array_equal(again["image"], first["image"])
+
+
 def test_tab_builds_with_plain_callables_and_never_imports_torch():
     tree = ast.parse(pathlib.Path(latent_editing.__file__).read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

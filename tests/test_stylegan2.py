@@ -15,8 +15,10 @@ from studio.generators.stylegan2 import (
     ModulatedConv2d,
     StyleGAN2Config,
     infer_config,
+    CheckpointInfo,
     load_generator,
     make_kernel,
+    resolve_named_checkpoint,
     save_generator,
     upfirdn2d,
 )
@@ -185,6 +187,94 @@ def test_registry_names_what_to_supply(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="stylegan2-ffhq-config-f.pt"):
         load_generator("ffhq-1024")
+
+
+def test_registry_sources_are_real_hub_files():
+    # Every entry names its file; the four with a known public copy point at rosinality-format files on the Hub.
+    for name, info in CHECKPOINTS.items():
+        assert info.filename.endswith(".pt") and info.how_to_get, name
+        for repo_id, filename in info.sources:
+            assert repo_id.count("/") == 1 and filename == info.filename, name
+    assert {n for n, i in CHECKPOINTS.items() if i.sources} == {"ffhq-1024", "cat-256", "church-256", "horse-256"}
+
+
+def _fake_hub_cache(root, repo_id, filename, payload: bytes):
+    """The on-disk layout huggingface_hub's cache uses: models--OWNER--REPO/{refs/main, snapshots/REV/FILE}."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (snap / filename).write_bytes(payload)
+    return snap / filename
+
+
+def _tiny_info(**kw):
+    return CheckpointInfo("tiny-32", StyleGAN2Config(32, 32, 2, 1, max_channels=16), "tiny.pt", "a test generator",
+                          how_to_get="build it", **kw)
+
+
+def test_named_checkpoint_resolution_order(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    import studio.hub
+
+    monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path / "dir"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    info = _tiny_info(sources=(("someone/first", "tiny.pt"), ("someone/second", "tiny.pt")))
+    calls = []
+
+    def fake_download(repo_id, filenames):
+        calls.append(repo_id)
+        if repo_id == "someone/first":
+            return None, "EntryNotFoundError: 404"
+        path = tmp_path / "downloaded.pt"
+        save_generator(tiny_generator(seed=3), path)
+        return path, None
+
+    monkeypatch.setattr(studio.hub, "hf_download", fake_download)
+    monkeypatch.setattr(studio.hub, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # Nothing local or cached: the sources are downloaded in order, the first failure falls through to the second.
+    assert resolve_named_checkpoint(info) == tmp_path / "downloaded.pt" and calls == ["someone/first", "someone/second"]
+
+    # A copy in the Hugging Face cache wins over any download.
+    cached = _fake_hub_cache(tmp_path / "hub", "someone/second", "tiny.pt", b"cached")
+    calls.clear()
+    assert resolve_named_checkpoint(info).read_bytes() == cached.read_bytes() and calls == []
+
+    # A file in STUDIO_STYLEGAN_DIR wins over the cache, and loads strictly under the registry's config.
+    g = tiny_generator(seed=5)
+    (tmp_path / "dir").mkdir()
+    save_generator(g, tmp_path / "dir" / "tiny.pt")
+    assert resolve_named_checkpoint(info) == tmp_path / "dir" / "tiny.pt"
+    monkeypatch.setitem(CHECKPOINTS, "tiny-32", info)
+    loaded = load_generator("tiny-32")
+    w = g.mean_latent(64).unsqueeze(1).repeat(1, g.n_latent, 1)
+    torch.testing.assert_close(loaded.synthesize(w), g.synthesize(w), atol=1e-6, rtol=0)
+
+
+def test_named_checkpoint_errors_list_what_was_tried(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    import studio.hub
+
+    monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path / "dir"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(studio.hub, "hf_download", lambda *a: pytest.fail("must not download"))
+    info = _tiny_info(sources=(("someone/first", "tiny.pt"),))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_named_checkpoint(info)
+    for needle in (str(tmp_path / "dir" / "tiny.pt"), "someone/first/tiny.pt", "HF_HUB_OFFLINE", "build it",
+                   "STUDIO_STYLEGAN"):
+        assert needle in str(err.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(studio.hub, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(FileNotFoundError, match="cannot be reached"):
+        resolve_named_checkpoint(info)
+    with pytest.raises(FileNotFoundError, match="no download address"):
+        resolve_named_checkpoint(_tiny_info())
 
 
 def test_infer_config_of_config_f_layout():

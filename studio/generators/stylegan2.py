@@ -85,37 +85,51 @@ class StyleGAN2Config:
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """A known public rosinality-format checkpoint."""
+    """A known public rosinality-format checkpoint.
+
+    `sources` are Hugging Face (repo, file) pairs tried in order, from the cache first and then by download;
+    each is a copy that a widely used project downloads and loads into rosinality's `Generator` (named in
+    `source_note`). None of them could be fetched from this machine, so their sha256 is not pinned: the strict
+    key and shape check on load is what rejects a wrong file.
+    """
 
     name: str
     config: StyleGAN2Config
     filename: str  # the name its publishers give it
     description: str
-    url: str | None = None  # only set when verified; otherwise supply a local path
+    sources: tuple[tuple[str, str], ...] = ()
+    source_note: str = ""
     how_to_get: str = ""
 
 
-_ROSINALITY = "github.com/rosinality/stylegan2-pytorch (README: converted official weights, Google Drive)"
-# Official NVIDIA config-f weights converted with rosinality's convert_weight.py. The public copies live on
-# Google Drive links that cannot be fetched without a browser session, and no Hugging Face mirror could be
-# verified here, so none is downloaded automatically: each entry says where to get the file.
+_ROSINALITY = ("convert NVIDIA's official .pkl with rosinality/stylegan2-pytorch's convert_weight.py, or use the "
+               "Google Drive copies its README links")
+# Zeqiang-Lai/DragGAN's app downloads these four from huggingface.co/aaronb/StyleGAN2 and loads them into
+# rosinality's Generator with sizes ffhq 1024, cat/church/horse 256. JoJoGAN's Space uses the second FFHQ copy.
+_DRAGGAN = ("aaronb/StyleGAN2", "the copy Zeqiang-Lai/DragGAN downloads")
 CHECKPOINTS: dict[str, CheckpointInfo] = {
     "ffhq-1024": CheckpointInfo(
         "ffhq-1024", StyleGAN2Config(1024, 512, 8, 2), "stylegan2-ffhq-config-f.pt",
         "FFHQ faces, config-f, 1024x1024 (StyleCLIP's default generator)",
-        how_to_get=f"StyleCLIP's README links stylegan2-ffhq-config-f.pt; or convert NVIDIA's .pkl with {_ROSINALITY}"),
+        sources=((_DRAGGAN[0], "stylegan2-ffhq-config-f.pt"),
+                 ("akhaliq/jojogan-stylegan2-ffhq-config-f", "stylegan2-ffhq-config-f.pt")),
+        source_note=f"{_DRAGGAN[1]}; JoJoGAN's copy as a fallback",
+        how_to_get=f"StyleCLIP's README links stylegan2-ffhq-config-f.pt; or {_ROSINALITY}"),
     "car-512": CheckpointInfo(
         "car-512", StyleGAN2Config(512, 512, 8, 2), "stylegan2-car-config-f.pt",
         "LSUN cars, config-f, 512x512 generator (the 512x384 crop is letterboxed)", how_to_get=_ROSINALITY),
     "cat-256": CheckpointInfo(
         "cat-256", StyleGAN2Config(256, 512, 8, 2), "stylegan2-cat-config-f.pt",
-        "LSUN cats, config-f, 256x256", how_to_get=_ROSINALITY),
+        "LSUN cats, config-f, 256x256", sources=((_DRAGGAN[0], "stylegan2-cat-config-f.pt"),),
+        source_note=_DRAGGAN[1], how_to_get=_ROSINALITY),
     "church-256": CheckpointInfo(
         "church-256", StyleGAN2Config(256, 512, 8, 2), "stylegan2-church-config-f.pt",
-        "LSUN churches, config-f, 256x256", how_to_get=_ROSINALITY),
+        "LSUN churches, config-f, 256x256", sources=((_DRAGGAN[0], "stylegan2-church-config-f.pt"),),
+        source_note=_DRAGGAN[1], how_to_get=_ROSINALITY),
     "horse-256": CheckpointInfo(
         "horse-256", StyleGAN2Config(256, 512, 8, 2), "stylegan2-horse-config-f.pt",
-        "LSUN horses, config-f, 256x256", how_to_get=_ROSINALITY),
+        "LSUN horses, config-f, 256x256", sources=((_DRAGGAN[0], "stylegan2-horse-config-f.pt"),),
+        source_note=_DRAGGAN[1], how_to_get=_ROSINALITY),
 }
 
 
@@ -572,8 +586,8 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
     """Build a `Generator` and load a rosinality checkpoint strictly.
 
     `path_or_name`: a file path; `hf:OWNER/REPO/FILE.pt` (a Hugging Face repo you name: taken from the local
-    cache, else downloaded once); or a name from `CHECKPOINTS` whose file must be in `$STUDIO_STYLEGAN_DIR`
-    (default `~/.cache/studio/stylegan2`). `config` defaults to the registry entry or is inferred from the
+    cache, else downloaded once); or a name from `CHECKPOINTS` (its file in `$STUDIO_STYLEGAN_DIR`, default
+    `~/.cache/studio/stylegan2`, else the Hugging Face cache, else downloaded once: `resolve_named_checkpoint`). `config` defaults to the registry entry or is inferred from the
     weights. Sets `latent_avg` ((1, style_dim), or the mean of 4096 mapped z when absent) and `checkpoint_hash`.
     """
     path = Path(path_or_name)
@@ -581,13 +595,8 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
         path = resolve_hub_checkpoint(str(path_or_name))
     elif not path.is_file() and str(path_or_name) in CHECKPOINTS:
         info = CHECKPOINTS[str(path_or_name)]
-        path = checkpoint_dir() / info.filename
+        path = resolve_named_checkpoint(info)
         config = config or info.config
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"StyleGAN2 checkpoint {info.name!r} ({info.description}) is not at {str(path)!r}. "
-                f"Get {info.filename}: {info.how_to_get}; then put it there or pass its path "
-                "(STUDIO_STYLEGAN=/path/to/file.pt).")
     elif not path.is_file():
         raise ValueError(f"`path_or_name` must be a checkpoint file, 'hf:OWNER/REPO/FILE.pt' or one of "
                          f"{sorted(CHECKPOINTS)}, got {str(path_or_name)!r}")
@@ -602,6 +611,39 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
     model = model.to(device).eval().requires_grad_(False)
     model.checkpoint_hash = file_hash(path)
     return model
+
+
+def resolve_named_checkpoint(info: CheckpointInfo) -> Path:
+    """A registry entry -> a local file: `$STUDIO_STYLEGAN_DIR/<filename>`, else the Hugging Face cache of one of
+    its sources, else a download (skipped offline or when the Hub cannot be reached). The error lists each place
+    tried and how to get the file by hand."""
+    from studio.hub import hf_cached_file, hf_download, hub_reachable, offline
+
+    local = checkpoint_dir() / info.filename
+    if local.is_file():
+        return local
+    tried = [f"{local} (missing)"]
+    for repo_id, filename in info.sources:
+        cached = hf_cached_file(repo_id, (filename,))
+        if cached is not None:
+            return cached
+        tried.append(f"Hugging Face cache of {repo_id}/{filename} (missing)")
+    if not info.sources:
+        tried.append("no download address is known for this checkpoint")
+    elif offline():
+        tried.append("download skipped: HF_HUB_OFFLINE is set")
+    elif not hub_reachable():
+        tried.append("download skipped: huggingface.co cannot be reached")
+    else:
+        for repo_id, filename in info.sources:
+            path, err = hf_download(repo_id, (filename,))
+            if path is not None:
+                return path
+            tried.append(f"download of {repo_id}/{filename} failed ({err})")
+    raise FileNotFoundError(
+        f"StyleGAN2 checkpoint {info.name!r} ({info.description}) could not be found. Tried: " + "; ".join(tried)
+        + f". To supply it by hand, get {info.filename} ({info.how_to_get}) and put it at {str(local)!r}, or "
+        "pass its path (STUDIO_STYLEGAN=/path/to/file.pt).")
 
 
 def resolve_hub_checkpoint(spec: str) -> Path:
@@ -636,5 +678,6 @@ def checkpoint_dir() -> Path:
 
 __all__ = [
     "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "Generator", "StyleGAN2Config", "StyleLayer",
-    "infer_config", "load_generator", "load_state_dict_strict", "read_checkpoint", "save_generator", "upfirdn2d",
+    "infer_config", "load_generator", "load_state_dict_strict", "read_checkpoint", "resolve_named_checkpoint",
+    "save_generator", "upfirdn2d",
 ]
