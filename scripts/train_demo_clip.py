@@ -1,6 +1,6 @@
 """Train the bundled demo CLIP ("shapes-clip") on synthetic captioned shapes, on a CPU, reproducibly.
 
-The model is an open_clip CLIP built from `assets/models/shapes-clip.json` (small ViT image tower, small text
+The model is an open_clip CLIP built from `studio/assets/models/shapes-clip.json` (small ViT image tower, small text
 tower, the stock 49408-token BPE tokenizer) and trained with CLIP's symmetric contrastive loss and a learnable
 logit scale (Radford et al. 2021, fig. 3). Since a batch of synthetic captions holds many true pairs besides
 the diagonal ("a red shape" is true of every red image), the targets are multi-positive: each row/column of
@@ -8,7 +8,7 @@ the similarity matrix puts uniform target mass on every caption/image that is tr
 (`studio.demo.shapes.caption_matches`), as in supervised contrastive learning (Khosla et al. 2020).
 Batches are rendered on the fly from consecutive seeds, so a run is a pure function of its arguments.
 
-    PYTHONPATH=. python scripts/train_demo_clip.py --steps 1500 --out assets/models/shapes-clip.safetensors
+    PYTHONPATH=. python scripts/train_demo_clip.py --steps 1500 --out studio/assets/models/shapes-clip.safetensors
 
 prints the held-out zero-shot accuracies (colour, shape, position) measured with the studio's prompt ensemble
 (`studio.demo.zeroshot`), on the weights exactly as saved (fp16, loaded back as fp32).
@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from studio.demo.shapes import caption_matches, make_batch, swap_shape
 from studio.demo.zeroshot import EVAL_SEED_OFFSET, ensemble_text, zero_shot_accuracy
 
-CONFIG = Path(__file__).resolve().parent.parent / "assets" / "models" / "shapes-clip.json"
+CONFIG = Path(__file__).resolve().parent.parent / "studio" / "assets" / "models" / "shapes-clip.json"
 
 
 def build(seed: int, config: Path = CONFIG) -> tuple[torch.nn.Module, object]:

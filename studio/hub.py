@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-MODELS_DIR = ASSETS / "models"
-DEMO_CLIP = "shapes-clip"  # the bundled demo CLIP (assets/models/shapes-clip.*), trained here on synthetic shapes
+MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"  # inside the package, so wheels carry it
+DEMO_CLIP = "shapes-clip"  # the bundled demo CLIP (studio/assets/models/shapes-clip.*), trained here on synthetic shapes
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 # File names open_clip uses on the Hugging Face Hub, safest first.
 _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -150,7 +149,7 @@ def demo_clip_source(spec: str, tried: list[str] | None = None, notice: str | No
     if not (weights.is_file() and config.is_file()):
         raise WeightsNotFoundError(
             DEMO_CLIP, (tried or []) + [f"bundled demo model at {weights} (missing)"],
-            "reinstall the studio from a full checkout (assets/models/ ships the demo CLIP)",
+            "reinstall the studio (studio/assets/models/ ships the demo CLIP)",
         )
     if notice is None:
         notice = (f"Using the bundled demo CLIP ('{DEMO_CLIP}'), trained here on synthetic drawings: it knows "

@@ -10,6 +10,7 @@ scorer's device.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -283,6 +284,22 @@ MAX_MODELS = int(os.environ.get("STUDIO_MAX_MODELS", "2"))  # resident CLIP mode
 load_count = 0  # how many models were actually built (tests check that concurrent requests load once)
 
 
+class _DropRandomInit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning():
+    """open_clip logs 'No pretrained weights loaded ... initialized randomly' when built without weights."""
+    drop, root = _DropRandomInit(), logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def _register_demo_config() -> None:
     import open_clip
 
@@ -295,8 +312,10 @@ def _build(source: ClipSource, device: torch.device, dtype: torch.dtype) -> CLIP
 
     if source.is_demo:
         _register_demo_config()
-    model = open_clip.create_model(source.arch, pretrained=None, load_weights=False,
-                                   force_quick_gelu=source.quick_gelu, device="cpu")
+    quiet = _quiet_random_init_warning() if source.weights is not None else contextlib.nullcontext()
+    with quiet:  # the weights are loaded right below, so open_clip's 'initialized randomly' would mislead
+        model = open_clip.create_model(source.arch, pretrained=None, load_weights=False,
+                                       force_quick_gelu=source.quick_gelu, device="cpu")
     if source.weights is not None:
         sd = load_state_dict(source.weights)
         sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}

@@ -74,12 +74,12 @@ def tiny_rn_scorer(tiny_configs):
 
 @pytest.fixture(scope="session")
 def demo_scorer():
-    """The bundled demo CLIP (assets/models/shapes-clip.*)."""
+    """The bundled demo CLIP (studio/assets/models/shapes-clip.*)."""
     from studio.hub import DEMO_CLIP, MODELS_DIR
     from studio.scorer import get_scorer
 
     if not (MODELS_DIR / f"{DEMO_CLIP}.safetensors").is_file():
-        pytest.fail("the bundled demo CLIP is missing from assets/models/")
+        pytest.fail("the bundled demo CLIP is missing from studio/assets/models/")
     return get_scorer(DEMO_CLIP, device="cpu")
 
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def app_url(tiny_configs):
-    import app
+    from studio import app
 
     demo = app.build_app(clip="tiny-test-vit", device="cpu")
     url = launch_local(demo)

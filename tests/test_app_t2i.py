@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 def test_generate_through_the_app_with_a_local_model_folder(tiny_configs, tmp_path, monkeypatch):
     from gradio_client import Client
 
-    import app
+    from studio import app
     from studio.media import read_png_metadata
 
     folder = tmp_path / "tiny-sd"
@@ -37,7 +37,7 @@ def test_generate_through_the_app_with_a_local_model_folder(tiny_configs, tmp_pa
 
 
 def test_unavailable_model_becomes_a_message(monkeypatch):
-    import app
+    from studio import app
 
     monkeypatch.setenv("STUDIO_T2I_MODEL", "nobody/no-such-model")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

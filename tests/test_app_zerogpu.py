@@ -23,7 +23,7 @@ def test_handlers_are_wrapped_when_spaces_is_importable(tiny_configs, monkeypatc
 
     fake.GPU = GPU
     monkeypatch.setitem(sys.modules, "spaces", fake)
-    import app
+    from studio import app
 
     try:
         zero = importlib.reload(app)

@@ -1,4 +1,4 @@
-"""The bundled demo CLIP (assets/models/shapes-clip.*) through the studio's scorer: size, loading, quality bar."""
+"""The bundled demo CLIP (studio/assets/models/shapes-clip.*) through the studio's scorer: size, loading, quality bar."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from studio.demo.zeroshot import zero_shot_accuracy
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "models" / "shapes-clip.safetensors"
+WEIGHTS = Path(__file__).resolve().parent.parent / "studio" / "assets" / "models" / "shapes-clip.safetensors"
 FRESH_SEED = 2_000_000_000  # neither training (< 1e9) nor the training script's evaluation (1e9 + ...) used these
 
 

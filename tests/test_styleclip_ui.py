@@ -78,7 +78,7 @@ def test_edit_stops_when_the_page_cancels(functions, monkeypatch):
 def test_app_says_what_a_registry_generator_needs_and_goes_on_serving(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from app import make_latent_functions
+    from studio.app import make_latent_functions
 
     monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -48,7 +48,7 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "{}", "a {}", "a drawing of a {}", "a picture of a {}", "an image of a {}", "a sketch of a {}",
 )
 
-IMAGE_SIZE = 64  # the demo CLIP's input size (assets/models/shapes-clip.json)
+IMAGE_SIZE = 64  # the demo CLIP's input size (studio/assets/models/shapes-clip.json)
 SUPERSAMPLE = 4  # draw at 4x and box-filter down for anti-aliasing
 
 # Attribute columns of the integer scene/query arrays; -1 in a query means "not mentioned".
