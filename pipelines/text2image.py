@@ -13,18 +13,21 @@
 Long operations exist in two shapes: `iter_generate` / `iter_refine` / `iter_edit` yield `Progress` items and end
 with the result (the UI streams these; closing the generator stops it), and `__call__` / `refine` / `edit` run the
 same generators to completion, calling `callback(step, total, preview)`; a callback returning False stops early.
+A multi-step generation reports every denoising step and stops within the batch: the diffusers call runs in a worker
+thread whose step callback reports to the generator and ends the call once stopped; the interrupted batch is dropped.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import queue
 import random
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import numpy as np
 import torch
@@ -84,6 +87,25 @@ class Progress:
     preview: Image.Image | None = None
     score: float | None = None
     done: bool = False
+
+
+@dataclass
+class GenerationProgress(Progress):
+    """A step of `iter_generate`: `step`/`total` count denoising steps over all batches; the fields below place it
+    within the current diffusers call (a one-step model reports once per batch, after the batch)."""
+
+    batch_step: int = 0  # denoising step within the current call, 1-based
+    batch_steps: int = 0  # denoising steps of one call
+    first_image: int = 0  # the call makes images first_image..last_image (1-based) of num_images
+    last_image: int = 0
+    num_images: int = 0
+
+
+class _Stopped(Exception):
+    """Raised from diffusers' step callback to end a call the caller stopped.
+
+    Rather than diffusers' own `pipe._interrupt`: pipelines that honour it (SD, SDXL in 0.42) skip the remaining
+    steps but still VAE-decode the unfinished latents, seconds on a CPU, for a batch that is dropped anyway."""
 
 
 @dataclass
@@ -505,6 +527,79 @@ class Text2ImagePipeline:
             if getattr(m, "_supports_gradient_checkpointing", False) and m.is_gradient_checkpointing != on:
                 m.enable_gradient_checkpointing() if on else m.disable_gradient_checkpointing()
 
+    def _denoise(self, call: dict[str, Any], scheduler: str, what: str,
+                 on_step: Callable[[int, int], None] | None = None) -> tuple[Any, torch.Tensor, float]:
+        """One diffusers call under the lock: (output, final latents (b, C, h, w), seconds it took).
+
+        `on_step(step, steps)` runs after each denoising step (1-based); raising `_Stopped` there ends the call."""
+        final: dict[str, torch.Tensor] = {}
+
+        def step_end(pipe, i, t, kw):
+            final["latents"] = kw["latents"]
+            if on_step is not None:
+                on_step(i + 1, pipe.num_timesteps)
+            return kw
+
+        with self._lock, oom_guard(what):
+            t0 = time.perf_counter()
+            self._set_scheduler(scheduler)
+            self._set_tiling(call["height"], call["width"])
+            try:
+                out = self.pipe(**call, callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=["latents"])
+            except _Stopped:
+                if hasattr(self.pipe, "maybe_free_model_hooks"):
+                    self.pipe.maybe_free_model_hooks()  # what a finished call does last (resets CPU offload)
+                raise
+        return out, final["latents"], time.perf_counter() - t0
+
+    def _denoise_stepwise(
+        self, call: dict[str, Any], scheduler: str, what: str, progress: Callable[[int, int], Progress]
+    ) -> Generator[Progress, str | None, tuple[tuple[Any, torch.Tensor, float] | None, bool]]:
+        """`_denoise` in a worker thread, yielding `progress(step, steps)` after each denoising step.
+
+        Returns (what `_denoise` returns, or None if the call was cut short; whether "stop" was sent). Sending
+        "stop" or closing the generator ends the call at the worker's next step and waits for the worker; an error
+        in the worker is raised here (after a "stop" too; not on closing, which must not fail).
+        """
+        # The worker runs at most two steps ahead of the caller, so at most three steps follow a stop.
+        events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def on_step(step: int, steps: int) -> None:
+            events.put(("step", (step, steps)))
+            if stop.is_set():
+                raise _Stopped
+
+        def work() -> None:
+            try:
+                if stop.is_set():
+                    raise _Stopped
+                events.put(("done", self._denoise(call, scheduler, what, on_step)))
+            except _Stopped:
+                events.put(("stopped", None))
+            except BaseException as err:  # noqa: BLE001 — handed to the caller, which raises it
+                events.put(("error", err))
+
+        worker = threading.Thread(target=work, name="text2image-denoise", daemon=True)
+        worker.start()
+        kind, payload = events.get()
+        stopped = False
+        try:
+            while kind == "step":
+                if (yield progress(*payload)) == "stop":
+                    stopped = True
+                    break
+                kind, payload = events.get()
+        finally:
+            if kind == "step":  # stopped or closed mid-call: end the worker; it always ends with one more event
+                stop.set()
+                while kind == "step":
+                    kind, payload = events.get()
+            worker.join()
+        if kind == "error":
+            raise payload
+        return payload, stopped
+
     # ------------------------------------------------------------------ generation (+ rerank)
     def __call__(self, prompt: str, *, callback: Callable | None = None, **kwargs: Any) -> Text2ImageOutput:
         """Generate `num_images` images (see `iter_generate` for the arguments)."""
@@ -532,7 +627,9 @@ class Text2ImagePipeline:
         scheduler: str = "default",
         rerank: bool = False,
     ) -> Iterator[Progress | Text2ImageOutput]:
-        """Yield a `Progress` after each batch, then the `Text2ImageOutput`.
+        """Yield a `GenerationProgress` after each denoising step (one-step models: after each batch), then the
+        `Text2ImageOutput`. Stopping mid-batch (sending "stop", or closing the generator) ends the diffusers call at
+        its next step and drops that batch: the result holds the finished batches only, with `stopped=True`.
 
         Image i uses seed `seed + i` (a random base seed when None), so each image is reproducible on its own with
         `num_images=1, seed=seed + i`. Scores are computed whenever a scorer is present; `rerank` sorts by them.
@@ -551,44 +648,47 @@ class Text2ImagePipeline:
         seeds = [(base + i) % 2**32 for i in range(num_images)]
         noise, generators = self._noise(seeds, height, width)  # (N, C, h, w)
 
-        # 2. generate in batches
+        # 2. generate in batches; a multi-step call runs in a worker thread so that each step reaches the caller
         images: list[Image.Image] = []
         latents, scores = [], []
         device, dtype = self.device, self.dtype
         timings = {"generate_s": 0.0, "score_s": 0.0}
         stopped = False
-        for start in range(0, num_images, batch_size):
-            final: dict[str, torch.Tensor] = {}
-
-            def keep_latents(pipe, i, t, kw, _final=final):
-                _final["latents"] = kw["latents"]
-                return kw
-
+        num_batches = math.ceil(num_images / batch_size)
+        for batch, start in enumerate(range(0, num_images, batch_size)):
             chunk = noise[start:start + batch_size]
-            t0 = time.perf_counter()
-            with self._lock, oom_guard(f"generation of {len(chunk)} image(s) at {width}x{height}"):
-                self._set_scheduler(scheduler)
-                self._set_tiling(height, width)
-                out = self.pipe(
-                    prompt=[prompt] * len(chunk),
-                    negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
-                    num_inference_steps=steps, guidance_scale=guidance_scale, width=width, height=height,
-                    latents=chunk.to(device, dtype), generator=generators[start:start + batch_size],
-                    output_type="pt",
-                    callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"],
-                )
-            timings["generate_s"] += time.perf_counter() - t0
+            call = dict(
+                prompt=[prompt] * len(chunk),
+                negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
+                num_inference_steps=steps, guidance_scale=guidance_scale, width=width, height=height,
+                latents=chunk.to(device, dtype), generator=generators[start:start + batch_size], output_type="pt",
+            )
+            what = f"generation of {len(chunk)} image(s) at {width}x{height}"
+
+            def progress(step: int, batch_steps: int, _batch=batch, _start=start, _n=len(chunk)) -> Progress:
+                return GenerationProgress(
+                    step=_batch * batch_steps + step, total=num_batches * batch_steps,
+                    preview=images[-1] if images else None, batch_step=step, batch_steps=batch_steps,
+                    first_image=_start + 1, last_image=_start + _n, num_images=num_images)
+
+            if steps == 1:  # nothing to report within the call: no thread
+                done = self._denoise(call, scheduler, what)
+            else:
+                done, stopped = yield from self._denoise_stepwise(call, scheduler, what, progress)
+                if done is None:  # stopped mid-call: this batch is dropped
+                    break
+            out, final, seconds = done
+            timings["generate_s"] += seconds
             if self.scorer is not None:  # scored on the device, before the copy to the CPU
                 t0 = time.perf_counter()
                 with self._lock, oom_guard("CLIP scoring"):
                     scores.extend(self._score(out.images, prompt))
                 timings["score_s"] += time.perf_counter() - t0
             images.extend(_pt_to_pil(out.images))  # (b, 3, H, W) in [0, 1] -> PIL
-            latents.append(final["latents"].float().cpu())
-            cmd = yield Progress(step=min(start + batch_size, num_images), total=num_images,
-                                 preview=images[start])
-            if cmd == "stop":
-                stopped = True
+            latents.append(final.float().cpu())
+            if steps == 1:
+                stopped = (yield progress(1, 1)) == "stop"
+            if stopped:
                 break
 
         # 3. rerank
@@ -603,8 +703,8 @@ class Text2ImagePipeline:
             scores=[scores[i] for i in order] if self.scorer is not None else None, prompt=prompt,
             negative_prompt=negative_prompt or None, steps=steps, guidance_scale=float(guidance_scale), width=width,
             height=height, scheduler=scheduler, model=self.model_name, clip_model=self._clip_name(),
-            latents=torch.cat(latents)[order], noise=noise[:n][order], reranked=rerank, stopped=stopped,
-            timings=timings,
+            latents=torch.cat(latents)[order] if latents else noise[:0], noise=noise[:n][order], reranked=rerank,
+            stopped=stopped, timings=timings,
         )
 
     # ------------------------------------------------------------------ refine (ReNO)

@@ -5,12 +5,15 @@
     build(generate=t2i.iter_generate, refine=t2i.iter_refine, edit=t2i.iter_edit, defaults=t2i.defaults())
 
 Each callable returns an iterator of items with a `done` flag: progress items (`step`, `total`, `preview`, `score`)
-and, last, the result. Gradio's Stop button cancels the event, which stops the iterator between steps.
+and, last, the result. Generation's progress items also place the step within its batch (`batch_step`,
+`batch_steps`, `first_image`, `last_image`, `num_images`; see `GenerationProgress`). Gradio's Stop button cancels the
+event, which closes the iterator at its next step (for a multi-step model, the next denoising step).
 """
 
 from __future__ import annotations
 
 import random
+from contextlib import closing
 from typing import Any, Callable, Iterator
 
 import gradio as gr
@@ -48,6 +51,16 @@ def controls_from_metadata(meta: dict | None) -> dict[str, Any]:
     return controls
 
 
+def generation_status(item: Any) -> str:
+    """Progress text for a generation step: "step 7/25 of images 1–4/8", or "2/8 images" for one-step models,
+    which report once per finished batch."""
+    if item.batch_steps == 1:
+        return f"Generating… {item.last_image}/{item.num_images} images"
+    images = (f"image {item.first_image}" if item.first_image == item.last_image
+              else f"images {item.first_image}–{item.last_image}")
+    return f"Generating… step {item.batch_step}/{item.batch_steps} of {images}/{item.num_images}"
+
+
 def _caption(meta: dict) -> str:
     score = meta.get("clip_score")
     return f"seed {meta.get('seed')}" + (f" · CLIP {score:.2f}" if isinstance(score, (int, float)) else "")
@@ -82,25 +95,34 @@ class Handlers:
             rerank=bool(rerank),
         )
         history = list(history or [])
-        for item in self.generate_fn(prompt, **kwargs):
-            if not item.done:
-                yield (gr.skip(), gr.skip(), f"Generating… {item.step}/{item.total}", seed, gr.skip(), gr.skip(),
-                       gr.skip())
-                continue
-            records = []
-            for i in range(len(item.images)):
-                meta = item.metadata(i)
-                path = str(item.save(i))
-                records.append({"path": path, "caption": _caption(meta), "meta": meta, "latent": item.latents[i],
-                                "prompt": item.prompt})
-            history = (records + history)[:MAX_HISTORY]
-            info = f"{len(records)} image(s) · seeds {item.seeds[0]}…{item.seeds[-1]}"
-            if item.scores is not None:
-                info += " · sorted by CLIP score" if item.reranked else " · CLIP scores in captions"
-            if item.stopped:
-                info += " · stopped early"
-            yield ([(r["path"], r["caption"]) for r in records], [r["path"] for r in records], info, seed, records,
-                   [(r["path"], r["caption"]) for r in history], history)
+        # closing(): when Stop closes this handler, the pipeline's generator is closed at once, not when collected,
+        # so that a diffusers call running in its worker thread ends at its next step.
+        with closing(self.generate_fn(prompt, **kwargs)) as items:
+            for item in items:
+                if not item.done:
+                    yield gr.skip(), gr.skip(), generation_status(item), seed, gr.skip(), gr.skip(), gr.skip()
+                    continue
+                yield self._generated(item, seed, history)
+
+    @staticmethod
+    def _generated(item: Any, seed: int, history: list[dict]) -> tuple:
+        if not item.images:
+            return (gr.skip(), gr.skip(), "Stopped before the first image was finished", seed, gr.skip(),
+                    gr.skip(), gr.skip())
+        records = []
+        for i in range(len(item.images)):
+            meta = item.metadata(i)
+            path = str(item.save(i))
+            records.append({"path": path, "caption": _caption(meta), "meta": meta, "latent": item.latents[i],
+                            "prompt": item.prompt})
+        history = (records + history)[:MAX_HISTORY]
+        info = f"{len(records)} image(s) · seeds {item.seeds[0]}…{item.seeds[-1]}"
+        if item.scores is not None:
+            info += " · sorted by CLIP score" if item.reranked else " · CLIP scores in captions"
+        if item.stopped:
+            info += " · stopped early"
+        return ([(r["path"], r["caption"]) for r in records], [r["path"] for r in records], info, seed, records,
+                [(r["path"], r["caption"]) for r in history], history)
 
     # ---- refine -----------------------------------------------------------------------------------------
     @user_errors
