@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from pipelines.text2image import ModelPreset, Text2ImagePipeline, chi_norm_nll
+from pipelines.text2image import GenerationProgress, ModelPreset, Text2ImagePipeline, chi_norm_nll
 from studio.hub import WeightsNotFoundError
 from studio.media import read_png_metadata
+from studio.scorer import StudioOOMError
 from t2i_tiny import make_tiny_sd
 
 PROMPT = "a red circle"
@@ -57,6 +60,111 @@ def test_multistep_scheduler_with_guidance_reproduces_per_image(t2i):
     default = t2i(PROMPT, num_images=1, seed=4, steps=2, guidance_scale=3.0, negative_prompt="blurry")
     assert np.abs(pixels(default.images[0]) - pixels(alone.images[0])).max() > 0
     assert t2i.pipe.scheduler is t2i._base_scheduler  # restored for the next call
+
+
+@pytest.fixture
+def unet_calls(tiny_pipe):
+    """The thread name of every UNet forward, recorded by a hook (at guidance 0: one forward per denoising step)."""
+    calls: list[str] = []
+    handle = tiny_pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(
+        threading.current_thread().name))
+    yield calls
+    handle.remove()
+
+
+def workers_alive() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "text2image-denoise"]
+
+
+def plain_diffusers(pipe, seeds: list[int], steps: int) -> list:
+    """The images a bare diffusers call makes from the noise each seed gives (the pipeline's documented recipe)."""
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    noise = torch.stack([torch.randn(4, 16, 16, generator=g) for g in generators])
+    out = pipe([PROMPT] * len(seeds), num_inference_steps=steps, guidance_scale=0.0, width=32, height=32,
+               latents=noise, generator=generators, output_type="pil")
+    return out.images
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_generation_equals_a_plain_diffusers_call(t2i, tiny_pipe, unet_calls, steps):
+    out = t2i(PROMPT, num_images=3, batch_size=2, steps=steps, seed=50)
+    # one-step models run in the caller's thread (nothing to report within the call); multi-step in a worker
+    expected_thread = threading.current_thread().name if steps == 1 else "text2image-denoise"
+    assert set(unet_calls) == {expected_thread} and len(unet_calls) == 2 * steps
+    for ours, plain in zip(out.images, plain_diffusers(tiny_pipe, [50, 51, 52], steps), strict=True):
+        assert np.abs(pixels(ours) - pixels(plain)).max() <= 1
+    assert not out.stopped and not workers_alive()
+
+
+def test_multistep_generation_reports_every_denoising_step(t2i, unet_calls):
+    items = list(t2i.iter_generate(PROMPT, num_images=3, batch_size=2, steps=6, seed=9))
+    progress, out = items[:-1], items[-1]
+    assert all(isinstance(p, GenerationProgress) and not p.done for p in progress) and out.done
+    assert [p.step for p in progress] == list(range(1, 13)) and {p.total for p in progress} == {12}
+    assert [(p.batch_step, p.batch_steps, p.first_image, p.last_image, p.num_images) for p in progress] == (
+        [(s, 6, 1, 2, 3) for s in range(1, 7)] + [(s, 6, 3, 3, 3) for s in range(1, 7)])
+    assert progress[0].preview is None and progress[6].preview is out.images[1]  # the last finished image
+    assert len(unet_calls) == 12 and len(out.images) == 3 and not out.stopped
+    seen = []
+    t2i(PROMPT, num_images=3, batch_size=2, steps=6, seed=9, callback=lambda step, total, preview: seen.append(
+        (step, total)))
+    assert seen == [(s, 12) for s in range(1, 13)]
+
+
+def test_closing_the_generator_mid_batch_ends_the_diffusers_call(t2i, unet_calls):
+    gen = t2i.iter_generate(PROMPT, num_images=1, steps=8, seed=5)
+    assert next(gen).step == 1 and next(gen).step == 2
+    gen.close()
+    # the worker runs at most two steps ahead of what the caller saw and ends at the step after the stop
+    assert 2 <= len(unet_calls) <= 5 and not workers_alive()
+    unet_calls.clear()
+    again = t2i(PROMPT, num_images=1, steps=8, seed=5)  # the lock was released and nothing is left over
+    assert len(unet_calls) == 8 and not again.stopped
+
+
+def test_callback_false_mid_batch_keeps_only_finished_images(t2i, unet_calls):
+    full = t2i(PROMPT, num_images=3, batch_size=2, steps=6, seed=30)
+    unet_calls.clear()
+    # stop at step 2 of the second batch (images 3..3): the first batch is kept, the second dropped
+    out = t2i.rerank(PROMPT, num_candidates=3, batch_size=2, steps=6, seed=30,
+                     callback=lambda step, total, preview: step < 8)
+    assert out.stopped and sorted(out.seeds) == [30, 31] and len(out.images) == len(out.scores) == 2
+    assert out.latents.shape == out.noise.shape == (2, 4, 16, 16) and out.scores == sorted(out.scores, reverse=True)
+    assert 8 <= len(unet_calls) < 12 and not workers_alive()
+    for image, seed in zip(out.images, out.seeds):
+        assert np.abs(pixels(image) - pixels(full.images[seed - 30])).max() <= 1
+    # stopped within the first batch: no image is finished
+    unet_calls.clear()
+    none = t2i(PROMPT, num_images=2, steps=6, seed=30, callback=lambda step, total, preview: False)
+    assert none.stopped and none.images == [] and none.seeds == [] and none.latents.shape == (0, 4, 16, 16)
+    assert 1 <= len(unet_calls) < 6
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("error, expected, match", [
+    (Boom("the UNet broke"), Boom, "the UNet broke"),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), StudioOOMError,
+     "ran out of memory during generation of 2 image"),
+])
+def test_errors_in_the_worker_reach_the_caller(t2i, tiny_pipe, error, expected, match):
+    calls = []
+
+    def fail_at_third_step(module, args):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 3:
+            raise error
+
+    handle = tiny_pipe.unet.register_forward_pre_hook(fail_at_third_step)
+    try:
+        with pytest.raises(expected, match=match):
+            t2i(PROMPT, num_images=2, steps=6, seed=1)
+    finally:
+        handle.remove()
+    assert calls == ["text2image-denoise"] * 3 and not workers_alive()
+    assert len(t2i(PROMPT, num_images=1, steps=2, seed=1).images) == 1  # the lock was released
 
 
 def test_rerank_order_equals_the_scorers_order(t2i, tiny_scorer):
@@ -202,8 +310,6 @@ def test_from_pretrained_loads_a_local_folder(tiny_pipe, tiny_scorer, t2i, tmp_p
 
 
 def test_cuda_out_of_memory_becomes_a_clear_error(t2i, monkeypatch):
-    from studio.scorer import StudioOOMError
-
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 

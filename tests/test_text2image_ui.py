@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import gradio as gr
 import pytest
@@ -63,6 +64,36 @@ def test_generate_streams_then_shows_sorted_results_and_history(handlers):
         assert read_png_metadata(path) == record["meta"]
     again = run_generate(handlers, history=history, seed=1, num_images=1)[-1]
     assert len(again[6]) == 4 and again[6][0]["meta"]["seed"] == 1  # newest first
+
+
+def test_multistep_generate_shows_the_step_within_the_batch(handlers):
+    out = run_generate(handlers, steps=3, num_images=3, batch_size=2, rerank=False)
+    assert [o[2] for o in out[:-1]] == ([f"Generating… step {s}/3 of images 1–2/3" for s in (1, 2, 3)]
+                                        + [f"Generating… step {s}/3 of image 3/3" for s in (1, 2, 3)])
+    assert len(out[-1][4]) == 3 and "stopped" not in out[-1][2]
+
+
+def test_closing_the_handler_stops_the_diffusers_call_within_the_batch(handlers, t2i):
+    """What Gradio's Stop does: it closes the handler's generator at its next yield."""
+    calls = []
+    handle = t2i.pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        gen = handlers.generate(PROMPT, "", 8, 0.0, 32, 32, 1, 1, 3, False, "default", False, [])
+        assert "step 1/8 of image 1/1" in next(gen)[2]
+        gen.close()
+    finally:
+        handle.remove()
+    assert 1 <= len(calls) <= 4  # at most three steps after the one shown, not all eight
+    assert not any(t.name == "text2image-denoise" for t in threading.enumerate())
+
+
+def test_stopped_before_any_image_says_so(t2i):
+    def stop_at_once(prompt, **kwargs):  # a caller that stops the pipeline at its first step
+        yield t2i(prompt, callback=lambda step, total, preview: False, **kwargs)
+
+    out = list(Handlers(stop_at_once, None, None, t2i.defaults()).generate(
+        PROMPT, "", 4, 0.0, 32, 32, 2, 2, 3, False, "default", False, []))
+    assert len(out) == 1 and out[0][2] == "Stopped before the first image was finished"
 
 
 def test_random_seed_is_reported_back(handlers):
