@@ -8,6 +8,10 @@ sd-turbo, a tiny ViT for tiny.
     python benchmarks/text2image.py                          # CPU: tiny pipeline
     python benchmarks/text2image.py --model sd-turbo --size 128 --batches 1 --refine-steps 1
     python benchmarks/text2image.py --device cuda --model sd-turbo --size 512 --batches 1 4 --refine-steps 20
+    python benchmarks/text2image.py --device cuda --model sd-turbo --size 512 --steps 25 --refine-steps 0
+
+With `--steps` > 1 our generate runs diffusers in a worker thread that reports every step (see
+`Text2ImagePipeline.iter_generate`); the overhead column then measures that thread and its per-step hand-off.
 
 Prints a Markdown table (see benchmarks/README.md).
 """
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=None, help="image side (default: 512 sd-turbo, 64 tiny)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--steps", type=int, default=1, help="denoising steps (1: SD-Turbo's; more: a multi-step run)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (1 steadies timings on a busy "
                    "shared CPU)")
     p.add_argument("--refine-steps", type=int, default=5, help="refine steps to time (0 skips refine)")
@@ -168,14 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     for b in args.batches:
         def plain():
             gens = [torch.Generator("cpu").manual_seed(i) for i in range(b)]
-            pipe(prompt=prompt, num_images_per_prompt=b, num_inference_steps=1, guidance_scale=0.0, height=size,
-                 width=size, generator=gens, output_type="pil")
+            pipe(prompt=prompt, num_images_per_prompt=b, num_inference_steps=args.steps, guidance_scale=0.0,
+                 height=size, width=size, generator=gens, output_type="pil")
 
         def ours_gen():
-            ours(prompt, num_images=b, batch_size=b, seed=0, width=size, height=size)
+            ours(prompt, num_images=b, batch_size=b, seed=0, width=size, height=size, steps=args.steps)
 
         def rerank():
-            ranked.rerank(prompt, num_candidates=b, batch_size=b, seed=0, width=size, height=size)
+            ranked.rerank(prompt, num_candidates=b, batch_size=b, seed=0, width=size, height=size, steps=args.steps)
 
         t = timed({"plain": plain, "ours": ours_gen, "rerank": rerank}, device, args.repeats)
         rows.append((b, t["plain"], t["ours"], 100 * (t["ours"] / t["plain"] - 1), t["rerank"] - t["ours"]))
@@ -197,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         if device.type == "cuda":
             mem = torch.cuda.max_memory_allocated(device) / 1024**3
 
-    print(f"\n{args.model} (random weights), {size}x{size}, {dtype}, {machine(device)}; build {build_s:.1f} s; "
+    print(f"\n{args.model} (random weights), {size}x{size}, {args.steps} step(s), {dtype}, {machine(device)}; "
+          f"build {build_s:.1f} s; "
           f"best of {args.repeats} interleaved rounds\n")
     print(table(["batch", "plain diffusers (ms)", "our generate (ms)", "overhead (%)", "rerank adds (ms)"],
                 [[b, tp, to, ov, tr] for b, tp, to, ov, tr in rows]))

@@ -561,8 +561,8 @@ class Text2ImagePipeline:
         "stop" or closing the generator ends the call at the worker's next step and waits for the worker; an error
         in the worker is raised here (after a "stop" too; not on closing, which must not fail).
         """
-        # The worker runs at most two steps ahead of the caller, so at most three steps follow a stop.
-        events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+        # The worker runs at most one step ahead of the caller, so at most two steps follow the last one it saw.
+        events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
         stop = threading.Event()
 
         def on_step(step: int, steps: int) -> None:
