@@ -204,12 +204,15 @@ class CLIPScorer:
 
     def augment(self, images: torch.Tensor, n: int, distortion: float = 0.5,
                 crop: tuple[float, float] = (0.7, 0.9), generator: torch.Generator | None = None,
-                fill: float = 1.0) -> torch.Tensor:
+                fill: float = 1.0, shared: bool = False) -> torch.Tensor:
         """(B·n, 3, S, S) differentiable random perspective + random resized crop, batched (CLIPDraw's augments).
 
         Matches torchvision's RandomPerspective(distortion, p=1, fill=1) followed by RandomResizedCrop(S,
         scale=crop, ratio=(3/4, 4/3)), but all n·B samples are drawn in one grid_sample on the scorer's device.
-        Output i·B + b is augmentation i of image b.
+        Output i·B + b is augmentation i of image b. `shared=True` draws only n transforms and applies
+        transform i to every image (so a second call with the same generator state gives the same n transforms
+        whatever B is: CLIPasso augments B sketches and their one photo alike and encodes the photo's n views
+        once instead of B times).
         """
         if not isinstance(n, int) or n < 1 or n > 64:
             raise ValueError(f"`n` must be an int in [1, 64], got {n!r}")
@@ -221,7 +224,7 @@ class CLIPScorer:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"`images` must be (B, 3, H, W), got {tuple(images.shape)}")
         b, _, h, w = images.shape
-        m = b * n
+        m = n if shared else b * n
         dev = images.device
         s = self.image_size
 
@@ -257,6 +260,8 @@ class CLIPScorer:
         # Points that land inside the image sample it (border-clamped, so crop edges never blend in the fill);
         # points the perspective pushed outside read as `fill`, as torchvision's fill does.
         inside = ((sx >= -0.5) & (sx <= w - 0.5) & (sy >= -0.5) & (sy <= h - 0.5)).view(m, 1, s, s)
+        if shared and b > 1:  # transform i for each image b, at output i·B + b
+            grid, inside = grid.repeat_interleave(b, dim=0), inside.repeat_interleave(b, dim=0)
         out = F.grid_sample(images.repeat(n, 1, 1, 1), grid.to(images.dtype), mode="bilinear",
                             padding_mode="border", align_corners=False)
         return torch.where(inside, out, torch.full_like(out, fill))

@@ -99,6 +99,19 @@ def test_augment_shapes_fill_and_gradients(tiny_scorer):
     assert torch.allclose(inside, torch.full_like(inside, 0.3), atol=1e-5)
 
 
+def test_shared_augment_applies_transform_i_to_every_image(tiny_scorer):
+    a, b = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
+    both = tiny_scorer.augment(torch.cat([a, b]), 3, generator=torch.Generator().manual_seed(5), shared=True)
+    alone_a = tiny_scorer.augment(a, 3, generator=torch.Generator().manual_seed(5), shared=True)
+    alone_b = tiny_scorer.augment(b, 3, generator=torch.Generator().manual_seed(5))  # B = 1: same draws either way
+    assert both.shape == (6, 3, 32, 32)
+    torch.testing.assert_close(both[0::2], alone_a)  # output i·B + b: transform i of image b
+    torch.testing.assert_close(both[1::2], alone_b)
+    assert not torch.allclose(both[0], both[2])  # the n transforms differ from each other
+    unshared = tiny_scorer.augment(torch.cat([a, a]), 3, generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(unshared[0], unshared[1])  # without sharing, each image gets its own draw
+
+
 def test_augment_rejects_bad_arguments(tiny_scorer):
     with pytest.raises(ValueError, match="`n`"):
         tiny_scorer.augment(torch.rand(1, 3, 8, 8), 0)
