@@ -317,3 +317,19 @@ def test_cuda_fp32_matches_cpu_and_bf16_is_close(monkeypatch):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         bf = gc.synthesize(w.cuda()).float().cpu()
     assert (bf - cpu).abs().mean() < 0.05 * cpu.abs().mean()
+
+
+def test_benchmark_reference_formulation_renders_the_same_image():
+    """benchmarks/styleclip.py times ours against rosinality's formulation; the comparison only means something if
+    both compute the same image (grouped per-sample weights + zero-insertion upfirdn2d vs ours)."""
+    import studio.generators.stylegan2 as sg2
+    from benchmarks.styleclip import formulation, modulated_conv_grouped
+
+    g = tiny_generator(seed=2, size=64)
+    w = g.mean_latent(64).unsqueeze(1).repeat(3, g.n_latent, 1) + 0.3 * torch.randn(3, g.n_latent, 32)
+    ours = g.synthesis(g.w_to_styles(w))
+    with formulation("reference"):
+        assert ModulatedConv2d.forward is modulated_conv_grouped and sg2.upfirdn2d is not upfirdn2d
+        ref = g.synthesis(g.w_to_styles(w))
+    torch.testing.assert_close(ref, ours, atol=1e-4, rtol=0)
+    assert ModulatedConv2d.forward is not modulated_conv_grouped and sg2.upfirdn2d is upfirdn2d  # undone
