@@ -125,7 +125,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
         try:
             resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
         except (RuntimeError, ValueError, OSError) as err:
-            return {"load_error": str(err)}
+            return {"load_error": str(err), "defaults": {"model": name}}
     preset = preset_for(name) or MULTI_STEP_PRESET
     size = preset.size or 512
     defaults = {"model": name, "steps": preset.steps, "guidance_scale": preset.guidance_scale, "width": size,
