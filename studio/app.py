@@ -172,7 +172,7 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"])
             sketch = make_sketch_functions(device)
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
-                            loss_model_choices=["RN101/openai", "RN50/openai"])
+                            loss_model_choices=["RN101/openai", "RN50/openai"], cpu=dev.type == "cpu")
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 
