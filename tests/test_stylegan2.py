@@ -195,7 +195,8 @@ def test_registry_sources_are_real_hub_files():
         assert info.filename.endswith(".pt") and info.how_to_get, name
         for repo_id, filename in info.sources:
             assert repo_id.count("/") == 1 and filename == info.filename, name
-    assert {n for n, i in CHECKPOINTS.items() if i.sources} == {"ffhq-1024", "cat-256", "church-256", "horse-256"}
+    assert {n for n, i in CHECKPOINTS.items() if i.sources} == {"ffhq-1024", "car-512", "cat-256", "church-256",
+                                                               "horse-256"}
 
 
 def _fake_hub_cache(root, repo_id, filename, payload: bytes):
