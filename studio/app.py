@@ -97,13 +97,16 @@ def make_latent_functions(device: str | None) -> dict[str, Callable]:
 
     def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
         with lock:
-            if (generator, clip) not in pipes:
+            pipe = pipes.get((generator, clip))
+            # Build on first use, and again when the pipeline's CLIP is no longer the resident one (the demo model
+            # stood in and the real weights have since arrived, or the scorer was released to make room).
+            if pipe is None or pipe.scorer is not get_scorer(clip, device=device):
                 gr.Info(f"Loading generator {generator!r} and CLIP {clip!r} (first use: a registry checkpoint "
                         "is downloaded once)…")
                 pipe = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)  # a failure keeps the old
                 pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
                 pipes[(generator, clip)] = pipe
-            return pipes[(generator, clip)]
+            return pipe
 
     return make_ui_functions(get_pipeline, wrap=gpu)
 

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.device import pick_device, pick_dtype, precision_name
-from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, resolve_clip
+from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, real_weights_within_reach, resolve_clip
 from studio.prompts import get_templates
 
 DEFAULT_CLIP = os.environ.get("STUDIO_CLIP", "ViT-B-32/openai")
@@ -57,6 +58,7 @@ class CLIPScorer:
         self.tokenizer = tokenizer
         self.source = source
         self.spec = source.spec
+        self._checked_at = time.monotonic()  # when a demo stand-in last looked for its real weights
         self.device = device
         self.dtype = dtype
         size = model.visual.image_size
@@ -350,6 +352,13 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
     dtype = pick_dtype(dev, precision)
     key = (spec, str(dev), dtype, allow_demo)
     with _REGISTRY_LOCK:
+        stand_in = _SCORERS.get(key)
+        recheck = stand_in is not None and _recheck_due(stand_in)
+    if recheck and real_weights_within_reach(spec):  # outside the lock: the probe may take seconds
+        with _REGISTRY_LOCK:
+            if _SCORERS.get(key) is stand_in:  # not _release: a job may still be running on it
+                del _SCORERS[key]
+    with _REGISTRY_LOCK:
         if key in _SCORERS:
             _SCORERS.move_to_end(key)
             return _SCORERS[key]
@@ -369,6 +378,20 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
             while len(_SCORERS) > max(1, MAX_MODELS):
                 _release(_SCORERS.popitem(last=False)[1])
         return scorer
+
+
+RECHECK_S = 60.0  # how often a demo stand-in looks again for the real weights it stands in for
+
+
+def _recheck_due(scorer: CLIPScorer) -> bool:
+    """A demo model standing in for real weights is looked at again once a minute (caller holds the lock)."""
+    if not scorer.source.is_demo or scorer.source.spec == DEMO_CLIP:
+        return False
+    now = time.monotonic()
+    if now - scorer._checked_at < RECHECK_S:
+        return False
+    scorer._checked_at = now
+    return True
 
 
 def is_loaded(spec: str | None = None, device: str | torch.device | None = None, precision: str | None = None,

@@ -199,17 +199,6 @@ def test_registry_sources_are_real_hub_files():
                                                                "horse-256"}
 
 
-def _fake_hub_cache(root, repo_id, filename, payload: bytes):
-    """The on-disk layout huggingface_hub's cache uses: models--OWNER--REPO/{refs/main, snapshots/REV/FILE}."""
-    repo = root / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0" * 40)
-    snap = repo / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True)
-    (snap / filename).write_bytes(payload)
-    return snap / filename
-
-
 def _tiny_info(**kw):
     return CheckpointInfo("tiny-32", StyleGAN2Config(32, 32, 2, 1, max_channels=16), "tiny.pt", "a test generator",
                           how_to_get="build it", **kw)
@@ -240,7 +229,9 @@ def test_named_checkpoint_resolution_order(tmp_path, monkeypatch):
     assert resolve_named_checkpoint(info) == tmp_path / "downloaded.pt" and calls == ["someone/first", "someone/second"]
 
     # A copy in the Hugging Face cache wins over any download.
-    cached = _fake_hub_cache(tmp_path / "hub", "someone/second", "tiny.pt", b"cached")
+    from tests.conftest import fake_hub_cache
+
+    cached = fake_hub_cache(tmp_path / "hub", "someone/second", "tiny.pt", b"cached")
     calls.clear()
     assert resolve_named_checkpoint(info).read_bytes() == cached.read_bytes() and calls == []
 
