@@ -7,14 +7,22 @@ Rows: generator forward (batch 1, no grad); one latent-optimisation step (genera
 CLIP, Adam update -- the body of `StyleCLIPPipeline.edit`), and 300 of them; one global-direction edit (text
 direction, delta s, one generator pass; `relevance` given); the channel-relevance precompute, extrapolated from
 one timed batch to `--relevance-samples` images (StyleCLIP's finite differences), and with `method="jacobian"`
-(one sample's full Jacobian timed, times the sample count). Each in fp32 and bf16 (autocast). References for the same
-config: StyleCLIP reports 98 s per optimisation edit and 72 ms per global-direction edit on a GTX 1080 Ti;
+(one sample's full Jacobian timed, times the sample count). Each in fp32 and bf16 (autocast).
+
+The reference in the same run ("reference" rows, `--formulations`): the same generator and weights computed the
+way rosinality's code does without its CUDA build -- per-sample modulated and demodulated weights in one grouped
+convolution (the paper's formulation, rosinality's `fused=True` path), and `upfirdn2d` by zero insertion, padding
+and a full 2-D FIR convolution (its `upfirdn2d_native`). Ours modulates the activations instead (one shared-weight
+convolution for the batch) and upsamples with one strided depthwise transposed convolution. The table's last
+column is the largest pixel difference between the two on the same latent (fp32). Published references for the
+same config: StyleCLIP reports 98 s per optimisation edit and 72 ms per global-direction edit on a GTX 1080 Ti;
 rosinality's StyleGAN2 (compiled CUDA ops, fp32) on an H100: 18.9 ms forward, 78 ms per optimisation step.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -26,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import machine, sync, table, timeit  # noqa: E402
 from pipelines.styleclip import ChannelRelevance, StyleCLIPPipeline  # noqa: E402
 from studio.device import pick_device  # noqa: E402
+import studio.generators.stylegan2 as sg2  # noqa: E402
 from studio.generators.stylegan2 import Generator  # noqa: E402
 from studio.scorer import get_scorer  # noqa: E402
 
@@ -39,6 +48,104 @@ def fake_relevance(gen: Generator, dim: int) -> ChannelRelevance:
                             [layer.name for layer in gen.style_layers], 1, gen.identity())
 
 
+def upfirdn2d_zero_insertion(x: torch.Tensor, kernel: torch.Tensor, up: int = 1,
+                             pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """NVIDIA's upfirdn2d by its definition: insert up-1 zeros between samples, pad, convolve with the kernel."""
+    b, c, h, w = x.shape
+    if up > 1:
+        x = F.pad(x.reshape(b, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(b, c, h * up, w * up)
+    p0, p1 = pad
+    x = F.pad(x, [p0, p1, p0, p1])  # negative pads crop
+    kh, kw = kernel.shape
+    weight = kernel.to(x.dtype).flip([0, 1])[None, None].expand(c, 1, kh, kw)
+    return F.conv2d(x, weight, groups=c)
+
+
+def modulated_conv_grouped(self: sg2.ModulatedConv2d, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """StyleGAN2's weight (de)modulation: one modulated kernel per sample, all samples in one grouped conv."""
+    b, cin, h, w = x.shape
+    k = self.kernel_size
+    weight = self.scale * self.weight * style.to(x.dtype).view(b, 1, cin, 1, 1)  # (B, out, in, k, k)
+    weight = weight.to(x.dtype)
+    if self.demodulate:
+        weight = weight * torch.rsqrt(weight.square().sum([2, 3, 4]) + 1e-8).view(b, self.out_channel, 1, 1, 1)
+    x = x.reshape(1, b * cin, h, w)
+    if self.upsample:
+        weight = weight.transpose(1, 2).reshape(b * cin, self.out_channel, k, k)
+        out = F.conv_transpose2d(x, weight, stride=2, groups=b)
+        out = self.blur(out.view(b, self.out_channel, *out.shape[2:]))
+    else:
+        out = F.conv2d(x, weight.reshape(b * self.out_channel, cin, k, k), padding=self.padding, groups=b)
+        out = out.view(b, self.out_channel, *out.shape[2:])
+    return out
+
+
+@contextlib.contextmanager
+def formulation(name: str):
+    """'ours' as shipped; 'reference' swaps in the grouped-conv modulation and zero-insertion upfirdn2d."""
+    if name == "ours":
+        yield
+        return
+    saved = sg2.ModulatedConv2d.forward, sg2.upfirdn2d
+    sg2.ModulatedConv2d.forward, sg2.upfirdn2d = modulated_conv_grouped, upfirdn2d_zero_insertion
+    try:
+        yield
+    finally:
+        sg2.ModulatedConv2d.forward, sg2.upfirdn2d = saved
+
+
+def measure(gen: Generator, scorer, precision: str, args: argparse.Namespace, device: torch.device,
+        n_channels: int) -> list[str]:
+    """One table row's timings for the formulation currently in effect."""
+    pipe = StyleCLIPPipeline(gen, scorer, precision=precision)
+    latent = pipe.random_latent(seed=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def forward():
+        with torch.no_grad():
+            pipe.render(latent)
+
+    fwd = timeit(forward, device, warmup=1, repeat=3)
+    pipe.edit(latent, "a smiling face", steps=2)  # warm-up
+    sync(device)
+    out = pipe.edit(latent, "a smiling face", steps=args.steps)
+    sync(device)
+    step_ms = out.timings["ms_per_step"]
+    rel = fake_relevance(gen, scorer.embed_dim)
+    direction = pipe.text_direction("a face", "a smiling face")
+
+    def global_edit():
+        with torch.no_grad():
+            delta, _ = pipe.style_direction(rel, direction, 0.1)
+            styles = gen.w_to_styles(latent)
+            edited = [s + 4.1 * d for s, d in zip(styles, delta.to(device).split(rel.layer_sizes))]
+            with pipe._autocast():
+                gen.synthesis(edited)
+
+    edit_ms = timeit(global_edit, device, warmup=1, repeat=3)
+    # channel relevance: one batch of perturbed renders + CLIP, extrapolated to all channels and samples
+    b = args.relevance_batch
+
+    def relevance_batch():
+        with torch.no_grad():
+            w = latent.repeat(b, 1, 1)
+            with pipe._autocast():
+                pipe._clip_embed(gen.synthesis(gen.w_to_styles(w)))
+
+    batch_ms = timeit(relevance_batch, device, warmup=1, repeat=2)
+    relevance_min = batch_ms / b * 2 * n_channels * args.relevance_samples / 60000
+    # method="jacobian": D rows of the Jacobian per sample, `b` per replicated forward+backward
+    base = [s.detach() for s in gen.w_to_styles(latent)]
+    jac_min = float("nan")
+    if not args.skip_jacobian:
+        jac_ms = timeit(lambda: pipe._jacobian_directions(base, b), device, warmup=0, repeat=1)
+        jac_min = jac_ms * args.relevance_samples / 60000
+    mem = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda" else "-"
+    return [precision, f"{fwd:.1f}", f"{step_ms:.1f}", f"{300 * step_ms / 1000:.1f}", f"{edit_ms:.1f}",
+            f"{relevance_min:.1f}", f"{jac_min:.1f}", mem]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
@@ -47,6 +154,8 @@ def main() -> None:
     p.add_argument("--clip", default="ViT-B-32/random", help="CLIP spec; random weights by default")
     p.add_argument("--steps", type=int, default=10, help="optimisation steps timed per precision")
     p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--formulations", default="ours,reference",
+                   help="ours (as shipped) and/or reference (rosinality's formulation without its CUDA ops)")
     p.add_argument("--relevance-samples", type=int, default=100)
     p.add_argument("--skip-jacobian", action="store_true", help="skip timing one full Jacobian (slow on CPU)")
     p.add_argument("--relevance-batch", type=int, default=16)
@@ -63,57 +172,23 @@ def main() -> None:
     n_channels = sum(layer.channels for layer in gen.style_layers if not layer.is_rgb)
     print(f"# StyleCLIP benchmark: StyleGAN2 {args.size} (cm {args.channel_multiplier}, {n_channels} StyleSpace "
           f"channels), CLIP {args.clip}, {machine(device)}")
+    latent0 = StyleCLIPPipeline(gen, scorer).random_latent(seed=0)
+    with torch.no_grad():
+        images = {}
+        for form in args.formulations.split(","):
+            with formulation(form):
+                images[form] = gen.synthesis(gen.w_to_styles(latent0)).float()
+    diff = (images["ours"] - images["reference"]).abs().max().item() if len(images) == 2 else float("nan")
+    del images
     rows = []
-    for precision in args.precisions.split(","):
-        pipe = StyleCLIPPipeline(gen, scorer, precision=precision)
-        latent = pipe.random_latent(seed=0)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
-        def forward():
-            with torch.no_grad():
-                pipe.render(latent)
-
-        fwd = timeit(forward, device, warmup=1, repeat=3)
-        pipe.edit(latent, "a smiling face", steps=2)  # warm-up
-        sync(device)
-        out = pipe.edit(latent, "a smiling face", steps=args.steps)
-        sync(device)
-        step_ms = out.timings["ms_per_step"]
-        rel = fake_relevance(gen, scorer.embed_dim)
-        direction = pipe.text_direction("a face", "a smiling face")
-
-        def global_edit():
-            with torch.no_grad():
-                delta, _ = pipe.style_direction(rel, direction, 0.1)
-                styles = gen.w_to_styles(latent)
-                edited = [s + 4.1 * d for s, d in zip(styles, delta.to(device).split(rel.layer_sizes))]
-                with pipe._autocast():
-                    gen.synthesis(edited)
-
-        edit_ms = timeit(global_edit, device, warmup=1, repeat=3)
-        # channel relevance: one batch of perturbed renders + CLIP, extrapolated to all channels and samples
-        b = args.relevance_batch
-
-        def relevance_batch():
-            with torch.no_grad():
-                w = latent.repeat(b, 1, 1)
-                with pipe._autocast():
-                    pipe._clip_embed(gen.synthesis(gen.w_to_styles(w)))
-
-        batch_ms = timeit(relevance_batch, device, warmup=1, repeat=2)
-        relevance_min = batch_ms / b * 2 * n_channels * args.relevance_samples / 60000
-        # method="jacobian": D rows of the Jacobian per sample, `b` per replicated forward+backward
-        base = [s.detach() for s in gen.w_to_styles(latent)]
-        jac_min = float("nan")
-        if not args.skip_jacobian:
-            jac_ms = timeit(lambda: pipe._jacobian_directions(base, b), device, warmup=0, repeat=1)
-            jac_min = jac_ms * args.relevance_samples / 60000
-        mem = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda" else "-"
-        rows.append([precision, f"{fwd:.1f}", f"{step_ms:.1f}", f"{300 * step_ms / 1000:.1f}", f"{edit_ms:.1f}",
-                     f"{relevance_min:.1f}", f"{jac_min:.1f}", mem])
-    headers = ["precision", "generator fwd ms", "opt step ms", "300 steps s", "global edit ms",
-               f"relevance {args.relevance_samples} imgs (min, est.)", "jacobian relevance (min)", "peak GiB"]
+    for form in args.formulations.split(","):
+        with formulation(form):
+            for precision in args.precisions.split(","):
+                row = measure(gen, scorer, precision, args, device, n_channels)
+                rows.append([form, *row, f"{diff:.1e}" if form == "reference" else ""])
+    headers = ["formulation", "precision", "generator fwd ms", "opt step ms", "300 steps s", "global edit ms",
+               f"relevance {args.relevance_samples} imgs (min, est.)", "jacobian relevance (min)", "peak GiB",
+               "max |ours - reference| (fp32 image)"]
     print(table(headers, rows))
 
 

@@ -19,9 +19,10 @@ code (github.com/yael-vinker/CLIPasso: `models/painter_params.py`, `models/loss.
   1000, 2000 one after another and keeps the best) are here one batch through the renderer and CLIP.
 
 Optional background removal uses a saliency mask from the same relevancy map (Otsu threshold) instead of U²-Net,
-so nothing extra is downloaded. Augmented pairs: `CLIPScorer.augment` draws one transform per output sample
-from its generator, so sketch views and photo views are drawn from two generators in the same state, which gives
-output i·S + s the same transform in both.
+so nothing extra is downloaded. Augmented pairs: each step draws `num_augs` transforms (`CLIPScorer.augment(...,
+shared=True)`) from two generators in the same state, one for the sketches and one for the photo, and applies
+transform i to every seed's sketch and to the photo. The photo's augmented views are therefore encoded once per
+step, not once per seed (the repo, running seeds one after another, draws fresh transforms for each).
 
 `iterate(...)` yields `SketchProgress` items and ends with the `CLIPassoOutput` (send "stop" or close it to end
 early with the best so far); `__call__(..., callback=None)` runs it to the end, calling `callback(step, total,
@@ -398,14 +399,16 @@ class CLIPassoPipeline:
             xs = fit(sk)
             if aug_gen is not None and num_augs:
                 g_photo = torch.Generator().set_state(aug_gen.get_state())  # same draws → same transforms
+                # The seeds share each step's transforms, so the photo's views are encoded once, not per seed.
                 xs = torch.cat([xs, self.loss_scorer.augment(sk, num_augs, cfg.distortion, cfg.crop,
-                                                             generator=aug_gen, fill=cfg.aug_fill)])
+                                                             generator=aug_gen, fill=cfg.aug_fill, shared=True)])
                 with torch.no_grad():
-                    ya = self.loss_scorer.augment(target.expand(n_s, -1, -1, -1), num_augs, cfg.distortion, cfg.crop,
-                                                  generator=g_photo, fill=cfg.aug_fill)
-                    ya_emb, ya_acts = self.loss_scorer.image_activations(ya, layers)
-                ys_emb = torch.cat([y_emb.expand(n_s, -1), ya_emb])
-                ys_acts = [torch.cat([a.expand(n_s, *a.shape[1:]), b]) for a, b in zip(y_acts, ya_acts)]
+                    ya = self.loss_scorer.augment(target, num_augs, cfg.distortion, cfg.crop,
+                                                  generator=g_photo, fill=cfg.aug_fill, shared=True)
+                    ya_emb, ya_acts = self.loss_scorer.image_activations(ya, layers)  # (V, ...) one per transform
+                ys_emb = torch.cat([y_emb.expand(n_s, -1), ya_emb.repeat_interleave(n_s, dim=0)])
+                ys_acts = [torch.cat([a.expand(n_s, *a.shape[1:]), b.repeat_interleave(n_s, dim=0)])
+                           for a, b in zip(y_acts, ya_acts)]
             else:
                 ys_emb = y_emb.expand(n_s, -1)
                 ys_acts = [a.expand(n_s, *a.shape[1:]) for a in y_acts]

@@ -97,13 +97,16 @@ def make_latent_functions(device: str | None) -> dict[str, Callable]:
 
     def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
         with lock:
-            if (generator, clip) not in pipes:
+            pipe = pipes.get((generator, clip))
+            # Build on first use, and again when the pipeline's CLIP is no longer the resident one (the demo model
+            # stood in and the real weights have since arrived, or the scorer was released to make room).
+            if pipe is None or pipe.scorer is not get_scorer(clip, device=device):
                 gr.Info(f"Loading generator {generator!r} and CLIP {clip!r} (first use: a registry checkpoint "
                         "is downloaded once)…")
                 pipe = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)  # a failure keeps the old
                 pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
                 pipes[(generator, clip)] = pipe
-            return pipes[(generator, clip)]
+            return pipe
 
     return make_ui_functions(get_pipeline, wrap=gpu)
 
@@ -125,7 +128,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
         try:
             resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
         except (RuntimeError, ValueError, OSError) as err:
-            return {"load_error": str(err)}
+            return {"load_error": str(err), "defaults": {"model": name}}
     preset = preset_for(name) or MULTI_STEP_PRESET
     size = preset.size or 512
     defaults = {"model": name, "steps": preset.steps, "guidance_scale": preset.guidance_scale, "width": size,
@@ -172,7 +175,7 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"])
             sketch = make_sketch_functions(device)
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
-                            loss_model_choices=["RN101/openai", "RN50/openai"])
+                            loss_model_choices=["RN101/openai", "RN50/openai"], cpu=dev.type == "cpu")
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 

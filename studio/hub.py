@@ -169,14 +169,26 @@ def _split_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def resolve_clip(spec: str, allow_demo: bool = True) -> ClipSource:
+def real_weights_within_reach(spec: str) -> bool:
+    """Whether the real weights of a spec that fell back to the demo model could now be had: they appeared
+    locally (a file at STUDIO_CLIP_WEIGHTS, the Hugging Face cache after a `huggingface-cli download`), or the
+    Hub became reachable. Never downloads; the reachability probe is remembered for a minute."""
+    try:
+        if not resolve_clip(spec, allow_demo=True, download=False).is_demo:
+            return True
+    except (ValueError, WeightsNotFoundError):
+        return False
+    return not offline() and hub_reachable()
+
+
+def resolve_clip(spec: str, allow_demo: bool = True, download: bool = True) -> ClipSource:
     """Resolve a CLIP spec to an architecture and a weights file.
 
     Specs: `shapes-clip` (the bundled demo), `ARCH/TAG` as open_clip names them (`ViT-B-32/openai`),
     `ARCH:/path/to/weights.safetensors` (a local checkpoint of that architecture), `ARCH/random` (random
     weights: benchmarks), or a bare config name registered with `open_clip.add_model_config` that has no
     pretrained tags (random init: tests). Real weights that cannot be had fall back to the demo model with a
-    notice when `allow_demo`, else raise `WeightsNotFoundError`.
+    notice when `allow_demo`, else raise `WeightsNotFoundError`. `download=False` looks only at local files.
     """
     import open_clip
 
@@ -228,7 +240,9 @@ def resolve_clip(spec: str, allow_demo: bool = True) -> ClipSource:
         if cached is not None:
             return ClipSource(weights=cached, kind="cache", **common)
         tried.append(f"Hugging Face cache for {repo_id} ({', '.join(names)}): not there")
-        if offline():
+        if not download:
+            tried.append("download: not tried")
+        elif offline():
             tried.append("download: skipped, HF_HUB_OFFLINE is set")
         elif not hub_reachable():
             tried.append(f"download from the Hugging Face Hub ({repo_id}): the Hub cannot be reached (no network?)")

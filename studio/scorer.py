@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.device import pick_device, pick_dtype, precision_name
-from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, resolve_clip
+from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, real_weights_within_reach, resolve_clip
 from studio.prompts import get_templates
 
 DEFAULT_CLIP = os.environ.get("STUDIO_CLIP", "ViT-B-32/openai")
@@ -57,6 +58,7 @@ class CLIPScorer:
         self.tokenizer = tokenizer
         self.source = source
         self.spec = source.spec
+        self._checked_at = time.monotonic()  # when a demo stand-in last looked for its real weights
         self.device = device
         self.dtype = dtype
         size = model.visual.image_size
@@ -204,12 +206,15 @@ class CLIPScorer:
 
     def augment(self, images: torch.Tensor, n: int, distortion: float = 0.5,
                 crop: tuple[float, float] = (0.7, 0.9), generator: torch.Generator | None = None,
-                fill: float = 1.0) -> torch.Tensor:
+                fill: float = 1.0, shared: bool = False) -> torch.Tensor:
         """(B·n, 3, S, S) differentiable random perspective + random resized crop, batched (CLIPDraw's augments).
 
         Matches torchvision's RandomPerspective(distortion, p=1, fill=1) followed by RandomResizedCrop(S,
         scale=crop, ratio=(3/4, 4/3)), but all n·B samples are drawn in one grid_sample on the scorer's device.
-        Output i·B + b is augmentation i of image b.
+        Output i·B + b is augmentation i of image b. `shared=True` draws only n transforms and applies
+        transform i to every image (so a second call with the same generator state gives the same n transforms
+        whatever B is: CLIPasso augments B sketches and their one photo alike and encodes the photo's n views
+        once instead of B times).
         """
         if not isinstance(n, int) or n < 1 or n > 64:
             raise ValueError(f"`n` must be an int in [1, 64], got {n!r}")
@@ -221,7 +226,7 @@ class CLIPScorer:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"`images` must be (B, 3, H, W), got {tuple(images.shape)}")
         b, _, h, w = images.shape
-        m = b * n
+        m = n if shared else b * n
         dev = images.device
         s = self.image_size
 
@@ -257,6 +262,8 @@ class CLIPScorer:
         # Points that land inside the image sample it (border-clamped, so crop edges never blend in the fill);
         # points the perspective pushed outside read as `fill`, as torchvision's fill does.
         inside = ((sx >= -0.5) & (sx <= w - 0.5) & (sy >= -0.5) & (sy <= h - 0.5)).view(m, 1, s, s)
+        if shared and b > 1:  # transform i for each image b, at output i·B + b
+            grid, inside = grid.repeat_interleave(b, dim=0), inside.repeat_interleave(b, dim=0)
         out = F.grid_sample(images.repeat(n, 1, 1, 1), grid.to(images.dtype), mode="bilinear",
                             padding_mode="border", align_corners=False)
         return torch.where(inside, out, torch.full_like(out, fill))
@@ -345,6 +352,13 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
     dtype = pick_dtype(dev, precision)
     key = (spec, str(dev), dtype, allow_demo)
     with _REGISTRY_LOCK:
+        stand_in = _SCORERS.get(key)
+        recheck = stand_in is not None and _recheck_due(stand_in)
+    if recheck and real_weights_within_reach(spec):  # outside the lock: the probe may take seconds
+        with _REGISTRY_LOCK:
+            if _SCORERS.get(key) is stand_in:  # not _release: a job may still be running on it
+                del _SCORERS[key]
+    with _REGISTRY_LOCK:
         if key in _SCORERS:
             _SCORERS.move_to_end(key)
             return _SCORERS[key]
@@ -364,6 +378,20 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
             while len(_SCORERS) > max(1, MAX_MODELS):
                 _release(_SCORERS.popitem(last=False)[1])
         return scorer
+
+
+RECHECK_S = 60.0  # how often a demo stand-in looks again for the real weights it stands in for
+
+
+def _recheck_due(scorer: CLIPScorer) -> bool:
+    """A demo model standing in for real weights is looked at again once a minute (caller holds the lock)."""
+    if not scorer.source.is_demo or scorer.source.spec == DEMO_CLIP:
+        return False
+    now = time.monotonic()
+    if now - scorer._checked_at < RECHECK_S:
+        return False
+    scorer._checked_at = now
+    return True
 
 
 def is_loaded(spec: str | None = None, device: str | torch.device | None = None, precision: str | None = None,

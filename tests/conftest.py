@@ -53,6 +53,18 @@ def tiny_configs(tmp_path_factory) -> list[str]:
     return list(TINY_CONFIGS)
 
 
+def fake_hub_cache(root, repo_id: str, filename: str, payload: bytes):
+    """Write `payload` where huggingface_hub's cache keeps a downloaded file (models--OWNER--REPO/{refs/main,
+    snapshots/REV/FILE}); point `huggingface_hub.constants.HF_HUB_CACHE` at `root` to use it. Returns the path."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / filename).write_bytes(payload)
+    return snap / filename
+
+
 def make_tiny_scorer(name: str = "tiny-test-vit", seed: int = 0):
     """A fresh (uncached) tiny scorer with seeded random weights."""
     from studio.hub import resolve_clip

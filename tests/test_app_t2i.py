@@ -42,6 +42,12 @@ def test_unavailable_model_becomes_a_message(monkeypatch):
     monkeypatch.setenv("STUDIO_T2I_MODEL", "nobody/no-such-model")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     functions = app.make_text2image_functions("cpu", "tiny-test-vit")
-    assert set(functions) == {"load_error"}
+    assert set(functions) == {"load_error", "defaults"} and functions["defaults"]["model"] == "nobody/no-such-model"
     msg = functions["load_error"]
     assert "nobody/no-such-model" in msg and "HF_HUB_OFFLINE" in msg and "STUDIO_T2I_MODEL" in msg
+    from studio.ui.text2image import _as_markdown
+
+    md = _as_markdown(msg)  # the advice after the list of places tried is its own paragraph, not the last item
+    lines = md.splitlines()
+    last_item = max(i for i, line in enumerate(lines) if line.lstrip().startswith("- "))
+    assert lines[last_item + 1] == "" and "STUDIO_T2I_MODEL" in "\n".join(lines[last_item + 2:])

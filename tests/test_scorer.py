@@ -99,6 +99,19 @@ def test_augment_shapes_fill_and_gradients(tiny_scorer):
     assert torch.allclose(inside, torch.full_like(inside, 0.3), atol=1e-5)
 
 
+def test_shared_augment_applies_transform_i_to_every_image(tiny_scorer):
+    a, b = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
+    both = tiny_scorer.augment(torch.cat([a, b]), 3, generator=torch.Generator().manual_seed(5), shared=True)
+    alone_a = tiny_scorer.augment(a, 3, generator=torch.Generator().manual_seed(5), shared=True)
+    alone_b = tiny_scorer.augment(b, 3, generator=torch.Generator().manual_seed(5))  # B = 1: same draws either way
+    assert both.shape == (6, 3, 32, 32)
+    torch.testing.assert_close(both[0::2], alone_a)  # output i·B + b: transform i of image b
+    torch.testing.assert_close(both[1::2], alone_b)
+    assert not torch.allclose(both[0], both[2])  # the n transforms differ from each other
+    unshared = tiny_scorer.augment(torch.cat([a, a]), 3, generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(unshared[0], unshared[1])  # without sharing, each image gets its own draw
+
+
 def test_augment_rejects_bad_arguments(tiny_scorer):
     with pytest.raises(ValueError, match="`n`"):
         tiny_scorer.augment(torch.rand(1, 3, 8, 8), 0)
@@ -234,3 +247,40 @@ def test_oom_inside_encode_image_surfaces_as_studio_error(tiny_scorer, monkeypat
     monkeypatch.setattr(tiny_scorer.model, "encode_image", boom)
     with pytest.raises(StudioOOMError):
         tiny_scorer.encode_image(torch.rand(1, 3, 32, 32))
+
+
+def test_demo_stand_in_gives_way_once_the_real_weights_arrive(tiny_configs, monkeypatch, tmp_path):
+    """The notice tells an offline user to download the weights; once they are in the cache, the studio uses
+    them at the next request after the re-check interval, without a restart."""
+    import huggingface_hub.constants
+    import open_clip.pretrained
+    from safetensors.torch import save_file
+
+    import studio.scorer as scorer_mod
+    from tests.conftest import fake_hub_cache, make_tiny_scorer
+
+    real = make_tiny_scorer("tiny-test-vit", seed=3)  # the weights that will arrive later
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "tiny-test-vit",
+                        {"fake": open_clip.pretrained._pcfg(hf_hub="someone/tiny-clip/")})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("STUDIO_CLIP_WEIGHTS", raising=False)
+    stand_in = get_scorer("tiny-test-vit/fake", device="cpu")
+    assert stand_in.is_demo and "HF_HUB_OFFLINE" in " ".join(stand_in.source.tried)
+    monkeypatch.setattr(scorer_mod, "RECHECK_S", 0.0)
+    assert get_scorer("tiny-test-vit/fake", device="cpu") is stand_in  # still nothing there: keep the stand-in
+
+    weights = {k: v.contiguous() for k, v in real.model.state_dict().items()}
+    target = fake_hub_cache(tmp_path / "hub", "someone/tiny-clip", "open_clip_model.safetensors", b"")
+    save_file(weights, str(target))  # as `huggingface-cli download` would leave it
+    monkeypatch.setattr(scorer_mod, "RECHECK_S", 3600.0)
+    assert get_scorer("tiny-test-vit/fake", device="cpu") is stand_in  # not yet due: no look at the disk
+    monkeypatch.setattr(scorer_mod, "RECHECK_S", 0.0)
+    now = get_scorer("tiny-test-vit/fake", device="cpu")
+    assert not now.is_demo and now.source.kind == "cache"
+    img = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(now.encode_image(img), real.encode_image(img))
+    assert get_scorer("tiny-test-vit/fake", device="cpu") is now  # real weights are never re-checked
+    from studio.scorer import release
+
+    assert release("tiny-test-vit/fake") == 1

@@ -195,18 +195,8 @@ def test_registry_sources_are_real_hub_files():
         assert info.filename.endswith(".pt") and info.how_to_get, name
         for repo_id, filename in info.sources:
             assert repo_id.count("/") == 1 and filename == info.filename, name
-    assert {n for n, i in CHECKPOINTS.items() if i.sources} == {"ffhq-1024", "cat-256", "church-256", "horse-256"}
-
-
-def _fake_hub_cache(root, repo_id, filename, payload: bytes):
-    """The on-disk layout huggingface_hub's cache uses: models--OWNER--REPO/{refs/main, snapshots/REV/FILE}."""
-    repo = root / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0" * 40)
-    snap = repo / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True)
-    (snap / filename).write_bytes(payload)
-    return snap / filename
+    assert {n for n, i in CHECKPOINTS.items() if i.sources} == {"ffhq-1024", "car-512", "cat-256", "church-256",
+                                                               "horse-256"}
 
 
 def _tiny_info(**kw):
@@ -239,7 +229,9 @@ def test_named_checkpoint_resolution_order(tmp_path, monkeypatch):
     assert resolve_named_checkpoint(info) == tmp_path / "downloaded.pt" and calls == ["someone/first", "someone/second"]
 
     # A copy in the Hugging Face cache wins over any download.
-    cached = _fake_hub_cache(tmp_path / "hub", "someone/second", "tiny.pt", b"cached")
+    from tests.conftest import fake_hub_cache
+
+    cached = fake_hub_cache(tmp_path / "hub", "someone/second", "tiny.pt", b"cached")
     calls.clear()
     assert resolve_named_checkpoint(info).read_bytes() == cached.read_bytes() and calls == []
 
@@ -317,3 +309,19 @@ def test_cuda_fp32_matches_cpu_and_bf16_is_close(monkeypatch):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         bf = gc.synthesize(w.cuda()).float().cpu()
     assert (bf - cpu).abs().mean() < 0.05 * cpu.abs().mean()
+
+
+def test_benchmark_reference_formulation_renders_the_same_image():
+    """benchmarks/styleclip.py times ours against rosinality's formulation; the comparison only means something if
+    both compute the same image (grouped per-sample weights + zero-insertion upfirdn2d vs ours)."""
+    import studio.generators.stylegan2 as sg2
+    from benchmarks.styleclip import formulation, modulated_conv_grouped
+
+    g = tiny_generator(seed=2, size=64)
+    w = g.mean_latent(64).unsqueeze(1).repeat(3, g.n_latent, 1) + 0.3 * torch.randn(3, g.n_latent, 32)
+    ours = g.synthesis(g.w_to_styles(w))
+    with formulation("reference"):
+        assert ModulatedConv2d.forward is modulated_conv_grouped and sg2.upfirdn2d is not upfirdn2d
+        ref = g.synthesis(g.w_to_styles(w))
+    torch.testing.assert_close(ref, ours, atol=1e-4, rtol=0)
+    assert ModulatedConv2d.forward is not modulated_conv_grouped and sg2.upfirdn2d is upfirdn2d  # undone

@@ -95,6 +95,19 @@ def test_tab_builds_with_plain_functions():
     assert {"sketch_clipdraw", "sketch_clipasso", "sketch_clipdraw_stop", "sketch_clipasso_stop"} <= names
 
 
+@pytest.mark.parametrize("cpu", [False, True])
+def test_sliders_start_at_the_papers_settings_on_a_gpu_and_smaller_on_a_cpu(cpu):
+    with gr.Blocks() as demo:
+        ui.build(lambda spec, o: fake_run(2, []), lambda spec, loss, o: fake_run(2, []), ["tiny"], "tiny",
+                 lambda spec: None, cpu=cpu)
+    start = {c.label: c.value for c in demo.blocks.values() if isinstance(c, gr.Slider)}
+    want = ui.CPU_DEFAULTS if cpu else ui.PAPER_DEFAULTS
+    assert start["Strokes"] == want["num_paths"] and start["Steps"] == want["draw_steps"]
+    assert start["Seeds optimised together"] == want["seeds"]
+    assert start["Steps (stops early when stalled)"] == want["sketch_steps"]
+    assert (ui.PAPER_DEFAULTS["num_paths"], ui.PAPER_DEFAULTS["draw_steps"]) == (256, 1000)  # CLIPDraw's paper
+
+
 def test_stream_drives_the_real_pipeline(vit, tmp_path):
     from pipelines.clipdraw import CLIPDrawPipeline
 

@@ -104,8 +104,9 @@ class CheckpointInfo:
 
 _ROSINALITY = ("convert NVIDIA's official .pkl with rosinality/stylegan2-pytorch's convert_weight.py, or use the "
                "Google Drive copies its README links")
-# Zeqiang-Lai/DragGAN's app downloads these four from huggingface.co/aaronb/StyleGAN2 and loads them into
+# Zeqiang-Lai/DragGAN's app downloads four of these from huggingface.co/aaronb/StyleGAN2 and loads them into
 # rosinality's Generator with sizes ffhq 1024, cat/church/horse 256. JoJoGAN's Space uses the second FFHQ copy.
+# The car file is named only by third-party scripts, in the same publisher's repository (ZeqiangLai/StyleGAN2).
 _DRAGGAN = ("aaronb/StyleGAN2", "the copy Zeqiang-Lai/DragGAN downloads")
 CHECKPOINTS: dict[str, CheckpointInfo] = {
     "ffhq-1024": CheckpointInfo(
@@ -117,7 +118,11 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
         how_to_get=f"StyleCLIP's README links stylegan2-ffhq-config-f.pt; or {_ROSINALITY}"),
     "car-512": CheckpointInfo(
         "car-512", StyleGAN2Config(512, 512, 8, 2), "stylegan2-car-config-f.pt",
-        "LSUN cars, config-f, 512x512 generator (the 512x384 crop is letterboxed)", how_to_get=_ROSINALITY),
+        "LSUN cars, config-f, 512x512 generator (the 512x384 crop is letterboxed)",
+        sources=(("ZeqiangLai/StyleGAN2", "stylegan2-car-config-f.pt"),),
+        source_note="the same publisher's repository under its current name; seen only in third-party scripts "
+                    "that pin revision bb4e00dc, not in DragGAN's own list",
+        how_to_get=_ROSINALITY),
     "cat-256": CheckpointInfo(
         "cat-256", StyleGAN2Config(256, 512, 8, 2), "stylegan2-cat-config-f.pt",
         "LSUN cats, config-f, 256x256", sources=((_DRAGGAN[0], "stylegan2-cat-config-f.pt"),),

@@ -16,8 +16,8 @@ from studio.ui.common import notice_markdown, user_errors
 OFFLINE_HELP = (
     "Without a StyleGAN2 checkpoint the tab uses the bundled **demo-shapes** generator (one soft shape on a "
     "plain background), which the demo CLIP `shapes-clip` understands: try “a red circle” or “a blue star”. "
-    "For faces or scenes pick **ffhq-1024**, **cat-256**, **church-256** or **horse-256**: each is downloaded "
-    "once from the Hugging Face Hub and then cached. Or put a rosinality-format `.pt` in "
+    "For faces or scenes pick **ffhq-1024**, **car-512**, **cat-256**, **church-256** or **horse-256**: "
+    "each is downloaded once from the Hugging Face Hub and then cached. Or put a rosinality-format `.pt` in "
     "`~/.cache/studio/stylegan2/`, or type its path here (or set `STUDIO_STYLEGAN`), and pick a real CLIP "
     "(ViT-B-32/openai)."
 )

@@ -221,11 +221,22 @@ def build(generate: Callable[..., Iterator] | None = None, refine: Callable[...,
     return None
 
 
+def _as_markdown(message: str) -> str:
+    """A multi-line error ("Tried:" then "  - ..." items then prose) as Markdown: the prose after the list gets
+    its own paragraph instead of continuing the last item."""
+    out: list[str] = []
+    for line in message.splitlines():
+        if out and out[-1].lstrip().startswith("- ") and not line.lstrip().startswith("- "):
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
+
+
 def _layout(h: Handlers, d: dict[str, Any], load_error: str | None) -> None:
     gr.Markdown(f"### Text to Image · `{d['model']}`" + (f" · reranked by CLIP `{d['clip_model']}`"
                                                            if d.get("clip_model") else ""))
     if load_error:  # no controls that could only fail: say what is missing and how to supply it
-        gr.Markdown(f"**The text-to-image model is not available.**\n\n```\n{load_error}\n```\n\n"
+        gr.Markdown(f"**The text-to-image model is not available.**\n\n{_as_markdown(load_error)}\n\n"
                     "Set `STUDIO_T2I_MODEL` to a downloaded diffusers folder (or run once with network access so "
                     "the model is cached) and restart the studio.")
         return

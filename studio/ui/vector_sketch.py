@@ -102,9 +102,14 @@ def clipasso_options(image: Any, strokes: float, steps: float, seeds: float, wid
             "width": float(width), "mask_background": bool(mask), "seed": int(seed)}
 
 
+PAPER_DEFAULTS = {"num_paths": 256, "draw_steps": 1000, "sketch_steps": 2000, "seeds": 3}  # CLIPDraw / CLIPasso
+CPU_DEFAULTS = {"num_paths": 64, "draw_steps": 300, "sketch_steps": 300, "seeds": 2}
+
+
 def build(clipdraw: Callable[[str, dict], Iterator], clipasso: Callable[[str, str | None, dict], Iterator],
           model_choices: list[str], default_model: str, model_status: Callable[[str], str | None],
-          loss_model_choices: list[str] | None = None, default_loss_model: str | None = None) -> None:
+          loss_model_choices: list[str] | None = None, default_loss_model: str | None = None,
+          cpu: bool = False) -> None:
     """Add the Vector Sketch tab's components to the current Blocks.
 
     clipdraw(spec, options) -> run generator; options are `CLIPDrawPipeline.iterate` keyword arguments
@@ -114,11 +119,15 @@ def build(clipdraw: Callable[[str, dict], Iterator], clipasso: Callable[[str, st
         arguments (image, num_strokes, num_iterations, num_seeds, width, mask_background, seed); loss_spec is the
         CLIP whose ResNet activations drive the geometric loss (None: the same model as spec).
     model_status(spec) -> a message when using that model needs loading first, else None.
+    cpu: start the sliders at settings a CPU finishes in minutes (the papers' settings take a GPU).
     """
     loss_choices = [SAME_MODEL] + list(loss_model_choices or [])
+    d = CPU_DEFAULTS if cpu else PAPER_DEFAULTS
     with gr.Tab("Vector Sketch", id="sketch"):
         gr.Markdown("Draw with Bézier strokes that CLIP steers: type a prompt (**CLIPDraw**) or upload a photo "
-                    "(**CLIPasso**). Previews stream while it works; **Stop** keeps the best result so far.")
+                    "(**CLIPasso**). Previews stream while it works; **Stop** keeps the best result so far."
+                    + (" Running on a CPU, the sliders start smaller than the papers' settings (CLIPDraw 256 "
+                       "strokes × 1000 steps; CLIPasso 2000 steps × 3 seeds), which take a GPU." if cpu else ""))
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model", allow_custom_value=True)
 
         def announce(spec):
@@ -146,8 +155,8 @@ def build(clipdraw: Callable[[str, dict], Iterator], clipasso: Callable[[str, st
                     negatives = gr.Textbox("", label="Negative prompts (one per line, weight 0.3 each)", lines=2,
                                            placeholder="A badly drawn sketch.\nMany ugly, messy drawings.")
                     with gr.Row():
-                        num_paths = gr.Slider(1, 1024, value=256, step=1, label="Strokes")
-                        steps = gr.Slider(1, 2000, value=1000, step=1, label="Steps")
+                        num_paths = gr.Slider(1, 1024, value=d["num_paths"], step=1, label="Strokes")
+                        steps = gr.Slider(1, 2000, value=d["draw_steps"], step=1, label="Steps")
                     with gr.Row():
                         canvas = gr.Slider(64, 512, value=224, step=16, label="Canvas size (px)")
                         max_width = gr.Slider(1, 100, value=50, step=1, label="Max stroke width (px)")
@@ -182,8 +191,9 @@ def build(clipdraw: Callable[[str, dict], Iterator], clipasso: Callable[[str, st
                     photo = gr.Image(type="pil", label="Photo", image_mode="RGB")
                     strokes = gr.Slider(4, 64, value=16, step=1, label="Abstraction (strokes: fewer = more abstract)")
                     with gr.Row():
-                        sk_steps = gr.Slider(1, 2000, value=2000, step=1, label="Steps (stops early when stalled)")
-                        seeds = gr.Slider(1, 4, value=3, step=1, label="Seeds optimised together")
+                        sk_steps = gr.Slider(1, 2000, value=d["sketch_steps"], step=1,
+                                             label="Steps (stops early when stalled)")
+                        seeds = gr.Slider(1, 4, value=d["seeds"], step=1, label="Seeds optimised together")
                     with gr.Row():
                         width = gr.Slider(0.5, 6.0, value=1.5, step=0.25, label="Stroke width (px)")
                         mask = gr.Checkbox(False, label="Remove background (CLIP saliency)")
