@@ -30,5 +30,6 @@ run render 60 python3 benchmarks/render.py --device cuda
 run scorer 60 python3 benchmarks/scorer.py --device cuda
 run sketch 180 python3 benchmarks/sketch.py --device cuda --full
 run text2image 90 python3 benchmarks/text2image.py --device cuda --model sd-turbo
-run text2image-25-steps 60 python3 benchmarks/text2image.py --device cuda --model sd-turbo --steps 25 --batches 1 --repeats 3 --refine-steps 0
+run text2image-25-steps 60 python3 benchmarks/text2image.py --device cuda --model sd-turbo --steps 25 \
+  --batches 1 --repeats 3 --refine-steps 0
 run styleclip 150 python3 benchmarks/styleclip.py --device cuda --size 1024
