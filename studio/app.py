@@ -142,7 +142,10 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
                 gr.Info(f"Loading {name} (first use: loading the weights, or downloading them once)…")
                 state["pipe"] = Text2ImagePipeline.from_pretrained(name, scorer=get_scorer(clip, device=device),
                                                                    device=device)
-            return state["pipe"]
+            pipe = state["pipe"]
+            if pipe.scorer is not None and pipe.scorer.is_demo:  # the real CLIP, once its weights have arrived
+                pipe.scorer = get_scorer(clip, device=device)
+            return pipe
 
     @gpu
     def generate(*args, **kwargs):
