@@ -92,6 +92,16 @@ def test_app_says_what_a_registry_generator_needs_and_goes_on_serving(tmp_path, 
     np.testing.assert_array_equal(again["image"], first["image"])
 
 
+def test_small_images_are_shown_enlarged_pixel_for_pixel():
+    small = np.random.default_rng(0).integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    big = latent_editing.shown(small)
+    assert big.shape == (256, 192, 3)  # whole factor 4: the longer side reaches MIN_SHOWN
+    np.testing.assert_array_equal(big[::4, ::4], small)
+    np.testing.assert_array_equal(big[3::4, 3::4], small)
+    large = np.zeros((300, 300, 3), np.uint8)
+    assert latent_editing.shown(large) is large and latent_editing.shown(None) is None
+
+
 def test_tab_builds_with_plain_callables_and_never_imports_torch():
     tree = ast.parse(pathlib.Path(latent_editing.__file__).read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

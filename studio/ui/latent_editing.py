@@ -13,6 +13,21 @@ import gradio as gr
 from studio.media import save_gif
 from studio.ui.common import notice_markdown, user_errors
 
+IMAGE_HEIGHT = 300  # px of the image boxes
+MIN_SHOWN = 256  # px: smaller images (the demo generator's are 64 px) are shown enlarged, pixel for pixel
+
+
+def shown(image):
+    """An image as the page shows it: enlarged by a whole factor (nearest neighbour) to at least MIN_SHOWN px,
+    since the browser will not enlarge it (the GIF too). The state and the Python API keep the real size."""
+    if image is None:
+        return None
+    import numpy as np
+
+    arr = np.asarray(image)
+    factor = -(-MIN_SHOWN // max(arr.shape[:2]))  # ceil
+    return arr if factor <= 1 else arr.repeat(factor, axis=0).repeat(factor, axis=1)
+
 OFFLINE_HELP = (
     "Without a StyleGAN2 checkpoint the tab uses the bundled **demo-shapes** generator (one soft shape on a "
     "plain background), which the demo CLIP `shapes-clip` understands: try “a red circle” or “a blue star”. "
@@ -59,20 +74,20 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                 invert_steps = gr.Slider(10, 1000, value=200, step=10, label="Inversion steps")
                 invert_btn = gr.Button("Invert upload")
             with gr.Column():
-                current = gr.Image(label="Image to edit", type="numpy", interactive=False)
+                current = gr.Image(label="Image to edit", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                 source_info = gr.Markdown()
 
         @user_errors
         def on_sample(gen, clip_spec, s, trunc):
             out = sample(gen, clip_spec, int(s), float(trunc))
-            return out["image"], out["state"], out["info"], notice_markdown(out.get("notice"))
+            return shown(out["image"]), out["state"], out["info"], notice_markdown(out.get("notice"))
 
         @user_errors
         def on_invert(gen, clip_spec, image, steps, progress=gr.Progress()):
             if image is None:
                 raise ValueError("`image` is missing: upload an image to invert")
             out = invert(gen, clip_spec, image, int(steps), lambda done, total: progress((done, total), desc="steps"))
-            return out["image"], out["state"], out["info"], notice_markdown(out.get("notice"))
+            return shown(out["image"]), out["state"], out["info"], notice_markdown(out.get("notice"))
 
         sample_btn.click(on_sample, [generator, clip, seed, truncation], [current, state, source_info, notice],
                          api_name="latent_sample")
@@ -94,10 +109,10 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                         stop = gr.Button("Stop")
                     progress_md = gr.Markdown()
                 with gr.Column():
-                    preview = gr.Image(label="Live preview", type="numpy", interactive=False)
+                    preview = gr.Image(label="Live preview", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                     with gr.Row():
-                        before = gr.Image(label="Before", type="numpy", interactive=False)
-                        after = gr.Image(label="After", type="numpy", interactive=False)
+                        before = gr.Image(label="Before", type="numpy", interactive=False, height=IMAGE_HEIGHT)
+                        after = gr.Image(label="After", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                     edit_info = gr.Markdown()
                     animation = gr.File(label="The optimisation as a GIF", interactive=False)
 
@@ -105,12 +120,13 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
             def on_edit(gen, clip_spec, st, s, text, n, l2, idw, strg):
                 for out in edit(gen, clip_spec, st, int(s), text, int(n), float(l2), float(idw), float(strg)):
                     if "after" in out:
-                        frames = [out["before"], *out.get("frames", [])]
+                        frames = [shown(f) for f in (out["before"], *out.get("frames", []))]
                         gif = str(save_gif(frames, fps=8)) if len(frames) > 1 else None
-                        yield (out["preview"], out["before"], out["after"], out["progress"], out["info"],
+                        yield (shown(out["preview"]), shown(out["before"]), shown(out["after"]), out["progress"],
+                               out["info"],
                                out["state"], notice_markdown(out.get("notice")), gif)
                     else:
-                        yield (out["preview"], gr.skip(), gr.skip(), out["progress"], gr.skip(), gr.skip(),
+                        yield (shown(out["preview"]), gr.skip(), gr.skip(), out["progress"], gr.skip(), gr.skip(),
                                gr.skip(), gr.skip())
 
             event = run.click(on_edit, [generator, clip, state, seed, prompt, steps, l2_weight, id_weight, strength],
@@ -135,8 +151,8 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     rel_md = gr.Markdown()
                 with gr.Column():
                     with gr.Row():
-                        g_before = gr.Image(label="Before", type="numpy", interactive=False)
-                        g_after = gr.Image(label="After", type="numpy", interactive=False)
+                        g_before = gr.Image(label="Before", type="numpy", interactive=False, height=IMAGE_HEIGHT)
+                        g_after = gr.Image(label="After", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                     g_info = gr.Markdown()
 
             @user_errors
@@ -147,7 +163,7 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
             def on_global(gen, clip_spec, st, s, neu, tgt, a, b, n, progress=gr.Progress()):
                 progress(0, desc="channel relevance (first use only)")
                 out = global_edit(gen, clip_spec, st, int(s), neu, tgt, float(a), float(b), int(n))
-                return out["before"], out["after"], out["info"], notice_markdown(out.get("notice"))
+                return shown(out["before"]), shown(out["after"]), out["info"], notice_markdown(out.get("notice"))
 
             precompute.click(on_precompute, [generator, clip, num_samples], [rel_md], api_name="latent_relevance")
             g_inputs = [generator, clip, state, seed, neutral, target, alpha, beta, num_samples]
