@@ -25,6 +25,7 @@ import queue
 import random
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterator
@@ -220,6 +221,14 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
+def _from_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained` without diffusers 0.42's own deprecation warning about `local_dir_use_symlinks` (it
+    passes that argument to huggingface_hub on every cache lookup; the warning says nothing to our users)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+        return cls.from_pretrained(name, **kwargs)
+
+
 def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None = None, **load_kwargs: Any):
     """Load a diffusers text-to-image pipeline: explicit folder -> Hugging Face cache -> download.
 
@@ -232,7 +241,7 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
     name = model or os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
-        return AutoPipelineForText2Image.from_pretrained(expanded, **load_kwargs), name, f"local folder {expanded}"
+        return _from_pretrained(AutoPipelineForText2Image, expanded, **load_kwargs), name, f"local folder {expanded}"
     how = (f"fetch the diffusers folder on a machine with internet (e.g. `huggingface-cli download "
            f"{DEFAULT_MODEL if _looks_like_path(name) else name} --local-dir ./model`), then pass that folder to "
            f"Text2ImagePipeline.from_pretrained(...) or set STUDIO_T2I_MODEL=/path/to/folder")
@@ -241,7 +250,7 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
                                           f"model_index.json, unet/, vae/, ...)"], how)
     tried = [f"local folder: no folder named {name!r}"]
     try:
-        pipe = AutoPipelineForText2Image.from_pretrained(name, local_files_only=True, **load_kwargs)
+        pipe = _from_pretrained(AutoPipelineForText2Image, name, local_files_only=True, **load_kwargs)
         return pipe, name, "Hugging Face cache"
     except Exception as err:  # diffusers raises OSError/EnvironmentError/ValueError depending on what is missing
         cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
@@ -255,7 +264,7 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
         tried.append("download: the Hugging Face Hub cannot be reached (no network?)")
     else:
         try:
-            pipe = AutoPipelineForText2Image.from_pretrained(name, **load_kwargs)
+            pipe = _from_pretrained(AutoPipelineForText2Image, name, **load_kwargs)
             return pipe, name, "downloaded from the Hugging Face Hub"
         except Exception as err:
             tried.append(f"download: {type(err).__name__}: {str(err).splitlines()[0][:200]}")

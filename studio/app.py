@@ -196,7 +196,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                    help="port; env GRADIO_SERVER_PORT")
     p.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
-    p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"), help="auto, cpu, cuda[:N], mps; env STUDIO_DEVICE")
+    p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"),
+                   help="auto, cpu, cuda[:N], mps; env STUDIO_DEVICE")
     p.add_argument("--clip", default=os.environ.get("STUDIO_CLIP"),
                    help="default CLIP: ARCH/TAG (ViT-B-32/openai), ARCH:/path/weights, or shapes-clip; env STUDIO_CLIP")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("STUDIO_CONCURRENCY", "1")),

@@ -1,4 +1,4 @@
-"""The bundled demo CLIP (studio/assets/models/shapes-clip.*) through the studio's scorer: size, loading, quality bar."""
+"""The bundled demo CLIP (studio/assets/models/shapes-clip.*) through the scorer: size, loading, quality bar."""
 
 from __future__ import annotations
 

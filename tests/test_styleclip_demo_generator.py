@@ -75,7 +75,7 @@ def _demo_clip_present() -> bool:
     return (MODELS_DIR / f"{DEMO_CLIP}.safetensors").is_file()
 
 
-@pytest.mark.skipif(not _demo_clip_present(), reason="the bundled demo CLIP (studio/assets/models/shapes-clip.*) is missing")
+@pytest.mark.skipif(not _demo_clip_present(), reason="the bundled demo CLIP (studio/assets/models/) is missing")
 @pytest.mark.parametrize("colour", ["blue", "yellow", "green"])
 def test_words_change_pixels_with_the_demo_clip(colour, tmp_path):
     """Offline end to end: "a <colour> circle" makes more pixels that colour, named by the pixel oracle's hue

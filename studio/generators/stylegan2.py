@@ -604,8 +604,9 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
 
     `path_or_name`: a file path; `hf:OWNER/REPO/FILE.pt` (a Hugging Face repo you name: taken from the local
     cache, else downloaded once); or a name from `CHECKPOINTS` (its file in `$STUDIO_STYLEGAN_DIR`, default
-    `~/.cache/studio/stylegan2`, else the Hugging Face cache, else downloaded once: `resolve_named_checkpoint`). `config` defaults to the registry entry or is inferred from the
-    weights. Sets `latent_avg` ((1, style_dim), or the mean of 4096 mapped z when absent) and `checkpoint_hash`.
+    `~/.cache/studio/stylegan2`, else the Hugging Face cache, else downloaded once: `resolve_named_checkpoint`).
+    `config` defaults to the registry entry or is inferred from the weights. Sets `latent_avg` ((1, style_dim), or
+    the mean of 4096 mapped z when absent) and `checkpoint_hash`.
     """
     path = Path(path_or_name)
     if str(path_or_name).startswith("hf:"):
