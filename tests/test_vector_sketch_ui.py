@@ -6,6 +6,7 @@ one test drives the real CLIPDraw pipeline on the tiny CLIP through the same `st
 
 from __future__ import annotations
 
+import pathlib
 import threading
 from dataclasses import dataclass, field
 
@@ -155,7 +156,7 @@ def test_tab_over_http_streams_stops_and_reports_errors(sketch_url, tmp_path):
     client.predict(api_name="/sketch_clipdraw_stop")
     image, progress, svg, png, video, text = job.result(timeout=120)
     assert "stopped at step" in text and svg.endswith(".svg") and video.endswith(".mp4")
-    assert open(svg, encoding="utf-8").read().startswith("<svg")
+    assert pathlib.Path(svg).read_text(encoding="utf-8").startswith("<svg")
 
     photo = tmp_path / "photo.png"
     Image.new("RGB", (48, 48), "white").save(photo)
