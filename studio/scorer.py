@@ -396,11 +396,18 @@ def _recheck_due(scorer: CLIPScorer) -> bool:
 
 def is_loaded(spec: str | None = None, device: str | torch.device | None = None, precision: str | None = None,
               allow_demo: bool = True) -> bool:
-    """Whether `get_scorer` with these arguments would return at once (the model is resident)."""
+    """Whether `get_scorer` with these arguments would return at once (the model is resident, and it is not a
+    demo stand-in about to give way to real weights that have become available)."""
     spec = (spec or os.environ.get("STUDIO_CLIP") or DEFAULT_CLIP).strip()
     dev = pick_device(device)
     with _REGISTRY_LOCK:
-        return (spec, str(dev), pick_dtype(dev, precision), allow_demo) in _SCORERS
+        scorer = _SCORERS.get((spec, str(dev), pick_dtype(dev, precision), allow_demo))
+    if scorer is None:
+        return False
+    stand_in = scorer.source.is_demo and scorer.source.spec != DEMO_CLIP
+    if stand_in and time.monotonic() - scorer._checked_at >= RECHECK_S:
+        return not real_weights_within_reach(spec)
+    return True
 
 
 def _release(scorer: CLIPScorer) -> None:

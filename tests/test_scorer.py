@@ -268,6 +268,7 @@ def test_demo_stand_in_gives_way_once_the_real_weights_arrive(tiny_configs, monk
     stand_in = get_scorer("tiny-test-vit/fake", device="cpu")
     assert stand_in.is_demo and "HF_HUB_OFFLINE" in " ".join(stand_in.source.tried)
     monkeypatch.setattr(scorer_mod, "RECHECK_S", 0.0)
+    assert scorer_mod.is_loaded("tiny-test-vit/fake", device="cpu")  # due, but nothing there: stays resident
     assert get_scorer("tiny-test-vit/fake", device="cpu") is stand_in  # still nothing there: keep the stand-in
 
     weights = {k: v.contiguous() for k, v in real.model.state_dict().items()}
@@ -275,12 +276,15 @@ def test_demo_stand_in_gives_way_once_the_real_weights_arrive(tiny_configs, monk
     save_file(weights, str(target))  # as `huggingface-cli download` would leave it
     monkeypatch.setattr(scorer_mod, "RECHECK_S", 3600.0)
     assert get_scorer("tiny-test-vit/fake", device="cpu") is stand_in  # not yet due: no look at the disk
+    assert scorer_mod.is_loaded("tiny-test-vit/fake", device="cpu")  # not due: the page shows no loading notice
     monkeypatch.setattr(scorer_mod, "RECHECK_S", 0.0)
+    assert not scorer_mod.is_loaded("tiny-test-vit/fake", device="cpu")  # due, and the weights are there
     now = get_scorer("tiny-test-vit/fake", device="cpu")
     assert not now.is_demo and now.source.kind == "cache"
     img = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(now.encode_image(img), real.encode_image(img))
     assert get_scorer("tiny-test-vit/fake", device="cpu") is now  # real weights are never re-checked
+    assert scorer_mod.is_loaded("tiny-test-vit/fake", device="cpu")
     from studio.scorer import release
 
     assert release("tiny-test-vit/fake") == 1
