@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -143,6 +144,31 @@ def hf_download(repo_id: str, filenames: tuple[str, ...]) -> tuple[Path | None, 
     return None, last
 
 
+def fetch_hub_file(sources: Sequence[tuple[str, tuple[str, ...]]], tried: list[str],
+                   download: bool = True) -> Path | None:
+    """The first of `sources` ((repo_id, candidate filenames) pairs) in the local Hugging Face cache, else the
+    first that downloads (skipped under HF_HUB_OFFLINE, when the Hub cannot be reached, or with `download=False`).
+    Appends to `tried` what was looked at and why a download did not happen; None when nothing was had."""
+    for repo_id, names in sources:
+        cached = hf_cached_file(repo_id, names)
+        if cached is not None:
+            return cached
+        tried.append(f"Hugging Face cache of {repo_id}/{', '.join(names)}: not there")
+    if not download:
+        tried.append("download: not tried")
+    elif offline():
+        tried.append("download: skipped, HF_HUB_OFFLINE is set")
+    elif not hub_reachable():
+        tried.append("download: skipped, the Hugging Face Hub cannot be reached (no network?)")
+    else:
+        for repo_id, names in sources:
+            path, err = hf_download(repo_id, names)
+            if path is not None:
+                return path
+            tried.append(f"download of {repo_id}/{', '.join(names)}: {err}")
+    return None
+
+
 def demo_clip_source(spec: str, tried: list[str] | None = None, notice: str | None = None) -> ClipSource:
     weights = MODELS_DIR / f"{DEMO_CLIP}.safetensors"
     config = MODELS_DIR / f"{DEMO_CLIP}.json"
@@ -236,21 +262,10 @@ def resolve_clip(spec: str, allow_demo: bool = True, download: bool = True) -> C
         parts = hf_hub.split("/")
         repo_id = "/".join(parts[:2])
         names = (parts[2],) if len(parts) > 2 and parts[2] else _HF_WEIGHT_FILES
-        cached = hf_cached_file(repo_id, names)
-        if cached is not None:
-            return ClipSource(weights=cached, kind="cache", **common)
-        tried.append(f"Hugging Face cache for {repo_id} ({', '.join(names)}): not there")
-        if not download:
-            tried.append("download: not tried")
-        elif offline():
-            tried.append("download: skipped, HF_HUB_OFFLINE is set")
-        elif not hub_reachable():
-            tried.append(f"download from the Hugging Face Hub ({repo_id}): the Hub cannot be reached (no network?)")
-        else:
-            path, err = hf_download(repo_id, names)
-            if path is not None:
-                return ClipSource(weights=path, kind="download", **common)
-            tried.append(f"download from the Hugging Face Hub ({repo_id}): {err}")
+        misses = len(tried)
+        path = fetch_hub_file([(repo_id, names)], tried, download=download)
+        if path is not None:  # a cache miss is always noted, so nothing noted means the cache had it
+            return ClipSource(weights=path, kind="cache" if len(tried) == misses else "download", **common)
     else:
         tried.append(f"no Hugging Face Hub location is known for {arch}/{tag}")
     if allow_demo:

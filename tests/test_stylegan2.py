@@ -295,6 +295,19 @@ def test_hub_spec_is_checked_and_never_downloads_offline(monkeypatch):
         load_generator("hf:someone/some-repo/stylegan2-ffhq-config-f.pt")
 
 
+def test_hub_spec_skips_the_download_when_the_hub_cannot_be_reached(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    import studio.hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(studio.hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(studio.hub, "hf_download", lambda *a: pytest.fail("must not try to download"))
+    with pytest.raises(FileNotFoundError, match="cannot be reached"):
+        load_generator("hf:someone/some-repo/stylegan2-ffhq-config-f.pt")
+
+
 def test_loads_rosinality_train_py_checkpoints_with_args(tmp_path):
     import argparse
 

@@ -633,31 +633,19 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
 
 def resolve_named_checkpoint(info: CheckpointInfo) -> Path:
     """A registry entry -> a local file: `$STUDIO_STYLEGAN_DIR/<filename>`, else the Hugging Face cache of one of
-    its sources, else a download (skipped offline or when the Hub cannot be reached). The error lists each place
-    tried and how to get the file by hand."""
-    from studio.hub import hf_cached_file, hf_download, hub_reachable, offline
+    its sources, else a download (`studio.hub.fetch_hub_file`). The error lists each place tried and how to get
+    the file by hand."""
+    from studio.hub import fetch_hub_file
 
     local = checkpoint_dir() / info.filename
     if local.is_file():
         return local
     tried = [f"{local} (missing)"]
-    for repo_id, filename in info.sources:
-        cached = hf_cached_file(repo_id, (filename,))
-        if cached is not None:
-            return cached
-        tried.append(f"Hugging Face cache of {repo_id}/{filename} (missing)")
     if not info.sources:
         tried.append("no download address is known for this checkpoint")
-    elif offline():
-        tried.append("download skipped: HF_HUB_OFFLINE is set")
-    elif not hub_reachable():
-        tried.append("download skipped: huggingface.co cannot be reached")
-    else:
-        for repo_id, filename in info.sources:
-            path, err = hf_download(repo_id, (filename,))
-            if path is not None:
-                return path
-            tried.append(f"download of {repo_id}/{filename} failed ({err})")
+    path = fetch_hub_file([(repo, (name,)) for repo, name in info.sources], tried)
+    if path is not None:
+        return path
     raise FileNotFoundError(
         f"StyleGAN2 checkpoint {info.name!r} ({info.description}) could not be found. Tried: " + "; ".join(tried)
         + f". To supply it by hand, get {info.filename} ({info.how_to_get}) and put it at {str(local)!r}, or "
@@ -665,22 +653,19 @@ def resolve_named_checkpoint(info: CheckpointInfo) -> Path:
 
 
 def resolve_hub_checkpoint(spec: str) -> Path:
-    """`hf:OWNER/REPO/PATH/IN/REPO.pt` -> a local file: the Hugging Face cache, else a download (unless offline)."""
-    from studio.hub import hf_cached_file, hf_download, offline
+    """`hf:OWNER/REPO/PATH/IN/REPO.pt` -> a local file: the Hugging Face cache, else a download (unless offline or
+    the Hub cannot be reached)."""
+    from studio.hub import fetch_hub_file
 
     parts = spec.removeprefix("hf:").split("/")
     if len(parts) < 3 or not all(parts):
         raise ValueError(f"`path_or_name` must look like 'hf:OWNER/REPO/FILE.pt', got {spec!r}")
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
-    cached = hf_cached_file(repo_id, (filename,))
-    if cached is not None:
-        return cached
-    if offline():
-        raise FileNotFoundError(f"{filename!r} from {repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE "
-                                "is set; download it once with network access or pass a local path")
-    path, err = hf_download(repo_id, (filename,))
+    tried: list[str] = []
+    path = fetch_hub_file([(repo_id, (filename,))], tried)
     if path is None:
-        raise FileNotFoundError(f"could not download {filename!r} from {repo_id!r} ({err}); pass a local path")
+        raise FileNotFoundError(f"{filename!r} from {repo_id!r} could not be had. Tried: " + "; ".join(tried)
+                                + ". Pass a local path instead, or download it once with network access.")
     return path
 
 
