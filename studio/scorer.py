@@ -347,10 +347,8 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
     Real weights that cannot be had fall back to the bundled demo model with `scorer.notice` set, unless
     `allow_demo=False`.
     """
-    spec = (spec or os.environ.get("STUDIO_CLIP") or DEFAULT_CLIP).strip()
-    dev = pick_device(device)
-    dtype = pick_dtype(dev, precision)
-    key = (spec, str(dev), dtype, allow_demo)
+    spec, dev, key = _key(spec, device, precision, allow_demo)
+    dtype = key[2]
     with _REGISTRY_LOCK:
         stand_in = _SCORERS.get(key)
         recheck = stand_in is not None and _recheck_due(stand_in)
@@ -383,14 +381,24 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
 RECHECK_S = 60.0  # how often a demo stand-in looks again for the real weights it stands in for
 
 
-def _recheck_due(scorer: CLIPScorer) -> bool:
-    """A demo model standing in for real weights is looked at again once a minute (caller holds the lock)."""
+def _key(spec: str | None, device: str | torch.device | None, precision: str | None,
+         allow_demo: bool) -> tuple[str, torch.device, tuple]:
+    """(spec as used, device, the cache key) for `get_scorer`'s arguments."""
+    spec = (spec or os.environ.get("STUDIO_CLIP") or DEFAULT_CLIP).strip()
+    dev = pick_device(device)
+    return spec, dev, (spec, str(dev), pick_dtype(dev, precision), allow_demo)
+
+
+def _recheck_due(scorer: CLIPScorer, claim: bool = True) -> bool:
+    """Whether a demo model standing in for real weights should look for them again (once a minute). `claim`
+    records the look as taken, so one caller does it (get_scorer, holding the lock); `is_loaded` only asks."""
     if not scorer.source.is_demo or scorer.source.spec == DEMO_CLIP:
         return False
     now = time.monotonic()
     if now - scorer._checked_at < RECHECK_S:
         return False
-    scorer._checked_at = now
+    if claim:
+        scorer._checked_at = now
     return True
 
 
@@ -398,16 +406,12 @@ def is_loaded(spec: str | None = None, device: str | torch.device | None = None,
               allow_demo: bool = True) -> bool:
     """Whether `get_scorer` with these arguments would return at once (the model is resident, and it is not a
     demo stand-in about to give way to real weights that have become available)."""
-    spec = (spec or os.environ.get("STUDIO_CLIP") or DEFAULT_CLIP).strip()
-    dev = pick_device(device)
+    spec, _, key = _key(spec, device, precision, allow_demo)
     with _REGISTRY_LOCK:
-        scorer = _SCORERS.get((spec, str(dev), pick_dtype(dev, precision), allow_demo))
+        scorer = _SCORERS.get(key)
     if scorer is None:
         return False
-    stand_in = scorer.source.is_demo and scorer.source.spec != DEMO_CLIP
-    if stand_in and time.monotonic() - scorer._checked_at >= RECHECK_S:
-        return not real_weights_within_reach(spec)
-    return True
+    return not (_recheck_due(scorer, claim=False) and real_weights_within_reach(spec))
 
 
 def _release(scorer: CLIPScorer) -> None:
