@@ -33,4 +33,4 @@ run text2image 80 python3 benchmarks/text2image.py --device cuda --model sd-turb
 run text2image-25-steps 60 python3 benchmarks/text2image.py --device cuda --model sd-turbo --steps 25 \
   --batches 1 --repeats 3 --refine-steps 0
 run styleclip 130 python3 benchmarks/styleclip.py --device cuda --size 1024
-run modconv 30 python3 benchmarks/modconv.py --device cuda --size 1024 --batch 1
+run modconv 30 python3 benchmarks/modconv.py --device cuda --size 1024

@@ -74,10 +74,13 @@ def test_modulated_conv_matches_fused_grouped_reference(upsample):
     else:
         ref = F.conv2d(x.reshape(1, 16, 5, 5), w.reshape(12, 8, 3, 3), padding=1, groups=2).view(2, 6, 5, 5)
     torch.testing.assert_close(m(x, s), ref, atol=1e-5, rtol=1e-5)
-    # One sample without gradients takes the kernel-modulation path, the rest the activation path: same numbers.
+    # Both forms, and forward's choice between them, give the same numbers for one sample without gradients.
     with torch.no_grad():
         for i in range(2):
-            torch.testing.assert_close(m(x[i:i + 1], s[i:i + 1]), ref[i:i + 1], atol=1e-5, rtol=1e-5)
+            for form in (m, m.modulate_kernel, m.modulate_activations):
+                torch.testing.assert_close(form(x[i:i + 1], s[i:i + 1]), ref[i:i + 1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one sample"):
+        m.modulate_kernel(x, s)
     s.requires_grad_(True)
     x1 = x[:1].clone().requires_grad_(True)
     g_single = torch.autograd.grad(m(x1, s[:1]).square().sum(), (x1, s))

@@ -248,32 +248,47 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        # x: (B, in, H, W); style: (B, in) -- already modulated (s = A(w))
-        b = x.shape[0]
-        weight = (self.scale * self.weight[0]).to(x.dtype)  # (out, in, k, k)
-        style = style.to(x.dtype)
-        if b == 1 and not (torch.is_grad_enabled() and (x.requires_grad or style.requires_grad)):
-            # One sample, no gradient (sampling, a global-direction edit): modulate the kernel, as the paper does.
-            # Scaling the activation maps costs two more passes over them: 15-17 % of a 1024-px CPU forward.
-            # With gradients the activation form wins (no weight gradient per layer: 16-32 % faster at 256 px,
-            # equal at 1024), as NVIDIA's StyleGAN2-ADA also fuses only outside training.
-            weight = weight * style.view(1, -1, 1, 1)
-            if self.demodulate:
-                weight = weight * torch.rsqrt(weight.square().sum([1, 2, 3]) + 1e-8).view(-1, 1, 1, 1)
-            if self.upsample:
-                return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
-            return F.conv2d(x, weight, padding=self.padding)
-        # A batch, or gradients: modulate the activations; one shared-weight convolution serves every sample.
-        x = x * style.view(b, -1, 1, 1)
+        """x: (B, in, H, W); style: (B, in), already mapped (s = A(w)).
+
+        Two forms compute the same thing. Scaling the kernel costs a pass over out x in x k x k weights; scaling
+        the activations costs passes over the in x H x W input and the output maps. So one sample without
+        gradients (sampling, a global-direction edit) scales the kernel in the layers whose maps are larger than
+        a kernel slice (H x W > out x k x k: the high-resolution ones) and the activations in the others. A batch,
+        or gradients, always scales the activations: one shared-weight convolution serves every sample, and no
+        per-layer weight gradient is needed. StyleGAN2-ADA likewise fuses only outside training.
+        `benchmarks/modconv.py` times each form against this choice.
+        """
+        one_sample_no_grad = x.shape[0] == 1 and not (
+            torch.is_grad_enabled() and (x.requires_grad or style.requires_grad))
+        if one_sample_no_grad and x.shape[-2] * x.shape[-1] > self.out_channel * self.kernel_size**2:
+            return self.modulate_kernel(x, style)
+        return self.modulate_activations(x, style)
+
+    def _kernel(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.scale * self.weight[0]).to(x.dtype)  # (out, in, k, k)
+
+    def _convolve(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.upsample:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-            x = self.blur(x)
-        else:
-            x = F.conv2d(x, weight, padding=self.padding)
+            return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+        return F.conv2d(x, weight, padding=self.padding)
+
+    def modulate_kernel(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The style scales (and demodulation normalises) the kernel. One sample only."""
+        if x.shape[0] != 1:
+            raise ValueError(f"`modulate_kernel` takes one sample, got a batch of {x.shape[0]}")
+        weight = self._kernel(x) * style.to(x.dtype).view(1, -1, 1, 1)
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.square().sum([1, 2, 3]) + 1e-8).view(-1, 1, 1, 1)
+        return self._convolve(x, weight)
+
+    def modulate_activations(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The style scales the input maps and demodulation the output maps, around a shared-weight convolution."""
+        b = x.shape[0]
+        weight, style = self._kernel(x), style.to(x.dtype)
+        x = self._convolve(x * style.view(b, -1, 1, 1), weight)
         if self.demodulate:
             # sum over (in, k, k) of (w * s)^2 = s^2 @ sum_k w^2
-            dcoefs = torch.rsqrt(style.square() @ weight.square().sum([2, 3]).t() + 1e-8)  # (B, out)
-            x = x * dcoefs.view(b, -1, 1, 1)
+            x = x * torch.rsqrt(style.square() @ weight.square().sum([2, 3]).t() + 1e-8).view(b, -1, 1, 1)
         return x
 
 
