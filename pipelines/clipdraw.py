@@ -14,10 +14,11 @@ softmax, so rendered colours are always exact palette colours) or black-only str
 starting from an uploaded SVG, and a seed (every random draw comes from one `torch.Generator`, so the same seed on
 CPU gives the same SVG).
 
-Two shapes of the same run: `iterate(...)` yields `SketchProgress` items and ends with the `CLIPDrawOutput` (send
-it "stop", or close it, to stop early: the drawing so far is returned), and `__call__(..., callback=None)` runs it
-to the end, calling `callback(step, total, preview)` every `preview_every` steps (a PIL preview); a callback
-returning False stops early.
+On the run protocol (`studio.progress`): `iterate(prompt, **settings)` yields a `Progress` every step (a PIL
+preview every `preview_every` steps) and ends with the `CLIPDrawOutput`; send it "stop", or close it, to end early.
+The result is the best drawing seen (by CLIPScore of the unaugmented canvas, checked at every preview), so a Stop
+returns the best so far. `__call__(prompt, callback=None, **settings)` drains it. Settings and their limits are
+`CLIPDrawConfig`; the task is registered as `clipdraw`.
 """
 
 from __future__ import annotations
@@ -31,18 +32,15 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from studio.images import to_pil
-from studio.progress import drain
+from studio.images import to_pil, to_uint8
+from studio.progress import Progress, Result, drain
 from studio.render import MAX_CANVAS, Scene, Topology, from_svg, render, to_image, to_svg
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve
 
-MAX_PATHS = 1024
-MAX_ITERATIONS = 10_000
-MIN_CANVAS, MAX_CANVAS_SIDE = 16, min(1024, MAX_CANVAS)
-MAX_PROMPT_CHARS = 1000
 MAX_FRAMES = 120  # frames kept for the video; more only makes the file bigger
+MAX_NEGATIVES = 8
 
 NAMED_PALETTES: dict[str, tuple[str, ...]] = {
     # Small palettes users can pick by name; any list of "#rrggbb" strings or RGB triples works too.
@@ -56,81 +54,59 @@ COLOR_MODES = ("full", "black") + tuple(NAMED_PALETTES)
 
 @dataclass
 class CLIPDrawConfig:
-    """Defaults of one CLIPDraw run, each with where it comes from."""
+    """Settings of one CLIPDraw run: defaults (with where they come from) and limits."""
 
-    num_paths: int = 256  # CLIPDraw notebook
-    min_segments: int = 1  # notebook: random.randint(1, 3) cubic segments per path
-    max_segments: int = 3
-    radius: float = 0.1  # notebook: each control point moves by radius · (U - 0.5) of the canvas from the previous
-    num_iterations: int = 1000  # notebook
-    canvas_size: int = 224  # notebook (CLIP's input size)
-    init_width: float = 1.0  # notebook
-    min_width: float = 1.0  # notebook clamp
-    max_width: float = 50.0  # notebook clamp
-    lr_points: float = 1.0  # notebook
-    lr_schedule: tuple[tuple[float, float], ...] = ((0.5, 0.4), (0.75, 0.1))  # notebook: points lr at 50 %, 75 %
-    lr_widths: float = 0.1  # notebook
-    lr_colors: float = 0.01  # notebook
-    lr_palette: float = 0.1  # ours: palette logits need bigger steps than raw colours to switch colour at all
-    num_augs: int = 4  # notebook NUM_AUGS
-    distortion: float = 0.5  # notebook RandomPerspective(distortion_scale=0.5)
-    crop: tuple[float, float] = (0.7, 0.9)  # notebook RandomResizedCrop(scale=(0.7, 0.9))
-    negative_weight: float = 0.3  # notebook: 0.3 per negative prompt
-    fill_radius: float = 0.2  # ours: filled shapes start as small blobs, twice the stroke walk so they have area
+    num_strokes: int = param(256, 0, 1024, ui=(1, 1024), cpu=64, label="Strokes",
+                             help="random strokes (or filled shapes) to add; CLIPDraw notebook: 256. 0 only with "
+                                  "an SVG to start from")
+    num_steps: int = param(1000, 1, 10_000, ui=(1, 2000), cpu=300, label="Steps", help="CLIPDraw notebook: 1000")
+    canvas_size: int = param(224, 16, min(1024, MAX_CANVAS), ui=(64, 512), step=16, label="Canvas size (px)",
+                             help="CLIPDraw notebook: 224, CLIP's input size")
+    max_stroke_width: float = param(50.0, 1.0, 200.0, ui=(1.0, 100.0), step=1.0, label="Max stroke width (px)",
+                                    help="CLIPDraw notebook: widths clamped to [1, 50]")
+    colors: str = param("full", help="'full' (free RGBA, the notebook), 'black', a palette name (primary, pastel, "
+                                     "earth, mono) or colours '#rrggbb, ...'", control=False)
+    filled: bool = param(False, label="Filled closed shapes", help="closed filled shapes instead of open strokes")
+    negative_prompts: tuple = param((), help=f"texts the drawing should not match, at most {MAX_NEGATIVES}; "
+                                             "CLIPDraw notebook: 'A badly drawn sketch.'", control=False)
+    negative_weight: float = param(0.3, 0.0, 10.0, help="weight of each negative prompt; CLIPDraw notebook: 0.3",
+                                   control=False)
+    seed: int = param(0, 0, SEED_MAX, label="Seed", help="every random draw comes from it: the same seed on the "
+                                                         "CPU gives the same SVG")
+    preview_every: int = param(0, 0, 10_000, help="steps between previews and video frames; 0: about 60 per run",
+                               control=False)
+    num_augs: int = param(4, 1, 32, help="augmented views per step; CLIPDraw notebook NUM_AUGS 4", control=False)
+    min_segments: int = param(1, 1, 8, help="cubic segments per path, at least; notebook randint(1, 3)",
+                              control=False)
+    max_segments: int = param(3, 1, 8, help="cubic segments per path, at most; notebook randint(1, 3)",
+                              control=False)
+    radius: float = param(0.1, 0.0, 1.0, help="each control point moves by radius · (U − 0.5) of the canvas from "
+                                              "the previous; notebook 0.1", control=False)
+    init_width: float = param(1.0, 0.1, 200.0, help="starting stroke width; notebook 1", control=False)
+    min_stroke_width: float = param(1.0, 0.1, 200.0, help="notebook clamp: 1", control=False)
+    lr_points: float = param(1.0, 0.0, 100.0, help="notebook", control=False)
+    lr_schedule: tuple = param(((0.5, 0.4), (0.75, 0.1)), help="points lr at fractions of the run; notebook: 0.4 "
+                                                               "at 50 %, 0.1 at 75 %", control=False)
+    lr_widths: float = param(0.1, 0.0, 100.0, help="notebook", control=False)
+    lr_colors: float = param(0.01, 0.0, 10.0, help="notebook", control=False)
+    lr_palette: float = param(0.1, 0.0, 10.0, help="ours: palette logits need bigger steps than raw colours to "
+                                                   "switch colour at all", control=False)
+    distortion: float = param(0.5, 0.0, 1.0, help="notebook RandomPerspective(distortion_scale=0.5)",
+                              control=False)
+    crop: tuple = param((0.7, 0.9), help="notebook RandomResizedCrop(scale=(0.7, 0.9))", control=False)
+    fill_radius: float = param(0.2, 0.0, 1.0, help="ours: filled shapes start as small blobs, twice the stroke "
+                                                   "walk so they have area", control=False)
 
 
 @dataclass
-class SketchProgress:
-    """One reported step of a running optimisation (`preview` is a PIL image)."""
+class CLIPDrawOutput(Result):
+    """A finished (or stopped) CLIPDraw run: `image` (canvas² RGB), `svg`, scores (clip_score: CLIPScore against
+    the prompt, 0-100; clip_score_init; loss; best_step), frames, seed, settings, timings."""
 
-    step: int
-    total: int
-    preview: Image.Image | None = None
-    loss: float | None = None
-    done: bool = False
-
-
-@dataclass
-class CLIPDrawOutput:
-    """A finished (or stopped) CLIPDraw run."""
-
-    image: Image.Image  # the final drawing, canvas_size² RGB
-    svg: str  # the same drawing as an SVG document
-    scores: dict[str, float]  # clip_score (CLIPScore vs the prompt, 0-100), clip_score_init, final loss
-    frames: list[np.ndarray]  # (H, W, 3) uint8 snapshots of the optimisation, for a GIF/MP4
-    seed: int
-    timings: dict[str, float]  # seconds: setup, optimise, total; ms_per_step
+    task = "clipdraw"
+    svg: str = ""
     prompt: str = ""
     losses: list[float] = field(default_factory=list)  # loss at every step
-    steps_run: int = 0
-    stopped: bool = False  # True when stopped early by the callback or the caller
-    notice: str | None = None  # the scorer's notice (e.g. running on the demo model)
-    done: bool = True  # lets `iterate` consumers tell the result from a SketchProgress
-
-    def save(self, folder: str | FilePath | None = None, video: str = "mp4", fps: float = 12.0) -> dict[str, FilePath]:
-        """Write the SVG, PNG (with the settings as metadata) and an MP4 or GIF of the frames; returns the paths."""
-        return save_outputs(self.svg, self.image, self.frames, {"prompt": self.prompt, "seed": self.seed,
-                                                                 **{k: round(v, 4) for k, v in self.scores.items()}},
-                            folder, video, fps, stem="clipdraw")
-
-
-def save_outputs(svg: str, image: Image.Image, frames: Sequence[np.ndarray], metadata: dict,
-                 folder: str | FilePath | None, video: str, fps: float, stem: str) -> dict[str, FilePath]:
-    """SVG + PNG + MP4/GIF files of one sketch (temporary files when `folder` is None)."""
-    import tempfile
-
-    from studio.media import save_gif, save_mp4, save_png
-
-    if video not in ("mp4", "gif"):
-        raise ValueError(f"`video` must be 'mp4' or 'gif', got {video!r}")
-    out = FilePath(folder) if folder is not None else FilePath(tempfile.mkdtemp(prefix=f"studio-{stem}-"))
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"svg": out / f"{stem}.svg", "png": out / f"{stem}.png", "video": out / f"{stem}.{video}"}
-    paths["svg"].write_text(svg, encoding="utf-8")
-    save_png(image, paths["png"], metadata)
-    frames = list(frames) or [np.asarray(image)]
-    (save_mp4 if video == "mp4" else save_gif)(frames, paths["video"], fps=fps)
-    return paths
 
 
 def parse_palette(colors: str | Sequence) -> torch.Tensor | None:
@@ -195,8 +171,8 @@ class CLIPDrawPipeline:
     """Text → SVG drawing (CLIPDraw). Build with a scorer, `CLIPDrawPipeline(scorer)`, or `from_pretrained(spec)`.
 
     >>> pipe = CLIPDrawPipeline.from_pretrained("shapes-clip")  # doctest: +SKIP
-    >>> out = pipe("a red circle", num_paths=64, num_iterations=200, seed=0)  # doctest: +SKIP
-    >>> out.image.save("red.png"); open("red.svg", "w").write(out.svg)  # doctest: +SKIP
+    >>> out = pipe("a red circle", num_strokes=64, num_steps=200, seed=0)  # doctest: +SKIP
+    >>> out.save("red/")  # clipdraw.svg, clipdraw.png (settings inside), clipdraw.mp4  # doctest: +SKIP
     """
 
     def __init__(self, scorer: CLIPScorer, config: CLIPDrawConfig | None = None, backend: str = "torch"):
@@ -208,94 +184,56 @@ class CLIPDrawPipeline:
     def from_pretrained(cls, spec: str | None = None, device: str | None = None, **kwargs: Any) -> "CLIPDrawPipeline":
         return cls(get_scorer(spec, device=device), **kwargs)
 
-    def __call__(self, prompt: str, *, callback: Callable | None = None, **kwargs: Any) -> CLIPDrawOutput:
-        """Run `iterate(prompt, **kwargs)` to the end; `callback(step, total, preview)` returning False stops it."""
-        return drain(self.iterate(prompt, **kwargs), callback)
+    def __call__(self, prompt: str, *, callback: Callable | None = None, **settings: Any) -> CLIPDrawOutput:
+        """Run `iterate(prompt, **settings)` to the end; `callback(step, total, preview)` returning False stops it."""
+        return drain(self.iterate(prompt, **settings), callback)
 
-    # ---------------------------------------------------------------------------------------------------------
-    def check_inputs(self, prompt, negative_prompts, negative_weight, num_paths, num_iterations, canvas_size,
-                     max_width, num_augs, seed, preview_every) -> tuple[str, list[str], list[float]]:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"`prompt` must be non-empty text, got {prompt!r}")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"`prompt` must be at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
-        if negative_prompts is None:
-            negs = []
-        elif isinstance(negative_prompts, str):
-            negs = [s.strip() for s in negative_prompts.replace("\n", "|").split("|") if s.strip()]
-        else:
-            negs = [s.strip() for s in negative_prompts if isinstance(s, str) and s.strip()]
-            if len(negs) != len(list(negative_prompts)):
-                raise ValueError(f"`negative_prompts` must be non-empty strings, got {negative_prompts!r}")
-        if len(negs) > 8:
-            raise ValueError(f"`negative_prompts` may hold at most 8 prompts, got {len(negs)}")
-        weights = ([float(negative_weight)] * len(negs) if isinstance(negative_weight, (int, float))
-                   else [float(w) for w in negative_weight])
-        if len(weights) != len(negs):
-            raise ValueError(f"`negative_weight` must be one number or one per negative prompt ({len(negs)}), "
-                             f"got {negative_weight!r}")
-        for w in weights:
-            if not 0.0 <= w <= 10.0:
-                raise ValueError(f"`negative_weight` must be in [0, 10], got {w}")
-        _check_int("num_paths", num_paths, 0, MAX_PATHS)
-        _check_int("num_iterations", num_iterations, 1, MAX_ITERATIONS)
-        _check_int("canvas_size", canvas_size, MIN_CANVAS, MAX_CANVAS_SIDE)
-        _check_int("num_augs", num_augs, 1, 32)
-        _check_int("seed", seed, 0, 2**63 - 1)
-        if preview_every is not None:
-            _check_int("preview_every", preview_every, 1, MAX_ITERATIONS)
-        if not isinstance(max_width, (int, float)) or not self.config.min_width <= max_width <= 200:
-            raise ValueError(f"`max_width` must be in [{self.config.min_width}, 200] pixels, got {max_width!r}")
-        return prompt.strip(), negs, weights
+    def check_inputs(self, prompt: Any, init_svg: Any, settings: dict[str, Any]) -> tuple[str, CLIPDrawConfig]:
+        """The checked prompt and the resolved config (ValueError naming the argument and the value)."""
+        prompt = check_text(prompt, "prompt")
+        cfg = resolve(self.config, settings)
+        negs = tuple(check_texts(list(cfg.negative_prompts), "negative_prompts", MAX_NEGATIVES))
+        cfg.negative_prompts = negs
+        if cfg.min_segments > cfg.max_segments:
+            raise ValueError(f"`min_segments` must be at most `max_segments` ({cfg.max_segments}), got "
+                             f"{cfg.min_segments}")
+        if cfg.max_stroke_width < cfg.min_stroke_width:
+            raise ValueError(f"`max_stroke_width` must be at least {cfg.min_stroke_width} pixels, got "
+                             f"{cfg.max_stroke_width}")
+        if init_svg is None and cfg.num_strokes == 0:
+            raise ValueError("`num_strokes` must be at least 1 unless `init_svg` supplies paths, got 0")
+        return prompt, cfg
 
-    def iterate(self, prompt: str, *, negative_prompts: Sequence[str] | str | None = None,
-                negative_weight: float | Sequence[float] | None = None, num_paths: int | None = None,
-                num_iterations: int | None = None, canvas_size: int | None = None, max_width: float | None = None,
-                colors: str | Sequence = "full", filled: bool = False, init_svg: str | None = None,
-                num_augs: int | None = None, seed: int = 0, preview_every: int | None = None,
-                ) -> Iterator[SketchProgress | CLIPDrawOutput]:
+    def iterate(self, prompt: str, *, init_svg: str | None = None, **settings: Any
+                ) -> Iterator[Progress | CLIPDrawOutput]:
         """Optimise a drawing for `prompt`; yields progress, then the `CLIPDrawOutput` (see the module docstring).
 
-        negative_prompts: texts the drawing should not match (notebook: "A badly drawn sketch.", weight 0.3 each).
-        num_paths: random strokes (or filled shapes) to add; 0 is allowed when `init_svg` supplies paths.
-        colors: "full" (free RGBA, the notebook), "black", a palette name (`NAMED_PALETTES`) or a list of colours.
-        filled: closed filled shapes instead of strokes. init_svg: SVG markup whose paths start the drawing
-        (scaled to the canvas). preview_every: report (and keep a video frame) every k steps (default total/60).
+        init_svg: SVG markup (or an .svg path) whose paths start the drawing, scaled to the canvas.
+        settings: any `CLIPDrawConfig` field (num_strokes, num_steps, canvas_size, colors, seed, ...).
         """
-        cfg = self.config
         t0 = time.perf_counter()
         # 1. check inputs
-        num_paths = cfg.num_paths if num_paths is None else num_paths
-        num_iterations = cfg.num_iterations if num_iterations is None else num_iterations
-        canvas_size = cfg.canvas_size if canvas_size is None else canvas_size
-        max_width = cfg.max_width if max_width is None else max_width
-        num_augs = cfg.num_augs if num_augs is None else num_augs
-        negative_weight = cfg.negative_weight if negative_weight is None else negative_weight
-        prompt, negs, neg_w = self.check_inputs(prompt, negative_prompts, negative_weight, num_paths, num_iterations,
-                                                canvas_size, max_width, num_augs, seed, preview_every)
-        palette = parse_palette(colors)
-        if not isinstance(filled, bool):
-            raise ValueError(f"`filled` must be True or False, got {filled!r}")
-        base = _read_svg(init_svg, canvas_size) if init_svg is not None else None
-        if base is None and num_paths == 0:
-            raise ValueError("`num_paths` must be at least 1 unless `init_svg` supplies paths, got 0")
-        total_paths = num_paths + (base.num_paths if base is not None else 0)
-        if total_paths > MAX_PATHS:
-            raise ValueError(f"`num_paths` plus the SVG's {total_paths - num_paths} paths must be at most "
-                             f"{MAX_PATHS}, got {total_paths}")
-        every = preview_every or max(1, num_iterations // 60)
+        prompt, cfg = self.check_inputs(prompt, init_svg, settings)
+        palette = parse_palette(cfg.colors)
+        size, total = cfg.canvas_size, cfg.num_steps
+        base = _read_svg(init_svg, size) if init_svg is not None else None
+        total_paths = cfg.num_strokes + (base.num_paths if base is not None else 0)
+        if total_paths > 1024:
+            raise ValueError(f"`num_strokes` plus the SVG's {total_paths - cfg.num_strokes} paths must be at most "
+                             f"1024, got {total_paths}")
+        every = cfg.preview_every or max(1, total // 60)
         dev = self.scorer.device
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
 
         # 2. initialise strokes (on the CPU with our generator, so the same seed draws the same strokes anywhere)
-        params = _init_params(num_paths, canvas_size, gen, cfg, palette, filled, base)
+        params = _init_params(cfg.num_strokes, size, gen, cfg, palette, cfg.filled, base)
         params = {k: v.to(dev).requires_grad_(k in params["trainable"]) if torch.is_tensor(v) else v
                   for k, v in params.items()}
         topo: Topology = params["topology"]
+        negs = list(cfg.negative_prompts)
         with torch.no_grad():
             text = self.scorer.encode_text([prompt])  # (1, D)
             neg = self.scorer.encode_text(negs) if negs else None  # (K, D)
-        neg_weights = torch.tensor(neg_w, device=dev)
         groups = [{"params": [params["points"]], "lr": cfg.lr_points}]
         if "widths" in params["trainable"]:
             groups.append({"params": [params["widths"]], "lr": cfg.lr_widths})
@@ -305,20 +243,21 @@ class CLIPDrawPipeline:
         if "logits" in params["trainable"]:
             groups.append({"params": [params["logits"]], "lr": cfg.lr_palette})
         opt = torch.optim.Adam(groups)
-        bg = (1.0, 1.0, 1.0, 1.0)
 
         def scene(hard: bool = False) -> Scene:
             strokes, fills = _colours(params, hard)
-            return Scene(topo, params["points"], params["widths"], strokes, fills, width=canvas_size,
-                         height=canvas_size, background=bg)
+            return Scene(topo, params["points"], params["widths"], strokes, fills, width=size, height=size,
+                         background=(1.0, 1.0, 1.0, 1.0))
 
         def draw(s: Scene) -> torch.Tensor:
             return to_image(render(s, backend=self.backend))  # (1, 3, H, W)
 
         with torch.no_grad():
-            init_img = draw(scene(hard=True))
+            init_scene = scene(hard=True).detach()
+            init_img = draw(init_scene)
             score_init = float(self.scorer.score(init_img, [prompt])[0, 0])
-        frames = [_uint8(init_img)]
+        best = (score_init, 0, init_scene, init_img)  # CLIPScore, step, scene, image of the best drawing seen
+        frames = [to_uint8(init_img)]
         losses: list[float] = []
         t_setup = time.perf_counter() - t0
 
@@ -327,53 +266,61 @@ class CLIPDrawPipeline:
         step = 0
         t1 = time.perf_counter()
         with oom_guard("CLIPDraw"):
-            for step in range(1, num_iterations + 1):
+            for step in range(1, total + 1):
                 for frac, lr in cfg.lr_schedule:  # notebook: anneal the points' lr at fixed fractions of the run
-                    if step - 1 == int(num_iterations * frac):
+                    if step - 1 == int(total * frac):
                         opt.param_groups[0]["lr"] = lr
                 opt.zero_grad(set_to_none=True)
                 img = draw(scene())
-                views = self.scorer.augment(img, num_augs, cfg.distortion, cfg.crop, generator=gen)
+                views = self.scorer.augment(img, cfg.num_augs, cfg.distortion, tuple(cfg.crop), generator=gen)
                 emb = self.scorer.encode_image(views)  # (num_augs, D)
                 loss = -(emb @ text.t()).mean()
                 if neg is not None:
-                    loss = loss + ((emb @ neg.t()).mean(0) * neg_weights).sum()
+                    loss = loss + (emb @ neg.t()).mean(0).sum() * cfg.negative_weight
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    _clamp(params, cfg.min_width, float(max_width))
+                    _clamp(params, cfg.min_stroke_width, cfg.max_stroke_width)
                 losses.append(float(loss.detach()))
-                if step % every == 0 or step == num_iterations:
+                preview = None
+                if step % every == 0 or step == total:
                     with torch.no_grad():
-                        shown = draw(scene(hard=True))
-                    if len(frames) < MAX_FRAMES or step == num_iterations:
-                        frames.append(_uint8(shown))
-                    cmd = yield SketchProgress(step, num_iterations, to_pil(shown[0]), losses[-1])
-                    if cmd == "stop":
-                        stopped = True
-                        break
+                        shown_scene = scene(hard=True).detach()
+                        shown = draw(shown_scene)
+                        score = float(self.scorer.score(shown, [prompt])[0, 0])
+                    if score >= best[0]:
+                        best = (score, step, shown_scene, shown)
+                    if len(frames) < MAX_FRAMES or step == total:
+                        frames.append(to_uint8(shown))
+                    preview = to_pil(shown)
+                cmd = yield Progress(step, total, preview, {"loss": losses[-1]})
+                if cmd == "stop":
+                    stopped = True
+                    break
         t_opt = time.perf_counter() - t1
 
-        # 4. package the result
-        final = scene(hard=True).detach()
-        with torch.no_grad():
-            img = draw(final)
-            clip_score = float(self.scorer.score(img, [prompt])[0, 0])
+        # 4. package the best drawing seen
+        clip_score, best_step, final, img = best
         if len(frames) > MAX_FRAMES:  # keep the first, the last and an even spread between
             keep = np.linspace(0, len(frames) - 1, MAX_FRAMES).round().astype(int)
             frames = [frames[i] for i in keep]
         yield CLIPDrawOutput(
-            image=to_pil(img[0]), svg=to_svg(final), frames=frames, seed=seed, prompt=prompt, losses=losses,
-            scores={"clip_score": clip_score, "clip_score_init": score_init,
+            image=to_pil(img), svg=to_svg(final), frames=frames, seed=cfg.seed, prompt=prompt, losses=losses,
+            scores={"clip_score": clip_score, "clip_score_init": score_init, "best_step": best_step,
                     "loss": losses[-1] if losses else float("nan")},
-            timings={"setup": t_setup, "optimise": t_opt, "total": time.perf_counter() - t0,
-                     "ms_per_step": 1000 * t_opt / max(1, step)},
-            steps_run=step, stopped=stopped, notice=self.scorer.notice)
+            timings={"setup_s": t_setup, "optimise_s": t_opt, "total_s": time.perf_counter() - t0,
+                     "per_step_s": t_opt / max(1, step)},
+            settings={"prompt": prompt, **_settings(cfg)}, steps_run=step, stopped=stopped,
+            notice=self.scorer.notice)
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"`{name}` must be an integer in [{lo}, {hi}], got {value!r}")
+def _settings(cfg: Any) -> dict[str, Any]:
+    """A config's fields as JSON-serialisable values (tuples become lists)."""
+    from dataclasses import asdict
+
+    from studio.progress import json_safe
+
+    return json_safe(asdict(cfg))
 
 
 def _read_svg(svg: str | bytes | FilePath, canvas_size: int) -> Scene:
@@ -475,5 +422,9 @@ def _clamp(p: dict[str, Any], min_width: float, max_width: float) -> None:
             p[k].clamp_(0.0, 1.0)
 
 
-def _uint8(img: torch.Tensor) -> np.ndarray:
-    return (img[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+register(Task(
+    name="clipdraw", title="Text → drawing (CLIPDraw)", config=CLIPDrawConfig, pipeline=CLIPDrawPipeline,
+    method="iterate", models=("clip",),
+    inputs=(Input("prompt", "text", help="what to draw"),
+            Input("init_svg", "svg", required=False, help="an SVG whose paths start the drawing")),
+    load=lambda clip=None, device=None: CLIPDrawPipeline.from_pretrained(clip, device=device)))

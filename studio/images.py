@@ -1,4 +1,7 @@
-"""Reading user images safely: any common input → RGB, size limits, clear errors."""
+"""Images in and out: reading user images safely (any common input → RGB, size limits, clear errors), the one
+tensor/array → image conversion (`to_uint8`, `to_pil`) and the one shortest-side resize with centre crop
+(`resize_crop`). torch is imported only by the functions that make tensors, so `studio.media` and the UI can use
+the converters without it."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 MIN_SIDE = 16  # smaller images carry nothing CLIP can read
@@ -75,8 +77,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def to_tensor(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> torch.Tensor:
+def to_tensor(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> "torch.Tensor":  # noqa: F821
     """(1, 3, H, W) float32 in [0, 1] from anything `load_image` accepts (a tensor passes through, checked)."""
+    import torch
+
     if isinstance(image, torch.Tensor):
         t = image if image.ndim == 4 else image.unsqueeze(0)
         if t.ndim != 4 or t.shape[1] != 3 or not t.is_floating_point():
@@ -86,9 +90,46 @@ def to_tensor(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> tor
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
 
 
-def to_pil(t: torch.Tensor) -> Image.Image:
-    """(3, H, W) or (1, 3, H, W) float in [0, 1] → PIL RGB."""
-    if t.ndim == 4:
-        t = t[0]
-    arr = (t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-    return Image.fromarray(arr)
+def to_uint8(frame: Any) -> np.ndarray:
+    """(H, W, 3) uint8 from a PIL image, a uint8 array, or floats in [0, 1] (array or tensor; HWC, CHW, or a batch
+    of one (1, 3, H, W)); values outside [0, 1] are clipped."""
+    if isinstance(frame, Image.Image):
+        return np.asarray(frame.convert("RGB"))
+    if hasattr(frame, "detach"):  # a torch tensor, without importing torch here
+        frame = frame.detach().float().cpu().numpy()
+    arr = np.asarray(frame)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"`frame` must be an image of shape (H, W, C) or (C, H, W), got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def to_pil(image: Any) -> Image.Image:
+    """An RGB PIL image from anything `to_uint8` takes (e.g. a (3, H, W) or (1, 3, H, W) tensor in [0, 1])."""
+    return Image.fromarray(to_uint8(image))
+
+
+def resize_crop(x: "torch.Tensor", size: int | tuple[int, int]) -> "torch.Tensor":  # noqa: F821
+    """(B, C, H, W) → (B, C, h, w): the shortest side scaled to fit (bicubic, antialiased), then a centre crop;
+    `size` is a side or (h, w). How CLIP's preprocessing, CLIPasso's photo and StyleCLIP's inversion target see an
+    image."""
+    import torch.nn.functional as F
+
+    th, tw = (size, size) if isinstance(size, int) else size
+    h, w = x.shape[-2:]
+    if (h, w) == (th, tw):
+        return x
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return x[..., top:top + th, left:left + tw]

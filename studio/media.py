@@ -11,28 +11,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from studio.images import to_uint8
+
 # PNG text chunk holding our JSON settings; "parameters" is what other SD tools write, so we add a readable copy.
 METADATA_KEY = "clip-studio"
-
-
-def to_uint8(frame: Any) -> np.ndarray:
-    """A frame as (H, W, 3) uint8: accepts PIL images, uint8 arrays, float arrays/tensors in [0, 1] (HWC or CHW)."""
-    if isinstance(frame, Image.Image):
-        return np.asarray(frame.convert("RGB"))
-    if hasattr(frame, "detach"):  # torch tensor, without importing torch here
-        frame = frame.detach().float().cpu().numpy()
-    arr = np.asarray(frame)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = arr.transpose(1, 2, 0)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"`frame` must be an image of shape (H, W, C) or (C, H, W), got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    return arr[..., :3]
 
 
 def _out_path(path: str | os.PathLike | None, suffix: str) -> Path:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.device import pick_device, pick_dtype, precision_name
+from studio.images import resize_crop
 from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, real_weights_within_reach, resolve_clip
 from studio.prompts import get_templates
 
@@ -141,14 +142,7 @@ class CLIPScorer:
         if not images.is_floating_point():
             raise ValueError(f"`images` must be floats in [0, 1], got dtype {images.dtype}")
         x = images.to(self.device, torch.float32)
-        s = self.image_size
-        h, w = x.shape[-2:]
-        if (h, w) != (s, s):
-            scale = s / min(h, w)
-            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-            top, left = (nh - s) // 2, (nw - s) // 2
-            x = x[..., top:top + s, left:left + s]
+        x = resize_crop(x, self.image_size)
         x = (x - self.mean) / self.std
         return x.to(self.dtype)
 

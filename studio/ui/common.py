@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
+import threading
 import traceback
-from typing import Callable
+import uuid
+from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
 
@@ -52,3 +55,127 @@ def user_errors(fn: Callable) -> Callable:
 
 def notice_markdown(notice: str | None) -> str:
     return f"⚠️ {notice}" if notice else ""
+
+
+# ------------------------------------------------------------------------------------------------- the one Stop
+class Runs:
+    """The one Stop of every tab, keyed by the run (the event), not by the browser session.
+
+    A run handler takes a token (`start`), sends it to the page's run-token `gr.State` with its first update, and
+    reads its flag between steps; the Stop button's handler `stop(token)` sets that flag, and the run then ends
+    with its best result so far, shown with its downloads. `finish` drops the token when the run ends, however it
+    ends, so nothing is left behind (`active()` counts what is running)."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> tuple[str, threading.Event]:
+        token, flag = uuid.uuid4().hex, threading.Event()
+        with self._lock:
+            self._flags[token] = flag
+        return token, flag
+
+    def stop(self, token: str | None) -> bool:
+        """Ask the run `token` to stop; False when it is not running (already finished, or never started)."""
+        with self._lock:
+            flag = self._flags.get(token) if token else None
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def finish(self, token: str) -> None:
+        with self._lock:
+            self._flags.pop(token, None)
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._flags)
+
+
+RUNS = Runs()
+
+
+def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tuple]]:
+    """Make a tab's run handler stoppable the one way: `fn(*args, flag=threading.Event)` yields tuples of output
+    values; the handler takes the same positional arguments and yields `(token, *outputs)`, the token going to
+    the tab's run-token `gr.State` (the Stop button's input). Errors become `gr.Error` (see `user_errors`)."""
+
+    def handler(*args):
+        token, flag = RUNS.start()
+        try:
+            for out in fn(*args, flag=flag):
+                yield (token, *out)
+        finally:
+            RUNS.finish(token)
+
+    handler.__name__ = getattr(fn, "__name__", "run")
+    handler.__doc__ = fn.__doc__
+    return user_errors(handler)
+
+
+def drive(run: Iterator, flag: threading.Event, on_progress: Callable[[Any], tuple],
+          on_result: Callable[[Any], tuple]) -> Iterator[tuple]:
+    """Drive a task generator for the page: `on_progress(item)` for each progress item, `on_result(result)` once.
+
+    Between steps the Stop flag is read; once set, "stop" is sent and the task finishes with its best result so
+    far, which `on_result` shows like any other. Closing this generator (the page went away) closes the task."""
+    try:
+        item = next(run)
+        while not item.done:
+            yield on_progress(item)
+            item = run.send("stop" if flag.is_set() else None)
+    finally:
+        run.close()
+    yield on_result(item)
+
+
+def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None = None) -> gr.Button:
+    """The Stop button of a run: asks the run whose token the state holds to stop (no queue: it must not wait
+    behind the run it stops)."""
+    def stop(token: str | None) -> None:
+        RUNS.stop(token)
+
+    btn = gr.Button(label, variant="stop")
+    btn.click(stop, token_state, None, queue=False, api_name=api_name)
+    return btn
+
+
+def progress_html(step: int, total: int, text: str = "", state: str = "running") -> str:
+    """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: n steps") or
+    "stopped" ("stopped at step k of n")."""
+    pct = 100.0 * step / max(1, total)
+    head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": f"done: {step} of {total} steps",
+            "stopped": f"stopped at step {step} of {total}"}[state]
+    return (f'<div style="width:100%"><progress value="{step}" max="{total}" style="width:100%"></progress>'
+            f"<div>{html.escape(head)}{' · ' + html.escape(text) if text else ''}</div></div>")
+
+
+# --------------------------------------------------------------------------------- controls from the task configs
+def control(task: str, spec: Any, *, cpu: bool = False, label: str | None = None, **kwargs: Any) -> gr.Component:
+    """The page's control for one setting, from its `studio.tasks.ParamSpec`: default, range and choices come from
+    the task's config and nowhere else. Its `elem_id` is `TASK--NAME`, which the tests use to compare the built
+    page against the configs."""
+    value = spec.start_value(cpu)
+    common = {"label": label or spec.label or spec.name.replace("_", " ").capitalize(),
+              "elem_id": f"{task}--{spec.name}", **kwargs}
+    if spec.kind == "bool":
+        return gr.Checkbox(value=value, **common)
+    if spec.kind == "choice":
+        return gr.Dropdown(list(spec.choices), value=value, **common)
+    if spec.kind in ("int", "float"):
+        lo, hi = spec.ui_lo, spec.ui_hi
+        if lo is None or hi is None or hi - lo > 1e6:  # seeds and unbounded numbers: a number box
+            return gr.Number(value=value, precision=0 if spec.kind == "int" else None, minimum=lo, maximum=hi,
+                             **common)
+        step = spec.step or (1 if spec.kind == "int" else (hi - lo) / 100)
+        return gr.Slider(lo, hi, value=value, step=step, **common)
+    return gr.Textbox(value=value, **common)
+
+
+def controls(task: str, task_specs: dict[str, Any], names: Sequence[str], *, cpu: bool = False,
+             labels: dict[str, str] | None = None) -> dict[str, gr.Component]:
+    """`control` for each of `names`, in order."""
+    labels = labels or {}
+    return {n: control(task, task_specs[n], cpu=cpu, label=labels.get(n)) for n in names}
