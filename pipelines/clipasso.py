@@ -24,9 +24,10 @@ shared=True)`) from two generators in the same state, one for the sketches and o
 transform i to every seed's sketch and to the photo. The photo's augmented views are therefore encoded once per
 step, not once per seed (the repo, running seeds one after another, draws fresh transforms for each).
 
-`iterate(...)` yields `SketchProgress` items and ends with the `CLIPassoOutput` (send "stop" or close it to end
-early with the best so far); `__call__(..., callback=None)` runs it to the end, calling `callback(step, total,
-preview)`; a callback returning False stops early.
+On the run protocol (`studio.progress`): `iterate(image, **settings)` yields a `Progress` every step (a PIL preview
+of the leading seed every `preview_every` steps) and ends with the `CLIPassoOutput` (send "stop" or close it to end
+early with the best so far); `__call__(image, callback=None, **settings)` drains it. Settings and limits are
+`CLIPassoConfig`; the task is registered as `clipasso`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path as FilePath
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -42,72 +42,73 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipelines.clipdraw import MAX_FRAMES, SketchProgress, _check_int, _uint8, save_outputs
-from studio.images import to_pil, to_tensor
-from studio.progress import drain
+from pipelines.clipdraw import MAX_FRAMES, _settings
+from studio.images import resize_crop, to_pil, to_tensor, to_uint8
+from studio.progress import Progress, Result, drain
 from studio.render import Scene, Topology, render, to_image, to_svg
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-
-MAX_STROKES = 256
-MAX_ITERATIONS = 10_000
-MAX_SEEDS = 8
-MIN_CANVAS, MAX_CANVAS_SIDE = 16, 1024
+from studio.tasks import SEED_MAX, Input, Task, param, register, resolve
 
 
 @dataclass
 class CLIPassoConfig:
-    """Defaults of one CLIPasso run, each with where it comes from."""
+    """Settings of one CLIPasso run: defaults (with where they come from) and limits."""
 
-    num_strokes: int = 16  # CLIPasso repo (num_paths)
-    num_iterations: int = 2000  # repo: num_iter 2001
-    num_seeds: int = 3  # repo: run_object_sketching.py runs seeds 0, 1000, 2000
-    seed_stride: int = 1000  # repo: seeds 0, 1000, 2000
-    canvas_size: int = 224  # repo: image_scale 224
-    width: float = 1.5  # repo
-    radius: float = 0.05  # repo painter_params.get_path: control points walk 0.05 · (U - 0.5)
-    lr: float = 1.0  # repo: points lr
-    softmax_temp: float = 0.3  # repo
-    num_augs: int = 4  # repo: num_aug_clip 4
-    distortion: float = 0.5  # repo: RandomPerspective(distortion_scale=0.5, fill=0)
-    crop: tuple[float, float] = (0.8, 0.8)  # repo: RandomResizedCrop(scale=(0.8, 0.8)); its ratio is 1, ours 3/4-4/3
-    aug_fill: float = 0.0  # repo: RandomPerspective(fill=0)
-    resnet_layers: tuple[int, ...] = (2, 3)  # repo: clip_conv_layer_weights "0,0,1.0,1.0,0"
-    layer_weight: float = 1.0  # repo
-    semantic_weight: float = 0.1  # repo: clip_fc_loss_weight
-    xdog_k: float = 10.0  # repo: XDoG_()(im, k=10)
-    xdog_sigma: float = 0.8  # repo, in pixels of its 224-pixel canvas; scaled with our canvas so edges stay edges
-    eval_interval: int = 10  # repo: eval_interval
-    min_delta: float = 1e-5  # repo: early-stopping threshold on the loss change
-    patience: int = 10  # ours: evaluations without an improvement above min_delta before stopping (100 steps)
+    num_strokes: int = param(16, 1, 256, ui=(4, 64), label="Abstraction (strokes: fewer = more abstract)",
+                             help="CLIPasso repo num_paths 16")
+    num_steps: int = param(2000, 1, 10_000, ui=(1, 2000), cpu=300, label="Steps (stops early when stalled)",
+                           help="CLIPasso repo num_iter 2001")
+    num_seeds: int = param(3, 1, 8, ui=(1, 4), cpu=2, label="Seeds optimised together",
+                           help="CLIPasso's run_object_sketching.py runs seeds 0, 1000, 2000 and keeps the best")
+    stroke_width: float = param(1.5, 0.25, 20.0, ui=(0.5, 6.0), step=0.25, label="Stroke width (px)",
+                                help="CLIPasso repo width 1.5")
+    mask_background: bool = param(False, label="Remove background (CLIP saliency)",
+                                  help="whiten the background with the scorer's saliency (Otsu on the relevancy "
+                                       "map) instead of U²-Net")
+    early_stopping: bool = param(True, help="stop when the loss stalls (the repo's eval-interval check)",
+                                 control=False)
+    seed: int = param(0, 0, SEED_MAX, label="Seed", help="the first seed; the others add seed_stride (mod 2³²)")
+    canvas_size: int = param(224, 16, 1024, help="CLIPasso repo image_scale 224", control=False)
+    preview_every: int = param(0, 0, 10_000, help="steps between previews; 0: about 60 per run", control=False)
+    num_augs: int = param(4, 0, 32, help="CLIPasso repo num_aug_clip 4", control=False)
+    seed_stride: int = param(1000, 1, 1_000_000, help="CLIPasso repo: seeds 0, 1000, 2000", control=False)
+    radius: float = param(0.05, 0.0, 1.0, help="CLIPasso painter_params.get_path: control points walk "
+                                               "0.05 · (U − 0.5)", control=False)
+    lr: float = param(1.0, 0.0, 100.0, help="CLIPasso repo: points lr 1.0", control=False)
+    softmax_temp: float = param(0.3, 1e-3, 10.0, help="CLIPasso repo", control=False)
+    distortion: float = param(0.5, 0.0, 1.0, help="CLIPasso repo RandomPerspective(distortion_scale=0.5, fill=0)",
+                              control=False)
+    crop: tuple = param((0.8, 0.8), help="CLIPasso repo RandomResizedCrop(scale=(0.8, 0.8)); its ratio is 1, ours "
+                                         "3/4-4/3", control=False)
+    aug_fill: float = param(0.0, 0.0, 1.0, help="CLIPasso repo RandomPerspective(fill=0)", control=False)
+    resnet_layers: tuple = param((2, 3), help="CLIPasso repo clip_conv_layer_weights '0,0,1.0,1.0,0'",
+                                 control=False)
+    layer_weight: float = param(1.0, 0.0, 100.0, help="CLIPasso repo", control=False)
+    semantic_weight: float = param(0.1, 0.0, 100.0, help="CLIPasso repo clip_fc_loss_weight 0.1", control=False)
+    xdog_k: float = param(10.0, 1.0, 100.0, help="CLIPasso repo XDoG_()(im, k=10)", control=False)
+    xdog_sigma: float = param(0.8, 0.1, 10.0, help="CLIPasso repo, pixels of its 224-pixel canvas; scaled with our "
+                                                   "canvas so edges stay edges", control=False)
+    eval_interval: int = param(10, 1, 1000, help="CLIPasso repo eval_interval 10", control=False)
+    min_delta: float = param(1e-5, 0.0, None, help="CLIPasso repo: early-stopping threshold on the loss change",
+                             control=False)
+    patience: int = param(10, 1, 1000, help="ours: evaluations without an improvement above min_delta before "
+                                            "stopping (100 steps)", control=False)
 
 
 @dataclass
-class CLIPassoOutput:
-    """A finished (or stopped) CLIPasso run; the kept seed is the one with the lowest loss."""
+class CLIPassoOutput(Result):
+    """A finished (or stopped) CLIPasso run; the kept seed is the one with the lowest loss. scores: clip_score
+    (sketch↔photo CLIPScore, 0-100), loss, loss_init of the kept seed."""
 
-    image: Image.Image  # the sketch, canvas_size² RGB
-    svg: str
-    scores: dict[str, float]  # clip_score (sketch↔photo CLIPScore, 0-100), loss, loss_init of the kept seed
-    frames: list[np.ndarray]  # (H, W, 3) uint8 snapshots of the kept seed's optimisation
-    seed: int  # the kept seed
-    timings: dict[str, float]
+    task = "clipasso"
+    svg: str = ""
     seeds: list[int] = field(default_factory=list)
     seed_losses: list[float] = field(default_factory=list)  # best loss of each seed
     strokes: np.ndarray | None = None  # (num_strokes, 4, 2) control points of the kept sketch, pixels
     photo: Image.Image | None = None  # the photo as the loss saw it (resized, background removed if asked)
     relevancy: np.ndarray | None = None  # (H, W) in [0, 1]: the initialisation's sampling map before the softmax
     losses: list[float] = field(default_factory=list)  # the kept seed's unaugmented loss at every step
-    steps_run: int = 0
-    stopped: bool = False  # stopped by the caller; `early_stopped` when the loss stalled
-    early_stopped: bool = False
-    notice: str | None = None
-    done: bool = True
-
-    def save(self, folder: str | FilePath | None = None, video: str = "mp4", fps: float = 12.0) -> dict[str, FilePath]:
-        """Write the SVG, PNG and an MP4 or GIF of the frames; returns the paths."""
-        return save_outputs(self.svg, self.image, self.frames, {"seed": self.seed, "strokes": len(self.strokes),
-                                                                 **{k: round(v, 4) for k, v in self.scores.items()}},
-                            folder, video, fps, stem="clipasso")
+    early_stopped: bool = False  # the loss stalled (`stopped` is a stop by the caller)
 
 
 # ---------------------------------------------------------------------------------------------------------- maps
@@ -260,7 +261,7 @@ class CLIPassoPipeline:
     `scorer`, and with a ViT the loss reads transformer blocks instead of ResNet stages.
 
     >>> pipe = CLIPassoPipeline(get_scorer("ViT-B-32/openai"), get_scorer("RN101/openai"))  # doctest: +SKIP
-    >>> out = pipe("horse.png", num_strokes=16, num_iterations=2000, num_seeds=3, seed=0)  # doctest: +SKIP
+    >>> out = pipe("horse.png", num_strokes=16, num_steps=2000, num_seeds=3, seed=0)  # doctest: +SKIP
     """
 
     def __init__(self, scorer: CLIPScorer, loss_scorer: CLIPScorer | None = None, config: CLIPassoConfig | None = None,
@@ -276,9 +277,9 @@ class CLIPassoPipeline:
         scorer = get_scorer(spec, device=device)
         return cls(scorer, get_scorer(loss_spec, device=device) if loss_spec else None, **kwargs)
 
-    def __call__(self, image: Any, *, callback: Callable | None = None, **kwargs: Any) -> CLIPassoOutput:
-        """Run `iterate(image, **kwargs)` to the end; `callback(step, total, preview)` returning False stops it."""
-        return drain(self.iterate(image, **kwargs), callback)
+    def __call__(self, image: Any, *, callback: Callable | None = None, **settings: Any) -> CLIPassoOutput:
+        """Run `iterate(image, **settings)` to the end; `callback(step, total, preview)` returning False stops it."""
+        return drain(self.iterate(image, **settings), callback)
 
     @property
     def geometric_layers(self) -> tuple[int, ...]:
@@ -297,56 +298,31 @@ class CLIPassoPipeline:
             raise ValueError(f"`image` is {x.shape[-1]}×{x.shape[-2]} pixels; each side must be at least 16")
         if not bool(torch.isfinite(x).all()) or float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3:
             raise ValueError("`image` tensor values must be finite and in [0, 1]")
-        h, w = x.shape[-2:]
-        scale = canvas_size / min(h, w)
-        nh, nw = max(canvas_size, round(h * scale)), max(canvas_size, round(w * scale))
-        x = F.interpolate(x.float(), size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-        top, left = (nh - canvas_size) // 2, (nw - canvas_size) // 2
-        return x[..., top:top + canvas_size, left:left + canvas_size].clamp(0, 1)
+        return resize_crop(x.float(), canvas_size).clamp(0, 1)
 
-    def iterate(self, image: Any, *, num_strokes: int | None = None, num_iterations: int | None = None,
-                num_seeds: int | None = None, canvas_size: int | None = None, width: float | None = None,
-                num_augs: int | None = None, mask_background: bool = False, early_stopping: bool = True,
-                seed: int = 0, preview_every: int | None = None) -> Iterator[SketchProgress | CLIPassoOutput]:
+    def iterate(self, image: Any, **settings: Any) -> Iterator[Progress | CLIPassoOutput]:
         """Sketch `image` (PIL, path, bytes, array or (1, 3, H, W) tensor); yields progress, then the output.
 
-        num_strokes: the abstraction level (fewer strokes, more abstract; the studio's slider offers 4-64).
-        num_seeds: seeds optimised together in one batch (seed, seed + 1000, ...); the lowest loss is kept.
-        mask_background: whiten the background using the scorer's saliency (Otsu on the relevancy map).
+        settings: any `CLIPassoConfig` field. num_strokes is the abstraction level (fewer strokes, more abstract);
+        num_seeds seeds (seed, seed + seed_stride, ...) are optimised together in one batch and the lowest loss is
+        kept; mask_background whitens the background using the scorer's saliency.
         """
-        cfg = self.config
         t0 = time.perf_counter()
         # 1. check inputs
-        num_strokes = cfg.num_strokes if num_strokes is None else num_strokes
-        num_iterations = cfg.num_iterations if num_iterations is None else num_iterations
-        num_seeds = cfg.num_seeds if num_seeds is None else num_seeds
-        canvas_size = cfg.canvas_size if canvas_size is None else canvas_size
-        width = cfg.width if width is None else width
-        num_augs = cfg.num_augs if num_augs is None else num_augs
-        _check_int("num_strokes", num_strokes, 1, MAX_STROKES)
-        _check_int("num_iterations", num_iterations, 1, MAX_ITERATIONS)
-        _check_int("num_seeds", num_seeds, 1, MAX_SEEDS)
-        _check_int("canvas_size", canvas_size, MIN_CANVAS, MAX_CANVAS_SIDE)
-        _check_int("num_augs", num_augs, 0, 32)
-        _check_int("seed", seed, 0, 2**62)
-        if preview_every is not None:
-            _check_int("preview_every", preview_every, 1, MAX_ITERATIONS)
-        if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0.25 <= width <= 20:
-            raise ValueError(f"`width` must be in [0.25, 20] pixels, got {width!r}")
-        for name, flag in (("mask_background", mask_background), ("early_stopping", early_stopping)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"`{name}` must be True or False, got {flag!r}")
+        cfg = resolve(self.config, settings)
+        num_strokes, total, num_seeds, canvas_size = cfg.num_strokes, cfg.num_steps, cfg.num_seeds, cfg.canvas_size
+        num_augs = cfg.num_augs
         if num_strokes > canvas_size * canvas_size:
             raise ValueError(f"`num_strokes` must be at most the canvas' pixel count, got {num_strokes}")
         photo = self.load_photo(image, canvas_size)  # (1, 3, S, S) on the CPU
         dev = self.loss_scorer.device
-        every = preview_every or max(1, num_iterations // 60)
-        seeds = [seed + cfg.seed_stride * i for i in range(num_seeds)]
+        every = cfg.preview_every or max(1, total // 60)
+        seeds = [(cfg.seed + cfg.seed_stride * i) % (SEED_MAX + 1) for i in range(num_seeds)]
 
         # 2. initialise strokes: sample start pixels from attention × edges, one generator per seed
         photo_dev = photo.to(self.scorer.device)
         relevancy = relevancy_map(self.scorer, photo_dev, canvas_size)
-        if mask_background:
+        if cfg.mask_background:
             mask = (relevancy > otsu_threshold(relevancy)).astype(np.float32)
             mask = np.clip(_gaussian_blur(mask, max(1.0, canvas_size / 112)) * 1.5, 0, 1)
             m = torch.from_numpy(mask)[None, None]
@@ -371,7 +347,7 @@ class CLIPassoPipeline:
         topo = Topology((1,) * num_strokes, (False,) * num_strokes)
         pts0 = torch.stack(points).to(dev)  # (S, N·4, 2)
         pts = pts0.clone().requires_grad_(True)
-        widths = torch.full((num_seeds, num_strokes), float(width), device=dev)
+        widths = torch.full((num_seeds, num_strokes), cfg.stroke_width, device=dev)
         colours = torch.zeros(num_seeds, num_strokes, 4, device=dev)
         colours[..., 3] = 1.0  # black, opaque
 
@@ -400,10 +376,10 @@ class CLIPassoPipeline:
             if aug_gen is not None and num_augs:
                 g_photo = torch.Generator().set_state(aug_gen.get_state())  # same draws → same transforms
                 # The seeds share each step's transforms, so the photo's views are encoded once, not per seed.
-                xs = torch.cat([xs, self.loss_scorer.augment(sk, num_augs, cfg.distortion, cfg.crop,
+                xs = torch.cat([xs, self.loss_scorer.augment(sk, num_augs, cfg.distortion, tuple(cfg.crop),
                                                              generator=aug_gen, fill=cfg.aug_fill, shared=True)])
                 with torch.no_grad():
-                    ya = self.loss_scorer.augment(target, num_augs, cfg.distortion, cfg.crop,
+                    ya = self.loss_scorer.augment(target, num_augs, cfg.distortion, tuple(cfg.crop),
                                                   generator=g_photo, fill=cfg.aug_fill, shared=True)
                     ya_emb, ya_acts = self.loss_scorer.image_activations(ya, layers)  # (V, ...) one per transform
                 ys_emb = torch.cat([y_emb.expand(n_s, -1), ya_emb.repeat_interleave(n_s, dim=0)])
@@ -428,7 +404,7 @@ class CLIPassoPipeline:
             sk0 = draw(pts0)
             init_loss = loss_fn(sk0, None)[1].cpu()
         for i in range(num_seeds):
-            seed_frames[i].append(_uint8(sk0[i:i + 1]))
+            seed_frames[i].append(to_uint8(sk0[i]))
         t_setup = time.perf_counter() - t0
 
         # 3. optimise all seeds in one batch; keep each seed's lowest unaugmented loss
@@ -437,7 +413,7 @@ class CLIPassoPipeline:
         step = 0
         t1 = time.perf_counter()
         with oom_guard("CLIPasso"):
-            for step in range(1, num_iterations + 1):
+            for step in range(1, total + 1):
                 opt.zero_grad(set_to_none=True)
                 sk = draw(pts)
                 loss, plain = loss_fn(sk, aug_gen)  # `plain` is the loss of the points before this update
@@ -450,23 +426,25 @@ class CLIPassoPipeline:
                 for i in range(num_seeds):
                     histories[i].append(float(plain[i]))
                 opt.step()
-                if early_stopping and step % cfg.eval_interval == 0:  # repo: stop when the eval loss stalls
+                if cfg.early_stopping and step % cfg.eval_interval == 0:  # repo: stop when the eval loss stalls
                     cur = float(best_loss.min())
                     if best_overall - cur > cfg.min_delta:
                         best_overall, last_improved = cur, step
                     elif step - last_improved >= cfg.patience * cfg.eval_interval:
                         early = True
-                if step % every == 0 or step == num_iterations or early:
+                preview = None
+                lead = int(best_loss.argmin())
+                if step % every == 0 or step == total or early:
                     with torch.no_grad():
                         shown = draw(best_pts)
                     for i in range(num_seeds):
                         if len(seed_frames[i]) < MAX_FRAMES:
-                            seed_frames[i].append(_uint8(shown[i:i + 1]))
-                    lead = int(best_loss.argmin())
-                    cmd = yield SketchProgress(step, num_iterations, to_pil(shown[lead]), float(best_loss[lead]))
-                    if cmd == "stop":
-                        stopped = True
-                        break
+                            seed_frames[i].append(to_uint8(shown[i]))
+                    preview = to_pil(shown[lead])
+                cmd = yield Progress(step, total, preview, {"loss": float(best_loss[lead])})
+                if cmd == "stop":
+                    stopped = True
+                    break
                 if early:
                     break
         t_opt = time.perf_counter() - t1
@@ -480,14 +458,22 @@ class CLIPassoPipeline:
         with torch.no_grad():
             img = draw(best_pts[k:k + 1])
             sims = self.scorer.encode_image(img.to(self.scorer.device)) @ self.scorer.encode_image(photo_dev).t()
-        frames = seed_frames[k] + [_uint8(img)]
+        frames = seed_frames[k] + [to_uint8(img)]
         yield CLIPassoOutput(
-            image=to_pil(img[0]), svg=to_svg(final), frames=frames, seed=seeds[k], seeds=seeds,
+            image=to_pil(img), svg=to_svg(final), frames=frames, seed=seeds[k], seeds=seeds,
             seed_losses=[float(v) for v in best_loss],
             scores={"clip_score": 100.0 * max(float(sims[0, 0]), 0.0), "loss": float(best_loss[k]),
                     "loss_init": float(init_loss[k])},
-            timings={"setup": t_setup, "optimise": t_opt, "total": time.perf_counter() - t0,
-                     "ms_per_step": 1000 * t_opt / max(1, step)},
-            strokes=best_pts[k].detach().cpu().view(num_strokes, 4, 2).numpy(), photo=to_pil(photo[0]),
+            timings={"setup_s": t_setup, "optimise_s": t_opt, "total_s": time.perf_counter() - t0,
+                     "per_step_s": t_opt / max(1, step)},
+            settings=_settings(cfg), strokes=best_pts[k].detach().cpu().view(num_strokes, 4, 2).numpy(), photo=to_pil(photo),
             relevancy=relevancy, losses=histories[k], steps_run=step, stopped=stopped, early_stopped=early,
             notice=self.scorer.notice)
+
+
+register(Task(
+    name="clipasso", title="Photo → sketch (CLIPasso)", config=CLIPassoConfig, pipeline=CLIPassoPipeline,
+    method="iterate", models=("clip", "loss_clip"), supports_batch=True,
+    inputs=(Input("image", "image", help="the photo to sketch"),),
+    load=lambda clip=None, loss_clip=None, device=None: CLIPassoPipeline.from_pretrained(clip, loss_clip,
+                                                                                         device=device)))

@@ -109,6 +109,24 @@ class CLIPDrawOutput(Result):
     losses: list[float] = field(default_factory=list)  # loss at every step
 
 
+def palette_text(colors: Sequence) -> str:
+    """A palette given as a list ("#rrggbb" strings, or RGB triples in [0, 1], stored to 8 bits) as the text that
+    `parse_palette` reads, so that the settings of a run stay JSON text."""
+    parts = []
+    for c in colors:
+        if isinstance(c, str):
+            parts.append(c)
+            continue
+        try:
+            v = [float(x) for x in c]
+        except (TypeError, ValueError):
+            v = []
+        if len(v) != 3 or not all(0.0 <= x <= 1.0 for x in v):
+            raise ValueError(f"`colors` entries must be '#rrggbb' or RGB triples in [0, 1], got {c!r}")
+        parts.append("#" + "".join(f"{round(x * 255):02x}" for x in v))
+    return ", ".join(parts)
+
+
 def parse_palette(colors: str | Sequence) -> torch.Tensor | None:
     """`colors` → (K, 3) palette tensor, or None for free colours ("full"); "black" is the one-colour palette."""
     if isinstance(colors, str):
@@ -191,6 +209,8 @@ class CLIPDrawPipeline:
     def check_inputs(self, prompt: Any, init_svg: Any, settings: dict[str, Any]) -> tuple[str, CLIPDrawConfig]:
         """The checked prompt and the resolved config (ValueError naming the argument and the value)."""
         prompt = check_text(prompt, "prompt")
+        if isinstance(settings.get("colors"), (list, tuple)):  # a palette as a list: the same as typed in a textbox
+            settings = {**settings, "colors": palette_text(settings["colors"])}
         cfg = resolve(self.config, settings)
         negs = tuple(check_texts(list(cfg.negative_prompts), "negative_prompts", MAX_NEGATIVES))
         cfg.negative_prompts = negs
@@ -301,9 +321,10 @@ class CLIPDrawPipeline:
 
         # 4. package the best drawing seen
         clip_score, best_step, final, img = best
-        if len(frames) > MAX_FRAMES:  # keep the first, the last and an even spread between
-            keep = np.linspace(0, len(frames) - 1, MAX_FRAMES).round().astype(int)
+        if len(frames) > MAX_FRAMES - 1:  # keep the first, the last and an even spread between
+            keep = np.linspace(0, len(frames) - 1, MAX_FRAMES - 1).round().astype(int)
             frames = [frames[i] for i in keep]
+        frames.append(to_uint8(img))  # the video ends on the result
         yield CLIPDrawOutput(
             image=to_pil(img), svg=to_svg(final), frames=frames, seed=cfg.seed, prompt=prompt, losses=losses,
             scores={"clip_score": clip_score, "clip_score_init": score_init, "best_step": best_step,

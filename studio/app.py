@@ -70,20 +70,23 @@ def make_lens_functions(device: str | None) -> dict[str, Callable]:
 
 
 def make_sketch_functions(device: str | None) -> dict[str, Callable]:
-    """CLIPDraw and CLIPasso handlers: generators that stream progress and return the result."""
-    from pipelines.clipasso import CLIPassoPipeline
-    from pipelines.clipdraw import CLIPDrawPipeline
+    """CLIPDraw and CLIPasso handlers: the registered tasks' generators, on the shared scorers."""
+    from studio.tasks import get_task
+
+    draw, sketch = get_task("clipdraw"), get_task("clipasso")
 
     @gpu
-    def clipdraw(spec, options):
-        return (yield from CLIPDrawPipeline(get_scorer(spec, device=device)).iterate(**options))
+    def clipdraw(spec, prompt, init_svg, settings):
+        pipe = draw.pipeline(get_scorer(spec, device=device))
+        return (yield from draw.iterate(pipe, prompt=prompt, init_svg=init_svg, **settings))
 
     @gpu
-    def clipasso(spec, loss_spec, options):
+    def clipasso(spec, loss_spec, image, settings):
         loss = get_scorer(loss_spec, device=device) if loss_spec else None
-        return (yield from CLIPassoPipeline(get_scorer(spec, device=device), loss).iterate(**options))
+        pipe = sketch.pipeline(get_scorer(spec, device=device), loss)
+        return (yield from sketch.iterate(pipe, image=image, **settings))
 
-    return {"clipdraw": clipdraw, "clipasso": clipasso}
+    return {"clipdraw": clipdraw, "clipasso": clipasso, "draw_specs": draw.specs(), "sketch_specs": sketch.specs()}
 
 
 def make_latent_functions(device: str | None) -> dict[str, Callable]:
@@ -176,9 +179,13 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
         with gr.Tabs():
             lens = make_lens_functions(device)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"])
+            from pipelines.clipdraw import COLOR_MODES
+
             sketch = make_sketch_functions(device)
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
-                            loss_model_choices=["RN101/openai", "RN50/openai"], cpu=dev.type == "cpu")
+                            draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
+                            colour_modes=list(COLOR_MODES), loss_model_choices=["RN101/openai", "RN50/openai"],
+                            cpu=dev.type == "cpu")
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 

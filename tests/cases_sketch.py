@@ -17,8 +17,19 @@ def clipdraw(scorer):
     from pipelines.clipdraw import CLIPDrawPipeline
 
     return CLIPDrawPipeline(scorer), {"prompt": "a red circle"}, {"num_strokes": 4, "num_steps": 2,
-                                                                   "canvas_size": 32}
+                                                                   "canvas_size": 32, "preview_every": 1}
 
 
 CASES = {"clipdraw": clipdraw}
 FILES = {"clipdraw": {"png", "svg", "video"}}
+
+
+def clipasso(scorer):
+    from pipelines.clipasso import CLIPassoPipeline
+
+    return CLIPassoPipeline(scorer), {"image": _photo()}, {"num_strokes": 3, "num_steps": 2, "num_seeds": 2,
+                                                            "canvas_size": 32, "preview_every": 1}
+
+
+CASES["clipasso"] = clipasso
+FILES["clipasso"] = {"png", "svg", "video"}

@@ -18,7 +18,7 @@ from pipelines.clipasso import (CLIPassoConfig, CLIPassoPipeline, otsu_threshold
 from studio.demo.oracle import edge_map
 from studio.render import from_svg
 
-TINY = dict(num_strokes=4, num_iterations=3, num_seeds=2, canvas_size=32, num_augs=2)
+TINY = dict(num_strokes=4, num_steps=3, num_seeds=2, canvas_size=32, num_augs=2)
 
 
 
@@ -50,11 +50,11 @@ def _png(img: Image.Image) -> bytes:
 @pytest.mark.parametrize("kwargs, name", [
     (dict(num_strokes=0), "num_strokes"),
     (dict(num_strokes=300), "num_strokes"),
-    (dict(num_iterations=0), "num_iterations"),
+    (dict(num_steps=0), "num_steps"),
     (dict(num_seeds=0), "num_seeds"),
     (dict(num_seeds=9), "num_seeds"),
     (dict(canvas_size=4), "canvas_size"),
-    (dict(width=0.0), "width"),
+    (dict(stroke_width=0.0), "stroke_width"),
     (dict(seed=-1), "seed"),
     (dict(mask_background="yes"), "mask_background"),
 ])
@@ -84,13 +84,13 @@ def test_huge_image_is_refused(pipe):
 @pytest.mark.parametrize("convert", ["L", "RGBA", "LA", "P"])
 def test_grayscale_and_transparent_photos_are_accepted(pipe, convert):
     img = shape_photo().convert(convert)
-    out = pipe(_png(img), **{**TINY, "num_iterations": 1, "num_seeds": 1})
+    out = pipe(_png(img), **{**TINY, "num_steps": 1, "num_seeds": 1})
     assert out.image.size == (32, 32) and out.photo.mode == "RGB"
 
 
 @pytest.mark.parametrize("canvas", [24, 48])
 def test_canvas_other_than_the_clip_input_size(pipe, canvas):
-    out = pipe(shape_photo(), **{**TINY, "canvas_size": canvas, "num_iterations": 2})
+    out = pipe(shape_photo(), **{**TINY, "canvas_size": canvas, "num_steps": 2})
     assert out.image.size == (canvas, canvas) and np.isfinite(out.scores["loss"])
 
 
@@ -120,7 +120,7 @@ def test_output_is_the_lowest_loss_seed_with_black_one_segment_strokes(pipe, tmp
 
 def test_seeds_in_one_batch_match_separate_runs(pipe):
     """Without augmentations the batch is exactly the separate runs side by side (seeds do not interact)."""
-    kw = {**TINY, "num_augs": 0, "num_iterations": 4, "early_stopping": False}
+    kw = {**TINY, "num_augs": 0, "num_steps": 4, "early_stopping": False}
     both = pipe(shape_photo(), seed=0, **{**kw, "num_seeds": 2})
     alone = pipe(shape_photo(), seed=1000, **{**kw, "num_seeds": 1})
     assert both.seed_losses[1] == pytest.approx(alone.seed_losses[0], rel=1e-4, abs=1e-8)
@@ -129,7 +129,7 @@ def test_seeds_in_one_batch_match_separate_runs(pipe):
 def test_callback_false_stops_with_the_best_so_far(pipe):
     calls = []
     out = pipe(shape_photo(), preview_every=1, callback=lambda s, t, p: calls.append(s) or (s < 2),
-               **{**TINY, "num_iterations": 10})
+               **{**TINY, "num_steps": 10})
     assert calls == [1, 2]
     assert out.stopped and out.steps_run == 2
     assert out.scores["loss"] <= out.scores["loss_init"] + 1e-12
@@ -138,7 +138,7 @@ def test_callback_false_stops_with_the_best_so_far(pipe):
 
 def test_early_stopping_when_the_loss_stalls(vit, rn):
     cfg = CLIPassoConfig(eval_interval=1, patience=2, min_delta=1e9)  # no improvement is ever big enough
-    out = CLIPassoPipeline(vit, rn, config=cfg)(shape_photo(), **{**TINY, "num_iterations": 50})
+    out = CLIPassoPipeline(vit, rn, config=cfg)(shape_photo(), **{**TINY, "num_steps": 50})
     assert out.early_stopped and not out.stopped
     assert out.steps_run == 3  # the first evaluation sets the best, then two without improvement
 
@@ -201,7 +201,7 @@ def _mean_edge_distance(points: np.ndarray, edges: np.ndarray) -> float:
 def test_demo_strokes_sit_on_the_shape_edges_and_beat_their_initialisation(demo_scorer):
     size = 64
     photo = shape_photo(size)
-    out = CLIPassoPipeline(demo_scorer)(photo, num_strokes=8, num_iterations=40, num_seeds=2, canvas_size=size,
+    out = CLIPassoPipeline(demo_scorer)(photo, num_strokes=8, num_steps=40, num_seeds=2, canvas_size=size,
                                         seed=0)
     edges = edge_map(np.asarray(photo))
     dist = _mean_edge_distance(_curve_samples(out.strokes), edges)

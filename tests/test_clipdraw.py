@@ -16,7 +16,7 @@ from pipelines.clipdraw import CLIPDrawConfig, CLIPDrawPipeline, parse_palette, 
 from studio.demo.oracle import measure
 from studio.render import from_svg
 
-TINY = dict(num_paths=6, num_iterations=3, canvas_size=32, num_augs=2)
+TINY = dict(num_strokes=6, num_steps=3, canvas_size=32, num_augs=2)
 
 
 
@@ -29,14 +29,14 @@ def pipe(vit):
     (dict(prompt=""), "prompt"),
     (dict(prompt="   "), "prompt"),
     (dict(prompt=None), "prompt"),
-    (dict(num_paths=5000), "num_paths"),
-    (dict(num_paths=-1), "num_paths"),
-    (dict(num_paths=0), "num_paths"),  # zero is only allowed when an SVG supplies paths
-    (dict(num_iterations=0), "num_iterations"),
-    (dict(num_iterations=2.5), "num_iterations"),
+    (dict(num_strokes=5000), "num_strokes"),
+    (dict(num_strokes=-1), "num_strokes"),
+    (dict(num_strokes=0), "num_strokes"),  # zero is only allowed when an SVG supplies paths
+    (dict(num_steps=0), "num_steps"),
+    (dict(num_steps=2.5), "num_steps"),
     (dict(canvas_size=8), "canvas_size"),
     (dict(canvas_size=100_000), "canvas_size"),
-    (dict(max_width=0.5), "max_width"),
+    (dict(max_stroke_width=0.5), "max_stroke_width"),
     (dict(colors="rainbow"), "colors"),
     (dict(colors=["#12345"]), "colors"),
     (dict(seed=-3), "seed"),
@@ -63,20 +63,21 @@ def test_same_seed_same_svg_and_other_seed_differs(pipe):
 def test_output_fields_and_files(pipe, tmp_path):
     out = pipe("a blue star", negative_prompts=["a badly drawn sketch"], preview_every=1, **TINY)
     assert out.image.size == (32, 32) and out.image.mode == "RGB"
-    assert len(out.frames) == 1 + TINY["num_iterations"]  # the start and one per preview
+    assert len(out.frames) == 2 + TINY["num_steps"]  # the start, one per preview, and the result
+    assert np.array_equal(out.frames[-1], np.asarray(out.image))
     assert all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in out.frames)
-    assert len(out.losses) == out.steps_run == TINY["num_iterations"] and not out.stopped
+    assert len(out.losses) == out.steps_run == TINY["num_steps"] and not out.stopped
     assert 0.0 <= out.scores["clip_score"] <= 100.0
-    assert set(out.timings) >= {"setup", "optimise", "total", "ms_per_step"}
+    assert set(out.timings) >= {"setup_s", "optimise_s", "total_s", "per_step_s"}
     scene = from_svg(out.svg)  # the SVG reads back with every path
-    assert scene.num_paths == TINY["num_paths"] and (scene.width, scene.height) == (32, 32)
+    assert scene.num_paths == TINY["num_strokes"] and (scene.width, scene.height) == (32, 32)
     paths = out.save(tmp_path, video="gif")
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
     assert paths["video"].suffix == ".gif"
 
 
 def test_canvas_other_than_the_clip_input_size(pipe):
-    out = pipe("a red circle", **{**TINY, "canvas_size": 48, "num_iterations": 2})
+    out = pipe("a red circle", **{**TINY, "canvas_size": 48, "num_steps": 2})
     assert out.image.size == (48, 48)
 
 
@@ -87,18 +88,18 @@ def test_callback_streams_and_false_stops_early(pipe):
         seen.append((step, total, preview.size))
         return False if step >= 2 else None
 
-    out = pipe("a red circle", callback=callback, preview_every=1, **{**TINY, "num_iterations": 6})
+    out = pipe("a red circle", callback=callback, preview_every=1, **{**TINY, "num_steps": 6})
     assert seen == [(1, 6, (32, 32)), (2, 6, (32, 32))]
     assert out.stopped and out.steps_run == 2 and len(out.losses) == 2
 
 
 def test_iterate_stop_returns_the_drawing_so_far(pipe):
-    gen = pipe.iterate("a red circle", preview_every=1, **{**TINY, "num_iterations": 5})
+    gen = pipe.iterate("a red circle", preview_every=1, **{**TINY, "num_steps": 5})
     first = next(gen)
     assert not first.done and first.step == 1
     out = gen.send("stop")
     assert out.done and out.stopped and out.steps_run == 1
-    assert from_svg(out.svg).num_paths == TINY["num_paths"]
+    assert from_svg(out.svg).num_paths == TINY["num_strokes"]
 
 
 def test_black_mode_and_palette_draw_only_those_colours(pipe):
@@ -123,12 +124,12 @@ def test_start_from_svg_keeps_its_paths_and_adds_new_ones(pipe):
            '<path d="M 8 8 L 56 56" stroke="#ff0000" stroke-width="4" fill="none"/>'
            '<circle cx="32" cy="32" r="10" stroke="#0000ff" fill="none"/></svg>')
     n_in = from_svg(svg).num_paths
-    out = pipe("a red circle", init_svg=svg, **{**TINY, "num_paths": 3})
+    out = pipe("a red circle", init_svg=svg, **{**TINY, "num_strokes": 3})
     scene = from_svg(out.svg)
     assert scene.num_paths == n_in + 3
     # the SVG's line was scaled from 64 to the 32-pixel canvas and moved little in 3 steps of lr 1
     assert torch.allclose(scene.points[0, 0], torch.tensor([4.0, 4.0]), atol=4.0)
-    only_svg = pipe("a red circle", init_svg=svg, **{**TINY, "num_paths": 0})
+    only_svg = pipe("a red circle", init_svg=svg, **{**TINY, "num_strokes": 0})
     assert from_svg(only_svg.svg).num_paths == n_in
 
 
@@ -142,7 +143,7 @@ def test_lr_schedule_follows_the_notebook(pipe, monkeypatch):
         return orig(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
-    pipe("a red circle", **{**TINY, "num_iterations": 8})
+    pipe("a red circle", **{**TINY, "num_steps": 8})
     assert [lrs[0] for lrs in seen] == [1.0] * 4 + [0.4] * 2 + [0.1] * 2
     assert seen[0][1:] == [0.1, 0.01]
 
@@ -163,7 +164,7 @@ def test_random_strokes_follow_the_notebook_walk():
 def test_red_prompt_draws_red_and_the_clip_loss_falls(demo_scorer):
     """With the demo CLIP, "a red scribble" turns random colourful strokes predominantly red (pixel oracle)."""
     pipe = CLIPDrawPipeline(demo_scorer)
-    out = pipe("a red scribble", num_paths=16, num_iterations=100, canvas_size=64, seed=0)  # red 0.73-0.95, seeds 0-4
+    out = pipe("a red scribble", num_strokes=16, num_steps=100, canvas_size=64, seed=0)  # red 0.73-0.95, seeds 0-4
     m = measure(np.asarray(out.image))
     assert m.dominant_colour == "red", m.colour_fractions
     assert m.colour_fractions["red"] > 0.5, m.colour_fractions

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from studio.progress import Progress, Result
 from studio.ui import vector_sketch as ui
 
 from conftest import launch_local
@@ -23,35 +24,25 @@ from conftest import launch_local
 
 
 @dataclass
-class FakeProgress:
-    step: int
-    total: int
-    preview: Image.Image
-    loss: float | None = None
-    done: bool = False
+class FakeResult(Result):
+    """A sketch result with fixed files (the protocol's fields, as the pipelines fill them)."""
 
+    task = "fake"
+    save_calls: list = field(default_factory=list)
 
-@dataclass
-class FakeResult:
-    steps_run: int
-    stopped: bool
-    image: Image.Image = field(default_factory=lambda: Image.new("RGB", (8, 8), "red"))
-    scores: dict = field(default_factory=lambda: {"clip_score": 31.5, "loss": -0.3})
-    notice: str | None = "demo model"
-    done: bool = True
-
-    def save(self, video="mp4"):
+    def save(self, folder=None, video="mp4", fps=12.0):
         return {"svg": "/tmp/a.svg", "png": "/tmp/a.png", "video": f"/tmp/a.{video}"}
 
 
 def fake_run(total: int, sent: list):
     step = 0
     for step in range(1, total + 1):
-        cmd = yield FakeProgress(step, total, Image.new("RGB", (8, 8)), 0.1 * step)
+        cmd = yield Progress(step, total, Image.new("RGB", (8, 8)), {"loss": 0.1 * step})
         sent.append(cmd)
         if cmd == "stop":
-            return (yield FakeResult(step, True))
-    yield FakeResult(step, False)
+            break
+    yield FakeResult(image=Image.new("RGB", (8, 8), "red"), scores={"clip_score": 31.5, "loss": -0.3},
+                     notice="demo model", steps_run=step, stopped=step < total, settings={"num_steps": total})
 
 
 def test_stream_yields_previews_then_files():
@@ -61,7 +52,7 @@ def test_stream_yields_previews_then_files():
     assert all(o[2] is None for o in outs[:3]) and "step 2 / 3" in outs[1][1]
     image, progress, svg, png, video, text = outs[-1]
     assert (svg, png, video) == ("/tmp/a.svg", "/tmp/a.png", "/tmp/a.mp4")
-    assert "31.5" in text and "demo model" in text
+    assert "31.5" in text and "demo model" in text and "done: 3 of 3 steps" in progress
     assert sent == [None, None, None]
 
 
@@ -72,48 +63,58 @@ def test_stop_flag_sends_stop_and_keeps_the_result():
     flag.set()
     rest = list(gen)
     assert sent == ["stop"]
-    assert rest[-1][2] == "/tmp/a.svg" and "stopped at step 1" in rest[-1][5]
+    image, progress, svg, png, video, text = rest[-1]
+    assert svg == "/tmp/a.svg" and image is not None
+    assert "stopped at step 1 of 10" in progress and "100 %" not in progress and "done" not in progress
 
 
-def test_options_map_the_page_values(tmp_path):
+def test_svg_upload_is_read_and_bad_files_are_named(tmp_path):
     svg = tmp_path / "start.svg"
     svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
-    opts = ui.clipdraw_options("a cat", "ugly\n\nmessy", 64.0, 100.0, 224.0, 20.0, "custom", "#ff0000, #00f",
-                               True, str(svg), 3.0)
-    assert opts["negative_prompts"] == ["ugly", "messy"] and opts["num_paths"] == 64 and opts["seed"] == 3
-    assert opts["colors"] == "#ff0000, #00f" and opts["init_svg"].startswith("<svg") and opts["filled"] is True
-    with pytest.raises(ValueError, match="`colors`"):
-        ui.clipdraw_options("a cat", "", 8, 8, 64, 5, "custom", " ", False, None, 0)
-    with pytest.raises(ValueError, match="`image`"):
-        ui.clipasso_options(None, 16, 10, 1, 1.5, False, 0)
+    assert ui.read_svg_upload(str(svg)).startswith("<svg") and ui.read_svg_upload(None) is None
+    bad = tmp_path / "bad.svg"
+    bad.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="`init_svg`"):
+        ui.read_svg_upload(str(bad))
+
+
+def _specs():
+    from pipelines.clipdraw import COLOR_MODES
+    from studio.tasks import get_task
+
+    return {"draw_specs": get_task("clipdraw").specs(), "sketch_specs": get_task("clipasso").specs(),
+            "colour_modes": list(COLOR_MODES)}
 
 
 def test_tab_builds_with_plain_functions():
     with gr.Blocks() as demo:
-        ui.build(lambda spec, o: fake_run(2, []), lambda spec, loss, o: fake_run(2, []), ["tiny"], "tiny",
-                 lambda spec: None, loss_model_choices=["RN101/openai"])
+        ui.build(lambda *a: fake_run(2, []), lambda *a: fake_run(2, []), ["tiny"], "tiny",
+                 lambda spec: None, loss_model_choices=["RN101/openai"], **_specs())
     names = {getattr(fn, "api_name", None) for fn in demo.fns.values()}
     assert {"sketch_clipdraw", "sketch_clipasso", "sketch_clipdraw_stop", "sketch_clipasso_stop"} <= names
 
 
 @pytest.mark.parametrize("cpu", [False, True])
-def test_sliders_start_at_the_papers_settings_on_a_gpu_and_smaller_on_a_cpu(cpu):
+def test_controls_start_at_the_papers_settings_on_a_gpu_and_smaller_on_a_cpu(cpu):
+    from pipelines.clipasso import CLIPassoConfig
+    from pipelines.clipdraw import CLIPDrawConfig
+
     with gr.Blocks() as demo:
-        ui.build(lambda spec, o: fake_run(2, []), lambda spec, loss, o: fake_run(2, []), ["tiny"], "tiny",
-                 lambda spec: None, cpu=cpu)
-    start = {c.label: c.value for c in demo.blocks.values() if isinstance(c, gr.Slider)}
-    want = ui.CPU_DEFAULTS if cpu else ui.PAPER_DEFAULTS
-    assert start["Strokes"] == want["num_paths"] and start["Steps"] == want["draw_steps"]
-    assert start["Seeds optimised together"] == want["seeds"]
-    assert start["Steps (stops early when stalled)"] == want["sketch_steps"]
-    assert (ui.PAPER_DEFAULTS["num_paths"], ui.PAPER_DEFAULTS["draw_steps"]) == (256, 1000)  # CLIPDraw's paper
+        ui.build(lambda *a: fake_run(2, []), lambda *a: fake_run(2, []), ["tiny"], "tiny",
+                 lambda spec: None, cpu=cpu, **_specs())
+    start = {c.elem_id: c.value for c in demo.blocks.values() if getattr(c, "elem_id", None)}
+    assert (CLIPDrawConfig().num_strokes, CLIPDrawConfig().num_steps) == (256, 1000)  # CLIPDraw's paper
+    assert (CLIPassoConfig().num_steps, CLIPassoConfig().num_seeds) == (2000, 3)  # CLIPasso's paper
+    want = (64, 300, 300, 2) if cpu else (256, 1000, 2000, 3)
+    assert (start["clipdraw--num_strokes"], start["clipdraw--num_steps"], start["clipasso--num_steps"],
+            start["clipasso--num_seeds"]) == want
 
 
 def test_stream_drives_the_real_pipeline(vit, tmp_path):
     from pipelines.clipdraw import CLIPDrawPipeline
 
-    run = CLIPDrawPipeline(vit).iterate("a red circle", num_paths=4, num_iterations=2, canvas_size=32,
-                                                num_augs=1, preview_every=1)
+    run = CLIPDrawPipeline(vit).iterate("a red circle", num_strokes=4, num_steps=2, canvas_size=32,
+                                        num_augs=1, preview_every=1)
     outs = list(ui.stream(run, threading.Event(), video="gif"))
     assert len(outs) == 3
     assert outs[-1][4].endswith(".gif") and outs[-1][0].size == (32, 32)
@@ -127,15 +128,16 @@ def sketch_url(vit, rn):
 
     scorers = {"tiny": vit, "tiny-rn": rn}
 
-    def clipdraw(spec, options):
-        return (yield from CLIPDrawPipeline(scorers[spec]).iterate(**options))
+    def clipdraw(spec, prompt, init_svg, settings):
+        return CLIPDrawPipeline(scorers[spec]).iterate(prompt, init_svg=init_svg, **settings)
 
-    def clipasso(spec, loss_spec, options):
+    def clipasso(spec, loss_spec, image, settings):
         loss = scorers[loss_spec] if loss_spec else None
-        return (yield from CLIPassoPipeline(scorers[spec], loss).iterate(**options))
+        return CLIPassoPipeline(scorers[spec], loss).iterate(image, **settings)
 
     with gr.Blocks() as demo:
-        ui.build(clipdraw, clipasso, ["tiny"], "tiny", lambda spec: None, loss_model_choices=["tiny-rn"])
+        ui.build(clipdraw, clipasso, ["tiny"], "tiny", lambda spec: None, loss_model_choices=["tiny-rn"],
+                 **_specs())
     url = launch_local(demo)
     yield url
     demo.close()
@@ -148,21 +150,23 @@ def test_tab_over_http_streams_stops_and_reports_errors(sketch_url, tmp_path):
     from gradio_client import Client, handle_file
 
     client = Client(sketch_url, verbose=False)
-    job = client.submit("tiny", "a red circle", "", 6, 2000, 64, 10, "primary", "", False, None, 0,
+    # model, prompt, negatives, colours, custom, svg, then DRAW_SETTINGS: strokes, steps, canvas, width, filled, seed
+    job = client.submit("tiny", "a red circle", "", "primary", "", None, 6, 2000, 64, 10, False, 0,
                         api_name="/sketch_clipdraw")
     deadline = time.time() + 120
     while len(job.outputs()) < 2 and time.time() < deadline:  # wait for live previews
         time.sleep(0.2)
     client.predict(api_name="/sketch_clipdraw_stop")
     image, progress, svg, png, video, text = job.result(timeout=120)
-    assert "stopped at step" in text and svg.endswith(".svg") and video.endswith(".mp4")
+    assert "stopped at step" in progress and svg.endswith(".svg") and video.endswith(".mp4")
     assert pathlib.Path(svg).read_text(encoding="utf-8").startswith("<svg")
 
     photo = tmp_path / "photo.png"
     Image.new("RGB", (48, 48), "white").save(photo)
+    # model, loss model, photo, then SKETCH_SETTINGS: strokes, steps, seeds, stroke width, mask, seed
     out = client.predict("tiny", "tiny-rn", handle_file(str(photo)), 4, 3, 2, 1.5, False, 0,
                          api_name="/sketch_clipasso")
     assert "kept seed" in out[5] and out[2].endswith(".svg")
 
     with pytest.raises(Exception, match="prompt"):
-        client.predict("tiny", "  ", "", 6, 5, 64, 10, "full", "", False, None, 0, api_name="/sketch_clipdraw")
+        client.predict("tiny", "  ", "", "full", "", None, 6, 5, 64, 10, False, 0, api_name="/sketch_clipdraw")
