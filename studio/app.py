@@ -165,11 +165,16 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     return {"generate": generate, "refine": refine, "edit": edit, "defaults": defaults}
 
 
+def _on_cpu(dev) -> bool:
+    return dev.type == "cpu"
+
+
 def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
     """The studio's Blocks. `clip` is the default CLIP spec; `device` as `studio.device.pick_device` takes it."""
     clip = clip or os.environ.get("STUDIO_CLIP") or "ViT-B-32/openai"
     dev = pick_device(device)
     device = str(dev)
+    cpu = _on_cpu(dev)  # controls start at settings a CPU finishes in minutes
     choices = available_specs()
     if clip not in choices:
         choices.insert(0, clip)
@@ -185,7 +190,7 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
                             draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
                             colour_modes=list(COLOR_MODES), loss_model_choices=["RN101/openai", "RN50/openai"],
-                            cpu=dev.type == "cpu")
+                            cpu=cpu)
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 
