@@ -111,12 +111,12 @@ def check_value(spec: ParamSpec, value: Any) -> Any:
         return value
     if spec.kind in ("int", "float"):
         integer = spec.kind == "int"
+        if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:  # numpy scalars
+            value = value.item()
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if ok and integer and isinstance(value, float):
             ok = value.is_integer()
             value = int(value) if ok else value
-        if ok and hasattr(value, "item"):  # numpy scalars
-            value = value.item()
         lo = -math.inf if spec.lo is None else spec.lo
         hi = math.inf if spec.hi is None else spec.hi
         if not ok or not lo <= value <= hi:

@@ -32,3 +32,61 @@ def test_unexpected_errors_are_reported_briefly():
 
     with pytest.raises(gr.Error, match="Something went wrong \\(KeyError"):
         handler()
+
+
+def _task(total, sent):
+    from studio.progress import Progress, Result
+
+    step = 0
+    for step in range(1, total + 1):
+        cmd = yield Progress(step, total)
+        sent.append(cmd)
+        if cmd == "stop":
+            break
+    yield Result(steps_run=step, stopped=step < total)
+
+
+def test_one_stop_is_keyed_by_the_run_and_leaves_nothing_behind():
+    from studio.ui.common import RUNS, drive, run_handler
+
+    sent = []
+
+    def fn(n, flag):
+        yield from drive(_task(int(n), sent), flag, lambda item: ("step", item.step),
+                         lambda res: ("result", res.steps_run, res.stopped))
+
+    before = RUNS.active()
+    first, second = run_handler(fn)(10), run_handler(fn)(10)
+    token1, *out1 = next(first)
+    token2, *out2 = next(second)
+    assert token1 != token2 and RUNS.active() == before + 2 and out1 == ["step", 1]
+    assert RUNS.stop(token1)  # stops the first run only
+    rest1 = list(first)
+    assert rest1[-1][1:] == ("result", 1, True)
+    assert next(second)[1:] == ("step", 2)  # the other run goes on
+    second.close()  # the page went away: closed, and its token dropped too
+    assert RUNS.active() == before and not RUNS.stop(token1) and not RUNS.stop(None)
+
+
+def test_a_failing_run_drops_its_token_and_reports_the_error():
+    from studio.ui.common import RUNS, run_handler
+
+    def fn(flag):
+        yield ("started",)
+        raise ValueError("`prompt` must be non-empty text, got ''")
+
+    before = RUNS.active()
+    gen = run_handler(fn)()
+    next(gen)
+    with pytest.raises(gr.Error, match="`prompt`"):
+        next(gen)
+    assert RUNS.active() == before
+
+
+def test_progress_text_says_running_done_or_stopped():
+    from studio.ui.common import progress_html
+
+    assert "step 3 / 10 (30 %)" in progress_html(3, 10)
+    assert "done: 10 of 10 steps" in progress_html(10, 10, state="done")
+    stopped = progress_html(4, 10, state="stopped")
+    assert "stopped at step 4 of 10" in stopped and "100 %" not in stopped and 'value="4"' in stopped
