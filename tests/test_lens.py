@@ -170,3 +170,76 @@ def test_the_registered_tasks_read_one_config():
     weight = get_task("lens-arithmetic").specs()["weight"]
     assert (weight.default, weight.lo, weight.hi) == (1.0, 0.0, 5.0) and weight.ui_hi <= weight.hi
     assert get_task("lens-classify").specs()["templates"].choices[0] == "auto"
+
+
+# ---------------------------------------------------------------------------------------------------- the tab
+LENS_TASKS = ("lens-classify", "lens-search", "lens-arithmetic")
+
+
+def _build_tab(classify=None, search=None, arithmetic=None):
+    import gradio as gr
+
+    from studio.ui import lens as ui
+
+    specs = {n: get_task(n).specs() for n in LENS_TASKS}
+    with gr.Blocks() as demo:
+        ui.build(classify, search, arithmetic, ["tiny-test-vit"], "tiny-test-vit", lambda spec: None, specs,
+                 MAX_GALLERY)
+    return demo, {f.api_name: f.fn for f in demo.fns.values()}
+
+
+def test_the_tab_s_controls_come_from_the_config():
+    demo, _ = _build_tab()
+    found = {}
+    for block in demo.blocks.values():
+        elem = getattr(block, "elem_id", None) or ""
+        if "--" in elem:
+            task, name = elem.split("--")
+            found[elem] = (block, get_task(task).specs()[name])
+    assert set(found) == {"lens-classify--templates", "lens-arithmetic--weight"}
+    weight, spec = found["lens-arithmetic--weight"]
+    assert (weight.value, weight.minimum, weight.maximum) == (spec.default, spec.ui_lo, spec.ui_hi)
+    templates, spec = found["lens-classify--templates"]
+    assert templates.value == spec.default and [c[0] for c in templates.choices] == list(spec.choices)
+
+
+def test_search_on_the_page_streams_and_stop_shows_the_ranking_so_far(lens, tmp_path):
+    from studio.ui.common import RUNS
+
+    files = []
+    for i in range(3):
+        files.append(str(tmp_path / f"{i}.png"))
+        _img(i).save(files[-1])
+    _, fns = _build_tab(search=lambda spec, f, q, **kw: lens.iter_search(f, q, **kw),
+                        arithmetic=lambda spec, f, im, m, p, **kw: lens.iter_arithmetic(f, im, m, p, **kw))
+
+    outs = list(fns["lens_search"]("tiny-test-vit", files, "a cat"))
+    assert len(outs) == 4  # a step per image, then the ranking
+    token, gallery, progress, _notice, downloads = outs[-1]
+    assert len(gallery) == 3 and "done: 3 of 3 steps" in progress and any(d.endswith(".json") for d in downloads)
+    assert "step 2 / 3" in outs[1][2] and len(outs[1][1]) == 2  # the images embedded so far
+
+    run = fns["lens_arithmetic"]("tiny-test-vit", files, _img(1), "dog", "cat", 0.5)
+    first = next(run)
+    assert RUNS.stop(first[0])  # the Stop button's handler, with the run's token
+    *_, last = run
+    _, gallery, progress, _notice, downloads = last
+    assert len(gallery) == 1 and "stopped at step 1 of 3" in progress and downloads
+    assert not RUNS.stop(first[0])  # the run has finished: its token is gone
+
+
+def test_bad_search_input_reaches_the_page_as_a_message(lens):
+    import gradio as gr
+
+    _, fns = _build_tab(search=lambda spec, f, q, **kw: lens.iter_search(f, q, **kw))
+    with pytest.raises(gr.Error, match="`images` must hold at least one image"):
+        list(fns["lens_search"]("tiny-test-vit", [], "a cat"))
+
+
+def test_the_tab_module_imports_neither_torch_nor_pipelines():
+    import subprocess
+    import sys
+
+    code = ("import sys, studio.ui.lens; bad = [m for m in ('torch', 'pipelines') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
