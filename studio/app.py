@@ -16,7 +16,6 @@ from typing import Callable
 import gradio as gr
 
 from studio.device import pick_device
-from studio.images import load_image
 from studio.scorer import available_specs, get_scorer, is_loaded
 from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
@@ -34,39 +33,35 @@ except ImportError:
         return fn
 
 
-def _gallery_item(path: str, caption: str):
-    return (load_image(path, "images"), caption)
-
-
-def make_lens_functions(device: str | None) -> dict[str, Callable]:
-    from pipelines.lens import CLIPLensPipeline
+def make_lens_functions(device: str | None) -> dict:
+    """CLIP Lens handlers: classify returns the labels; search and arithmetic are the task generators."""
+    from pipelines.lens import MAX_GALLERY, CLIPLensPipeline
+    from studio.tasks import get_task
 
     def pipe(spec: str) -> CLIPLensPipeline:
         return CLIPLensPipeline(get_scorer(spec, device=device))
 
     @gpu
-    def classify(spec, image, labels_text):
-        out = pipe(spec).classify(image, labels_text)
+    def classify(spec, image, labels_text, **settings):
+        out = pipe(spec).classify(image, labels_text, **settings)
         return {"labels": list(zip(out.labels, out.probs)), "notice": out.notice}
 
     @gpu
-    def search(spec, files, query):
-        out = pipe(spec).search(files, query)
-        return {"gallery": [_gallery_item(files[i], f"{s:.1f}") for i, s in zip(out.order, out.scores)],
-                "notice": out.notice}
+    def search(spec, files, query, **settings):
+        return (yield from pipe(spec).iter_search(files, query, **settings))
 
     @gpu
-    def arithmetic(spec, files, query_image, minus, plus, weight):
-        out = pipe(spec).arithmetic(files, query_image, minus, plus, weight)
-        return {"gallery": [_gallery_item(files[i], f"{s:.1f}") for i, s in zip(out.order, out.scores)],
-                "notice": out.notice}
+    def arithmetic(spec, files, query_image, minus, plus, **settings):
+        return (yield from pipe(spec).iter_arithmetic(files, query_image, minus, plus, **settings))
 
     def model_status(spec):
         if is_loaded(spec, device=device):
             return None
         return f"Loading CLIP {spec!r} (first use: loading weights, or downloading them once)…"
 
-    return {"classify": classify, "search": search, "arithmetic": arithmetic, "model_status": model_status}
+    specs = {name: get_task(name).specs() for name in ("lens-classify", "lens-search", "lens-arithmetic")}
+    return {"classify": classify, "search": search, "arithmetic": arithmetic, "model_status": model_status,
+            "specs": specs, "max_gallery": MAX_GALLERY}
 
 
 def make_sketch_functions(device: str | None) -> dict[str, Callable]:
@@ -183,7 +178,8 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
                     f"`{clip}`")
         with gr.Tabs():
             lens = make_lens_functions(device)
-            lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"])
+            lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"],
+                          specs=lens["specs"], max_gallery=lens["max_gallery"])
             from pipelines.clipdraw import COLOR_MODES
 
             sketch = make_sketch_functions(device)

@@ -81,16 +81,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return sd
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def hf_cached_file(repo_id: str, filenames: tuple[str, ...]) -> Path | None:
     """The first of `filenames` already in the local Hugging Face cache (HF_HOME), without network."""
     from huggingface_hub import try_to_load_from_cache

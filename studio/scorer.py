@@ -282,7 +282,6 @@ _SCORERS: OrderedDict[tuple, CLIPScorer] = OrderedDict()
 _LOADING: dict[tuple, threading.Lock] = {}
 _REGISTRY_LOCK = threading.Lock()
 MAX_MODELS = int(os.environ.get("STUDIO_MAX_MODELS", "2"))  # resident CLIP models before the oldest is released
-load_count = 0  # how many models were actually built (tests check that concurrent requests load once)
 
 
 class _DropRandomInit(logging.Filter):
@@ -362,9 +361,7 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
         source = resolve_clip(spec, allow_demo=allow_demo)
         with oom_guard(f"loading CLIP {spec!r}"):
             scorer = _build(source, dev, dtype)
-        global load_count
         with _REGISTRY_LOCK:
-            load_count += 1
             _SCORERS[key] = scorer
             _LOADING.pop(key, None)
             while len(_SCORERS) > max(1, MAX_MODELS):

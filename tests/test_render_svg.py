@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from studio.render import from_svg, render, to_svg
-from studio.render.svg import MAX_COMMANDS, MAX_SVG_CHARS
+from studio.render.svg_read import MAX_COMMANDS, MAX_SVG_CHARS
 
 from test_render import random_scene
 
@@ -26,6 +26,15 @@ def resvg(svg: str) -> np.ndarray:
 
 def ours(scene) -> np.ndarray:
     return render(scene)[0].detach().numpy()
+
+
+def test_the_package_exports_the_writer_and_the_reader():
+    import studio.render as render_pkg
+    from studio.render import svg_read, svg_write
+
+    assert render_pkg.to_svg is svg_write.to_svg and render_pkg.from_svg is svg_read.from_svg
+    assert {"to_svg", "from_svg"} <= set(render_pkg.__all__)
+    assert not hasattr(svg_write, "from_svg") and not hasattr(svg_read, "to_svg")  # one job per module
 
 
 # ---------------------------------------------------------------------------------------------- round trip

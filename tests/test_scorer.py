@@ -135,7 +135,14 @@ def test_image_activations(tiny_configs, name, layers):
 
 def test_two_threads_load_once(tiny_configs, monkeypatch):
     scorer_mod.release("tiny-test-rn")
-    before = scorer_mod.load_count
+    built = []
+    real_build = scorer_mod._build
+
+    def counting_build(*args, **kwargs):
+        built.append(args[0].spec)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(scorer_mod, "_build", counting_build)
     barrier = threading.Barrier(2)
     got = []
 
@@ -148,7 +155,7 @@ def test_two_threads_load_once(tiny_configs, monkeypatch):
         t.start()
     for t in threads:
         t.join()
-    assert scorer_mod.load_count == before + 1
+    assert len(built) == 1
     assert got[0] is got[1]
 
 

@@ -34,10 +34,9 @@ SHAPE_LAYERS: tuple[tuple[str, int], ...] = (
     ("colour", 3),  # shape RGB
     ("position", 2),  # centre (x, y)
     ("size", 1),  # half-extent
-    ("shape", 5),  # mixture logits over SHAPE_KINDS
+    ("shape", 5),  # mixture logits over the shapes of `shape_sdfs`: circle, square, triangle, star, cross
     ("fill", 1),  # filled (high) vs outlined (low)
 )
-SHAPE_KINDS: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 
 
 def _box(p: torch.Tensor, half: tuple[float, float]) -> torch.Tensor:

@@ -30,7 +30,7 @@ Rendering
         remaining transparency over white)
     to_uint8(rgba) -> numpy uint8 RGB for saving
 
-SVG
+SVG (the writer is `svg_write`, the reader `svg_read`)
     to_svg(scene, index=0) -> str       round caps/joins, so resvg and browsers draw what we rasterise
     from_svg(text) -> Scene             defusedxml, size/command caps; ValueError for hostile or unsupported input
 
@@ -58,7 +58,8 @@ Example: optimise strokes toward a target image
 from .geometry import DEFAULT_TOLERANCE, flatten
 from .rasterize import BACKENDS, render, render_one, to_image, to_uint8
 from .scene import MAX_CANVAS, Path, Scene, Topology
-from .svg import from_svg, to_svg
+from .svg_read import from_svg
+from .svg_write import to_svg
 
 __all__ = [
     "BACKENDS",
