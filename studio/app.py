@@ -8,7 +8,6 @@ carries the whole app.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import Callable
@@ -197,36 +196,28 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
     return demo
 
 
-def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description="CLIP Creative Studio")
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                   help="address to listen on (0.0.0.0 for all); env GRADIO_SERVER_NAME")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                   help="port; env GRADIO_SERVER_PORT")
-    p.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
-    p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"),
-                   help="auto, cpu, cuda[:N], mps; env STUDIO_DEVICE")
-    p.add_argument("--clip", default=os.environ.get("STUDIO_CLIP"),
-                   help="default CLIP: ARCH/TAG (ViT-B-32/openai), ARCH:/path/weights, or shapes-clip; env STUDIO_CLIP")
-    p.add_argument("--concurrency", type=int, default=int(os.environ.get("STUDIO_CONCURRENCY", "1")),
-                   help="jobs running at once (one GPU job at a time by default); env STUDIO_CONCURRENCY")
-    p.add_argument("--max-queue", type=int, default=int(os.environ.get("STUDIO_MAX_QUEUE", "32")),
-                   help="requests waiting before new ones are turned away; env STUDIO_MAX_QUEUE")
-    args = p.parse_args(argv)
-    if args.concurrency < 1:
-        p.error(f"--concurrency must be at least 1, got {args.concurrency}")
-    return args
-
-
-def main(argv: list[str] | None = None, prog: str = "clip-studio") -> None:
+def serve(args, prog: str = "clip-studio") -> None:
+    """Start the web app with flags parsed by `studio.cli.parse_serve_args`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv, prog)
     try:
         demo = build_app(clip=args.clip, device=args.device)
     except ValueError as err:  # a bad flag or setting: say which, without a traceback
         raise SystemExit(f"{prog}: error: {err}") from None
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None):
+    from studio.cli import parse_serve_args
+
+    return parse_serve_args(argv, prog)
+
+
+def main(argv: list[str] | None = None, prog: str = "clip-studio") -> None:
+    """`clip-studio` (see `studio.cli`): the web app, or `run TASK ...`."""
+    from studio.cli import main as cli_main
+
+    cli_main(argv, prog)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def test_wheel_carries_the_demo_model_and_the_app(tmp_path):
                    "studio/app.py", "pipelines/styleclip.py"):
         assert needed in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "clip-studio = studio.app:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "clip-studio = studio.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
 def test_app_py_and_module_entry_point_refuse_a_bad_flag_by_name():

@@ -1,0 +1,405 @@
+"""Batch runs of any registered task: items × seeds through the task's own generator, resumable, one manifest.
+
+`plan(...)` turns prompts, images and seeds into `Item`s (input order; item i has a stable folder name);
+`run_items(...)` runs them on one pipeline, writing each item's files with `Result.save` into a temporary folder
+that is renamed into place only when complete, then appending the item's manifest line (flushed and fsynced), so a
+rerun trusts nothing half-written. An item whose manifest line carries the same settings hash and whose files exist
+is skipped. Under `accelerate launch` each process takes its share of the items (`PartialState.
+split_between_processes`), writes a manifest shard, and the main process merges the shards in input order and
+writes the contact sheet (`index.html`, `grid.png`). A result depends only on (item, seed, settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from studio.progress import json_safe, settings_json
+from studio.tasks import MAX_PROMPT_CHARS, SEED_MAX, Task
+
+MANIFEST = "manifest.jsonl"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+MAX_SEEDS = 10_000  # seeds in one --seeds range
+
+
+def studio_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clip-creative-studio")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------------------------------ inputs
+def parse_seeds(text: str) -> list[int]:
+    """'0-9', '0,5,7' or '3' → seeds; each in [0, SEED_MAX]."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if not m:
+            raise ValueError(f"`--seeds` must look like 0-9 or 0,5,7, got {text!r}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo or hi - lo >= MAX_SEEDS or hi > SEED_MAX:
+            raise ValueError(f"`--seeds` range {part!r} must run upwards within [0, {SEED_MAX}], at most "
+                             f"{MAX_SEEDS} seeds")
+        seeds.extend(range(lo, hi + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def read_prompts(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any]]]:
+    """(prompt, per-item settings) per line of a prompt file: plain text (one prompt a line; blank lines and lines
+    starting with # are skipped) or JSON Lines ({"prompt": ..., any setting: value}). A bad line is kept as an
+    item whose error is reported, so that the rest of the file still runs."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"`--prompts` file {str(path)!r} could not be read ({type(err).__name__}: {err})") from None
+    out: list[tuple[Any, dict[str, Any]]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if s.startswith("{"):
+            try:
+                obj = json.loads(s)
+            except json.JSONDecodeError as err:
+                out.append((ValueError(f"line {n} of {path} is not valid JSON ({err.msg})"), {}))
+                continue
+            if not isinstance(obj, dict) or "prompt" not in obj:
+                out.append((ValueError(f"line {n} of {path}: a JSON line needs a \"prompt\""), {}))
+                continue
+            prompt = obj.pop("prompt")
+            out.append((prompt, obj))
+        else:
+            out.append((s, {}))
+    return out
+
+
+def find_images(pattern: str) -> list[Path]:
+    """A folder (its image files, sorted) or a glob pattern (matches, sorted)."""
+    p = Path(pattern).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    else:
+        files = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
+    if not files:
+        raise ValueError(f"`--images` {pattern!r} names no image files")
+    return files
+
+
+@dataclass
+class Item:
+    """One unit of a batch run: the task's inputs, per-item settings and a seed."""
+
+    index: int
+    inputs: dict[str, Any]  # JSON-friendly: prompt text, image paths as strings
+    settings: dict[str, Any]  # overrides for this item (JSON Lines settings and the seed)
+    error: str | None = None  # a bad input, reported instead of run
+    key: str = ""  # settings hash
+    folder: str = ""
+
+    def label(self) -> str:
+        text = self.inputs.get("prompt") or Path(str(self.inputs.get("image", ""))).name or "item"
+        return str(text)
+
+
+def _slug(text: str, n: int = 32) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
+    return s[:n].rstrip("-") or "item"
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return "unreadable"
+    return h.hexdigest()[:16]
+
+
+def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Path] | None, seeds: list[int],
+         settings: dict[str, Any], models: dict[str, Any]) -> list[Item]:
+    """Items = inputs × seeds in input order. Text inputs come from `prompts`; an image input takes one image per
+    item from `images`, an "images" input (a gallery) takes them all in every item."""
+    kinds = {i.kind: i for i in task.inputs}
+    required = [i for i in task.inputs if i.required]
+    supported = {"text", "image", "images"}
+    missing = [i.name for i in required if i.kind not in supported]
+    if missing:
+        raise ValueError(f"task {task.name!r} takes {', '.join(missing)}, which the command line cannot supply")
+    base: list[tuple[dict[str, Any], dict[str, Any], str | None]] = []
+    text_input = kinds.get("text")
+    image_input = kinds.get("image")
+    gallery = kinds.get("images")
+    if text_input is not None and text_input.required and not prompts:
+        raise ValueError(f"task {task.name!r} needs `--prompts FILE` or `--prompt TEXT` ({text_input.help})")
+    if (image_input is not None and image_input.required or gallery is not None and gallery.required) and not images:
+        raise ValueError(f"task {task.name!r} needs `--images DIR_OR_GLOB`")
+    texts = prompts if (text_input is not None and prompts) else [(None, {})]
+    pics = [str(p) for p in images] if (image_input is not None and images) else [None]
+    for prompt, extra in texts:
+        for pic in pics:
+            inputs: dict[str, Any] = {}
+            error = None
+            if isinstance(prompt, Exception):
+                error = str(prompt)
+            elif prompt is not None:
+                if not isinstance(prompt, str) or not prompt.strip():
+                    error = f"`prompt` must be non-empty text, got {prompt!r:.80}"
+                elif len(prompt) > MAX_PROMPT_CHARS:
+                    error = f"`prompt` must be at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}"
+                inputs[text_input.name] = prompt
+            if pic is not None:
+                inputs[image_input.name] = pic
+            if gallery is not None and images:
+                inputs[gallery.name] = [str(p) for p in images]
+            base.append((inputs, dict(extra), error))
+    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images")}
+    items = []
+    for inputs, extra, error in base:
+        # the images' contents, not only their names, decide whether an earlier run's files still stand
+        digests = {k: (_file_digest(v) if isinstance(v, str) else [_file_digest(x) for x in v])
+                   for k, v in inputs.items() if k in file_inputs}
+        for seed in seeds:
+            i = len(items)
+            item_settings = {**settings, **extra, "seed": seed}
+            item = Item(i, inputs, item_settings, error)
+            item.key = hashlib.sha256(settings_json({"task": task.name, "inputs": inputs, "digests": digests,
+                                                     "settings": item_settings, "models": models}).encode()
+                                      ).hexdigest()[:20]
+            item.folder = f"{i:04d}-{_slug(item.label())}-s{seed}"
+            items.append(item)
+    return items
+
+
+def _kind_of(task: Task, name: str) -> str:
+    return next((i.kind for i in task.inputs if i.name == name), "")
+
+
+# ---------------------------------------------------------------------------------------------------- manifest
+def read_manifest(path: Path) -> dict[str, dict]:
+    """Manifest lines by item folder (the last line for a folder wins); unreadable lines are ignored."""
+    lines: dict[str, dict] = {}
+    if not path.is_file():
+        return lines
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash: the item runs again
+        if isinstance(line, dict) and "folder" in line:
+            lines[line["folder"]] = line
+    return lines
+
+
+def append_line(path: Path, line: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def is_done(line: dict | None, item: Item, out: Path) -> bool:
+    """The item ran before with the same settings hash, without error, and its files are all there."""
+    if not line or line.get("key") != item.key or line.get("error") is not None:
+        return False
+    return all((out / f).is_file() for f in line.get("files", {}).values())
+
+
+# --------------------------------------------------------------------------------------------------------- runs
+@dataclass
+class Summary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    lines: list[dict] = field(default_factory=list)
+
+
+class Interrupt:
+    """SIGINT while a batch runs: the item in progress is stopped and not recorded (a rerun runs it again); the
+    manifest and the contact sheet are written. A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old: Any = None
+
+    def __enter__(self) -> Interrupt:
+        def handler(signum, frame):
+            if self.flag:
+                raise KeyboardInterrupt
+            self.flag = True
+
+        try:
+            self._old = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            self._old = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run_items(task: Task, pipe: Any, items: Iterable[Item], out: Path, manifest: Path, *, force: bool,
+              meta: dict[str, Any], load_input: Callable[[str, str], Any], interrupt: Interrupt,
+              on_step: Callable[[Item, Any], None] | None = None,
+              on_item: Callable[[Item, dict, str], None] | None = None, video: str = "mp4") -> Summary:
+    """Run `items` on `pipe`; append a manifest line per item to `manifest`. `load_input(kind, value)` turns a
+    JSON input (an image path) into what the task takes; `on_step(item, progress)` and `on_item(item, line,
+    status)` report progress ("done", "skipped", "failed")."""
+    summary = Summary()
+    previous = read_manifest(out / MANIFEST)
+    previous.update(read_manifest(manifest))
+    for item in items:
+        if interrupt.flag:
+            summary.interrupted = True
+            break
+        old = previous.get(item.folder)
+        if not force and is_done(old, item, out):
+            summary.skipped += 1
+            summary.lines.append(old)
+            if on_item:
+                on_item(item, old, "skipped")
+            continue
+        line = {"index": item.index, "folder": item.folder, "key": item.key, "task": task.name,
+                "inputs": item.inputs, **meta}
+        t0 = time.perf_counter()
+        result = None
+        error = item.error
+        if error is None:
+            try:
+                kwargs = {k: load_input(_kind_of(task, k), v) for k, v in item.inputs.items()}
+                gen = task.iterate(pipe, **kwargs, **item.settings)
+                try:
+                    progress = next(gen)
+                    while not progress.done:
+                        if on_step:
+                            on_step(item, progress)
+                        progress = gen.send("stop" if interrupt.flag else None)
+                finally:
+                    gen.close()
+                result = progress
+            except ValueError as err:  # a bad item: its line says why, the run goes on
+                error = str(err)
+            except RuntimeError as err:  # out of memory, missing weights: also this item's error
+                error = f"{type(err).__name__}: {err}"
+        if interrupt.flag:  # the item was cut short: not recorded, so a rerun runs it again
+            summary.interrupted = True
+            break
+        if error is None:
+            tmp = out / f".partial-{item.folder}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            paths = result.save(tmp, video=video)
+            final = out / item.folder
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            line.update(settings=json_safe(result.settings), seed=result.seed,
+                        scores={k: v for k, v in json_safe(result.scores).items()},
+                        timings={k: round(v, 4) for k, v in result.timings.items()},
+                        files={k: f"{item.folder}/{Path(p).name}" for k, p in paths.items()},
+                        notice=result.notice, error=None)
+            summary.done += 1
+            status = "done"
+        else:
+            line.update(settings=json_safe(item.settings), seed=item.settings.get("seed"), scores={}, timings={},
+                        files={}, error=error)
+            summary.failed += 1
+            status = "failed"
+        line["timings"]["item_s"] = round(time.perf_counter() - t0, 4)
+        append_line(manifest, line)
+        summary.lines.append(line)
+        if on_item:
+            on_item(item, line, status)
+    return summary
+
+
+def merge_manifests(out: Path, items: list[Item], shards: list[Path]) -> list[dict]:
+    """The manifest in input order from the shards (and the previous manifest), one line per planned item that
+    has one; written atomically to out/manifest.jsonl. Returns its lines."""
+    lines = read_manifest(out / MANIFEST)
+    for shard in shards:
+        lines.update(read_manifest(shard))
+    ordered = [lines[i.folder] for i in items if i.folder in lines and lines[i.folder].get("key") == i.key]
+    tmp = out / f".{MANIFEST}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for line in ordered:
+            f.write(json.dumps(line, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out / MANIFEST)
+    for shard in shards:
+        if shard != out / MANIFEST:
+            shard.unlink(missing_ok=True)
+    return ordered
+
+
+# ------------------------------------------------------------------------------------------------ contact sheet
+def _score(line: dict) -> float:
+    scores = line.get("scores") or {}
+    for key in ("clip_score", "score_after", "top_similarity"):
+        if isinstance(scores.get(key), (int, float)):
+            return float(scores[key])
+    nums = [v for v in scores.values() if isinstance(v, (int, float))]
+    return float(nums[0]) if nums else float("-inf")
+
+
+def _first_png(line: dict) -> str | None:
+    files = line.get("files") or {}
+    for k in ("png", "png0"):
+        if k in files:
+            return files[k]
+    return next((v for v in files.values() if v.endswith(".png")), None)
+
+
+def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) -> tuple[Path, Path]:
+    """index.html (thumbnails with prompt, seed and score, best first, linking the files) and grid.png."""
+    from PIL import Image
+
+    ok = sorted((ln for ln in lines if ln.get("error") is None and _first_png(ln)), key=_score, reverse=True)
+    cards = []
+    for ln in ok:
+        png = _first_png(ln)
+        label = ln["inputs"].get("prompt") or Path(str(ln["inputs"].get("image", ""))).name
+        score = _score(ln)
+        links = " ".join(f'<a href="{html.escape(p)}">{html.escape(k)}</a>' for k, p in ln["files"].items())
+        cards.append(f'<figure><a href="{html.escape(png)}"><img src="{html.escape(png)}" width="{thumb}"></a>'
+                     f"<figcaption>{html.escape(str(label))}<br>seed {ln.get('seed')}"
+                     f"{f' · score {score:.2f}' if score != float('-inf') else ''}<br>{links}</figcaption></figure>")
+    failed = [ln for ln in lines if ln.get("error") is not None]
+    errors = "".join(f"<li>{html.escape(ln['folder'])}: {html.escape(str(ln['error']))}</li>" for ln in failed)
+    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif}figure{display:inline-block;margin:6px;width:"
+            f"{thumb}px;vertical-align:top;font-size:12px}}</style><h1>{html.escape(title)}</h1>"
+            f"<p>{len(ok)} results, best first; {len(failed)} failed.</p>{''.join(cards)}"
+            + (f"<h2>Failed</h2><ul>{errors}</ul>" if failed else ""))
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    cols = max(1, min(8, len(ok)))
+    rows = max(1, -(-len(ok) // cols))
+    grid = Image.new("RGB", (cols * thumb, rows * thumb), "white")
+    for i, ln in enumerate(ok):
+        with Image.open(out / _first_png(ln)) as im:
+            im = im.convert("RGB")
+            im.thumbnail((thumb, thumb))
+            grid.paste(im, ((i % cols) * thumb, (i // cols) * thumb))
+    grid.save(out / "grid.png")
+    return index, out / "grid.png"
+
+
+def config_fields(task: Task) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(task.config) if "studio" in f.metadata]

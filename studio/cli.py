@@ -1,0 +1,273 @@
+"""The `clip-studio` command: `clip-studio [serve flags]` starts the web app; `clip-studio run TASK ...` runs a
+registered task over prompts, images and seeds (also `python -m studio run ...`), on one process or, under
+`accelerate launch`, on many.
+
+Parsing comes before any heavy import, so `clip-studio --help` answers at once; `clip-studio run TASK --help`
+lists the task's settings, which come from its config dataclass (names, types, defaults, limits, help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+MODEL_FLAGS = {  # model kind (Task.models) -> (flag, environment variable, default, help)
+    "clip": ("--clip", "STUDIO_CLIP", "ViT-B-32/openai", "CLIP spec: ARCH/TAG, ARCH:/path/weights or shapes-clip"),
+    "loss_clip": ("--loss-clip", None, None, "CLIPasso's loss CLIP (a ResNet such as RN101/openai; default: --clip)"),
+    "generator": ("--generator", "STUDIO_STYLEGAN", "demo-shapes", "StyleGAN2: a registry name or a checkpoint path"),
+    "t2i": ("--model", "STUDIO_T2I_MODEL", None, "diffusers text-to-image model: a repo id or a folder"),
+}
+
+
+# ------------------------------------------------------------------------------------------------------- serve
+def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description="CLIP Creative Studio: start the web app. "
+                                "`clip-studio run TASK --help` runs a task from the command line instead.")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to listen on (0.0.0.0 for all); env GRADIO_SERVER_NAME")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                   help="port; env GRADIO_SERVER_PORT")
+    p.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
+    p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"),
+                   help="auto, cpu, cuda[:N], mps; env STUDIO_DEVICE")
+    p.add_argument("--clip", default=os.environ.get("STUDIO_CLIP"),
+                   help="default CLIP: ARCH/TAG (ViT-B-32/openai), ARCH:/path/weights, or shapes-clip; env STUDIO_CLIP")
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get("STUDIO_CONCURRENCY", "1")),
+                   help="jobs running at once (one GPU job at a time by default); env STUDIO_CONCURRENCY")
+    p.add_argument("--max-queue", type=int, default=int(os.environ.get("STUDIO_MAX_QUEUE", "32")),
+                   help="requests waiting before new ones are turned away; env STUDIO_MAX_QUEUE")
+    args = p.parse_args(argv)
+    if args.concurrency < 1:
+        p.error(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.max_queue < 1:
+        p.error(f"--max-queue must be at least 1 (0 would turn every request away), got {args.max_queue}")
+    return args
+
+
+# --------------------------------------------------------------------------------------------------------- run
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _value(text: str) -> Any:
+    """A --set value: JSON where it parses (numbers, true/false, lists), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _range(spec) -> str:
+    if spec.choices is not None:
+        return "one of " + ", ".join(map(str, spec.choices))
+    if spec.lo is not None or spec.hi is not None:
+        return f"in [{spec.lo}, {spec.hi}]"
+    return ""
+
+
+def run_parser(task, prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"{prog} run {task.name}", description=f"{task.title}. Items are the inputs "
+                                "× the seeds; each gets a folder under --out and a line in manifest.jsonl.")
+    kinds = {i.kind for i in task.inputs}
+    if "text" in kinds:
+        p.add_argument("--prompts", metavar="FILE", help="one prompt per line, or JSON Lines with per-item "
+                       "settings ({\"prompt\": ..., \"num_steps\": ...})")
+        p.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
+    if kinds & {"image", "images"}:
+        p.add_argument("--images", metavar="DIR_OR_GLOB", help="a folder of images or a glob pattern")
+    p.add_argument("--seeds", metavar="SEEDS", help="0-9 or 0,5,7 (default: the config's seed)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting for the whole run (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume)")
+    p.add_argument("--force", action="store_true", help="rerun items that are already done")
+    p.add_argument("--quiet", action="store_true", help="a log line per item instead of a progress bar")
+    p.add_argument("--video", choices=("mp4", "gif"), default="mp4", help="video format of the frames")
+    p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"), help="auto, cpu, cuda[:N], mps "
+                   "(under accelerate, each process's own device)")
+    for kind in task.models:
+        flag, env, default, text = MODEL_FLAGS[kind]
+        p.add_argument(flag, dest=kind, default=os.environ.get(env) if env else None, help=text
+                       + (f"; env {env}" if env else "") + (f"; default {default}" if default else ""))
+    group = p.add_argument_group("settings (from the task's config; default shown)")
+    for name, spec in task.specs().items():
+        kw: dict[str, Any] = {"dest": f"setting_{name}", "default": None,
+                              "help": f"{spec.help} (default {spec.default!r}{'; ' + _range(spec) if _range(spec) else ''})"
+                              .replace("%", "%%")}  # argparse formats help with %
+        if spec.kind == "bool":
+            group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kw)
+        elif spec.kind == "int":
+            group.add_argument(_flag(name), type=int, metavar="INT", **kw)
+        elif spec.kind == "float":
+            group.add_argument(_flag(name), type=float, metavar="X", **kw)
+        elif spec.kind == "choice":
+            group.add_argument(_flag(name), choices=list(spec.choices), **kw)
+        elif spec.kind == "tuple":
+            group.add_argument(_flag(name), type=_value, metavar="JSON", **kw)
+        else:
+            group.add_argument(_flag(name), metavar="TEXT", **kw)
+    return p
+
+
+def run_main(argv: list[str], prog: str = "clip-studio") -> int:
+    pre = argparse.ArgumentParser(prog=f"{prog} run", add_help=False)
+    pre.add_argument("task", nargs="?")
+    known, _ = pre.parse_known_args(argv)
+    if known.task is None or known.task.startswith("-"):
+        from studio.tasks import task_names
+
+        names = task_names()
+        if "-h" in argv or "--help" in argv:
+            print(f"usage: {prog} run TASK [--help] ...\n\ntasks: {', '.join(names)}")
+            return 0
+        print(f"{prog} run: error: name a task: {', '.join(names)}", file=sys.stderr)
+        return 2
+    from studio.tasks import get_task
+
+    try:
+        task = get_task(known.task)
+    except ValueError as err:
+        print(f"{prog} run: error: {err}", file=sys.stderr)
+        return 2
+    parser = run_parser(task, prog)
+    args = parser.parse_args(argv[1:])
+    try:
+        return run_batch(task, args, prog)
+    except ValueError as err:  # a bad flag, file or setting: one line, no traceback
+        print(f"{prog} run: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _settings_from(args: argparse.Namespace, task) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name in task.specs():
+        v = getattr(args, f"setting_{name}")
+        if v is not None:
+            settings[name] = v
+    for pair in args.set:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"`--set` takes KEY=VALUE, got {pair!r}")
+        if key.strip() not in task.specs():
+            raise ValueError(f"`--set` {key.strip()!r} is not a setting of {task.name}; valid: "
+                             f"{', '.join(task.specs())}")
+        settings[key.strip()] = _value(text)
+    return settings
+
+
+def run_batch(task, args: argparse.Namespace, prog: str) -> int:
+    from studio import batch
+
+    out = Path(args.out)
+    prompts = None
+    if getattr(args, "prompts", None):
+        prompts = batch.read_prompts(args.prompts)
+    if getattr(args, "prompt", None):
+        prompts = (prompts or []) + [(p, {}) for p in args.prompt]
+    images = batch.find_images(args.images) if getattr(args, "images", None) else None
+    settings = _settings_from(args, task)
+    seeds = batch.parse_seeds(args.seeds) if args.seeds else [int(settings.get("seed", task.specs()["seed"].default))]
+    settings.pop("seed", None)
+    models = {kind: getattr(args, kind) or MODEL_FLAGS[kind][2] for kind in task.models}
+    # check the shared settings once, before any model loads (a per-item JSON setting is checked per item)
+    from studio.tasks import resolve
+
+    resolve(task.config(), {**settings, "seed": seeds[0]})
+    items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models)
+
+    state = _accelerate_state()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    device = str(state.device) if state is not None and world > 1 else args.device
+    logging.getLogger("studio").setLevel(logging.WARNING)
+    try:
+        pipe = task.load(**models, device=device)
+    except (RuntimeError, OSError) as err:  # weights that cannot be found or loaded: say which, how to fix
+        print(f"{prog} run: error: {str(err).splitlines()[0] if args.quiet else err}", file=sys.stderr)
+        return 2
+    mine = items
+    if state is not None and world > 1:
+        with state.split_between_processes(items) as share:
+            mine = list(share)
+    shard = out / (batch.MANIFEST if world == 1 else f".manifest.rank{rank}.jsonl")
+    meta = {"studio_version": batch.studio_version(), "models": models}
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(mine), unit="item", desc=task.name, position=rank, disable=None)
+
+    def on_step(item, progress):
+        if bar is not None:
+            bar.set_postfix_str(f"{item.folder} step {progress.step}/{progress.total}", refresh=False)
+            bar.refresh() if progress.preview is not None else None
+
+    def on_item(item, line, status):
+        if bar is not None:
+            bar.update(1)
+        if args.quiet or status == "failed":
+            text = f"{status}: {item.folder}" + (f": {line['error']}" if line.get("error") else "")
+            (bar.write(text) if bar is not None else print(text, flush=True))
+
+    with batch.Interrupt() as interrupt:
+        summary = batch.run_items(task, pipe, mine, out, shard, force=args.force, meta=meta,
+                                  load_input=lambda kind, v: v, interrupt=interrupt, on_step=on_step,
+                                  on_item=on_item, video=args.video)
+    if bar is not None:
+        bar.close()
+    if state is not None and world > 1:
+        state.wait_for_everyone()
+    counts = (summary.done, summary.skipped, summary.failed)
+    if world > 1:
+        counts = _gather_counts(state, counts)
+    if rank == 0:
+        shards = [out / f".manifest.rank{r}.jsonl" for r in range(world)] if world > 1 else [out / batch.MANIFEST]
+        lines = batch.merge_manifests(out, items, shards)
+        batch.contact_sheet(out, lines, f"{task.title}: {len(lines)} items")
+        done, skipped, failed = counts
+        word = "interrupted; " if summary.interrupted else ""
+        print(f"{task.name}: {word}{done} done, {skipped} skipped, {failed} failed of {len(items)} items → "
+              f"{out / batch.MANIFEST}", file=sys.stderr if failed else sys.stdout)
+    if summary.interrupted:
+        return 130
+    return 1 if counts[2] else 0
+
+
+def _accelerate_state():
+    """accelerate's process state when launched by `accelerate launch` (several processes), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "ACCELERATE_USE_CPU" not in os.environ:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _gather_counts(state, counts: tuple[int, int, int]) -> tuple[int, int, int]:
+    import torch
+    from accelerate.utils import gather
+
+    t = torch.tensor([list(counts)], device=state.device)
+    total = gather(t).sum(0).tolist()
+    return int(total[0]), int(total[1]), int(total[2])
+
+
+# -------------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None, prog: str = "clip-studio") -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "run":
+        raise SystemExit(run_main(argv[1:], prog))
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    args = parse_serve_args(argv, prog)
+    from studio.app import serve
+
+    serve(args, prog)
+
+
+if __name__ == "__main__":
+    main()
