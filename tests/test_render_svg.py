@@ -163,3 +163,28 @@ def test_million_path_commands_are_refused():
     assert len(implicit) <= MAX_SVG_CHARS
     with pytest.raises(ValueError, match="numbers"):
         from_svg(implicit)
+
+
+@pytest.mark.parametrize("attack", [
+    lambda n: f'<svg xmlns="http://www.w3.org/2000/svg" width="{"1" * n}x" height="8"/>',
+    lambda n: ('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><path d="M0 0L1 1" '
+               f'transform="{"a" * n}"/></svg>'),
+    lambda n: ('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><path d="M0 0L1 1" '
+               f'fill="rgb({" " * n}x"/></svg>'),
+])
+def test_crafted_attributes_are_refused_in_linear_time(attack):
+    """Issue 17: quadratic regular expressions froze the server (20k digits: 21 s). Ten times the input may
+    take about ten times as long, never a hundred (a generous factor of 40 between 4k and 40k characters)."""
+    import time
+
+    def cost(n: int) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            with pytest.raises(ValueError, match="SVG"):
+                from_svg(attack(n))
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    small, large = cost(4_000), cost(40_000)
+    assert large < 40 * max(small, 1e-4)
