@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 16  # smaller images carry nothing CLIP can read
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding (PIL's own limit is ~179 MP)
@@ -45,6 +45,7 @@ def load_image(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> Im
         raise ValueError(f"`{name}` could not be read as an image ({type(err).__name__}: {err})") from None
     except Image.DecompressionBombError as err:
         raise ValueError(f"`{name}` is too large to decode safely: {err}") from None
+    img = ImageOps.exif_transpose(img)  # the camera's orientation, applied once here for every path
     if min(img.size) < MIN_SIDE:
         raise ValueError(f"`{name}` is {img.size[0]}×{img.size[1]} pixels; each side must be at least {MIN_SIDE}")
     img = _to_rgb(img)
@@ -70,6 +71,14 @@ def _from_array(arr: np.ndarray, name: str) -> Image.Image:
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
+    if img.mode.startswith("I"):  # 16- or 32-bit integer grey: scale to 8 bits (PIL's convert clips at 255)
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -243,3 +243,22 @@ def test_the_tab_module_imports_neither_torch_nor_pipelines():
     code = ("import sys, studio.ui.lens; bad = [m for m in ('torch', 'pipelines') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_sixteen_bit_pngs_are_scaled_and_exif_orientation_applied_once(tmp_path):
+    """Issue 17: a 16-bit PNG came out 99.6 % white; EXIF orientation was ignored by our loader."""
+    import numpy as np
+    from PIL import Image
+
+    from studio.images import load_image
+
+    grey = np.full((32, 32), 32768, np.uint16)  # mid grey in 16 bits
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    arr = np.asarray(load_image(tmp_path / "g16.png"))
+    assert arr.shape == (32, 32, 3) and abs(int(arr.mean()) - 128) <= 1
+
+    img = Image.new("RGB", (40, 20), "red")  # wide, tagged "rotate 90° clockwise to display"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").size == (20, 40)
