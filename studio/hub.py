@@ -185,9 +185,22 @@ def _split_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
+def download_command(repo_id: str, local_dir: str | None = None) -> str:
+    """The shell command that fetches a Hub repository with the installed huggingface_hub: `hf download` (its CLI
+    since 0.34), or `huggingface-cli download` for older releases."""
+    try:
+        import huggingface_hub
+
+        major, minor = (int(x) for x in huggingface_hub.__version__.split(".")[:2])
+        tool = "hf" if (major, minor) >= (0, 34) else "huggingface-cli"
+    except (ImportError, ValueError):
+        tool = "hf"
+    return f"{tool} download {repo_id}" + (f" --local-dir {local_dir}" if local_dir else "")
+
+
 def real_weights_within_reach(spec: str) -> bool:
     """Whether the real weights of a spec that fell back to the demo model could now be had: they appeared
-    locally (a file at STUDIO_CLIP_WEIGHTS, the Hugging Face cache after a `huggingface-cli download`), or the
+    locally (a file at STUDIO_CLIP_WEIGHTS, the Hugging Face cache after an `hf download`), or the
     Hub became reachable. Never downloads; the reachability probe is remembered for a minute."""
     try:
         if not resolve_clip(spec, allow_demo=True, download=False).is_demo:
@@ -221,12 +234,15 @@ def resolve_clip(spec: str, allow_demo: bool = True, download: bool = True) -> C
             f"open_clip.list_models() (e.g. 'ViT-B-32/openai', 'RN101/openai'), or 'ARCH:/path/to/weights'"
         )
     tags = open_clip.list_pretrained_tags_by_model(arch)
+    random_notice = (f"CLIP {spec!r} has random weights (no pretrained tag): it has learnt nothing, so its labels "
+                     f"and scores are close to uniform. For real answers use '{arch}/TAG'"
+                     + (f" with TAG one of {tags}." if tags else " with trained weights."))
     if tag is None:
         if tags:
             raise ValueError(f"`spec` {spec!r} needs pretrained weights: write '{arch}/TAG' with TAG one of {tags}")
-        return ClipSource(spec=spec, arch=arch, weights=None, kind="random")
+        return ClipSource(spec=spec, arch=arch, weights=None, kind="random", notice=random_notice)
     if tag == "random":
-        return ClipSource(spec=spec, arch=arch, weights=None, kind="random")
+        return ClipSource(spec=spec, arch=arch, weights=None, kind="random", notice=random_notice)
     if os.sep in tag or tag.endswith(_WEIGHT_SUFFIXES):  # ARCH:/path
         path = Path(tag).expanduser()
         if not path.is_file():
@@ -246,8 +262,10 @@ def resolve_clip(spec: str, allow_demo: bool = True, download: bool = True) -> C
             return ClipSource(weights=Path(env_path), kind="local", **common)
         tried.append(f"STUDIO_CLIP_WEIGHTS={env_path} (missing)")
     hf_hub = cfg.get("hf_hub", "")
-    how = (f"download it once with network access (cached under HF_HOME), or point STUDIO_CLIP_WEIGHTS / the spec "
-           f"'{arch}:/path/to/weights.safetensors' at a local copy")
+    how = (f"download it once with network access (cached under HF_HOME"
+           + (f"; on another machine `{download_command(hf_hub.split('/')[0] + '/' + hf_hub.split('/')[1])}` "
+              "and copy the cache" if hf_hub.count("/") >= 1 else "")
+           + f"), or point STUDIO_CLIP_WEIGHTS / the spec '{arch}:/path/to/weights.safetensors' at a local copy")
     if hf_hub:
         parts = hf_hub.split("/")
         repo_id = "/".join(parts[:2])

@@ -15,6 +15,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -27,6 +28,7 @@ from studio.images import resize_crop
 from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, real_weights_within_reach, resolve_clip
 from studio.prompts import get_templates
 
+log = logging.getLogger("studio.scorer")
 DEFAULT_CLIP = os.environ.get("STUDIO_CLIP", "ViT-B-32/openai")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's preprocessing statistics
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -361,12 +363,28 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
         source = resolve_clip(spec, allow_demo=allow_demo)
         with oom_guard(f"loading CLIP {spec!r}"):
             scorer = _build(source, dev, dtype)
+        _warn_once(source)
         with _REGISTRY_LOCK:
             _SCORERS[key] = scorer
             _LOADING.pop(key, None)
             while len(_SCORERS) > max(1, MAX_MODELS):
                 _release(_SCORERS.popitem(last=False)[1])
         return scorer
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(source: ClipSource) -> None:
+    """A Python warning and a log line, once per spec, when what loaded is not what was asked for (the demo
+    model standing in) or cannot answer (random weights): the API must not switch silently."""
+    if source.notice is None or source.kind not in ("demo", "random") or source.spec == DEMO_CLIP:
+        return
+    if (source.spec, source.kind) in _WARNED:
+        return
+    _WARNED.add((source.spec, source.kind))
+    log.warning("%s", source.notice)
+    warnings.warn(source.notice, UserWarning, stacklevel=3)
 
 
 RECHECK_S = 60.0  # how often a demo stand-in looks again for the real weights it stands in for

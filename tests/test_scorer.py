@@ -295,3 +295,26 @@ def test_demo_stand_in_gives_way_once_the_real_weights_arrive(tiny_configs, monk
     from studio.scorer import release
 
     assert release("tiny-test-vit/fake") == 1
+
+
+def test_the_api_warns_once_when_the_demo_model_stands_in_and_random_weights_say_so(tiny_configs, monkeypatch):
+    """Issue 16: get_scorer("ViT-B-32/openai") offline switched to the demo model silently; `random` weights gave
+    near-uniform answers with no notice."""
+    import warnings
+
+    from studio import scorer as sc
+    from studio.hub import resolve_clip
+
+    monkeypatch.setattr(sc, "_WARNED", set())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = resolve_clip("ViT-B-32/openai")
+        sc._warn_once(source)
+        sc._warn_once(source)
+    assert source.is_demo and [str(w.message) for w in caught] == [source.notice]
+    assert "demo CLIP" in source.notice
+    rnd = resolve_clip("ViT-B-32/random")
+    assert rnd.kind == "random" and "random weights" in rnd.notice and "ViT-B-32/TAG" in rnd.notice
+    with pytest.warns(UserWarning, match="random weights"):
+        sc._warn_once(rnd)
