@@ -10,6 +10,7 @@ scorer's device.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -360,9 +361,19 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
         with _REGISTRY_LOCK:
             if key in _SCORERS:
                 return _SCORERS[key]
-        source = resolve_clip(spec, allow_demo=allow_demo)
-        with oom_guard(f"loading CLIP {spec!r}"):
-            scorer = _build(source, dev, dtype)
+        try:
+            source = resolve_clip(spec, allow_demo=allow_demo)
+            with oom_guard(f"loading CLIP {spec!r}"):
+                scorer = _build(source, dev, dtype)
+        except BaseException as err:
+            with _REGISTRY_LOCK:  # a failing spec leaves no loader entry behind (the table cannot grow)
+                _LOADING.pop(key, None)
+            # A half-built model is held by reference cycles through the traceback's frames: break them now,
+            # or every failed load keeps its gigabytes until some later collection.
+            err.__traceback__ = None
+            del err
+            gc.collect()
+            raise
         _warn_once(source)
         with _REGISTRY_LOCK:
             _SCORERS[key] = scorer

@@ -318,3 +318,31 @@ def test_the_api_warns_once_when_the_demo_model_stands_in_and_random_weights_say
     assert rnd.kind == "random" and "random weights" in rnd.notice and "ViT-B-32/TAG" in rnd.notice
     with pytest.warns(UserWarning, match="random weights"):
         sc._warn_once(rnd)
+
+
+def test_failed_loads_leave_no_loader_entry_and_free_what_they_built(tmp_path):
+    """Issue 17: every failing spec added a `_LOADING` entry forever, and half-built models stayed referenced."""
+    import gc
+    import weakref
+
+    from studio import scorer as sc
+
+    built = []
+    real_build = sc._build
+
+    def build_then_fail(source, dev, dtype):
+        model = torch.nn.Linear(4, 4)
+        built.append(weakref.ref(model))
+        raise ValueError(f"checkpoint {source.spec!r} cannot be loaded safely")
+
+    sc._build = build_then_fail
+    try:
+        for i in range(5):
+            with pytest.raises(ValueError, match="cannot be loaded safely"):
+                sc.get_scorer(f"ViT-B-32:{tmp_path}/w{i}.pt" if False else "shapes-clip", device="cpu",
+                              precision=f"fp32" if i % 2 else None, allow_demo=bool(i % 3))
+    finally:
+        sc._build = real_build
+    gc.collect()
+    assert not any(k[0] == "shapes-clip" for k in sc._LOADING)
+    assert built and all(r() is None for r in built)
