@@ -185,7 +185,7 @@ class StyleCLIPPipeline:
     @classmethod
     def from_pretrained(cls, generator: str = "demo-shapes", clip: str | None = None,
                         device: str | None = None, **kwargs: Any) -> "StyleCLIPPipeline":
-        """`generator`: 'demo-shapes', a registry name (see `studio.generators.stylegan2.CHECKPOINTS`), a path or
+        """`generator`: 'demo-shapes', a registry name (see `studio.generators.checkpoints.CHECKPOINTS`), a path or
         'hf:OWNER/REPO/FILE.pt'. `clip` defaults to the demo CLIP for the demo generator, else `STUDIO_CLIP`."""
         from studio.generators import DEMO_GENERATOR, get_generator
         from studio.hub import DEMO_CLIP

@@ -141,7 +141,7 @@ def test_jacobian_relevance_is_the_small_step_limit_of_styleclips_finite_differe
 
 
 def test_from_pretrained_with_a_rosinality_checkpoint(tiny_configs, tmp_path, monkeypatch):
-    from studio.generators.stylegan2 import save_generator
+    from studio.generators.checkpoints import save_generator
 
     save_generator(tiny_generator(seed=4), tmp_path / "tiny.pt")
     pipe = StyleCLIPPipeline.from_pretrained(str(tmp_path / "tiny.pt"), clip="tiny-test-vit", device="cpu",
