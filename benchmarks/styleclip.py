@@ -107,11 +107,11 @@ def measure(gen: Generator, scorer, precision: str, args: argparse.Namespace, de
             pipe.render(latent)
 
     fwd = timeit(forward, device, warmup=1, repeat=3)
-    pipe.edit(latent, "a smiling face", steps=2)  # warm-up
+    pipe.edit(latent, "a smiling face", num_steps=2)  # warm-up
     sync(device)
-    out = pipe.edit(latent, "a smiling face", steps=args.steps)
+    out = pipe.edit(latent, "a smiling face", num_steps=args.steps)
     sync(device)
-    step_ms = out.timings["ms_per_step"]
+    step_ms = 1000 * out.timings["per_step_s"]
     rel = fake_relevance(gen, scorer.embed_dim)
     direction = pipe.text_direction("a face", "a smiling face")
 
@@ -185,7 +185,7 @@ def main() -> None:
     # whichever form ran first look up to 30 % slower.
     for form in args.formulations.split(","):
         with formulation(form):
-            StyleCLIPPipeline(gen, scorer).edit(latent0, "a warm-up", steps=1)
+            StyleCLIPPipeline(gen, scorer).edit(latent0, "a warm-up", num_steps=1)
     rows = []
     for form in args.formulations.split(","):
         with formulation(form):

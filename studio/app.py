@@ -83,11 +83,27 @@ def make_sketch_functions(device: str | None) -> dict[str, Callable]:
     return {"clipdraw": clipdraw, "clipasso": clipasso, "draw_specs": draw.specs(), "sketch_specs": sketch.specs()}
 
 
-def make_latent_functions(device: str | None) -> dict[str, Callable]:
-    """StyleCLIP handlers; one pipeline (generator + CLIP) is kept, replaced when the user picks another pair."""
+LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance")
+
+
+def make_latent_functions(device: str | None) -> dict:
+    """StyleCLIP handlers for the Latent Editing tab; one pipeline (generator + CLIP) is kept, replaced when the
+    user picks another pair. The runs (invert, edit, relevance, global_edit) return the pipeline's task generators
+    (`Progress` items, then the result), which the tab drives with its Stop; `sample` is one generator pass.
+
+    The tab's state is `{"generator", "clip", "result"}`: the last sample, inversion or edit, which the next edit
+    starts from (an edit's own start, so that edits do not pile up); a state from another generator or CLIP is
+    ignored and the seed decides the start. `specs` are the tasks' settings, for the tab's controls."""
     import threading
 
-    from pipelines.styleclip import StyleCLIPPipeline, make_ui_functions
+    from pipelines.styleclip import (
+        GlobalDirectionOutput,
+        InversionOutput,
+        LatentEditOutput,
+        SampleOutput,
+        StyleCLIPPipeline,
+    )
+    from studio.tasks import get_task
 
     pipes: dict = {}
     lock = threading.Lock()
@@ -105,7 +121,45 @@ def make_latent_functions(device: str | None) -> dict[str, Callable]:
                 pipes[(generator, clip)] = pipe
             return pipe
 
-    return make_ui_functions(get_pipeline, wrap=gpu)
+    def start(generator: str, clip: str, state) -> object:
+        """What an edit starts from, from the tab's state (None: a random start from the seed)."""
+        if not isinstance(state, dict) or (state.get("generator"), state.get("clip")) != (generator, clip):
+            return None
+        result = state.get("result")
+        if isinstance(result, (SampleOutput, InversionOutput)):
+            return result
+        if isinstance(result, LatentEditOutput):
+            return result.inversion or result.start_latent
+        if isinstance(result, GlobalDirectionOutput):
+            return result.inversion or result.latent
+        return None
+
+    @gpu
+    def sample(generator, clip, settings):
+        return get_pipeline(generator, clip).sample(**settings)
+
+    @gpu
+    def invert(generator, clip, image, settings):
+        if image is None:
+            raise ValueError("`image` is missing: upload an image to invert")
+        yield from get_pipeline(generator, clip).iter_invert(image, **settings)
+
+    @gpu
+    def edit(generator, clip, state, prompt, settings):
+        pipe = get_pipeline(generator, clip)
+        yield from pipe.iter_edit(start(generator, clip, state), prompt, **settings)
+
+    @gpu
+    def relevance(generator, clip, settings):
+        yield from get_pipeline(generator, clip).iter_relevance(**settings)
+
+    @gpu
+    def global_edit(generator, clip, state, neutral, target, settings):
+        pipe = get_pipeline(generator, clip)
+        yield from pipe.iter_global_direction(start(generator, clip, state), neutral, target, **settings)
+
+    return {"sample": sample, "invert": invert, "edit": edit, "relevance": relevance, "global_edit": global_edit,
+            "specs": {name: get_task(name).specs() for name in LATENT_TASKS}}
 
 
 def make_text2image_functions(device: str | None, clip: str) -> dict:

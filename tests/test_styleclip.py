@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from pipelines.styleclip import GlobalDirectionOutput, LatentEditOutput, StyleCLIPPipeline, get_lr
+from pipelines.styleclip import (
+    GlobalDirectionOutput,
+    InversionOutput,
+    LatentEditOutput,
+    RelevanceOutput,
+    StyleCLIPPipeline,
+    get_lr,
+)
 from studio.generators.shapes import ShapesGenerator
 from studio.generators.stylegan2 import Generator
+from studio.progress import Progress
 
 
 def tiny_generator(seed: int = 0) -> Generator:
@@ -15,7 +24,7 @@ def tiny_generator(seed: int = 0) -> Generator:
     g = Generator(size=16, style_dim=32, n_mlp=2, channel_multiplier=1, max_channels=8)
     with torch.no_grad():
         for name, p in g.named_parameters():
-            if name.endswith("noise.weight") or name.endswith("activate.bias"):
+            if name.endswith(("noise.weight", "activate.bias")):
                 p.normal_(0, 0.2)
     g.latent_avg = g.mean_latent(512, generator=torch.Generator().manual_seed(1))
     return g
@@ -33,38 +42,73 @@ def test_lr_schedule_is_styleclips():
 
 def test_edit_lowers_clip_loss_and_l2_keeps_latent_near_start(pipe):
     frames = []
-    free = pipe.edit(None, "a red circle", steps=12, l2_weight=0.0, id_weight=0.0, seed=3, preview_every=6,
+    free = pipe.edit(None, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, seed=3, preview_every=6,
                      callback=lambda step, total, preview: frames.append((step, total, preview)))
-    assert isinstance(free, LatentEditOutput) and free.steps_run == 12
+    assert isinstance(free, LatentEditOutput) and free.steps_run == 12 and not free.stopped
     assert min(free.clip_losses[-4:]) < free.clip_losses[0] - 1e-3
-    assert free.image.shape == (1, 3, 16, 16) and 0 <= free.image.min() and free.image.max() <= 1
-    assert [f[0] for f in frames] == list(range(1, 13)) and frames[5][2].shape == (1, 3, 16, 16)
-    assert frames[0][2] is None and len(free.frames) == 2
-    tied = pipe.edit(None, "a red circle", steps=12, l2_weight=0.5, id_weight=0.0, seed=3)
+    assert free.image.size == (16, 16) and free.image_tensor.shape == (1, 3, 16, 16)
+    assert 0 <= free.image_tensor.min() and free.image_tensor.max() <= 1
+    assert [f[0] for f in frames] == list(range(1, 13)) and frames[5][2].size == (16, 16)
+    assert frames[0][2] is None and len(free.frames) == 3  # the start, then a frame every 6 steps
+    assert free.frames[0].dtype == np.uint8 and free.frames[0].shape == (16, 16, 3)
+    # the result is the latent with the lowest total loss seen (here without L2 and identity: the CLIP loss)
+    assert free.scores["loss"] == min(free.losses) == free.losses[free.scores["best_step"] - 1]
+    assert free.seed == 3 and free.settings["prompt"] == "a red circle" and free.settings["num_steps"] == 12
+    assert set(free.timings) == {"start_s", "optimise_s", "per_step_s", "total_s"}
+    tied = pipe.edit(None, "a red circle", num_steps=12, l2_weight=0.5, id_weight=0.0, seed=3)
     assert tied.l2_distances[-1] < 0.5 * free.l2_distances[-1]
     torch.testing.assert_close(tied.start_latent, free.start_latent)  # same seeded start
     # strength 0 returns the start; strength scales the move linearly
-    none = pipe.edit(free.start_latent, "a red circle", steps=2, strength=0.0)
+    none = pipe.edit(free.start_latent, "a red circle", num_steps=2, strength=0.0)
     torch.testing.assert_close(none.latent, none.start_latent)
-    torch.testing.assert_close(none.image, none.original)
+    torch.testing.assert_close(none.image_tensor, none.original_tensor)
+    half = pipe.edit(free.start_latent, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, strength=0.5)
+    torch.testing.assert_close(half.latent - half.start_latent, 0.5 * (free.latent - free.start_latent))
 
 
-def test_edit_stops_when_callback_returns_false(pipe):
-    out = pipe.edit(None, "a blue square", steps=50, callback=lambda step, total, preview: step < 3)
-    assert out.steps_run == 3 and len(out.clip_losses) == 3
+def test_edit_stops_when_callback_returns_false_and_keeps_the_best_latent(pipe):
+    out = pipe.edit(None, "a blue square", num_steps=50, callback=lambda step, total, preview: step < 3)
+    assert out.steps_run == 3 and len(out.clip_losses) == 3 and out.stopped
+    assert out.scores["loss"] == min(out.losses) and out.image is not None and out.original is not None
+    # "stop" sent into the generator does the same
+    run = pipe.iter_edit(None, "a blue square", num_steps=50, l2_weight=0.0, id_weight=0.0)
+    items = [next(run)]
+    while len(items) < 8:
+        items.append(run.send(None))
+    result = run.send("stop")
+    assert all(isinstance(p, Progress) for p in items) and result.done and result.stopped and result.steps_run == 8
+    best = result.scores["best_step"]
+    assert result.losses[best - 1] == min(result.losses) and 1 <= best <= 8
+    again = pipe.edit(None, "a blue square", num_steps=50, l2_weight=0.0, id_weight=0.0,
+                      callback=lambda step, total, preview: step < 8)
+    torch.testing.assert_close(again.latent, result.latent)  # the same seeded run, stopped at the same step
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, 2**70, "x", None])
+def test_seed_is_checked_like_every_other_task(pipe, bad):
+    runs = {"edit": lambda seed: pipe.edit(None, "a cat", num_steps=1, seed=seed), "sample": pipe.sample,
+            "global": lambda seed: pipe.global_direction(None, "a", "b", seed=seed),
+            "invert": lambda seed: pipe.invert(torch.rand(3, 16, 16), seed=seed), "relevance": pipe.channel_relevance}
+    for name, run in runs.items():
+        with pytest.raises(ValueError, match=r"`seed` must be an integer in \[0, 4294967295\]"):
+            run(seed=bad)
+            pytest.fail(f"{name} accepted seed {bad!r}")
+    assert pipe.sample(seed=2**32 - 1).seed == 2**32 - 1
 
 
 def test_edit_on_demo_shapes_generator_pools_larger_images(tiny_scorer, tmp_path):
     pipe = StyleCLIPPipeline(ShapesGenerator(size=64), tiny_scorer, cache_dir=tmp_path)
-    out = pipe.edit(None, "a green triangle", steps=12, seed=1)
-    assert out.image.shape == (1, 3, 64, 64)
+    out = pipe.edit(None, "a green triangle", num_steps=12, seed=1)
+    assert out.image.size == (64, 64) and out.image_tensor.shape == (1, 3, 64, 64)
     assert min(out.clip_losses[-3:]) < out.clip_losses[0]
 
 
 def test_global_direction_relevance_cache_and_beta(pipe, tiny_scorer, tmp_path):
     progress = []
-    rel = pipe.channel_relevance(num_samples=2, batch_size=64, callback=lambda d, t, _: progress.append((d, t)))
-    assert progress == [(1, 2), (2, 2)]
+    run = pipe.channel_relevance(num_samples=2, batch_size=64, callback=lambda d, t, _: progress.append((d, t)))
+    assert isinstance(run, RelevanceOutput) and not run.stopped and not run.cached and progress == [(1, 2), (2, 2)]
+    assert run.image.size == (32, 16) and run.scores == {"channels": int(run.relevance.analysed.sum()), "samples": 2}
+    rel = run.relevance
     g = pipe.generator
     assert rel.relevance.shape[0] == sum(layer.channels for layer in g.style_layers)
     rgb = torch.cat([torch.full((layer.channels,), layer.is_rgb) for layer in g.style_layers])
@@ -73,13 +117,19 @@ def test_global_direction_relevance_cache_and_beta(pipe, tiny_scorer, tmp_path):
     torch.testing.assert_close(norms, torch.ones_like(norms))
     # cached on disk, keyed by the generator hash: a fresh pipeline reads it back without recomputing
     fresh = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path)
-    loaded = fresh.channel_relevance(num_samples=2, callback=lambda *a: pytest.fail("recomputed"))
-    assert loaded.path == rel.path and g.identity()[:16] in loaded.path
+    again = fresh.channel_relevance(num_samples=2, callback=lambda *a: pytest.fail("recomputed"))
+    loaded = again.relevance
+    assert again.cached and loaded.path == rel.path and g.identity()[:16] in loaded.path
     torch.testing.assert_close(loaded.relevance, rel.relevance)
+    assert again.image.tobytes() == run.image.tobytes()  # the same samples shown
 
-    out = fresh.global_direction(None, "a circle", "a red circle", alpha=3.0, beta=0.0, num_samples=2, seed=2)
+    steps = []
+    out = fresh.global_direction(None, "a circle", "a red circle", alpha=3.0, beta=0.0, num_samples=2, seed=2,
+                                 callback=lambda step, total, preview: steps.append((step, total)))
+    assert steps == [(1, 1)]  # relevance cached: the edit is the only step
     assert isinstance(out, GlobalDirectionOutput) and out.num_channels == int(rel.analysed.sum())
-    assert (out.image - out.original).abs().max() > 1e-3 and out.top_channels[0][0] in rel.layer_names
+    assert (out.image_tensor - out.original_tensor).abs().max() > 1e-3 and out.top_channels[0][0] in rel.layer_names
+    assert out.settings["neutral"] == "a circle" and out.settings["alpha"] == 3.0 and out.seed == 2
     for d, layer in zip(out.direction, g.style_layers):
         assert not layer.is_rgb or d.abs().sum() == 0
     # a tighter beta keeps fewer channels; alpha 0 leaves the image as it was
@@ -87,30 +137,66 @@ def test_global_direction_relevance_cache_and_beta(pipe, tiny_scorer, tmp_path):
                                    num_samples=2, seed=2)
     assert 0 < tight.num_channels < out.num_channels
     still = fresh.global_direction(None, "a circle", "a red circle", alpha=0.0, beta=0.0, num_samples=2, seed=2)
-    torch.testing.assert_close(still.image, still.original)
+    torch.testing.assert_close(still.image_tensor, still.original_tensor)
     # beta above every channel's relevance: a clear message naming the largest relevance
     top = abs(out.top_channels[0][2])
     with pytest.raises(ValueError, match=r"`beta` .* leaves no channels .* largest channel relevance .* is "):
         fresh.global_direction(None, "a circle", "a red circle", beta=min(1.0, top + 1e-3), num_samples=2)
 
 
+def test_relevance_stopped_returns_the_samples_done_and_caches_nothing(pipe, tmp_path):
+    out = pipe.channel_relevance(num_samples=3, callback=lambda d, t, _: d < 1)
+    assert out.stopped and out.steps_run == 1 and out.scores["samples"] == 1 and out.relevance.num_samples == 1
+    assert out.relevance.path is None and not list(tmp_path.glob("relevance-*"))
+    # a global direction whose relevance is stopped makes no edit: the start, marked stopped
+    stages = []
+    run = pipe.iter_global_direction(None, "a circle", "a red circle", num_samples=3, beta=0.0)
+    first = next(run)
+    stages.append((first.step, first.total, first.stage))
+    result = run.send("stop")
+    assert stages == [(1, 4, "relevance")] and result.done and result.stopped and result.num_channels == 0
+    torch.testing.assert_close(result.image_tensor, result.original_tensor)
+    assert not list(tmp_path.glob("relevance-*"))
+
+
 def test_inversion_lowers_reconstruction_error_and_edits_the_result(pipe):
     with torch.no_grad():
         target_latent = pipe.random_latent(seed=11, truncation=0.9)
         target = pipe.to_unit(pipe.render(target_latent))[0]  # (3, 16, 16) in [0, 1]
-    inv = pipe.invert(target, steps=30, lr=0.1, seed=0)
-    assert inv.image.shape == (1, 3, 16, 16) and len(inv.noise) == pipe.generator.num_layers
-    assert inv.mse < 0.6 * inv.start_mse and inv.psnr > 0
-    out = pipe.edit(inv, "a blue square", steps=3)
+    inv = pipe.invert(target, num_steps=30, lr=0.1, seed=0)
+    assert isinstance(inv, InversionOutput) and inv.image.size == (16, 16)
+    assert len(inv.noise) == pipe.generator.num_layers
+    assert inv.scores["mse"] < 0.6 * inv.scores["start_mse"] and inv.scores["psnr"] > 0
+    # the kept iterate is the one with the lowest loss, not the last
+    assert inv.scores["loss"] == min(inv.losses) == inv.losses[inv.scores["best_step"] - 1]
+    out = pipe.edit(inv, "a blue square", num_steps=3)
     assert out.inversion is inv
-    torch.testing.assert_close(out.original, inv.image, atol=1e-5, rtol=0)  # the edit starts from the inversion
+    torch.testing.assert_close(out.original_tensor, inv.image_tensor, atol=1e-5, rtol=0)  # starts from the inversion
+    # an image as the start is inverted first, as the "invert" stage of the same run
+    seen = []
+    photo = pipe.edit(target, "a blue square", num_steps=2, num_invert_steps=3,
+                      callback=lambda step, total, preview: seen.append((step, total)))
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)] and photo.inversion.steps_run == 3
+    assert photo.steps_run == 5
+
+
+def test_inversion_stopped_keeps_the_best_iterate(pipe):
+    target = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(5))
+    out = pipe.invert(target, num_steps=40, callback=lambda step, total, preview: step < 12)
+    assert out.stopped and out.steps_run == 12 and len(out.losses) == 12
+    assert out.scores["loss"] == min(out.losses)
+    with torch.no_grad():
+        recon = pipe.to_unit(pipe.render(out.latent.to(pipe.device), [n.to(pipe.device) for n in out.noise]))
+    torch.testing.assert_close(recon, out.image_tensor)  # the image is the kept latent's
 
 
 def test_bad_inputs(pipe):
     with pytest.raises(ValueError, match="`prompt`"):
         pipe.edit(None, "  ")
-    with pytest.raises(ValueError, match="`steps` must be an integer in"):
-        pipe.edit(None, "a cat", steps=0)
+    with pytest.raises(ValueError, match=r"`num_steps` must be an integer in \[1, 10000\], got 0"):
+        pipe.edit(None, "a cat", num_steps=0)
+    with pytest.raises(ValueError, match="unknown setting 'steps'"):
+        pipe.edit(None, "a cat", steps=3)
     with pytest.raises(ValueError, match="`strength`"):
         pipe.edit(None, "a cat", strength=5)
     with pytest.raises(ValueError, match=r"latent must have shape"):
@@ -119,6 +205,8 @@ def test_bad_inputs(pipe):
         pipe.invert(torch.zeros(4, 32, 32))
     with pytest.raises(ValueError, match="`image`"):
         pipe.invert("not an image")
+    with pytest.raises(ValueError, match="`pixel_weight` and `clip_weight` cannot both be 0"):
+        pipe.invert(torch.rand(3, 16, 16), pixel_weight=0.0, clip_weight=0.0)
     with pytest.raises(ValueError, match="`beta`"):
         pipe.global_direction(None, "a", "b", beta=2.0)
     with pytest.raises(ValueError, match="`target`"):
@@ -128,25 +216,25 @@ def test_bad_inputs(pipe):
 
 
 def test_jacobian_relevance_is_the_small_step_limit_of_styleclips_finite_differences(pipe):
-    finite = pipe.channel_relevance(num_samples=1, magnitude=1e-3, use_cache=False)
-    jac = pipe.channel_relevance(num_samples=1, method="jacobian", batch_size=16, use_cache=False)
+    finite = pipe.channel_relevance(num_samples=1, magnitude=1e-3, use_cache=False).relevance
+    jac = pipe.channel_relevance(num_samples=1, method="jacobian", batch_size=16, use_cache=False).relevance
     assert torch.equal(jac.analysed, finite.analysed)
     cos = (finite.relevance * jac.relevance).sum(-1)[finite.analysed]
     assert cos.median() > 0.99 and (cos > 0.9).float().mean() > 0.9
     # a large +-5 std step is not linear: the directions differ somewhat but stay aligned on average
-    big = pipe.channel_relevance(num_samples=1, use_cache=False)
+    big = pipe.channel_relevance(num_samples=1, use_cache=False).relevance
     assert (big.relevance * jac.relevance).sum(-1)[big.analysed].mean() > 0.3
     with pytest.raises(ValueError, match="`method`"):
         pipe.channel_relevance(num_samples=1, method="exact")
 
 
 def test_from_pretrained_with_a_rosinality_checkpoint(tiny_configs, tmp_path, monkeypatch):
-    from studio.generators.stylegan2 import save_generator
+    from studio.generators.checkpoints import save_generator
 
     save_generator(tiny_generator(seed=4), tmp_path / "tiny.pt")
     pipe = StyleCLIPPipeline.from_pretrained(str(tmp_path / "tiny.pt"), clip="tiny-test-vit", device="cpu",
                                              cache_dir=tmp_path)
-    assert pipe.generator.size == 16 and pipe(None, "a red circle", steps=2).image.shape == (1, 3, 16, 16)
+    assert pipe.generator.size == 16 and pipe(None, "a red circle", num_steps=2).image.size == (16, 16)
     monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="stylegan2-ffhq-config-f.pt"):
         StyleCLIPPipeline.from_pretrained("ffhq-1024", clip="tiny-test-vit", device="cpu")

@@ -91,7 +91,7 @@ def test_words_change_pixels_with_the_demo_clip(colour, tmp_path):
 
     before = after = 0.0
     for seed in range(4):
-        out = pipe.edit(None, f"a {colour} circle", steps=100, seed=seed)
-        before, after = before + fraction(out.original) / 4, after + fraction(out.image) / 4
-        assert out.score_after > out.score_before
+        out = pipe.edit(None, f"a {colour} circle", num_steps=100, seed=seed)
+        before, after = before + fraction(out.original_tensor) / 4, after + fraction(out.image_tensor) / 4
+        assert out.scores["clip_score"] > out.scores["clip_score_before"]
     assert after > before + 0.04

@@ -8,20 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from studio.generators.stylegan2 import (
+from studio.generators.checkpoints import (
     CHECKPOINTS,
-    CheckpointMismatchError,
-    Generator,
-    ModulatedConv2d,
-    StyleGAN2Config,
-    infer_config,
     CheckpointInfo,
+    CheckpointMismatchError,
+    infer_config,
     load_generator,
-    make_kernel,
     resolve_named_checkpoint,
     save_generator,
-    upfirdn2d,
 )
+from studio.generators.stylegan2 import Generator, ModulatedConv2d, StyleGAN2Config, make_kernel, upfirdn2d
 
 
 class NotAWeight:
@@ -34,7 +30,7 @@ def tiny_generator(seed: int = 0, size: int = 32) -> Generator:
     # Non-trivial values everywhere, so that a wrong load or wrong wiring would show in the image.
     with torch.no_grad():
         for name, p in g.named_parameters():
-            if name.endswith("noise.weight") or name.endswith("activate.bias") or name.endswith("to_rgb1.bias"):
+            if name.endswith(("noise.weight", "activate.bias", "to_rgb1.bias")):
                 p.normal_(0, 0.3)
     return g.requires_grad_(False)
 
@@ -178,7 +174,7 @@ def test_noise_buffers_and_style_space():
     mean = g.mean_latent(128)
     t0, _ = g([z], truncation=0.0, truncation_latent=mean)
     torch.testing.assert_close(t0[0], t0[1])
-    img, latent = g([z, z.flip(0)], inject_index=2, return_latents=True)
+    _, latent = g([z, z.flip(0)], inject_index=2, return_latents=True)
     assert latent.shape == (2, g.n_latent, 32) and torch.equal(latent[0, 2], g.get_latent(z)[1])
 
 

@@ -1,6 +1,6 @@
 """Latent-to-image generators: StyleGAN2 (rosinality-format checkpoints) and the bundled demo shapes generator.
 
-`get_generator(name_or_path)` is the one factory: 'demo-shapes', a name from `stylegan2.CHECKPOINTS`, or a path
+`get_generator(name_or_path)` is the one factory: 'demo-shapes', a name from `checkpoints.CHECKPOINTS`, or a path
 to a rosinality `.pt` / `.safetensors` file.
 """
 
@@ -12,7 +12,7 @@ DEMO_GENERATOR = "demo-shapes"
 
 
 def available_generators() -> list[str]:
-    from studio.generators.stylegan2 import CHECKPOINTS
+    from studio.generators.checkpoints import CHECKPOINTS
 
     return [DEMO_GENERATOR, *CHECKPOINTS]
 
@@ -21,8 +21,8 @@ def get_generator(name_or_path: str | os.PathLike | None = None, device: str | N
     """Build a generator. `None` reads `STUDIO_STYLEGAN`, else the demo. Unknown names list the valid ones."""
     import torch
 
+    from studio.generators.checkpoints import load_generator
     from studio.generators.shapes import ShapesGenerator
-    from studio.generators.stylegan2 import load_generator
 
     name = name_or_path if name_or_path is not None else os.environ.get("STUDIO_STYLEGAN") or DEMO_GENERATOR
     dev = torch.device(device) if device is not None else torch.device("cpu")

@@ -152,11 +152,3 @@ class ShapesGenerator(nn.Module):
         latent = w if w.ndim == 3 else w.unsqueeze(1).repeat(1, self.n_latent, 1)
         image = self.synthesize(latent)
         return image, (latent if return_latents else None)
-
-
-def render_preview_grid(gen: ShapesGenerator, n: int = 8, seed: int = 0) -> torch.Tensor:
-    """(n, 3, H, W) images in [0, 1] of random samples; handy to eyeball the generator."""
-    z = torch.randn(n, gen.style_dim, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        return (gen(z)[0] + 1) / 2
-

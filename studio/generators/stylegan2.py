@@ -1,9 +1,10 @@
-"""StyleGAN2 generator in pure PyTorch that loads rosinality-format checkpoints.
+"""StyleGAN2 generator in pure PyTorch with rosinality's module names (checkpoints: `studio.generators.checkpoints`).
 
 Follows the generator of "Analyzing and Improving the Image Quality of StyleGAN" (Karras et al., CVPR 2020)
 as re-implemented in rosinality/stylegan2-pytorch `model.py`, the implementation StyleCLIP (Patashnik et al.,
 ICCV 2021) builds on. Module and parameter names are rosinality's, so its `.pt` files (a dict with `g_ema` and
-`latent_avg`, as written by its `convert_weight.py` and `train.py`) load with strict key checking. The two
+`latent_avg`, as written by its `convert_weight.py` and `train.py`) load with strict key checking
+(`studio.generators.checkpoints.load_generator`, which also holds the registry of known checkpoints). The two
 custom CUDA ops are written with standard ops, so there is no compile step and it runs on any device:
 
 * `upfirdn2d` (upsample, FIR filter, downsample) becomes a depthwise `conv_transpose2d` (upsampling) or
@@ -26,12 +27,8 @@ W+ and Z inputs, truncation and style mixing.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import math
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +38,7 @@ SQRT2 = math.sqrt(2.0)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Config and registry
+# Config
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -83,61 +80,6 @@ class StyleGAN2Config:
         return (self.log_size - 2) * 2 + 1
 
 
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """A known public rosinality-format checkpoint.
-
-    `sources` are Hugging Face (repo, file) pairs tried in order, from the cache first and then by download;
-    each is a copy that a widely used project downloads and loads into rosinality's `Generator` (named in
-    `source_note`). None of them could be fetched from this machine, so their sha256 is not pinned: the strict
-    key and shape check on load is what rejects a wrong file.
-    """
-
-    name: str
-    config: StyleGAN2Config
-    filename: str  # the name its publishers give it
-    description: str
-    sources: tuple[tuple[str, str], ...] = ()
-    source_note: str = ""
-    how_to_get: str = ""
-
-
-_ROSINALITY = ("convert NVIDIA's official .pkl with rosinality/stylegan2-pytorch's convert_weight.py, or use the "
-               "Google Drive copies its README links")
-# Zeqiang-Lai/DragGAN's app downloads four of these from huggingface.co/aaronb/StyleGAN2 and loads them into
-# rosinality's Generator with sizes ffhq 1024, cat/church/horse 256. JoJoGAN's Space uses the second FFHQ copy.
-# The car file is named only by third-party scripts, in the same publisher's repository (ZeqiangLai/StyleGAN2).
-_DRAGGAN = ("aaronb/StyleGAN2", "the copy Zeqiang-Lai/DragGAN downloads")
-CHECKPOINTS: dict[str, CheckpointInfo] = {
-    "ffhq-1024": CheckpointInfo(
-        "ffhq-1024", StyleGAN2Config(1024, 512, 8, 2), "stylegan2-ffhq-config-f.pt",
-        "FFHQ faces, config-f, 1024x1024 (StyleCLIP's default generator)",
-        sources=((_DRAGGAN[0], "stylegan2-ffhq-config-f.pt"),
-                 ("akhaliq/jojogan-stylegan2-ffhq-config-f", "stylegan2-ffhq-config-f.pt")),
-        source_note=f"{_DRAGGAN[1]}; JoJoGAN's copy as a fallback",
-        how_to_get=f"StyleCLIP's README links stylegan2-ffhq-config-f.pt; or {_ROSINALITY}"),
-    "car-512": CheckpointInfo(
-        "car-512", StyleGAN2Config(512, 512, 8, 2), "stylegan2-car-config-f.pt",
-        "LSUN cars, config-f, 512x512 generator (the 512x384 crop is letterboxed)",
-        sources=(("ZeqiangLai/StyleGAN2", "stylegan2-car-config-f.pt"),),
-        source_note="the same publisher's repository under its current name; seen only in third-party scripts "
-                    "that pin revision bb4e00dc, not in DragGAN's own list",
-        how_to_get=_ROSINALITY),
-    "cat-256": CheckpointInfo(
-        "cat-256", StyleGAN2Config(256, 512, 8, 2), "stylegan2-cat-config-f.pt",
-        "LSUN cats, config-f, 256x256", sources=((_DRAGGAN[0], "stylegan2-cat-config-f.pt"),),
-        source_note=_DRAGGAN[1], how_to_get=_ROSINALITY),
-    "church-256": CheckpointInfo(
-        "church-256", StyleGAN2Config(256, 512, 8, 2), "stylegan2-church-config-f.pt",
-        "LSUN churches, config-f, 256x256", sources=((_DRAGGAN[0], "stylegan2-church-config-f.pt"),),
-        source_note=_DRAGGAN[1], how_to_get=_ROSINALITY),
-    "horse-256": CheckpointInfo(
-        "horse-256", StyleGAN2Config(256, 512, 8, 2), "stylegan2-horse-config-f.pt",
-        "LSUN horses, config-f, 256x256", sources=((_DRAGGAN[0], "stylegan2-horse-config-f.pt"),),
-        source_note=_DRAGGAN[1], how_to_get=_ROSINALITY),
-}
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Standard-op replacements for rosinality's CUDA ops
 # --------------------------------------------------------------------------------------------------------------
@@ -158,7 +100,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, pad: tuple[int
     `conv_transpose2d` (stride `up`), whose full output equals zero-insertion followed by the convolution; it is
     then cropped or padded to the window that `pad` selects. x: (B, C, H, W).
     """
-    b, c, h, w = x.shape
+    c = x.shape[1]
     kh, kw = kernel.shape
     p0, p1 = pad
     weight = kernel.to(x.dtype)[None, None].expand(c, 1, kh, kw)
@@ -505,197 +447,11 @@ class Generator(nn.Module):
     def identity(self) -> str:
         """A stable id for caches: the checkpoint's sha256 if loaded from a file, else a hash of the weights."""
         if self.checkpoint_hash is None:
+            from studio.generators.checkpoints import state_dict_hash
+
             self.checkpoint_hash = state_dict_hash(self.state_dict())
         return self.checkpoint_hash
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------------------------
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict that does not match the generator's parameter names or shapes."""
-
-    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]],
-                 source: str = "checkpoint"):
-        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
-
-        def listing(items: list[str], limit: int = 12) -> str:
-            more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
-            return ", ".join(items[:limit]) + more
-
-        parts = [f"{source} does not match the StyleGAN2 generator (rosinality format, strict):"]
-        if missing:
-            parts.append(f"  missing keys ({len(missing)}): {listing(missing)}")
-        if unexpected:
-            parts.append(f"  unexpected keys ({len(unexpected)}): {listing(unexpected)}")
-        if mismatched:
-            parts.append(f"  shape mismatches ({len(mismatched)}): "
-                         + listing([f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched]))
-        super().__init__("\n".join(parts))
-
-
-def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(state):
-        h.update(key.encode())
-        h.update(state[key].detach().cpu().contiguous().float().numpy().tobytes())
-    return h.hexdigest()
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def infer_config(state: dict[str, torch.Tensor]) -> StyleGAN2Config:
-    """Generator shape from a rosinality `g_ema` state dict."""
-    try:
-        n_mlp = sum(1 for k in state if k.startswith("style.") and k.endswith(".weight"))
-        style_dim = state["style.1.weight"].shape[1]
-        n_rgbs = len({k.split(".")[1] for k in state if k.startswith("to_rgbs.")})
-        size = 2 ** (n_rgbs + 2)
-        max_channels = state["input.input"].shape[1]
-        last = state[f"convs.{2 * n_rgbs - 1}.conv.weight"].shape[1] if n_rgbs else max_channels
-    except KeyError as err:
-        raise CheckpointMismatchError([str(err.args[0])], [], [], "checkpoint (cannot infer its shape)") from err
-    # channels(size) = min(max_channels, 16384 * cm / size); when capped any cm >= 1 gives the same shapes.
-    cm = max(1, round(last * size / 16384)) if last < max_channels else 2
-    return StyleGAN2Config(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=cm,
-                           max_channels=max_channels)
-
-
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load `state` into `model`, refusing any missing/unexpected key or shape mismatch, with all of them listed."""
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in sorted(own)
-                  if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(missing, unexpected, mismatched, source)
-    model.load_state_dict(state, strict=True)
-
-
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """(g_ema state dict, latent_avg or None) from a rosinality `.pt` or a `.safetensors` file.
-
-    `.pt` files load with `torch.load(weights_only=True)`; `argparse.Namespace` is allowed because rosinality's
-    `train.py` stores its arguments in the checkpoint (a plain attribute bag, no code runs).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"StyleGAN2 checkpoint not found: {str(path)!r}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        raw: dict = load_file(str(path))
-        latent_avg = raw.pop("latent_avg", None)
-        return {k.removeprefix("g_ema."): v for k, v in raw.items()}, latent_avg
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:  # UnpicklingError and friends: say what we accept
-            raise ValueError(f"cannot read {str(path)!r} as a weights-only rosinality checkpoint: {err}") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(raw).__name__}, expected a dict with 'g_ema'")
-    if "g_ema" in raw:
-        state, latent_avg = raw["g_ema"], raw.get("latent_avg")
-    elif "style.1.weight" in raw:  # a bare generator state dict
-        state, latent_avg = {k: v for k, v in raw.items() if k != "latent_avg"}, raw.get("latent_avg")
-    else:
-        raise ValueError(f"{str(path)!r} has no 'g_ema' entry (keys: {sorted(raw)[:10]}); "
-                         "expected a rosinality stylegan2-pytorch checkpoint")
-    return dict(state), latent_avg
-
-
-def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | None = None,
-                   device: str | torch.device = "cpu") -> Generator:
-    """Build a `Generator` and load a rosinality checkpoint strictly.
-
-    `path_or_name`: a file path; `hf:OWNER/REPO/FILE.pt` (a Hugging Face repo you name: taken from the local
-    cache, else downloaded once); or a name from `CHECKPOINTS` (its file in `$STUDIO_STYLEGAN_DIR`, default
-    `~/.cache/studio/stylegan2`, else the Hugging Face cache, else downloaded once: `resolve_named_checkpoint`).
-    `config` defaults to the registry entry or is inferred from the weights. Sets `latent_avg` ((1, style_dim), or
-    the mean of 4096 mapped z when absent) and `checkpoint_hash`.
-    """
-    path = Path(path_or_name)
-    if str(path_or_name).startswith("hf:"):
-        path = resolve_hub_checkpoint(str(path_or_name))
-    elif not path.is_file() and str(path_or_name) in CHECKPOINTS:
-        info = CHECKPOINTS[str(path_or_name)]
-        path = resolve_named_checkpoint(info)
-        config = config or info.config
-    elif not path.is_file():
-        raise ValueError(f"`path_or_name` must be a checkpoint file, 'hf:OWNER/REPO/FILE.pt' or one of "
-                         f"{sorted(CHECKPOINTS)}, got {str(path_or_name)!r}")
-    state, latent_avg = read_checkpoint(path)
-    config = config or infer_config(state)
-    model = Generator(**{k: v for k, v in asdict(config).items()})
-    load_state_dict_strict(model, state, source=f"checkpoint {str(path)!r}")
-    if latent_avg is not None:
-        model.latent_avg = latent_avg.reshape(1, -1).float()
-    else:
-        model.latent_avg = model.mean_latent(4096, generator=torch.Generator().manual_seed(0))
-    model = model.to(device).eval().requires_grad_(False)
-    model.checkpoint_hash = file_hash(path)
-    return model
-
-
-def resolve_named_checkpoint(info: CheckpointInfo) -> Path:
-    """A registry entry -> a local file: `$STUDIO_STYLEGAN_DIR/<filename>`, else the Hugging Face cache of one of
-    its sources, else a download (`studio.hub.fetch_hub_file`). The error lists each place tried and how to get
-    the file by hand."""
-    from studio.hub import fetch_hub_file
-
-    local = checkpoint_dir() / info.filename
-    if local.is_file():
-        return local
-    tried = [f"{local} (missing)"]
-    if not info.sources:
-        tried.append("no download address is known for this checkpoint")
-    path = fetch_hub_file([(repo, (name,)) for repo, name in info.sources], tried)
-    if path is not None:
-        return path
-    raise FileNotFoundError(
-        f"StyleGAN2 checkpoint {info.name!r} ({info.description}) could not be found. Tried: " + "; ".join(tried)
-        + f". To supply it by hand, get {info.filename} ({info.how_to_get}) and put it at {str(local)!r}, or "
-        "pass its path (STUDIO_STYLEGAN=/path/to/file.pt).")
-
-
-def resolve_hub_checkpoint(spec: str) -> Path:
-    """`hf:OWNER/REPO/PATH/IN/REPO.pt` -> a local file: the Hugging Face cache, else a download (unless offline or
-    the Hub cannot be reached)."""
-    from studio.hub import fetch_hub_file
-
-    parts = spec.removeprefix("hf:").split("/")
-    if len(parts) < 3 or not all(parts):
-        raise ValueError(f"`path_or_name` must look like 'hf:OWNER/REPO/FILE.pt', got {spec!r}")
-    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
-    tried: list[str] = []
-    path = fetch_hub_file([(repo_id, (filename,))], tried)
-    if path is None:
-        raise FileNotFoundError(f"{filename!r} from {repo_id!r} could not be had. Tried: " + "; ".join(tried)
-                                + ". Pass a local path instead, or download it once with network access.")
-    return path
-
-
-def save_generator(model: Generator, path: str | os.PathLike) -> None:
-    """Write `{"g_ema": state_dict, "latent_avg": (style_dim,)}` exactly as rosinality's converter does."""
-    latent_avg = model.latent_avg if model.latent_avg is not None else model.mean_latent(4096)
-    torch.save({"g_ema": model.state_dict(), "latent_avg": latent_avg.reshape(-1).cpu()}, str(path))
-
-
-def checkpoint_dir() -> Path:
-    return Path(os.environ.get("STUDIO_STYLEGAN_DIR", Path.home() / ".cache" / "studio" / "stylegan2"))
-
-
-__all__ = [
-    "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "Generator", "StyleGAN2Config", "StyleLayer",
-    "infer_config", "load_generator", "load_state_dict_strict", "read_checkpoint", "resolve_named_checkpoint",
-    "save_generator", "upfirdn2d",
-]
+__all__ = ["EqualLinear", "Generator", "ModulatedConv2d", "PixelNorm", "StyleGAN2Config", "StyleLayer", "make_kernel",
+           "upfirdn2d"]

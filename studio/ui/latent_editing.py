@@ -1,32 +1,37 @@
 """Latent Editing tab: StyleCLIP on a StyleGAN2 generator -- latent optimisation, global directions, inversion.
 
-`build` receives plain functions (made by `pipelines.styleclip.make_ui_functions`, wired in app.py) and never
-touches a model or torch.
+`build` receives plain functions (made by `studio.app.make_latent_functions`) and the tasks' settings specs, and
+never touches a model or torch. The long runs (inversion, an edit, the relevance precompute, a global direction)
+are the pipeline's task generators, driven here with the one Stop (`studio.ui.common`): a Stop ends the run with
+its best result so far, which is shown like any other, with its downloads.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from studio.media import save_gif
-from studio.ui.common import notice_markdown, user_errors
+from studio.ui.common import control, drive, notice_markdown, progress_html, run_handler, stop_button, user_errors
 
 IMAGE_HEIGHT = 300  # px of the image boxes
 MIN_SHOWN = 256  # px: smaller images (the demo generator's are 64 px) are shown enlarged, pixel for pixel
+EDIT, GLOBAL, INVERT, RELEVANCE = "styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance"
+EDIT_FIELDS = ("num_steps", "l2_weight", "id_weight", "strength")  # the edit's controls, in order
 
 
-def shown(image):
-    """An image as the page shows it: enlarged by a whole factor (nearest neighbour) to at least MIN_SHOWN px,
-    since the browser will not enlarge it (the GIF too). The state and the Python API keep the real size."""
+def shown(image: Any) -> np.ndarray | None:
+    """An image (PIL or array) as the page shows it: enlarged by a whole factor (nearest neighbour) to at least
+    MIN_SHOWN px, since the browser will not enlarge it (the GIF too). Results keep the real size."""
     if image is None:
         return None
-    import numpy as np
-
     arr = np.asarray(image)
     factor = -(-MIN_SHOWN // max(arr.shape[:2]))  # ceil
     return arr if factor <= 1 else arr.repeat(factor, axis=0).repeat(factor, axis=1)
+
 
 OFFLINE_HELP = (
     "Without a StyleGAN2 checkpoint the tab uses the bundled **demo-shapes** generator (one soft shape on a "
@@ -38,101 +43,154 @@ OFFLINE_HELP = (
 )
 
 
+def _status(item: Any) -> str:
+    """The text after a progress bar: the stage and the loss, where there are."""
+    parts = [item.stage] if item.stage else []
+    if "loss" in item.metrics:
+        parts.append(f"loss {item.metrics['loss']:.4f}")
+    return " · ".join(parts)
+
+
+class _Bar:
+    """The progress bar of one run: remembers the total, for the line shown with the result."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def running(self, item: Any) -> str:
+        self.total = item.total
+        return progress_html(item.step, item.total, _status(item))
+
+    def end(self, result: Any, text: str = "") -> str:
+        if not self.total:  # nothing ran: the result was at hand (a cached relevance)
+            return progress_html(0, 0, text, "done")
+        return progress_html(result.steps_run, self.total, text, "stopped" if result.stopped else "done")
+
+
 def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callable, global_edit: Callable,
-          generator_choices: list[str], default_generator: str, clip_choices: list[str], default_clip: str) -> None:
+          specs: dict[str, dict[str, Any]], generator_choices: list[str], default_generator: str,
+          clip_choices: list[str], default_clip: str, cpu: bool = False) -> None:
     """Add the Latent Editing tab to the current Blocks.
 
-    sample(generator, clip, seed, truncation) -> {"image", "state", "info", "notice"}
-    invert(generator, clip, image, steps, progress(done, total)) -> {"image", "target", "state", "info", "notice"}
-    edit(generator, clip, state, seed, prompt, steps, l2_weight, id_weight, strength) -> yields
-        {"preview", "progress"} then {"preview", "before", "after", "frames", "state", "progress", "info", "notice"}
-    relevance(generator, clip, num_samples, progress(done, total)) -> status text
-    global_edit(generator, clip, state, seed, neutral, target, alpha, beta, num_samples) ->
-        {"before", "after", "info", "notice"}
-    Images are (H, W, 3) uint8 arrays; `state` is opaque here.
+    sample(generator, clip, settings) -> a result (`.image` PIL, `.seed`, `.settings`, `.notice`)
+    invert(generator, clip, image, settings) -> a run: progress items, then a result (`.image`, `.scores` mse, psnr,
+        start_mse, `.steps_run`, `.stopped`, `.timings`, `.notice`)
+    edit(generator, clip, state, prompt, settings) -> a run ending with `.image`, `.original`, `.frames`,
+        `.scores` (clip_score, clip_score_before, l2), `.save(...)`
+    relevance(generator, clip, settings) -> a run ending with `.scores` (channels, samples), `.cached`, `.relevance`
+    global_edit(generator, clip, state, neutral, target, settings) -> a run ending with `.image`, `.original`,
+        `.num_channels`, `.top_channels`, `.scores`
+    specs: {task name: {setting: ParamSpec}} for styleclip-edit, -global, -invert and -relevance; the controls come
+    from them. `state` is what the tab keeps between runs: {"generator", "clip", "result"}, read by the functions.
     """
+    def make(task: str, name: str) -> gr.components.Component:
+        return control(task, specs[task][name], cpu=cpu)
+
+    def keep(gen: str, clip_spec: str, result: Any) -> dict:
+        return {"generator": gen, "clip": clip_spec, "result": result}
+
     with gr.Tab("Latent Editing", id="latent"):
         gr.Markdown("Edit a generated or uploaded image with words (StyleCLIP, Patashnik et al. 2021): "
                     "optimise its latent towards a prompt, or move it along a global direction from a neutral "
-                    "to a target text. " + OFFLINE_HELP)
+                    "to a target text. **Stop** ends any run with its best result so far. " + OFFLINE_HELP)
         with gr.Row():
             generator = gr.Dropdown(generator_choices, value=default_generator, label="Generator",
                                     allow_custom_value=True, info="a name or a checkpoint path")
             clip = gr.Dropdown(clip_choices, value=default_clip, label="CLIP model", allow_custom_value=True)
         notice = gr.Markdown()
         state = gr.State(None)
+        token = gr.State(None)  # the running run, for the Stop buttons
 
         # -- the image to edit: a random sample or an inverted upload ------------------------------------------
         with gr.Row():
             with gr.Column():
                 gr.Markdown("**1. Pick an image**: a random sample, or upload one to invert.")
                 with gr.Row():
-                    seed = gr.Number(0, precision=0, label="Seed", minimum=0)
-                    truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation")
+                    seed = make(EDIT, "seed")
+                    truncation = make(EDIT, "truncation")
                 sample_btn = gr.Button("Random sample", variant="primary")
                 upload = gr.Image(type="pil", label="Or upload an image", image_mode="RGB")
-                invert_steps = gr.Slider(10, 1000, value=200, step=10, label="Inversion steps")
-                invert_btn = gr.Button("Invert upload")
+                invert_steps = make(INVERT, "num_steps")
+                with gr.Row():
+                    invert_btn = gr.Button("Invert upload")
+                    stop_button(token, api_name="latent_stop_invert")
+                invert_progress = gr.HTML()
             with gr.Column():
                 current = gr.Image(label="Image to edit", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                 source_info = gr.Markdown()
 
         @user_errors
         def on_sample(gen, clip_spec, s, trunc):
-            out = sample(gen, clip_spec, int(s), float(trunc))
-            return shown(out["image"]), out["state"], out["info"], notice_markdown(out.get("notice"))
+            out = sample(gen, clip_spec, {"seed": s, "truncation": trunc})
+            info = f"Random sample, seed {out.seed}, truncation {out.settings['truncation']:g}"
+            return shown(out.image), keep(gen, clip_spec, out), info, notice_markdown(out.notice)
 
-        @user_errors
-        def on_invert(gen, clip_spec, image, steps, progress=gr.Progress()):
-            if image is None:
-                raise ValueError("`image` is missing: upload an image to invert")
-            out = invert(gen, clip_spec, image, int(steps), lambda done, total: progress((done, total), desc="steps"))
-            return shown(out["image"]), out["state"], out["info"], notice_markdown(out.get("notice"))
+        def on_invert(gen, clip_spec, image, n, s, flag):
+            bar, skip = _Bar(), gr.skip()
+
+            def progress(item):
+                return shown(item.preview) if item.preview is not None else skip, skip, skip, bar.running(item), skip
+
+            def result(out):
+                sc = out.scores
+                info = (f"Reconstruction MSE {sc['mse']:.4f} (PSNR {sc['psnr']:.1f} dB; start {sc['start_mse']:.4f}) "
+                        f"after {out.steps_run} steps, {out.timings['total_s']:.1f} s"
+                        + (f"; stopped: the best iterate so far (step {sc['best_step']})" if out.stopped else ""))
+                return (shown(out.image), keep(gen, clip_spec, out), info, bar.end(out),
+                        notice_markdown(out.notice))
+
+            yield from drive(invert(gen, clip_spec, image, {"num_steps": n, "seed": s}), flag, progress, result)
 
         sample_btn.click(on_sample, [generator, clip, seed, truncation], [current, state, source_info, notice],
                          api_name="latent_sample")
-        invert_btn.click(on_invert, [generator, clip, upload, invert_steps], [current, state, source_info, notice],
-                         api_name="latent_invert")
+        invert_btn.click(run_handler(on_invert), [generator, clip, upload, invert_steps, seed],
+                         [token, current, state, source_info, invert_progress, notice], api_name="latent_invert")
 
         gr.Markdown("**2. Edit it**")
         with gr.Tab("Latent optimisation"):
             with gr.Row():
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", placeholder="a red circle / a smiling face")
-                    steps = gr.Slider(1, 1000, value=300, step=1, label="Steps (StyleCLIP: 300)")
-                    l2_weight = gr.Slider(0.0, 0.1, value=0.008, step=0.001, label="L2 weight (stay near the start)")
-                    id_weight = gr.Slider(0.0, 1.0, value=0.005, step=0.005,
-                                          label="Identity weight (CLIP similarity to the start)")
-                    strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Strength")
+                    edit_controls = [make(EDIT, name) for name in EDIT_FIELDS]
                     with gr.Row():
                         run = gr.Button("Edit", variant="primary")
-                        stop = gr.Button("Stop")
-                    progress_md = gr.Markdown()
+                        stop_button(token, api_name="latent_stop_edit")
+                    edit_progress = gr.HTML()
                 with gr.Column():
                     preview = gr.Image(label="Live preview", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                     with gr.Row():
                         before = gr.Image(label="Before", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                         after = gr.Image(label="After", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                     edit_info = gr.Markdown()
-                    animation = gr.File(label="The optimisation as a GIF", interactive=False)
+                    with gr.Row():
+                        animation = gr.File(label="The optimisation as a GIF", interactive=False)
+                        download = gr.File(label="The edit as PNG (settings inside)", interactive=False)
 
-            @user_errors
-            def on_edit(gen, clip_spec, st, s, text, n, l2, idw, strg):
-                for out in edit(gen, clip_spec, st, int(s), text, int(n), float(l2), float(idw), float(strg)):
-                    if "after" in out:
-                        frames = [shown(f) for f in (out["before"], *out.get("frames", []))]
-                        gif = str(save_gif(frames, fps=8)) if len(frames) > 1 else None
-                        yield (shown(out["preview"]), shown(out["before"]), shown(out["after"]), out["progress"],
-                               out["info"],
-                               out["state"], notice_markdown(out.get("notice")), gif)
-                    else:
-                        yield (shown(out["preview"]), gr.skip(), gr.skip(), out["progress"], gr.skip(), gr.skip(),
-                               gr.skip(), gr.skip())
+            def on_edit(gen, clip_spec, st, s, trunc, text, *values, flag):
+                bar, skip = _Bar(), gr.skip()
+                settings = {"seed": s, "truncation": trunc, **dict(zip(EDIT_FIELDS, values))}
 
-            event = run.click(on_edit, [generator, clip, state, seed, prompt, steps, l2_weight, id_weight, strength],
-                              [preview, before, after, progress_md, edit_info, state, notice, animation],
-                              api_name="latent_edit")
-            stop.click(None, cancels=[event])
+                def progress(item):
+                    image = shown(item.preview) if item.preview is not None else skip
+                    return image, skip, skip, bar.running(item), skip, skip, skip, skip, skip
+
+                def result(out):
+                    sc = out.scores
+                    frames = [shown(f) for f in out.frames]
+                    gif = str(save_gif(frames, fps=8)) if len(frames) > 1 else None
+                    png = str(out.save(video="gif")["png"])
+                    info = f"CLIPScore for “{out.prompt}”: {sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}"
+                    if "l2" in sc:
+                        info += f"; ‖w − w₀‖² = {sc['l2']:.3f}, kept step {sc['best_step']} (lowest loss)"
+                    line = f"{1000 * out.timings['per_step_s']:.0f} ms/step"
+                    return (shown(out.image), shown(out.original), shown(out.image), bar.end(out, line), info,
+                            keep(gen, clip_spec, out), notice_markdown(out.notice), gif, png)
+
+                yield from drive(edit(gen, clip_spec, st, text, settings), flag, progress, result)
+
+            run.click(run_handler(on_edit), [generator, clip, state, seed, truncation, prompt, *edit_controls],
+                      [token, preview, before, after, edit_progress, edit_info, state, notice, animation, download],
+                      api_name="latent_edit")
 
         with gr.Tab("Global direction"):
             with gr.Row():
@@ -140,14 +198,14 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     with gr.Row():
                         neutral = gr.Textbox(label="Neutral text", placeholder="a circle / a face")
                         target = gr.Textbox(label="Target text", placeholder="a red circle / a smiling face")
-                    alpha = gr.Slider(-10.0, 10.0, value=4.1, step=0.1, label="α: strength (std units)")
-                    beta = gr.Slider(0.0, 0.5, value=0.15, step=0.01,
-                                     label="β: disentanglement (keep channels with relevance ≥ β)")
-                    num_samples = gr.Slider(1, 500, value=100, step=1,
-                                            label="Relevance samples (computed once per generator, then cached)")
+                    alpha = make(GLOBAL, "alpha")
+                    beta = make(GLOBAL, "beta")
+                    num_samples = make(RELEVANCE, "num_samples")
                     with gr.Row():
                         precompute = gr.Button("Precompute relevance")
                         apply_btn = gr.Button("Apply", variant="primary")
+                        stop_button(token, api_name="latent_stop_global")
+                    g_progress = gr.HTML()
                     rel_md = gr.Markdown()
                 with gr.Column():
                     with gr.Row():
@@ -155,26 +213,58 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                         g_after = gr.Image(label="After", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                     g_info = gr.Markdown()
 
-            @user_errors
-            def on_precompute(gen, clip_spec, n, progress=gr.Progress()):
-                return relevance(gen, clip_spec, int(n), lambda done, total: progress((done, total), desc="samples"))
+            def on_precompute(gen, clip_spec, n, flag):
+                bar, skip = _Bar(), gr.skip()
 
-            @user_errors
-            def on_global(gen, clip_spec, st, s, neu, tgt, a, b, n, progress=gr.Progress()):
-                progress(0, desc="channel relevance (first use only)")
-                out = global_edit(gen, clip_spec, st, int(s), neu, tgt, float(a), float(b), int(n))
-                return shown(out["before"]), shown(out["after"]), out["info"], notice_markdown(out.get("notice"))
+                def result(out):
+                    rel, sc = out.relevance, out.scores
+                    if out.stopped:
+                        text = (f"Stopped after {sc['samples']} of {n} samples: nothing was cached (precompute again "
+                                "to finish).")
+                    elif out.cached:
+                        text = f"Channel relevance is cached: {sc['channels']} channels, {rel.num_samples} samples."
+                    else:
+                        text = (f"Channel relevance ready: {sc['channels']} channels, {sc['samples']} samples "
+                                f"({out.timings['total_s']:.1f} s; cached at {rel.path})")
+                    return bar.end(out, "read from the cache" if out.cached else ""), text
 
-            precompute.click(on_precompute, [generator, clip, num_samples], [rel_md], api_name="latent_relevance")
-            g_inputs = [generator, clip, state, seed, neutral, target, alpha, beta, num_samples]
-            g_outputs = [g_before, g_after, g_info, notice]
-            apply_btn.click(on_global, g_inputs, g_outputs, api_name="latent_global")
+                yield from drive(relevance(gen, clip_spec, {"num_samples": n}), flag,
+                                 lambda item: (bar.running(item), skip), result)
 
-            def on_slider(gen, clip_spec, st, s, neu, tgt, a, b, n):
+            def on_global(gen, clip_spec, st, s, trunc, neu, tgt, a, b, n, flag):
+                bar, skip = _Bar(), gr.skip()
+                settings = {"seed": s, "truncation": trunc, "alpha": a, "beta": b, "num_samples": n}
+
+                def result(out):
+                    sc = out.scores
+                    if out.stopped:
+                        info = ("Stopped before the edit (the channel relevance was not finished, and nothing was "
+                                "cached).")
+                    else:
+                        top = ", ".join(f"{name}[{c}] {r:+.2f}" for name, c, r in out.top_channels[:5])
+                        info = (f"{out.num_channels} channels moved (α {out.settings['alpha']:g}, β "
+                                f"{out.settings['beta']:g}); CLIPScore for “{out.target}”: "
+                                f"{sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}; "
+                                f"{1000 * out.timings['edit_s']:.0f} ms. Top channels: {top}")
+                    return (shown(out.original), shown(out.image), bar.end(out), info,
+                            notice_markdown(out.notice))
+
+                yield from drive(global_edit(gen, clip_spec, st, neu, tgt, settings), flag,
+                                 lambda item: (skip, skip, bar.running(item), skip, skip), result)
+
+            def on_slider(gen, clip_spec, st, s, trunc, neu, tgt, a, b, n, flag):
                 if not (neu or "").strip() or not (tgt or "").strip():  # nothing to apply yet: stay quiet
-                    return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-                return on_global(gen, clip_spec, st, s, neu, tgt, a, b, n)
+                    yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    return
+                yield from on_global(gen, clip_spec, st, s, trunc, neu, tgt, a, b, n, flag=flag)
+
+            precompute.click(run_handler(on_precompute), [generator, clip, num_samples], [token, g_progress, rel_md],
+                             api_name="latent_relevance")
+            g_inputs = [generator, clip, state, seed, truncation, neutral, target, alpha, beta, num_samples]
+            g_outputs = [token, g_before, g_after, g_progress, g_info, notice]
+            apply_btn.click(run_handler(on_global), g_inputs, g_outputs, api_name="latent_global")
 
             # sliders re-apply on release: an edit is one generator pass once the relevance is cached
-            alpha.release(on_slider, g_inputs, g_outputs, api_visibility="private", trigger_mode="always_last")
-            beta.release(on_slider, g_inputs, g_outputs, api_visibility="private", trigger_mode="always_last")
+            slider = run_handler(on_slider)
+            alpha.release(slider, g_inputs, g_outputs, api_visibility="private", trigger_mode="always_last")
+            beta.release(slider, g_inputs, g_outputs, api_visibility="private", trigger_mode="always_last")

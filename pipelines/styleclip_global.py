@@ -1,0 +1,452 @@
+"""StyleCLIP global directions (the paper's Sec. 6): channel relevance (task `styleclip-relevance`) and the edit
+along a global direction from a neutral to a target text (task `styleclip-global`).
+
+Each StyleSpace channel's CLIP relevance is precomputed once per generator and CLIP (StyleCLIP's `GetFs`): for
+`num_samples` random styles, the channel moves by +-`magnitude` std, both images are embedded with CLIP, and the
+normalised difference of the embeddings is averaged over the samples (the paper: 100 image pairs, +-5 std); toRGB
+channels are left out, as StyleCLIP does. The result is cached on disk, keyed by the generator's checkpoint hash,
+the CLIP spec and these settings. An edit then takes the text direction (target - neutral over a prompt-template
+ensemble, `GetDt`), keeps the channels whose relevance to it is at least beta, and moves them by alpha std
+(`GetBoundary`, `SplitS`); alpha 4.1 and beta 0.15 are the StyleCLIP global-direction notebook's.
+
+This module is one part of `pipelines.styleclip.StyleCLIPPipeline` (the one entry point): `GlobalDirectionMixin`
+holds these methods and uses the pipeline's core (`render`, `_clip_embed`, `_autocast`, `known_start`,
+`iter_invert`, `relevance_config`, `global_config`, `cache_dir`). Its tasks are registered in pipelines/styleclip.py,
+next to the class. A global-direction run whose relevance is not cached yet computes it first, inline, as its
+"relevance" stage (and an image start is inverted first, as its "invert" stage), so that Stop reaches both.
+A stopped relevance run returns the average over the samples done, marked stopped, and caches nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pipelines.styleclip_invert import InversionOutput, Start, StartConfig, staged
+from studio.images import to_pil
+from studio.progress import Progress, Result, drain, json_safe
+from studio.scorer import oom_guard
+from studio.tasks import SEED_MAX, check_text, param, resolve
+
+if TYPE_CHECKING:
+    from pipelines.styleclip import StyleCLIPPipeline
+
+GRID_SAMPLES = 4  # samples shown in a relevance result's image
+THUMB = 128  # px: their largest side
+RELEVANCE_METHODS = ("finite", "jacobian")
+TEMPLATE_SETS = ("imagenet", "curated", "shapes")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("STUDIO_CACHE", Path.home() / ".cache" / "studio")) / "styleclip"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings and results
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RelevanceConfig:
+    """Settings of the channel-relevance precompute (StyleCLIP `GetFs`)."""
+
+    num_samples: int = param(100, 1, 100_000, ui=(1, 500), label="Relevance samples (computed once per generator, "
+                                                                  "then cached)",
+                             help="random styles the channel directions are averaged over; StyleCLIP (paper, "
+                                  "global directions): 100 image pairs")
+    seed: int = param(0, 0, SEED_MAX, control=False, help="draws the styles for the statistics and the samples")
+    magnitude: float = param(5.0, 1e-3, 100.0, control=False,
+                             help="each channel moves by +- magnitude std; StyleCLIP: +-5")
+    method: str = param("finite", choices=RELEVANCE_METHODS, control=False,
+                        help="'finite': StyleCLIP's finite differences (2 x channels passes per sample); 'jacobian': "
+                             "their first-order limit from D reverse-mode rows per sample (ours, ~8x less work for "
+                             "FFHQ; close to 'finite' only for a small magnitude)")
+    batch_size: int = param(32, 1, 4096, control=False, help="images per generator + CLIP pass; ours: 32")
+    std_samples: int = param(2000, 2, 10**6, control=False,
+                             help="mapped random z for each channel's std; StyleCLIP's manipulator keeps 2000 styles")
+    use_cache: bool = param(True, control=False, help="read and write the on-disk cache (and the pipeline's own)")
+
+
+@dataclass
+class GlobalDirectionConfig(StartConfig):
+    """Settings of one global-direction edit; the relevance it needs is `RelevanceConfig`'s with these samples,
+    method and cache use."""
+
+    alpha: float = param(4.1, -100.0, 100.0, ui=(-10.0, 10.0), step=0.1, label="α: strength (std units)",
+                         help="how far the kept channels move, in std units; StyleCLIP global-direction notebook: 4.1")
+    beta: float = param(0.15, 0.0, 1.0, ui=(0.0, 0.5), step=0.01,
+                        label="β: disentanglement (keep channels with relevance ≥ β)",
+                        help="channels whose |relevance| to the text direction is below beta stay; StyleCLIP "
+                             "global-direction notebook: 0.15 (the paper uses 0.08-0.3)")
+    num_samples: int = param(100, 1, 100_000, ui=(1, 500), label="Relevance samples (computed once per generator, "
+                                                                  "then cached)",
+                             help="samples of the channel relevance it uses (`RelevanceConfig.num_samples`); "
+                                  "StyleCLIP: 100")
+    relevance_method: str = param("finite", choices=RELEVANCE_METHODS, control=False,
+                                  help="`RelevanceConfig.method`: StyleCLIP's 'finite' differences or 'jacobian'")
+    templates: str | None = param(None, choices=TEMPLATE_SETS, nullable=True, control=False,
+                                  help="prompt templates of the text direction; None: 'shapes' for the demo CLIP, "
+                                       "else 'imagenet' (StyleCLIP GetDt: CLIP's 80 ImageNet templates)")
+    use_cache: bool = param(True, control=False, help="use (and fill) the relevance cache")
+
+
+@dataclass
+class ChannelRelevance:
+    """Per-StyleSpace-channel CLIP directions (StyleCLIP's `fs3`) and channel statistics."""
+
+    relevance: torch.Tensor  # (C, D) unit CLIP direction of each channel; zeros for channels not analysed
+    std: torch.Tensor  # (C,) standard deviation of each style channel over mapped random z
+    analysed: torch.Tensor  # (C,) bool: False for toRGB channels (StyleCLIP leaves them out)
+    layer_sizes: list[int]  # channels per style layer, in `generator.style_layers` order
+    layer_names: list[str]
+    num_samples: int
+    generator_id: str
+    path: str | None = None  # the cache file
+
+    def locate(self, flat_index: int) -> tuple[str, int]:
+        """(layer name, channel within layer) of a flat channel index."""
+        start = 0
+        for name, size in zip(self.layer_names, self.layer_sizes):
+            if flat_index < start + size:
+                return name, flat_index - start
+            start += size
+        raise ValueError(f"`flat_index` must be < {start}, got {flat_index}")
+
+
+@dataclass
+class RelevanceOutput(Result):
+    """A channel-relevance run. `relevance`: the `ChannelRelevance` (over the samples done when stopped, then not
+    cached); `cached`: read from the cache instead of computed; `image`: the first samples analysed, side by side.
+    scores: channels (analysed), samples (done)."""
+
+    task = "styleclip-relevance"
+    relevance: ChannelRelevance | None = None
+    cached: bool = False
+
+
+@dataclass
+class GlobalDirectionOutput(Result):
+    """A global-direction edit. `image` / `original`: after / before (PIL); scores: clip_score and
+    clip_score_before (CLIPScore of after / before for the target text). `latent` is the start W+ (the edit lives
+    in StyleSpace: `styles` are the edited style vectors, `direction` the per-layer delta s for alpha = 1);
+    `top_channels`: (layer, channel, relevance) of the channels moved, largest |relevance| first. A run stopped
+    before the edit shows the start as `image`, with `num_channels` 0."""
+
+    task = "styleclip-global"
+    original: Image.Image | None = None
+    image_tensor: torch.Tensor | None = None  # (1, 3, H, W) in [0, 1], CPU
+    original_tensor: torch.Tensor | None = None
+    latent: torch.Tensor | None = None
+    styles: list[torch.Tensor] = field(default_factory=list)
+    direction: list[torch.Tensor] = field(default_factory=list)
+    neutral: str = ""
+    target: str = ""
+    num_channels: int = 0
+    top_channels: list[tuple[str, int, float]] = field(default_factory=list)
+    inversion: InversionOutput | None = None
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    if max(image.size) <= THUMB:
+        return image
+    factor = -(-max(image.size) // THUMB)  # whole factor: the same pixels on every run
+    return image.reduce(factor)
+
+
+def _side_by_side(images: list[Image.Image]) -> Image.Image:
+    out = Image.new("RGB", (sum(im.width for im in images), max(im.height for im in images)), "white")
+    x = 0
+    for im in images:
+        out.paste(im, (x, 0))
+        x += im.width
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The methods
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class GlobalDirectionMixin:
+    """Channel relevance and global-direction edits of `StyleCLIPPipeline` (see the module docstring)."""
+
+    # -- channel relevance ----------------------------------------------------------------------------------
+
+    def _relevance_path(self: StyleCLIPPipeline, cfg: RelevanceConfig) -> Path:
+        gid = self.generator.identity()
+        clip_id = hashlib.sha256(str(self.scorer.spec).encode()).hexdigest()[:12]
+        detail = f"m{cfg.magnitude:g}" if cfg.method == "finite" else "jac"
+        return self.cache_dir / f"relevance-{gid[:16]}-{clip_id}-n{cfg.num_samples}-s{cfg.seed}-{detail}.pt"
+
+    def cached_relevance(self: StyleCLIPPipeline, cfg: RelevanceConfig) -> ChannelRelevance | None:
+        """The relevance for `cfg` from the pipeline's memory or the disk cache, else None."""
+        path = self._relevance_path(cfg)
+        if str(path) in self._relevance:
+            return self._relevance[str(path)]
+        if not path.is_file():
+            return None
+        layers = self.generator.style_layers
+        sizes = [layer.channels for layer in layers]
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if [int(x) for x in data["layer_sizes"]] != sizes:
+            return None
+        rel = ChannelRelevance(data["relevance"], data["std"], data["analysed"].bool(), sizes,
+                               [layer.name for layer in layers], int(data["num_samples"]), self.generator.identity(),
+                               str(path))
+        self._relevance[str(path)] = rel
+        return rel
+
+    def _relevance_draws(self: StyleCLIPPipeline, cfg: RelevanceConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(z for the channel statistics (std_samples, D), one z (1, D) per sample), all from `cfg.seed` (CPU)."""
+        gen = torch.Generator().manual_seed(cfg.seed)
+        z_std = torch.randn(cfg.std_samples, self.generator.style_dim, generator=gen)
+        return z_std, [torch.randn(1, self.generator.style_dim, generator=gen) for _ in range(cfg.num_samples)]
+
+    def _base_styles(self: StyleCLIPPipeline, z: torch.Tensor) -> list[torch.Tensor]:
+        g = self.generator
+        with torch.no_grad():
+            return g.w_to_styles(g.get_latent(z.to(self.device)).unsqueeze(1).repeat(1, g.n_latent, 1))
+
+    def _show_styles(self: StyleCLIPPipeline, styles: list[torch.Tensor]) -> Image.Image:
+        with torch.no_grad(), self._autocast():
+            return to_pil(self.to_unit(self.generator.synthesis(styles).float()))
+
+    def _jacobian_directions(self: StyleCLIPPipeline, base: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+        """(C, D) d n / d s_c for every style channel c at `base`, n the unit CLIP embedding.
+
+        Reverse mode, `batch_size` rows of the Jacobian per pass: the sample is replicated k times and copy i
+        back-propagates the one-hot cotangent e_(d0+i), so its style gradients are row d0+i of the Jacobian.
+        """
+        g, rows = self.generator, []
+        dim = None
+        d0 = 0
+        while dim is None or d0 < dim:
+            k = batch_size if dim is None else min(batch_size, dim - d0)
+            styles = [s.detach().repeat(k, 1).requires_grad_(True) for s in base]
+            with self._autocast():
+                img = g.synthesis(styles).float()
+            emb = self._clip_embed(img)  # (k, D)
+            dim = emb.shape[-1]
+            k = min(k, dim - d0)
+            cot = torch.zeros_like(emb)
+            cot[torch.arange(k), d0 + torch.arange(k)] = 1.0
+            grads = torch.autograd.grad(emb, styles, grad_outputs=cot)
+            rows.append(torch.cat([gr[:k].float() for gr in grads], dim=1).cpu())  # (k, C)
+            d0 += k
+        return torch.cat(rows).t()  # (C, D)
+
+    @torch.no_grad()
+    def _finite_directions(self: StyleCLIPPipeline, base: list[torch.Tensor], channels: list[int], std: torch.Tensor,
+                           magnitude: float, batch_size: int) -> torch.Tensor:
+        """(C, D) unit differences n(s + m std_c e_c) - n(s - m std_c e_c) for `channels` (zeros elsewhere)."""
+        g = self.generator
+        offsets = np.cumsum([0] + [s.shape[1] for s in base])
+        layer_of = np.searchsorted(offsets, np.arange(offsets[-1]), side="right") - 1
+        out: torch.Tensor | None = None
+        step = max(1, batch_size // 2)
+        for k0 in range(0, len(channels), step):
+            chunk = channels[k0:k0 + step]
+            n = len(chunk)
+            styles = [s.repeat(2 * n, 1) for s in base]  # rows [0, n): minus, [n, 2n): plus
+            for r, c in enumerate(chunk * 2):
+                li = int(layer_of[c])
+                styles[li][r, c - offsets[li]] += (1.0 if r >= n else -1.0) * magnitude * std[c]
+            with self._autocast():
+                img = g.synthesis(styles).float()
+            emb = self._clip_embed(img)  # (2n, D) normalised
+            diff = F.normalize(emb[n:] - emb[:n], dim=-1).cpu()
+            if out is None:
+                out = torch.zeros(int(offsets[-1]), diff.shape[-1])
+            out[chunk] = diff
+        return out
+
+    def iter_relevance(self: StyleCLIPPipeline, **settings: Any) -> Iterator[Progress | RelevanceOutput]:
+        """Each non-toRGB StyleSpace channel's unit CLIP direction (StyleCLIP `GetFs`), cached on disk.
+
+        Yields a `Progress` per sample (its image as the preview), then the `RelevanceOutput`; a cached relevance
+        is returned at once. settings: any `RelevanceConfig` field. `method='finite'` (StyleCLIP's): for each
+        sample style s and channel c, render s +- magnitude * std_c, embed both with CLIP, normalise the difference
+        of the normalised embeddings; average over the samples and normalise again. Cost: 2 * channels *
+        num_samples generator + CLIP passes, `batch_size` at a time (FFHQ 1024: 6048 channels -> 1.2 M passes for
+        100 samples). `method='jacobian'`: its first-order limit, the normalised derivative of the unit embedding
+        with respect to each channel from D (CLIP width) reverse-mode rows per sample, about 3 * D instead of
+        2 * channels pass-equivalents; large +-5 std moves are not linear, so the two agree closely only for a
+        small magnitude. On "stop" the average over the samples done is returned, marked stopped, not cached.
+        """
+        t0 = time.perf_counter()
+        cfg = resolve(self.relevance_config, settings)
+        g = self.generator
+        layers = g.style_layers
+        sizes, names = [layer.channels for layer in layers], [layer.name for layer in layers]
+        z_std, z_samples = self._relevance_draws(cfg)
+        cached = self.cached_relevance(cfg) if cfg.use_cache else None
+        shown = min(GRID_SAMPLES, cfg.num_samples)
+
+        def result(rel: ChannelRelevance, thumbs: list[Image.Image], done: int, stopped: bool) -> RelevanceOutput:
+            return RelevanceOutput(
+                image=_side_by_side(thumbs), relevance=rel, cached=cached is not None, seed=cfg.seed,
+                scores={"channels": int(rel.analysed.sum()), "samples": done},
+                timings={"total_s": time.perf_counter() - t0, "per_step_s": (time.perf_counter() - t0) / max(1, done)},
+                settings=json_safe(dataclasses.asdict(cfg)), stopped=stopped, steps_run=0 if cached else done,
+                notice=self.scorer.notice)
+
+        with oom_guard("StyleCLIP channel relevance"):
+            if cached is not None:
+                thumbs = [_thumbnail(self._show_styles(self._base_styles(z))) for z in z_samples[:shown]]
+                yield result(cached, thumbs, cached.num_samples, False)
+                return
+
+            # 1. channel statistics over mapped random z (StyleCLIP `GetCodeMS`)
+            with torch.no_grad():
+                w = g.get_latent(z_std.to(self.device)).unsqueeze(1).repeat(1, g.n_latent, 1)
+                std = torch.cat([s.float().std(0) for s in g.w_to_styles(w)])  # (C,)
+            analysed = torch.cat([torch.full((c,), not layer.is_rgb) for c, layer in zip(sizes, layers)])
+            channels = analysed.nonzero().flatten().tolist()
+
+            # 2. +- magnitude * std per channel (or the Jacobian), per sample, batched
+            acc: torch.Tensor | None = None  # (C, D) sum over samples of unit embedding differences
+            thumbs: list[Image.Image] = []
+            stopped, done = False, 0
+            for done, z in enumerate(z_samples, start=1):
+                base = self._base_styles(z)
+                if cfg.method == "jacobian":
+                    with torch.enable_grad():
+                        diff = F.normalize(self._jacobian_directions(base, cfg.batch_size), dim=-1)
+                else:
+                    diff = self._finite_directions(base, channels, std, cfg.magnitude, cfg.batch_size)
+                acc = diff if acc is None else acc + diff
+                preview = self._show_styles(base)
+                if len(thumbs) < shown:
+                    thumbs.append(_thumbnail(preview))
+                command = yield Progress(done, cfg.num_samples, preview, {"samples": done})
+                if command == "stop" and done < cfg.num_samples:
+                    stopped = True
+                    break
+            relevance = F.normalize(acc / done, dim=-1) * analysed[:, None]
+
+        # 3. cache (only a finished run)
+        path = self._relevance_path(cfg)
+        rel = ChannelRelevance(relevance, std.cpu(), analysed, sizes, names, done, g.identity(),
+                               None if stopped else str(path))
+        if not stopped and cfg.use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save({"relevance": relevance, "std": std.cpu(), "analysed": analysed,
+                        "layer_sizes": torch.tensor(sizes), "num_samples": torch.tensor(done)}, tmp)
+            os.replace(tmp, path)
+            self._relevance[str(path)] = rel
+        yield result(rel, thumbs, done, stopped)
+
+    def channel_relevance(self: StyleCLIPPipeline, *, callback: Any = None, **settings: Any) -> RelevanceOutput:
+        """Run `iter_relevance(**settings)` to the end; `callback(done, total, preview)` returning False stops it.
+        The `ChannelRelevance` is the result's `relevance`."""
+        return drain(self.iter_relevance(**settings), callback)
+
+    # -- global directions ----------------------------------------------------------------------------------
+
+    def text_direction(self: StyleCLIPPipeline, neutral: str, target: str,
+                       templates: str | list[str] | None = None) -> torch.Tensor:
+        """Unit CLIP text direction target - neutral over a prompt-template ensemble (StyleCLIP `GetDt`)."""
+        if templates is None:
+            templates = "shapes" if getattr(self.scorer, "is_demo", False) else "imagenet"
+        emb = self.scorer.encode_prompts([neutral, target], templates=templates)
+        return F.normalize(emb[1] - emb[0], dim=0).cpu()
+
+    @staticmethod
+    def style_direction(relevance: ChannelRelevance, text_dir: torch.Tensor, beta: float) -> tuple[torch.Tensor, int]:
+        """Flat delta s for alpha = 1 and the number of channels kept (StyleCLIP `GetBoundary` + `SplitS`)."""
+        r = relevance.relevance @ text_dir  # (C,)
+        r = torch.where(r.abs() < beta, torch.zeros_like(r), r) * relevance.analysed
+        kept = int((r != 0).sum())
+        if kept == 0:
+            best = float((relevance.relevance @ text_dir).abs().max())
+            raise ValueError(f"`beta` {beta:g} leaves no channels to move: the largest channel relevance for this "
+                             f"edit is {best:.3f}; lower beta below that (StyleCLIP uses 0.08-0.3)")
+        return r / r.abs().max() * relevance.std, kept
+
+    def iter_global_direction(self: StyleCLIPPipeline, latent_or_image: Any = None, neutral: str = "",
+                              target: str = "", **settings: Any) -> Iterator[Progress | GlobalDirectionOutput]:
+        """Edit along StyleCLIP's global direction from `neutral` to `target` text.
+
+        `latent_or_image` as for `iter_edit` (None: a random start from `seed`; an image is inverted first).
+        Yields the stages' progress ("invert" for an image, "relevance" when it is not cached yet), then one step
+        for the edit itself (its image as the preview), then the `GlobalDirectionOutput`. settings: any
+        `GlobalDirectionConfig` field. A beta above every channel's relevance raises ValueError saying how far to
+        lower it. Stopped before the edit, the result is the start image, marked stopped.
+        """
+        t0 = time.perf_counter()
+        # 1. check inputs
+        neutral, target = check_text(neutral, "neutral"), check_text(target, "target")
+        cfg = resolve(self.global_config, settings)
+        rel_settings = {"num_samples": cfg.num_samples, "method": cfg.relevance_method, "use_cache": cfg.use_cache}
+        rcfg = resolve(self.relevance_config, rel_settings)
+        start = self.known_start(latent_or_image, cfg)
+        rel = self.cached_relevance(rcfg) if cfg.use_cache else None
+        n_inv = cfg.num_invert_steps if start is None else 0
+        n_rel = 0 if rel is not None else cfg.num_samples
+        total = n_inv + n_rel + 1
+        stopped, steps = False, 0
+
+        with oom_guard("StyleCLIP global direction"):
+            # 2. the start latent, and the relevance
+            if start is None:
+                inv = yield from staged(self.iter_invert(latent_or_image, num_steps=cfg.num_invert_steps,
+                                                         seed=cfg.seed), 0, total, "invert")
+                start, stopped, steps = Start.of(inv, self.device), inv.stopped, inv.steps_run
+            t_start = time.perf_counter()
+            if rel is None and not stopped:
+                out = yield from staged(self.iter_relevance(**rel_settings), n_inv, total, "relevance")
+                rel, stopped, steps = out.relevance, out.stopped, n_inv + out.steps_run
+            t_rel = time.perf_counter()
+
+            # 3. direction in StyleSpace and the edit
+            with torch.no_grad():
+                styles = self.generator.w_to_styles(start.latent)
+                with self._autocast():
+                    img0 = self.generator.synthesis(styles, noise=start.noise).float()
+                text = self.scorer.encode_text([target]).to(self.device)
+                before = 100 * float((self._clip_embed(img0) * text).sum().clamp(min=0))
+            original = self.to_unit(img0)
+            edited, delta_layers, kept, top, after, img1 = styles, [], 0, [], before, original
+            if not stopped:
+                text_dir = self.text_direction(neutral, target, cfg.templates)  # (D,)
+                delta, kept = self.style_direction(rel, text_dir, cfg.beta)
+                delta_layers = list(delta.to(self.device).split(rel.layer_sizes))
+                with torch.no_grad():
+                    edited = [s + cfg.alpha * d for s, d in zip(styles, delta_layers)]
+                    with self._autocast():
+                        img = self.generator.synthesis(edited, noise=start.noise).float()
+                    after = 100 * float((self._clip_embed(img) * text).sum().clamp(min=0))
+                img1, steps = self.to_unit(img), total
+                r = rel.relevance @ text_dir
+                order = r.abs().argsort(descending=True)[:kept][:10].tolist()
+                top = [(*rel.locate(i), float(r[i])) for i in order]
+                yield Progress(total, total, to_pil(img1), {"clip_score": after}, stage="edit")
+            t_edit = time.perf_counter()
+
+        # 4. package
+        yield GlobalDirectionOutput(
+            image=to_pil(img1), original=to_pil(original), image_tensor=img1, original_tensor=original,
+            latent=start.latent.cpu(), styles=[s.cpu() for s in edited], direction=[d.cpu() for d in delta_layers],
+            neutral=neutral, target=target, num_channels=kept, top_channels=top, inversion=start.inversion,
+            scores={"clip_score": after, "clip_score_before": before},
+            timings={"start_s": t_start - t0, "relevance_s": t_rel - t_start, "edit_s": t_edit - t_rel,
+                     "total_s": time.perf_counter() - t0},
+            seed=cfg.seed, settings={"neutral": neutral, "target": target, **json_safe(dataclasses.asdict(cfg))},
+            stopped=stopped, steps_run=steps, notice=self.scorer.notice)
+
+    def global_direction(self: StyleCLIPPipeline, latent_or_image: Any = None, neutral: str = "", target: str = "",
+                         *, callback: Any = None, **settings: Any) -> GlobalDirectionOutput:
+        """Run `iter_global_direction(...)` to the end; `callback(step, total, preview)` returning False stops it."""
+        return drain(self.iter_global_direction(latent_or_image, neutral, target, **settings), callback)
