@@ -17,6 +17,7 @@ import gradio as gr
 from studio.device import pick_device
 from studio.scorer import available_specs, get_scorer, is_loaded
 from studio.ui import latent_editing as latent_ui
+from studio.ui.common import one_gpu_queue
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
@@ -247,6 +248,7 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
             latent_ui.build(**make_latent_functions(device), generator_choices=available_generators(),
                             default_generator=generator, clip_choices=choices,
                             default_clip="shapes-clip" if generator == "demo-shapes" else clip)
+    one_gpu_queue(demo)  # one GPU job at a time across every tab, not per endpoint
     return demo
 
 

@@ -69,3 +69,53 @@ def test_no_ui_module_imports_torch_or_the_pipelines():
     assert done.returncode == 0, done.stderr[-2000:]
     for name in names:  # they import in this process too
         importlib.import_module(name)
+
+
+def test_every_model_endpoint_of_the_built_app_shares_one_queue():
+    """Issue 17: "one GPU job at a time" was per endpoint; a CLIPDraw run held its queue while Lens ran beside."""
+    from studio import app
+    from studio.ui.common import GPU_QUEUE
+
+    demo = app.build_app(clip="shapes-clip", device="cpu")
+    groups = {fn.api_name: fn.concurrency_id for fn in demo.fns.values() if fn.api_name}
+    for name in ("sketch_clipdraw", "sketch_clipasso", "lens_classify", "lens_search", "lens_arithmetic",
+                 "latent_sample", "latent_invert", "latent_edit", "latent_global", "latent_relevance"):
+        assert groups[name] == GPU_QUEUE, name
+    assert groups["sketch_clipdraw_stop"] != GPU_QUEUE  # Stop never waits behind the run it stops
+
+
+def test_two_endpoints_in_the_one_queue_never_run_at_once():
+    import threading
+    import time
+
+    from gradio_client import Client
+
+    from conftest import launch_local
+    from studio.ui.common import gpu_bound, one_gpu_queue, run_handler
+
+    spans, lock = [], threading.Lock()
+
+    def work(name):
+        t0 = time.monotonic()
+        time.sleep(0.8)
+        with lock:
+            spans.append((t0, time.monotonic()))
+        return name
+
+    def streamed(x, flag):
+        yield (work(x),)
+
+    with gr.Blocks() as demo:
+        box, out, tok = gr.Textbox(), gr.Textbox(), gr.State()
+        gr.Button("a").click(run_handler(streamed), box, [tok, out], api_name="a")
+        gr.Button("b").click(gpu_bound(work), box, out, api_name="b")
+    assert one_gpu_queue(demo) == 2
+    url = launch_local(demo)
+    try:
+        client = Client(url, verbose=False)
+        jobs = [client.submit("x", api_name="/a"), client.submit("y", api_name="/b")]
+        assert [j.result(timeout=60) for j in jobs][1] == "y"
+    finally:
+        demo.close()
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert b0 >= a1 - 1e-3  # the second began only after the first had ended

@@ -112,7 +112,29 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
 
     handler.__name__ = getattr(fn, "__name__", "run")
     handler.__doc__ = fn.__doc__
-    return user_errors(handler)
+    return user_errors(gpu_bound(handler))
+
+
+GPU_QUEUE = "studio-gpu"  # the one concurrency group of every handler that runs a model
+
+
+def gpu_bound(fn: Callable) -> Callable:
+    """Mark a handler as model work: `one_gpu_queue(demo)` puts every marked event into one concurrency group, so
+    "one GPU job at a time" holds across endpoints, not per endpoint (run handlers are marked already)."""
+    fn.studio_gpu = True
+    return fn
+
+
+def one_gpu_queue(demo: gr.Blocks) -> int:
+    """Give every marked event of `demo` the one concurrency id (their limit is the queue's default limit).
+    Returns how many events were joined."""
+    joined = 0
+    for block_fn in demo.fns.values():
+        if getattr(block_fn.fn, "studio_gpu", False):
+            block_fn.concurrency_id = GPU_QUEUE
+            block_fn.concurrency_limit = "default"
+            joined += 1
+    return joined
 
 
 def drive(run: Iterator, flag: threading.Event, on_progress: Callable[[Any], tuple],

@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 
 from studio.media import save_gif
-from studio.ui.common import control, drive, notice_markdown, progress_html, run_handler, stop_button, user_errors
+from studio.ui.common import control, gpu_bound, drive, notice_markdown, progress_html, run_handler, stop_button, user_errors
 
 IMAGE_HEIGHT = 300  # px of the image boxes
 MIN_SHOWN = 256  # px: smaller images (the demo generator's are 64 px) are shown enlarged, pixel for pixel
@@ -120,6 +120,7 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                 source_info = gr.Markdown()
 
         @user_errors
+        @gpu_bound
         def on_sample(gen, clip_spec, s, trunc):
             out = sample(gen, clip_spec, {"seed": s, "truncation": trunc})
             info = f"Random sample, seed {out.seed}, truncation {out.settings['truncation']:g}"

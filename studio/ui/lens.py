@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from studio.ui.common import control, drive, notice_markdown, progress_html, run_handler, stop_button, user_errors
+from studio.ui.common import gpu_bound, control, drive, notice_markdown, progress_html, run_handler, stop_button, user_errors
 
 EXAMPLE_LABELS = "a red circle, a blue square, a green triangle, a yellow star, a dog, a cat"
 
@@ -85,6 +85,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
                                          label="All labels", interactive=False, elem_id="lens-table")
 
             @user_errors
+            @gpu_bound
             def on_classify(spec, img, text, template_set):
                 announce(spec)
                 out = classify(spec, img, text, templates=template_set)
