@@ -65,6 +65,13 @@ def test_lens_in_a_real_browser(app_url, red_png, tmp_path):
         page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
         for tab in ("CLIP Lens", "Vector Sketch", "Text to Image", "Latent Editing"):
             expect(page.get_by_role("tab", name=tab, exact=True)).to_be_visible(timeout=60_000)
+        # A non-image renamed .png reaches our reader and its message, not Gradio's preprocess error (issue 16).
+        fake = tmp_path / "fake.png"
+        fake.write_text("this is not an image")
+        page.locator("input[type=file]").first.set_input_files(str(fake))
+        expect(page.get_by_text("could not be read as an image").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Could not preprocess")).to_have_count(0)
+        page.get_by_label("Clear").first.click()
         page.locator("input[type=file]").first.set_input_files(red_png)
         page.get_by_label("Candidate labels (comma or newline separated)").fill("a red square, a blue circle")
         page.get_by_role("button", name="Rank labels", exact=True).click()

@@ -90,3 +90,22 @@ def test_progress_text_says_running_done_or_stopped():
     assert "done: 10 of 10 steps" in progress_html(10, 10, state="done")
     stopped = progress_html(4, 10, state="stopped")
     assert "stopped at step 4 of 10" in stopped and "100 %" not in stopped and 'value="4"' in stopped
+
+
+def test_image_uploads_reach_our_reader_and_its_message(tmp_path):
+    """Issue 16: a non-image renamed .png got Gradio's raw preprocess error (component indices, temp paths)."""
+    from PIL import Image
+
+    from studio.ui.common import image_upload
+
+    with gr.Blocks() as demo:
+        box = image_upload("Photo")
+    assert isinstance(box, gr.File) and box.type == "filepath"
+    show = next(fn.fn for fn in demo.fns.values() if fn.fn is not None and fn.fn.__name__ == "show")
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    with pytest.raises(gr.Error, match="`image` could not be read as an image"):
+        show(str(fake))
+    good = tmp_path / "good.png"
+    Image.new("RGB", (20, 30), "red").save(good)
+    assert show(str(good))["value"].size == (20, 30)

@@ -201,3 +201,26 @@ def controls(task: str, task_specs: dict[str, Any], names: Sequence[str], *, cpu
     """`control` for each of `names`, in order."""
     labels = labels or {}
     return {n: control(task, task_specs[n], cpu=cpu, label=labels.get(n)) for n in names}
+
+
+# ------------------------------------------------------------------------------------------------------ uploads
+def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
+    """An image upload that reaches our own reader: a file path (not `gr.Image`, which decodes the upload itself
+    and answers a renamed non-image with its raw preprocess error), shown once read, and refused with our message
+    (`studio.images.load_image`) when it is not an image. Handlers receive the path."""
+    from studio.images import load_image  # no torch: the converters and the loader are plain PIL/NumPy
+
+    box = gr.File(label=label, file_types=["image"], type="filepath", **kwargs)
+    seen = gr.Image(label=f"{label} as read", interactive=False, visible=False, height=220, type="pil")
+
+    def show(path: str | None):
+        if not path:
+            return gr.update(value=None, visible=False)
+        try:
+            return gr.update(value=load_image(path, name), visible=True)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+
+    box.upload(show, box, seen, api_visibility="private")
+    box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
+    return box

@@ -15,7 +15,17 @@ import gradio as gr
 import numpy as np
 
 from studio.media import save_gif
-from studio.ui.common import control, gpu_bound, drive, notice_markdown, progress_html, run_handler, stop_button, user_errors
+from studio.ui.common import (
+    control,
+    drive,
+    gpu_bound,
+    image_upload,
+    notice_markdown,
+    progress_html,
+    run_handler,
+    stop_button,
+    user_errors,
+)
 
 IMAGE_HEIGHT = 300  # px of the image boxes
 MIN_SHOWN = 256  # px: smaller images (the demo generator's are 64 px) are shown enlarged, pixel for pixel
@@ -109,7 +119,7 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     seed = make(EDIT, "seed")
                     truncation = make(EDIT, "truncation")
                 sample_btn = gr.Button("Random sample", variant="primary")
-                upload = gr.Image(type="pil", label="Or upload an image", image_mode="RGB")
+                upload = image_upload("Or upload an image")
                 invert_steps = make(INVERT, "num_steps")
                 with gr.Row():
                     invert_btn = gr.Button("Invert upload")

@@ -12,7 +12,17 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from studio.ui.common import gpu_bound, control, drive, notice_markdown, progress_html, run_handler, stop_button, user_errors
+from studio.ui.common import (
+    control,
+    drive,
+    gpu_bound,
+    image_upload,
+    notice_markdown,
+    progress_html,
+    run_handler,
+    stop_button,
+    user_errors,
+)
 
 EXAMPLE_LABELS = "a red circle, a blue square, a green triangle, a yellow star, a dog, a cat"
 
@@ -75,7 +85,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
         with gr.Tab("Zero-shot labels"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="pil", label="Image", image_mode="RGB")
+                    image = image_upload("Image")
                     labels = gr.Textbox(EXAMPLE_LABELS, lines=3, label="Candidate labels (comma or newline separated)")
                     templates = control("lens-classify", specs["lens-classify"]["templates"])
                     run = gr.Button("Rank labels", variant="primary")
@@ -104,7 +114,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
                     query = gr.Textbox(label="Search text", placeholder="a photo of a cat")
                     search_btn = gr.Button("Search", variant="primary")
                     gr.Markdown("**Arithmetic**: a query image, minus one text, plus another.")
-                    query_image = gr.Image(type="pil", label="Query image", image_mode="RGB")
+                    query_image = image_upload("Query image", name="query_image")
                     with gr.Row():
                         minus = gr.Textbox(label="minus", placeholder="dog")
                         plus = gr.Textbox(label="plus", placeholder="cat")

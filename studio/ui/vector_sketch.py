@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from studio.ui.common import control, drive, notice_markdown, progress_html, run_handler, stop_button
+from studio.ui.common import control, drive, image_upload, notice_markdown, progress_html, run_handler, stop_button
 
 SAME_MODEL = "(same as CLIP model)"
 CUSTOM = "custom"
@@ -156,7 +156,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
             with gr.Row():
                 with gr.Column():
                     # a file path, so that our own reader (and its messages) decodes the upload, not Gradio's
-                    photo = gr.Image(type="filepath", label="Photo", image_mode="RGB")
+                    photo = image_upload("Photo")
                     with gr.Row():
                         sketch_btn = gr.Button("Sketch", variant="primary")
                         stop_button(sketch_token, api_name="sketch_clipasso_stop")
