@@ -121,15 +121,21 @@ def iter_edit(pipe: "Text2ImagePipeline", latents: torch.Tensor, source_prompt: 
     def directional(e: torch.Tensor) -> torch.Tensor:
         return F.cosine_similarity(e - e0, text_dir[None], dim=-1, eps=1e-8).mean()
 
-    def evaluate(update: bool) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-        """Loss, directional score, image (1, 3, H, W) and embedding of the current z; with `update`, the gradient."""
+    def evaluate(update: bool, first: bool = False) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+        """Loss, directional score, image (1, 3, H, W) and embedding of the current z; with `update`, the gradient.
+
+        `first`: z is z0, where the image-embedding change is zero and the cosine has no usable gradient (it is
+        scale-free; torch's eps makes it ~1e8 large, which would then rule Adam's moments for the whole run). The
+        first step follows the projection of the change onto the text direction instead, the direction in which
+        the cosine starts to grow."""
         with pipe._lock, oom_guard(f"editing at {w}x{h}"), torch.set_grad_enabled(update):
             image = pipe._decode(z)
             e = scorer.encode_image(image.to(scorer.device))  # (1, D)
             cos_dir = directional(e)
             loss = 1.0 - cos_dir + cfg.proximity * (z - z0).pow(2).mean()
             if update:
-                (z.grad,) = torch.autograd.grad(loss, [z])
+                objective = -((e - e0) @ text_dir).mean() if first else loss
+                (z.grad,) = torch.autograd.grad(objective, [z])
         return float(loss.item()), float(cos_dir.item()), image.detach(), e.detach()
 
     def step_latent() -> None:
@@ -138,7 +144,7 @@ def iter_edit(pipe: "Text2ImagePipeline", latents: torch.Tensor, source_prompt: 
 
     # 3. optimise: every pass scores the current iterate, then (but for the last) steps; keep the lowest loss
     t0 = time.perf_counter()
-    loss, _, image, e = evaluate(True)  # iterate 0, the original: it sets the first step's gradient
+    loss, _, image, e = evaluate(True, first=True)  # iterate 0, the original: it sets the first step's gradient
     best = (loss, 0, z.detach().clone(), image, e)
     step_latent()
     scores: list[float] = []  # directional score of iterates 1..num_steps

@@ -235,6 +235,8 @@ def test_edit_moves_the_directional_score(t2i, tiny_scorer):
     z0 = source.latents[:1]
     out = t2i.edit(source.latents[0], PROMPT, "a blue square", proximity=0.0, num_steps=6, lr=0.1)
     assert len(out.directional) == 6 and out.scores["clip_score"] > out.scores["clip_score_before"]
+    # the updates after the first keep improving it (a degenerate first gradient once ruled Adam for the whole run)
+    assert out.directional[-1] > out.directional[0] + 0.05 and out.best_step > 1
     # a random move of the same size does not point along the text change
     delta = out.latents - z0
     torch.manual_seed(0)
@@ -246,9 +248,13 @@ def test_edit_moves_the_directional_score(t2i, tiny_scorer):
     random_dir = torch.nn.functional.cosine_similarity(er - e0, (t[1] - t[0])[None]).item()
     assert out.scores["directional"] > 0.2 and out.scores["directional"] > random_dir + 0.2
     assert out.scores["directional"] == pytest.approx(out.directional[out.best_step - 1], abs=1e-5)
+    # proximity pulls: an edit weighted toward the original stays closer to it
+    near = t2i.edit(source.latents[0], PROMPT, "a blue square", proximity=19.0, num_steps=6, lr=0.1)
+    assert (near.latents - z0).norm() < delta.norm()
     # strength applies a fraction of the optimised move: 0.5 lands halfway, 0 is the original
     half = t2i.edit(source.latents[0], PROMPT, "a blue square", proximity=0.0, num_steps=6, lr=0.1, strength=0.5)
     torch.testing.assert_close(half.latents, z0 + 0.5 * delta, atol=1e-5, rtol=1e-5)
+    assert 0 < half.scores["directional"] < out.scores["directional"]
     zero = t2i.edit(source.latents[0], PROMPT, "a blue square", num_steps=2, strength=0.0)
     assert np.array_equal(pixels(zero.image), pixels(zero.original)) and zero.scores["directional"] == 0.0
 
