@@ -11,7 +11,8 @@ sd-turbo, a tiny ViT for tiny.
     python benchmarks/text2image.py --device cuda --model sd-turbo --size 512 --steps 25 --refine-steps 0
 
 With `--steps` > 1 our generate runs diffusers in a worker thread that reports every step (see
-`Text2ImagePipeline.iter_generate`); the overhead column then measures that thread and its per-step hand-off.
+`Text2ImagePipeline.iter_generate` and `studio.progress.iterate_callback`); the overhead column then measures that
+thread and its per-step hand-off.
 
 Prints a Markdown table (see benchmarks/README.md).
 """
@@ -32,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.common import machine, sync, table  # noqa: E402
-from pipelines.text2image import ModelPreset, Text2ImagePipeline  # noqa: E402
+from pipelines.text2image import Text2ImagePipeline  # noqa: E402
+from pipelines.text2image_models import ModelPreset  # noqa: E402
 from studio.device import pick_device, pick_dtype  # noqa: E402
 
 # Architectures as data. sd-turbo: the diffusers configs of stabilityai/sd-turbo (= SD 2.1-base shapes).
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         pipe = build_pipeline(args.model, device, dtype, Path(tmp))
         build_s = time.perf_counter() - t0
         scorer = get_scorer(CONFIGS[args.model]["clip"], device=str(device), precision=args.precision)
-    preset = ModelPreset(steps=1, guidance_scale=0.0, size=size, one_step=True)
+    preset = ModelPreset(num_steps=1, guidance_scale=0.0, size=size, one_step=True)
     ours = Text2ImagePipeline(pipe, None, model_name=args.model, preset=preset)
     ranked = Text2ImagePipeline(pipe, scorer, model_name=args.model, preset=preset)
 
@@ -177,10 +179,10 @@ def main(argv: list[str] | None = None) -> None:
                  height=size, width=size, generator=gens, output_type="pil")
 
         def ours_gen():
-            ours(prompt, num_images=b, batch_size=b, seed=0, width=size, height=size, steps=args.steps)
+            ours(prompt, num_images=b, batch_size=b, seed=0, width=size, height=size, num_steps=args.steps)
 
         def rerank():
-            ranked.rerank(prompt, num_candidates=b, batch_size=b, seed=0, width=size, height=size, steps=args.steps)
+            ranked.rerank(prompt, num_images=b, batch_size=b, seed=0, width=size, height=size, num_steps=args.steps)
 
         t = timed({"plain": plain, "ours": ours_gen, "rerank": rerank}, device, args.repeats)
         rows.append((b, t["plain"], t["ours"], 100 * (t["ours"] / t["plain"] - 1), t["rerank"] - t["ours"]))
@@ -190,11 +192,11 @@ def main(argv: list[str] | None = None) -> None:
         k = args.refine_steps
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        ranked.refine(prompt, seed=0, steps=1, width=size, height=size)  # warm-up
+        ranked.refine(prompt, seed=0, num_steps=1, width=size, height=size)  # warm-up
         totals = []
         for _ in range(max(1, args.repeats // 2)):
             t0 = time.perf_counter()
-            ranked.refine(prompt, seed=0, steps=k, width=size, height=size)
+            ranked.refine(prompt, seed=0, num_steps=k, width=size, height=size)
             sync(device)
             totals.append(time.perf_counter() - t0)
         refine_s = min(totals)

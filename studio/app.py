@@ -164,15 +164,17 @@ def make_latent_functions(device: str | None) -> dict:
 
 
 def make_text2image_functions(device: str | None, clip: str) -> dict:
-    """Text-to-image handlers that load the diffusers model on first use (start-up stays fast).
+    """Text-to-image handlers that load the diffusers model on first use (start-up stays fast), with the settings
+    of the model's family (`Text2ImageConfig.for_model`, read without loading it) for the tab's controls.
 
     When the model is neither a local folder nor cached and cannot be downloaded, the tab shows why instead.
     """
     import threading
 
-    from pipelines.text2image import (DEFAULT_MODEL, MULTI_STEP_PRESET, Text2ImagePipeline, preset_for,
-                                      resolve_pipeline)
+    from pipelines.text2image import Text2ImageConfig, Text2ImagePipeline
+    from pipelines.text2image_models import DEFAULT_MODEL, MULTI_STEP_PRESET, preset_for, resolve_pipeline
     from studio.hub import hf_cached_file, hub_reachable, offline
+    from studio.tasks import get_task, specs
 
     name = os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
     local = os.path.isdir(os.path.expanduser(name)) or hf_cached_file(name, ("model_index.json",)) is not None
@@ -180,11 +182,10 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
         try:
             resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
         except (RuntimeError, ValueError, OSError) as err:
-            return {"load_error": str(err), "defaults": {"model": name}}
-    preset = preset_for(name) or MULTI_STEP_PRESET
-    size = preset.size or 512
-    defaults = {"model": name, "steps": preset.steps, "guidance_scale": preset.guidance_scale, "width": size,
-                "height": size, "one_step": preset.one_step, "clip_model": clip}
+            return {"load_error": str(err), "model": name}
+    task_specs = {"text2image": specs(Text2ImageConfig.for_model(name)),
+                  "text2image-refine": get_task("text2image-refine").specs(),
+                  "text2image-edit": get_task("text2image-edit").specs()}
     state: dict = {}
     lock = threading.Lock()
 
@@ -201,17 +202,18 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
 
     @gpu
     def generate(*args, **kwargs):
-        yield from pipeline().iter_generate(*args, **kwargs)
+        return (yield from pipeline().iter_generate(*args, **kwargs))
 
     @gpu
     def refine(*args, **kwargs):
-        yield from pipeline().iter_refine(*args, **kwargs)
+        return (yield from pipeline().iter_refine(*args, **kwargs))
 
     @gpu
     def edit(*args, **kwargs):
-        yield from pipeline().iter_edit(*args, **kwargs)
+        return (yield from pipeline().iter_edit(*args, **kwargs))
 
-    return {"generate": generate, "refine": refine, "edit": edit, "defaults": defaults}
+    return {"generate": generate, "refine": refine, "edit": edit, "specs": task_specs, "model": name,
+            "clip_model": clip, "one_step": (preset_for(name) or MULTI_STEP_PRESET).one_step}
 
 
 def _on_cpu(dev) -> bool:

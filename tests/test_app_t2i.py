@@ -1,8 +1,10 @@
-"""app.py's Text to Image wiring: the model loads on first use from STUDIO_T2I_MODEL, and an unavailable model
-turns the tab into a message (no controls that could only fail)."""
+"""app.py's Text to Image wiring: the model loads on first use from STUDIO_T2I_MODEL, the tab's controls follow the
+model family's config (schedulers included), and an unavailable model turns the tab into a message (no controls that
+could only fail)."""
 
 from __future__ import annotations
 
+import gradio as gr
 import pytest
 
 from conftest import launch_local
@@ -11,27 +13,43 @@ from t2i_tiny import make_tiny_sd
 pytestmark = pytest.mark.e2e
 
 
-def test_generate_through_the_app_with_a_local_model_folder(tiny_configs, tmp_path, monkeypatch):
-    from gradio_client import Client
+def test_generate_and_restore_through_the_app_with_a_local_model_folder(tiny_configs, tmp_path, monkeypatch):
+    from gradio_client import Client, handle_file
 
+    from pipelines.text2image import Text2ImageConfig
+    from pipelines.text2image_models import SCHEDULERS
     from studio import app
     from studio.media import read_png_metadata
 
-    folder = tmp_path / "tiny-sd"
+    folder = tmp_path / "tiny-sd"  # an unknown model: the multi-step Stable Diffusion family
     make_tiny_sd(tmp_path / "tok").save_pretrained(folder)
     monkeypatch.setenv("STUDIO_T2I_MODEL", str(folder))
     functions = app.make_text2image_functions("cpu", "tiny-test-vit")
-    assert "load_error" not in functions and functions["defaults"]["model"] == str(folder)
+    assert "load_error" not in functions and functions["model"] == str(folder) and not functions["one_step"]
+    family = Text2ImageConfig.for_model(str(folder))
+    assert {n: s.default for n, s in functions["specs"]["text2image"].items()} == vars(family)
     demo = app.build_app(clip="tiny-test-vit", device="cpu")
+    controls = {b.elem_id: b for b in demo.blocks.values() if (getattr(b, "elem_id", None) or "").startswith(
+        "text2image--")}
+    scheduler = controls["text2image--scheduler"]
+    assert isinstance(scheduler, gr.Dropdown) and scheduler.visible
+    assert [c[1] for c in scheduler.choices] == list(SCHEDULERS) and len(SCHEDULERS) > 1  # not only "default"
+    assert controls["text2image--num_steps"].value == family.num_steps == 25
     url = launch_local(demo)
     try:
         client = Client(url, verbose=False)
-        gallery, files, info, seed, history = client.predict(
-            "a red circle", "", 1, 0.0, 32, 32, 2, 2, 7, False, "default", True, api_name="/t2i_generate")
+        # prompt, random seed, num_steps, guidance_scale, width, height, num_images, batch_size, seed, scheduler,
+        # rerank, negative_prompts
+        gallery, files, info, seed, history, progress, preview = client.predict(
+            "a red circle", False, 2, 3.0, 32, 32, 2, 2, 7, "euler_a", True, "blurry", api_name="/t2i_generate")
         assert seed == 7 and len(files) == 2
         metas = [read_png_metadata(f) for f in files]
         assert sorted(m["seed"] for m in metas) == [7, 8]
-        assert all(m["model"] == str(folder) for m in metas)
+        assert all(m["model"] == str(folder) and m["scheduler"] == "euler_a" for m in metas)
+        # a PNG made with a non-default scheduler restores it (and the rest of its settings)
+        restored = client.predict(handle_file(files[0]), api_name="/t2i_restore")
+        assert restored[:4] == ("a red circle", False, 2, 3.0) and restored[8] == metas[0]["seed"]
+        assert restored[9] == "euler_a" and restored[11] == "blurry"
     finally:
         demo.close()
 
@@ -42,12 +60,14 @@ def test_unavailable_model_becomes_a_message(monkeypatch):
     monkeypatch.setenv("STUDIO_T2I_MODEL", "nobody/no-such-model")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     functions = app.make_text2image_functions("cpu", "tiny-test-vit")
-    assert set(functions) == {"load_error", "defaults"} and functions["defaults"]["model"] == "nobody/no-such-model"
+    assert set(functions) == {"load_error", "model"} and functions["model"] == "nobody/no-such-model"
     msg = functions["load_error"]
     assert "nobody/no-such-model" in msg and "HF_HUB_OFFLINE" in msg and "STUDIO_T2I_MODEL" in msg
-    from studio.ui.text2image import _as_markdown
+    from studio.ui.text2image import _as_markdown, build
 
     md = _as_markdown(msg)  # the advice after the list of places tried is its own paragraph, not the last item
     lines = md.splitlines()
     last_item = max(i for i, line in enumerate(lines) if line.lstrip().startswith("- "))
     assert lines[last_item + 1] == "" and "STUDIO_T2I_MODEL" in "\n".join(lines[last_item + 2:])
+    demo = build(**functions)  # the tab says so and offers no controls
+    assert not any(isinstance(b, (gr.Button, gr.Slider)) for b in demo.blocks.values())

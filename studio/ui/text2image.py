@@ -1,78 +1,115 @@
 """Text to Image tab: generate with diffusers, rerank by CLIP, refine (ReNO) and edit (directional CLIP).
 
-`build(...)` receives plain callables and never imports torch; `app.py` joins them to a `Text2ImagePipeline`:
+`build(...)` receives plain callables and the tasks' setting specs and never imports torch or the pipelines;
+`studio/app.py` joins them to a `Text2ImagePipeline`:
 
-    build(generate=t2i.iter_generate, refine=t2i.iter_refine, edit=t2i.iter_edit, defaults=t2i.defaults())
+    build(generate=t2i.iter_generate, refine=t2i.iter_refine, edit=t2i.iter_edit,
+          specs={"text2image": specs(Text2ImageConfig.for_model(name)), "text2image-refine": ...,
+                 "text2image-edit": ...}, model=name, clip_model=clip, one_step=preset.one_step)
 
-Each callable returns an iterator of items with a `done` flag: progress items (`step`, `total`, `preview`, `score`)
-and, last, the result. Generation's progress items also place the step within its batch (`batch_step`,
-`batch_steps`, `first_image`, `last_image`, `num_images`; see `GenerationProgress`). Gradio's Stop button cancels the
-event, which closes the iterator at its next step (for a multi-step model, the next denoising step).
+Every setting's control comes from its spec (`studio.ui.common.control`: default, range, choices), so the page
+offers exactly what the model family's config allows. Each callable returns a task generator on the run protocol
+(`studio.progress`): progress items, then the result. The one Stop (`studio.ui.common`) sends "stop" into the
+running task, which ends with what it has: the finished images of a generation, the best iterate of a refine or
+an edit, shown with their downloads.
 """
 
 from __future__ import annotations
 
 import random
-from contextlib import closing
 from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 from studio.media import read_png_metadata
-from studio.ui.common import user_errors
+from studio.tasks import check_value
+from studio.ui.common import control, drive, progress_html, run_handler, stop_button
 
-# Controls an uploaded PNG can restore: metadata key -> type.
-RESTORABLE: dict[str, type] = {
-    "prompt": str, "negative_prompt": str, "seed": int, "steps": int, "guidance_scale": float, "width": int,
-    "height": int, "scheduler": str,
-}
+GENERATE, REFINE, EDIT = "text2image", "text2image-refine", "text2image-edit"
+TASKS = (GENERATE, REFINE, EDIT)
 MAX_HISTORY = 64  # images kept in the session history gallery
+# PNGs saved before the run protocol (studio 0.1) name some settings differently: old key -> new key.
+LEGACY_KEYS = {"tool": "task", "steps": "num_steps", "negative_prompt": "negative_prompts"}
+# The settings of a refine PNG that are the generation's (the image it refined); the rest are refine controls.
+SHARED = ("seed", "width", "height")
+CFG_MIN = 1.0  # classifier-free guidance acts (and negative prompts matter) only above a guidance scale of 1
 
-FALLBACK_DEFAULTS: dict[str, Any] = {
-    "model": "(no model)", "steps": 1, "guidance_scale": 0.0, "width": 512, "height": 512, "one_step": True,
-    "schedulers": ["default"], "max_side": 1024, "max_batch": 8, "max_images": 64, "max_steps": 100,
-    "max_guidance": 30.0, "clip_model": None,
-}
+
+def control_names(task_specs: dict[str, Any]) -> list[str]:
+    """The settings of a task that the page shows, in the config's order."""
+    return [name for name, spec in task_specs.items() if spec.control]
 
 
-def controls_from_metadata(meta: dict | None) -> dict[str, Any]:
-    """The generation controls stored in a PNG's metadata (see `Text2ImageOutput.metadata`), type-checked."""
-    if not meta or meta.get("tool") not in ("text2image", "text2image-edit"):
+def restore_keys(specs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(task, name) of every control an uploaded PNG can set, in the order of `Handlers.restore`'s outputs
+    ("ui" marks page-only controls)."""
+    return ([(GENERATE, "prompt"), ("ui", "random_seed")] + [(GENERATE, n) for n in control_names(specs[GENERATE])]
+            + [(REFINE, n) for n in control_names(specs[REFINE])] + [(EDIT, "edit_prompt")]
+            + [(EDIT, n) for n in control_names(specs[EDIT])])
+
+
+def controls_from_metadata(meta: dict | None, specs: dict[str, dict[str, Any]]
+                           ) -> tuple[dict[tuple[str, str], Any], list[str]]:
+    """The controls a PNG saved here sets, {(task, name): value}, each checked against its spec, and the settings
+    it holds that this page cannot take (as "name: why"). A generation PNG sets the generation's controls; a refine
+    PNG its prompt, seed and size there and the refine controls; an edit PNG the prompt, edit text and edit
+    controls."""
+    if not isinstance(meta, dict):
         raise ValueError("this PNG carries no Text to Image settings (only PNGs saved by this tab do)")
-    controls = {}
-    for key, kind in RESTORABLE.items():
-        if key in meta and meta[key] is not None:
-            try:
-                controls[key] = kind(meta[key])
-            except (TypeError, ValueError):
-                raise ValueError(f"PNG metadata `{key}` is not a {kind.__name__}: {meta[key]!r}") from None
-    if "prompt" not in controls:
+    legacy = "tool" in meta
+    meta = {LEGACY_KEYS.get(k, k): v for k, v in meta.items()}
+    task = meta.get("task")
+    if task not in TASKS:
+        raise ValueError("this PNG carries no Text to Image settings (only PNGs saved by this tab do)")
+    prompt = meta.get("source_prompt", meta.get("prompt")) if task == EDIT else meta.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("this PNG's Text to Image settings lack a prompt")
-    return controls
-
-
-def generation_status(item: Any) -> str:
-    """Progress text for a generation step: "step 7/25 of images 1–4/8", or "2/8 images" for one-step models,
-    which report once per finished batch."""
-    if item.batch_steps == 1:
-        return f"Generating… {item.last_image}/{item.num_images} images"
-    images = (f"image {item.first_image}" if item.first_image == item.last_image
-              else f"images {item.first_image}–{item.last_image}")
-    return f"Generating… step {item.batch_step}/{item.batch_steps} of {images}/{item.num_images}"
+    wanted: dict[tuple[str, str], Any] = {}
+    for name, value in meta.items():
+        if task == GENERATE or (task == REFINE and name in SHARED):
+            wanted[(GENERATE, name)] = value
+        elif task == REFINE or (task == EDIT and not legacy):  # a 0.1 edit PNG's strength meant something else
+            wanted[(task, name)] = value
+    values: dict[tuple[str, str], Any] = {(GENERATE, "prompt"): prompt}
+    if task == EDIT and isinstance(meta.get("edit_prompt"), str):
+        values[(EDIT, "edit_prompt")] = meta["edit_prompt"]
+    skipped = []
+    for (owner, name), value in wanted.items():
+        spec = specs[owner].get(name)
+        if spec is None or not spec.control:
+            continue
+        try:
+            values[(owner, name)] = check_value(spec, value)
+        except ValueError as err:
+            skipped.append(f"{name}: {err}")
+    return values, skipped
 
 
 def _caption(meta: dict) -> str:
-    score = meta.get("clip_score")
+    score = (meta.get("scores") or {}).get("clip_score")
     return f"seed {meta.get('seed')}" + (f" · CLIP {score:.2f}" if isinstance(score, (int, float)) else "")
 
 
+def _gallery(records: list[dict]) -> list[tuple[str, str]]:
+    return [(r["path"], r["caption"]) for r in records]
+
+
+def _bar(result: Any, total: int) -> str:
+    if result.stopped:
+        return progress_html(result.steps_run, total, "", "stopped")
+    return progress_html(total, total, "", "done")
+
+
 class Handlers:
-    """The tab's event handlers as plain generator functions (testable without a browser)."""
+    """The tab's event handlers as plain generator functions (testable without a browser). Each run handler takes
+    the Stop flag as `flag` (see `studio.ui.common.run_handler`) and yields the values of its outputs."""
 
     def __init__(self, generate: Callable[..., Iterator] | None, refine: Callable[..., Iterator] | None,
-                 edit: Callable[..., Iterator] | None, defaults: dict[str, Any], load_error: str | None = None):
+                 edit: Callable[..., Iterator] | None, specs: dict[str, dict[str, Any]], *,
+                 load_error: str | None = None):
         self.generate_fn, self.refine_fn, self.edit_fn = generate, refine, edit
-        self.defaults = defaults
+        self.specs = specs
+        self.names = {task: control_names(specs[task]) for task in TASKS}
         self.load_error = load_error
 
     def _check_loaded(self, fn: Callable | None, what: str) -> None:
@@ -82,94 +119,118 @@ class Handlers:
             raise gr.Error(f"{what} is not available for this model", title="Not available")
 
     # ---- generate ---------------------------------------------------------------------------------------
-    @user_errors
-    def generate(self, prompt, negative_prompt, steps, guidance_scale, width, height, num_images, batch_size,
-                 seed, random_seed, scheduler, rerank, history):
-        """Yields (gallery, files, info, seed, current records, history gallery, history records)."""
+    def generate(self, prompt, random_seed, history, *values, flag):
+        """Inputs: prompt, random seed, history, then the generation controls (`names["text2image"]`). Yields
+        (gallery, files, info, seed, current records, history gallery, history records, progress, preview)."""
         self._check_loaded(self.generate_fn, "Generation")
-        seed = random.randrange(2**32 - 1024) if random_seed or seed is None else int(seed)
-        kwargs = dict(
-            negative_prompt=negative_prompt if negative_prompt and float(guidance_scale) > 1 else None,
-            steps=int(steps), guidance_scale=float(guidance_scale), width=int(width), height=int(height),
-            num_images=int(num_images), batch_size=int(batch_size), seed=seed, scheduler=scheduler,
-            rerank=bool(rerank),
-        )
+        settings = dict(zip(self.names[GENERATE], values))
+        if random_seed or settings.get("seed") is None:
+            spec = self.specs[GENERATE]["seed"]
+            settings["seed"] = random.randint(int(spec.lo), int(spec.hi))
+        seed = int(settings["seed"])
+        if "negative_prompts" in settings and float(settings.get("guidance_scale", 0)) <= CFG_MIN:
+            settings["negative_prompts"] = ""  # the box is hidden then; what it still holds does not apply
         history = list(history or [])
-        # closing(): when Stop closes this handler, the pipeline's generator is closed at once, not when collected,
-        # so that a diffusers call running in its worker thread ends at its next step.
-        with closing(self.generate_fn(prompt, **kwargs)) as items:
-            for item in items:
-                if not item.done:
-                    yield gr.skip(), gr.skip(), generation_status(item), seed, gr.skip(), gr.skip(), gr.skip()
-                    continue
-                yield self._generated(item, seed, history)
+        total = [0]
+
+        def on_progress(item):
+            total[0] = item.total
+            text = item.stage
+            if item.metrics.get("batch_steps", 1) > 1:
+                text += f" · step {int(item.metrics['batch_step'])}/{int(item.metrics['batch_steps'])}"
+            if "clip_score" in item.metrics:
+                text += f" · best CLIP {item.metrics['clip_score']:.2f}"
+            skip = gr.skip()
+            return (skip, skip, skip, seed, skip, skip, skip, progress_html(item.step, item.total, text),
+                    item.preview if item.preview is not None else skip)
+
+        yield from drive(self.generate_fn(prompt, **settings), flag, on_progress,
+                         lambda result: self._generated(result, seed, history, total[0]))
 
     @staticmethod
-    def _generated(item: Any, seed: int, history: list[dict]) -> tuple:
-        if not item.images:
-            return (gr.skip(), gr.skip(), "Stopped before the first image was finished", seed, gr.skip(),
-                    gr.skip(), gr.skip())
+    def _generated(result: Any, seed: int, history: list[dict], total: int) -> tuple:
+        skip = gr.skip()
+        if not result.images:
+            return (skip, skip, "Stopped before the first image was finished", seed, skip, skip, skip,
+                    _bar(result, total), skip)
+        paths = result.save()
         records = []
-        for i in range(len(item.images)):
-            meta = item.metadata(i)
-            path = str(item.save(i))
-            records.append({"path": path, "caption": _caption(meta), "meta": meta, "latent": item.latents[i],
-                            "prompt": item.prompt})
+        for i in range(len(result.images)):
+            meta = result.image_metadata(i)
+            records.append({"path": str(paths[f"png{i}"]), "caption": _caption(meta), "meta": meta,
+                            "latent": result.latents[i], "prompt": result.prompt})
         history = (records + history)[:MAX_HISTORY]
-        info = f"{len(records)} image(s) · seeds {item.seeds[0]}…{item.seeds[-1]}"
-        if item.scores is not None:
-            info += " · sorted by CLIP score" if item.reranked else " · CLIP scores in captions"
-        if item.stopped:
+        info = f"{len(records)} image(s) · seeds {min(result.seeds)}…{max(result.seeds)}"
+        if result.clip_scores:
+            info += " · sorted by CLIP score" if result.reranked else " · CLIP scores in captions"
+        if result.stopped:
             info += " · stopped early"
-        return ([(r["path"], r["caption"]) for r in records], [r["path"] for r in records], info, seed, records,
-                [(r["path"], r["caption"]) for r in history], history)
+        return (_gallery(records), [r["path"] for r in records], info, seed, records, _gallery(history), history,
+                _bar(result, total), skip)
 
     # ---- refine -----------------------------------------------------------------------------------------
-    @user_errors
-    def refine(self, records, selected, steps, reg_weight, history):
-        """Yields (preview, before/after, info, history gallery, history records)."""
+    def refine(self, records, selected, history, *values, flag):
+        """Inputs: the current records, the selected one, history, then the refine controls. Yields (preview,
+        before/after, info, files, history gallery, history records, progress)."""
         self._check_loaded(self.refine_fn, "Refine")
-        record = self._selected(records, selected)
-        meta = record["meta"]
-        iterator = self.refine_fn(meta["prompt"], seed=int(meta["seed"]), width=int(meta["width"]),
-                                  height=int(meta["height"]), steps=int(steps), reg_weight=float(reg_weight))
+        meta = self._selected(records, selected)["meta"]
+        if meta.get("task") == EDIT or "seed" not in meta:
+            raise gr.Error("Refine starts from the seed of a generated (or refined) image; pick one of those")
+        settings = dict(zip(self.names[REFINE], values))
+        settings.update(seed=int(meta["seed"]), width=int(meta["width"]), height=int(meta["height"]))
         history = list(history or [])
-        for item in iterator:
-            if not item.done:
-                yield (item.preview, gr.skip(), f"Refining… step {item.step}/{item.total} · CLIP {item.score:.2f}",
-                       gr.skip(), gr.skip())
-                continue
-            path = str(item.save())
-            meta = item.metadata()
-            history = ([{"path": path, "caption": f"refined · CLIP {item.score_after:.2f}", "meta": meta,
-                         "latent": item.latents[0], "prompt": item.prompt}] + history)[:MAX_HISTORY]
-            info = (f"CLIP score {item.score_before:.2f} → {item.score_after:.2f} (best at step {item.best_step}"
-                    f"{', stopped early' if item.stopped else ''})")
-            yield (item.image, (item.start_image, item.image), info, [(r["path"], r["caption"]) for r in history],
-                   history)
+        total = [0]
+        skip = gr.skip()
+
+        def on_progress(item):
+            total[0] = item.total
+            text = f"Refining · CLIP {item.metrics['clip_score']:.2f} (best {item.metrics['best_clip_score']:.2f})"
+            return (item.preview if item.preview is not None else skip, skip, skip, skip, skip, skip,
+                    progress_html(item.step, item.total, text))
+
+        def on_result(result):
+            paths = result.save()
+            before, after = result.scores["clip_score_before"], result.scores["clip_score"]
+            record = {"path": str(paths["png"]), "caption": f"refined · CLIP {after:.2f}", "meta": result.metadata(),
+                      "latent": result.latents[0], "prompt": result.prompt}
+            hist = ([record] + history)[:MAX_HISTORY]
+            info = (f"CLIP score {before:.2f} → {after:.2f} (best at step {result.best_step}"
+                    f"{', stopped early' if result.stopped else ''})")
+            return (result.image, (result.start_image, result.image), info, [str(p) for p in paths.values()],
+                    _gallery(hist), hist, _bar(result, total[0]))
+
+        yield from drive(self.refine_fn(meta["prompt"], **settings), flag, on_progress, on_result)
 
     # ---- edit -------------------------------------------------------------------------------------------
-    @user_errors
-    def edit(self, records, selected, edit_prompt, strength, steps, history):
-        """Yields (preview, before/after, info, history gallery, history records)."""
+    def edit(self, records, selected, edit_prompt, history, *values, flag):
+        """Inputs: the current records, the selected one, the edit text, history, then the edit controls. Yields
+        (preview, before/after, info, files, history gallery, history records, progress)."""
         self._check_loaded(self.edit_fn, "Edit")
         record = self._selected(records, selected)
-        iterator = self.edit_fn(record["latent"], record["prompt"], edit_prompt, strength=float(strength),
-                                steps=int(steps))
+        settings = dict(zip(self.names[EDIT], values))
         history = list(history or [])
-        for item in iterator:
-            if not item.done:
-                yield (item.preview, gr.skip(),
-                       f"Editing… step {item.step}/{item.total} · direction {item.score:.3f}", gr.skip(), gr.skip())
-                continue
-            path = str(item.save())
-            history = ([{"path": path, "caption": f"edit: {item.edit_prompt}", "meta": item.metadata(),
-                         "latent": item.latents[0], "prompt": item.edit_prompt}] + history)[:MAX_HISTORY]
-            info = (f"Directional CLIP {item.directional[-1]:.3f} · CLIP score for “{item.edit_prompt}” "
-                    f"{item.edit_score_before:.2f} → {item.edit_score_after:.2f}"
-                    f"{' · stopped early' if item.stopped else ''}")
-            yield (item.image, (item.original, item.image), info, [(r["path"], r["caption"]) for r in history],
-                   history)
+        total = [0]
+        skip = gr.skip()
+
+        def on_progress(item):
+            total[0] = item.total
+            text = f"Editing · direction {item.metrics['directional']:.3f}"
+            return (item.preview if item.preview is not None else skip, skip, skip, skip, skip, skip,
+                    progress_html(item.step, item.total, text))
+
+        def on_result(result):
+            paths = result.save()
+            rec = {"path": str(paths["png"]), "caption": f"edit: {result.edit_prompt}", "meta": result.metadata(),
+                   "latent": result.latents[0], "prompt": result.edit_prompt}
+            hist = ([rec] + history)[:MAX_HISTORY]
+            info = (f"Directional CLIP {result.scores['directional']:.3f} · CLIP score for “{result.edit_prompt}” "
+                    f"{result.scores['clip_score_before']:.2f} → {result.scores['clip_score']:.2f}"
+                    f"{' · stopped early' if result.stopped else ''}")
+            return (result.image, (result.original, result.image), info, [str(p) for p in paths.values()],
+                    _gallery(hist), hist, _bar(result, total[0]))
+
+        yield from drive(self.edit_fn(record["latent"], record["prompt"], edit_prompt, **settings), flag,
+                         on_progress, on_result)
 
     @staticmethod
     def _selected(records, selected) -> dict:
@@ -182,42 +243,51 @@ class Handlers:
 
     # ---- PNG upload -------------------------------------------------------------------------------------
     def restore(self, path):
-        """Values for (prompt, negative, seed, random seed, steps, guidance, width, height, scheduler, info)."""
+        """Values for the controls of `restore_keys(specs)`, then the info text."""
+        keys = restore_keys(self.specs)
         if not path:
-            return (gr.skip(),) * 9 + ("",)
+            return (gr.skip(),) * len(keys) + ("",)
         try:
             meta = read_png_metadata(path)
-            controls = controls_from_metadata(meta)
+            values, skipped = controls_from_metadata(meta, self.specs)
         except (OSError, ValueError) as err:
             raise gr.Error(f"Could not restore settings: {err}") from None
-        get = controls.get
-        upd = lambda key: controls[key] if key in controls else gr.skip()  # noqa: E731
-        return (upd("prompt"), get("negative_prompt", ""), upd("seed"), False if "seed" in controls else gr.skip(),
-                upd("steps"), upd("guidance_scale"), upd("width"), upd("height"),
-                upd("scheduler") if get("scheduler") in self.defaults["schedulers"] else gr.skip(),
-                f"Restored settings from the PNG (model: {meta.get('model', '?')}).")
+        if (GENERATE, "seed") in values:
+            values[("ui", "random_seed")] = False
+        info = f"Restored settings from the PNG (model: {meta.get('model', '?')})."
+        if skipped:
+            info += " Not restored: " + "; ".join(skipped)
+        return tuple(values.get(key, gr.skip()) for key in keys) + (info,)
 
 
 def build(generate: Callable[..., Iterator] | None = None, refine: Callable[..., Iterator] | None = None,
-          edit: Callable[..., Iterator] | None = None, *, defaults: dict[str, Any] | None = None,
+          edit: Callable[..., Iterator] | None = None, *, specs: dict[str, dict[str, Any]] | None = None,
+          model: str = "(no model)", clip_model: str | None = None, one_step: bool = True,
           load_error: str | None = None) -> gr.Blocks | None:
     """Add the "Text to Image" tab to the current Blocks (or to a new `gr.Blocks`, which is then returned).
 
     `generate`, `refine`, `edit`: `Text2ImagePipeline.iter_generate / iter_refine / iter_edit` (or wrappers of them,
-    e.g. `spaces.GPU`); `defaults`: `Text2ImagePipeline.defaults()`; `load_error`: the message to show instead
-    when the model could not be loaded (the buttons then report it; nothing fake is produced).
+    e.g. `spaces.GPU`); `specs`: {task name: its `ParamSpec`s} for text2image (the model family's:
+    `specs(Text2ImageConfig.for_model(model))`), text2image-refine and text2image-edit; `model`, `clip_model`:
+    what the page names; `one_step`: the model makes an image in one step (refine applies; no scheduler choice);
+    `load_error`: the message to show instead when the model could not be loaded (nothing fake is produced).
     """
     from gradio.context import Context
 
-    d = {**FALLBACK_DEFAULTS, **(defaults or {})}
-    h = Handlers(generate, refine, edit, d, load_error)
+    if specs is None and load_error is None:
+        raise ValueError("`specs` must give the settings of text2image, text2image-refine and text2image-edit")
+    h = Handlers(generate, refine, edit, specs, load_error=load_error) if specs is not None else None
+
+    def layout() -> None:
+        _layout(h, specs, model, clip_model, one_step, load_error)
+
     if Context.block is None:
         with gr.Blocks(title="Text to Image") as demo:
             with gr.Tab("Text to Image", id="text2image"):
-                _layout(h, d, load_error)
+                layout()
         return demo
     with gr.Tab("Text to Image", id="text2image"):
-        _layout(h, d, load_error)
+        layout()
     return None
 
 
@@ -232,58 +302,68 @@ def _as_markdown(message: str) -> str:
     return "\n".join(out)
 
 
-def _layout(h: Handlers, d: dict[str, Any], load_error: str | None) -> None:
-    gr.Markdown(f"### Text to Image · `{d['model']}`" + (f" · reranked by CLIP `{d['clip_model']}`"
-                                                           if d.get("clip_model") else ""))
+def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: str, clip_model: str | None,
+            one_step: bool, load_error: str | None) -> None:
+    gr.Markdown(f"### Text to Image · `{model}`" + (f" · reranked by CLIP `{clip_model}`" if clip_model else ""))
     if load_error:  # no controls that could only fail: say what is missing and how to supply it
         gr.Markdown(f"**The text-to-image model is not available.**\n\n{_as_markdown(load_error)}\n\n"
                     "Set `STUDIO_T2I_MODEL` to a downloaded diffusers folder (or run once with network access so "
                     "the model is cached) and restart the studio.")
         return
+    gen_specs = specs[GENERATE]
+    comps: dict[tuple[str, str], gr.components.Component] = {}
+
+    def c(task: str, name: str, **kwargs: Any) -> gr.components.Component:
+        comps[(task, name)] = control(task, specs[task][name], **kwargs)
+        return comps[(task, name)]
+
+    token = gr.State(None)  # the running task's token: the one Stop's input
     current = gr.State([])  # records of the latest results: path, caption, meta, latent, prompt
     history = gr.State([])
     selected = gr.State(0)
     with gr.Row():
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a watercolor fox in a snowy forest")
-            negative = gr.Textbox(label="Negative prompt", visible=d["guidance_scale"] > 1)
+            comps[(GENERATE, "prompt")] = prompt
+            negative = c(GENERATE, "negative_prompts", lines=2, visible=gen_specs["guidance_scale"].default > CFG_MIN)
             with gr.Row():
                 generate_btn = gr.Button("Generate", variant="primary")
-                stop_btn = gr.Button("Stop", variant="stop")
+                stop_button(token, api_name="t2i_stop")
             with gr.Row():
-                num_images = gr.Slider(1, d["max_images"], value=4, step=1, label="Images (candidates)")
-                rerank = gr.Checkbox(value=d.get("clip_model") is not None, label="Sort by CLIP score",
-                                     interactive=d.get("clip_model") is not None)
+                c(GENERATE, "num_images")
+                c(GENERATE, "rerank")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image i uses seed + i)")
-                random_seed = gr.Checkbox(value=True, label="Random seed")
+                seed = c(GENERATE, "seed")
+                comps[("ui", "random_seed")] = gr.Checkbox(value=True, label="Random seed")
             with gr.Accordion("Advanced", open=False):
-                steps = gr.Slider(1, d["max_steps"], value=d["steps"], step=1, label="Steps")
-                guidance = gr.Slider(0.0, d["max_guidance"], value=d["guidance_scale"], step=0.5,
-                                     label="Guidance scale (negative prompt needs > 1)")
+                c(GENERATE, "num_steps")
+                guidance = c(GENERATE, "guidance_scale")
                 with gr.Row():
-                    width = gr.Slider(16, d["max_side"], value=d["width"], step=8, label="Width")
-                    height = gr.Slider(16, d["max_side"], value=d["height"], step=8, label="Height")
-                batch_size = gr.Slider(1, d["max_batch"], value=min(4, d["max_batch"]), step=1,
-                                       label="Batch size (images per forward pass)")
-                scheduler = gr.Dropdown(d["schedulers"], value="default", label="Scheduler (multi-step models)",
-                                        visible=not d["one_step"])
+                    c(GENERATE, "width")
+                    c(GENERATE, "height")
+                c(GENERATE, "batch_size")
+                c(GENERATE, "scheduler", visible=not one_step)
+                for name in h.names[GENERATE]:  # any setting without a place above
+                    if (GENERATE, name) not in comps:
+                        c(GENERATE, name)
             upload = gr.File(label="Restore settings from a PNG made here", file_types=[".png"], type="filepath")
         with gr.Column(scale=3):
             gallery = gr.Gallery(label="Results (select one to refine or edit)", columns=4, format="png",
                                  height="auto")
+            progress = gr.HTML()
             info = gr.Markdown()
-            files = gr.File(label="Download PNGs (settings inside)", file_count="multiple", interactive=False)
+            files = gr.File(label="Downloads (the PNGs carry their settings)", file_count="multiple",
+                            interactive=False)
     with gr.Row():
-        with gr.Accordion("CLIP refine (ReNO noise optimisation, one-step models)", open=False,
-                          visible=bool(d["one_step"])):
-            refine_steps = gr.Slider(1, 50, value=20, step=1, label="Refine steps")
-            reg_weight = gr.Slider(0.0, 0.1, value=0.01, step=0.005, label="Noise-norm regulariser weight")
+        with gr.Accordion("CLIP refine (ReNO noise optimisation, one-step models)", open=False, visible=one_step):
+            for name in h.names[REFINE]:
+                c(REFINE, name)
             refine_btn = gr.Button("Refine selected")
         with gr.Accordion("CLIP edit (directional loss on the latent)", open=False):
             edit_prompt = gr.Textbox(label="Edit toward", placeholder="a watercolor wolf in a snowy forest")
-            strength = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Strength (1 = no pull to the original)")
-            edit_steps = gr.Slider(1, 50, value=20, step=1, label="Edit steps")
+            comps[(EDIT, "edit_prompt")] = edit_prompt
+            for name in h.names[EDIT]:
+                c(EDIT, name)
             edit_btn = gr.Button("Edit selected")
     with gr.Row():
         preview = gr.Image(label="Live preview", format="png", interactive=False, height=448)
@@ -293,17 +373,18 @@ def _layout(h: Handlers, d: dict[str, Any], load_error: str | None) -> None:
     def on_select(evt: gr.SelectData):
         return evt.index
 
+    def controls_of(task: str) -> list:
+        return [comps[(task, n)] for n in h.names[task]]
+
     gallery.select(on_select, None, selected)
-    guidance.change(lambda g: gr.update(visible=g > 1), guidance, negative)
-    gen_inputs = [prompt, negative, steps, guidance, width, height, num_images, batch_size, seed, random_seed,
-                  scheduler, rerank, history]
-    gen_event = generate_btn.click(lambda: 0, None, selected).then(
-        h.generate, gen_inputs, [gallery, files, info, seed, current, history_gallery, history],
+    guidance.change(lambda g: gr.update(visible=g > CFG_MIN), guidance, negative)
+    generate_btn.click(lambda: 0, None, selected).then(
+        run_handler(h.generate), [prompt, comps[("ui", "random_seed")], history, *controls_of(GENERATE)],
+        [token, gallery, files, info, seed, current, history_gallery, history, progress, preview],
         api_name="t2i_generate")
-    refine_event = refine_btn.click(h.refine, [current, selected, refine_steps, reg_weight, history],
-                                    [preview, compare, info, history_gallery, history], api_name="t2i_refine")
-    edit_event = edit_btn.click(h.edit, [current, selected, edit_prompt, strength, edit_steps, history],
-                                [preview, compare, info, history_gallery, history], api_name="t2i_edit")
-    stop_btn.click(None, None, None, cancels=[gen_event, refine_event, edit_event])
-    upload.upload(h.restore, upload, [prompt, negative, seed, random_seed, steps, guidance, width, height, scheduler,
-                                      info], api_name="t2i_restore")
+    run_outputs = [token, preview, compare, info, files, history_gallery, history, progress]
+    refine_btn.click(run_handler(h.refine), [current, selected, history, *controls_of(REFINE)], run_outputs,
+                     api_name="t2i_refine")
+    edit_btn.click(run_handler(h.edit), [current, selected, edit_prompt, history, *controls_of(EDIT)], run_outputs,
+                   api_name="t2i_edit")
+    upload.upload(h.restore, upload, [comps[key] for key in restore_keys(specs)] + [info], api_name="t2i_restore")

@@ -1,0 +1,44 @@
+"""Run-protocol cases for the Text to Image tasks (see tests/test_run_protocol.py): the tiny seeded Stable Diffusion
+of tests/t2i_tiny.py set up as a one-step model (refine needs one), two steps each, every step previewing."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+PROMPT = "a red circle"
+
+
+@functools.cache
+def _tiny_sd():
+    from t2i_tiny import make_tiny_sd
+
+    return make_tiny_sd(Path(tempfile.mkdtemp(prefix="t2i-case-tokenizer-")))
+
+
+def _pipeline(scorer):
+    from pipelines.text2image import Text2ImagePipeline
+    from pipelines.text2image_models import ModelPreset
+
+    return Text2ImagePipeline(_tiny_sd(), scorer, model_name="tiny-sd",
+                              preset=ModelPreset(num_steps=1, guidance_scale=0.0, size=32, one_step=True))
+
+
+def text2image(scorer):
+    # one-step model, two batches of one image: a step (and a preview) per batch
+    return _pipeline(scorer), {"prompt": PROMPT}, {"num_images": 2, "batch_size": 1, "seed": 3}
+
+
+def text2image_refine(scorer):
+    return _pipeline(scorer), {"prompt": PROMPT}, {"num_steps": 2, "seed": 3}
+
+
+def text2image_edit(scorer):
+    pipe = _pipeline(scorer)
+    latents = pipe(PROMPT, num_images=1, seed=3).latents[0]  # the latent input comes from a tiny generation
+    return pipe, {"latents": latents, "source_prompt": PROMPT, "edit_prompt": "a blue square"}, {"num_steps": 2}
+
+
+CASES = {"text2image": text2image, "text2image-refine": text2image_refine, "text2image-edit": text2image_edit}
+FILES = {"text2image": {"png"}, "text2image-refine": {"png", "video"}, "text2image-edit": {"png", "video"}}
