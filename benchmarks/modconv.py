@@ -4,7 +4,8 @@
 
 Batch 1 (where the choice is made). "kernel": the style scales the convolution kernel in every layer (the
 paper's form); "activation": the style scales the input maps and demodulation the output maps around a
-shared-weight conv, in every layer; "shipped": `ModulatedConv2d.forward`'s choice, layer by layer. `studio.generators.stylegan2.ModulatedConv2d` uses the kernel form for one sample without gradients and
+shared-weight conv, in every layer; "shipped": `ModulatedConv2d.forward`'s choice, layer by layer.
+`studio.generators.stylegan2.ModulatedConv2d` uses the kernel form for one sample without gradients and
 the activation form otherwise; this script times the two (`modulate_kernel`, `modulate_activations`) in turn on
 the same generator. Forms alternate, best of `--repeats`, random config-f weights (the cost of trained ones).
 """

@@ -94,7 +94,7 @@ def main() -> None:
         for i, (label, fast, _) in enumerate(rows):
             scene = clipdraw_scene(device=args.device) if i == 0 else clipasso_scene(device=args.device)
             rows[i] = (label, fast, time_fwd_bwd(scene, "reference", args.reference_repeats, warmup=0))
-    print(f"| scene | fast fwd ms | fast fwd+bwd ms | reference fwd+bwd ms | speed-up |")
+    print("| scene | fast fwd ms | fast fwd+bwd ms | reference fwd+bwd ms | speed-up |")
     print("|---|---:|---:|---:|---:|")
     for label, fast, ref in rows:
         r = f"{ref[1]:.0f} | {ref[1] / fast[1]:.0f}x" if ref else "- | -"

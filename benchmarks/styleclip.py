@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import studio.generators.stylegan2 as sg2  # noqa: E402
 from benchmarks.common import machine, sync, table, timeit  # noqa: E402
 from pipelines.styleclip import ChannelRelevance, StyleCLIPPipeline  # noqa: E402
 from studio.device import pick_device  # noqa: E402
-import studio.generators.stylegan2 as sg2  # noqa: E402
 from studio.generators.stylegan2 import Generator  # noqa: E402
 from studio.scorer import get_scorer  # noqa: E402
 

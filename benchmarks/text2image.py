@@ -173,15 +173,15 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for b in args.batches:
-        def plain():
+        def plain(b=b):  # called in this iteration; bound for clarity
             gens = [torch.Generator("cpu").manual_seed(i) for i in range(b)]
             pipe(prompt=prompt, num_images_per_prompt=b, num_inference_steps=args.steps, guidance_scale=0.0,
                  height=size, width=size, generator=gens, output_type="pil")
 
-        def ours_gen():
+        def ours_gen(b=b):
             ours(prompt, num_images=b, batch_size=b, seed=0, width=size, height=size, num_steps=args.steps)
 
-        def rerank():
+        def rerank(b=b):
             ranked.rerank(prompt, num_images=b, batch_size=b, seed=0, width=size, height=size, num_steps=args.steps)
 
         t = timed({"plain": plain, "ours": ours_gen, "rerank": rerank}, device, args.repeats)

@@ -466,7 +466,8 @@ class CLIPassoPipeline:
                     "loss_init": float(init_loss[k])},
             timings={"setup_s": t_setup, "optimise_s": t_opt, "total_s": time.perf_counter() - t0,
                      "per_step_s": t_opt / max(1, step)},
-            settings=_settings(cfg), strokes=best_pts[k].detach().cpu().view(num_strokes, 4, 2).numpy(), photo=to_pil(photo),
+            settings=_settings(cfg), strokes=best_pts[k].detach().cpu().view(num_strokes, 4, 2).numpy(),
+            photo=to_pil(photo),
             relevancy=relevancy, losses=histories[k], steps_run=step, stopped=stopped, early_stopped=early,
             notice=self.scorer.notice)
 

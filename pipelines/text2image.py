@@ -33,9 +33,22 @@ from PIL import Image
 from pipelines import text2image_edit as _edit
 from pipelines import text2image_refine as _refine
 from pipelines.text2image_edit import EditOutput, Text2ImageEditConfig
-from pipelines.text2image_models import (DEFAULT_MODEL, DEFAULT_SIDE, MAX_BATCH, MAX_GUIDANCE, MAX_IMAGES, MAX_SIDE,
-                                         MAX_STEPS, MULTI_STEP_PRESET, SCHEDULERS, ModelPreset, check_size,
-                                         dtype_kwarg, preset_for, resolve_pipeline)
+from pipelines.text2image_models import (
+    DEFAULT_MODEL,
+    DEFAULT_SIDE,
+    MAX_BATCH,
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_SIDE,
+    MAX_STEPS,
+    MULTI_STEP_PRESET,
+    SCHEDULERS,
+    ModelPreset,
+    check_size,
+    dtype_kwarg,
+    preset_for,
+    resolve_pipeline,
+)
 from pipelines.text2image_refine import RefineOutput, Text2ImageRefineConfig
 from studio.device import pick_device, pick_dtype
 from studio.images import to_pil

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from PIL import Image
 
-from pipelines.text2image_models import (CHECKPOINTING, DEFAULT_MODEL, DEFAULT_SIDE, MAX_SIDE, check_size,
-                                         thin_frames)
+from pipelines.text2image_models import CHECKPOINTING, DEFAULT_MODEL, DEFAULT_SIDE, MAX_SIDE, check_size, thin_frames
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result, json_safe
 from studio.scorer import oom_guard

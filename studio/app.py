@@ -17,10 +17,10 @@ import gradio as gr
 from studio.device import pick_device
 from studio.scorer import available_specs, get_scorer, is_loaded
 from studio.ui import latent_editing as latent_ui
-from studio.ui.common import one_gpu_queue
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
+from studio.ui.common import one_gpu_queue
 
 log = logging.getLogger("studio")
 

@@ -95,9 +95,9 @@ def run_parser(task, prog: str) -> argparse.ArgumentParser:
                        + (f"; env {env}" if env else "") + (f"; default {default}" if default else ""))
     group = p.add_argument_group("settings (from the task's config; default shown)")
     for name, spec in task.specs().items():
-        kw: dict[str, Any] = {"dest": f"setting_{name}", "default": None,
-                              "help": f"{spec.help} (default {spec.default!r}{'; ' + _range(spec) if _range(spec) else ''})"
-                              .replace("%", "%%")}  # argparse formats help with %
+        limits = f"; {_range(spec)}" if _range(spec) else ""
+        text = f"{spec.help} (default {spec.default!r}{limits})".replace("%", "%%")  # argparse formats help with %
+        kw: dict[str, Any] = {"dest": f"setting_{name}", "default": None, "help": text}
         if spec.kind == "bool":
             group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kw)
         elif spec.kind == "int":

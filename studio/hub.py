@@ -262,7 +262,7 @@ def resolve_clip(spec: str, allow_demo: bool = True, download: bool = True) -> C
             return ClipSource(weights=Path(env_path), kind="local", **common)
         tried.append(f"STUDIO_CLIP_WEIGHTS={env_path} (missing)")
     hf_hub = cfg.get("hf_hub", "")
-    how = (f"download it once with network access (cached under HF_HOME"
+    how = ("download it once with network access (cached under HF_HOME"
            + (f"; on another machine `{download_command(hf_hub.split('/')[0] + '/' + hf_hub.split('/')[1])}` "
               "and copy the cache" if hf_hub.count("/") >= 1 else "")
            + f"), or point STUDIO_CLIP_WEIGHTS / the spec '{arch}:/path/to/weights.safetensors' at a local copy")

@@ -18,15 +18,14 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from studio.device import pick_device, pick_dtype, precision_name
-from studio.images import resize_crop
 from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, real_weights_within_reach, resolve_clip
+from studio.images import resize_crop
 from studio.prompts import get_templates
 
 log = logging.getLogger("studio.scorer")

@@ -15,6 +15,7 @@ os.environ.setdefault("STUDIO_DEVICE", "cpu")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Every test runs single-threaded, restored afterwards. The models here are tiny, so a second OpenMP thread

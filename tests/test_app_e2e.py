@@ -5,9 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import launch_local
+from PIL import Image
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gradio as gr
 import pytest
-
 from conftest import launch_local
 from t2i_tiny import make_tiny_sd
 

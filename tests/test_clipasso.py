@@ -13,8 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pipelines.clipasso import (CLIPassoConfig, CLIPassoPipeline, otsu_threshold, relevancy_map, sampling_map,
-                                xdog_edges)
+from pipelines.clipasso import CLIPassoConfig, CLIPassoPipeline, otsu_threshold, relevancy_map, sampling_map, xdog_edges
 from studio.demo.oracle import edge_map
 from studio.render import from_svg
 

@@ -73,7 +73,7 @@ def test_swap_shape_makes_false_captions_one_word_away():
     _, _, samples = make_batch(range(200))
     rng = np.random.default_rng(0)
     swapped = 0
-    for i, s in enumerate(samples):
+    for s in samples:
         neg = shapes.swap_shape(s, rng)
         if neg is None:
             assert not any(w in s.caption.split() for w in shapes.SHAPES)

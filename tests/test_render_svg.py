@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_render import random_scene
 
 from studio.render import from_svg, render, to_svg
 from studio.render.svg_read import MAX_COMMANDS, MAX_SVG_CHARS
-
-from test_render import random_scene
 
 resvg_py = pytest.importorskip("resvg_py")
 

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from t2i_tiny import make_tiny_sd
 
 from pipelines.text2image import Text2ImageConfig, Text2ImagePipeline
 from pipelines.text2image_models import SCHEDULERS, ModelPreset
@@ -16,7 +17,6 @@ from studio.media import read_png_metadata
 from studio.progress import Progress
 from studio.scorer import StudioOOMError
 from studio.tasks import SEED_MAX, specs
-from t2i_tiny import make_tiny_sd
 
 PROMPT = "a red circle"
 TINY_PRESET = ModelPreset(num_steps=1, guidance_scale=0.0, size=32, one_step=True)

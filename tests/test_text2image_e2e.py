@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from conftest import launch_local
+from t2i_tiny import make_tiny_sd
 
 from pipelines.text2image import Text2ImagePipeline
 from pipelines.text2image_models import ModelPreset
 from studio.media import read_png_metadata
 from studio.tasks import specs
 from studio.ui.text2image import EDIT, GENERATE, REFINE, build
-from conftest import launch_local
-from t2i_tiny import make_tiny_sd
 
 pytestmark = pytest.mark.e2e
 

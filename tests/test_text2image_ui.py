@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 from PIL import Image
+from t2i_tiny import make_tiny_sd
 
 from pipelines.text2image import Text2ImagePipeline
 from pipelines.text2image_models import SCHEDULERS, ModelPreset
@@ -18,7 +19,6 @@ from studio.media import read_png_metadata, save_png
 from studio.tasks import SEED_MAX, specs
 from studio.ui.common import RUNS, run_handler
 from studio.ui.text2image import EDIT, GENERATE, REFINE, Handlers, build, controls_from_metadata, restore_keys
-from t2i_tiny import make_tiny_sd
 
 PROMPT = "a red circle"
 GEN_VALUES = dict(num_steps=1, guidance_scale=0.0, width=32, height=32, num_images=3, batch_size=2, seed=40,

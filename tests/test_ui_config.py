@@ -88,9 +88,9 @@ def test_two_endpoints_in_the_one_queue_never_run_at_once():
     import threading
     import time
 
+    from conftest import launch_local
     from gradio_client import Client
 
-    from conftest import launch_local
     from studio.ui.common import gpu_bound, one_gpu_queue, run_handler
 
     spans, lock = [], threading.Lock()

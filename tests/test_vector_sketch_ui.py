@@ -12,15 +12,11 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 import pytest
-import torch
+from conftest import launch_local
 from PIL import Image
 
 from studio.progress import Progress, Result
 from studio.ui import vector_sketch as ui
-
-from conftest import launch_local
-
-
 
 
 @dataclass

@@ -11,8 +11,16 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .geometry import (DEFAULT_TOLERANCE, distance, fill_coverage, flatten, inside_from_winding, segment_distance2,
-                       stroke_coverage, winding_contribution)
+from .geometry import (
+    DEFAULT_TOLERANCE,
+    distance,
+    fill_coverage,
+    flatten,
+    inside_from_winding,
+    segment_distance2,
+    stroke_coverage,
+    winding_contribution,
+)
 from .scene import Scene
 
 

@@ -18,8 +18,16 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import (DEFAULT_TOLERANCE, Polyline, distance, fill_coverage, flatten, inside_from_winding,
-                       segment_distance2, stroke_coverage)
+from .geometry import (
+    DEFAULT_TOLERANCE,
+    Polyline,
+    distance,
+    fill_coverage,
+    flatten,
+    inside_from_winding,
+    segment_distance2,
+    stroke_coverage,
+)
 from .scene import Scene, topology_tensors
 
 DEFAULT_TILE = 4  # px per tile side: small tiles cull tightly; fastest for the CLIPDraw benchmark scene on CPU
