@@ -30,6 +30,11 @@ def test_generate_and_restore_through_the_app_with_a_local_model_folder(tiny_con
     demo = app.build_app(clip="tiny-test-vit", device="cpu")
     controls = {b.elem_id: b for b in demo.blocks.values() if (getattr(b, "elem_id", None) or "").startswith(
         "text2image--")}
+    from test_ui_config import check_controls_match_configs
+
+    # every control of the built app, Text to Image's included, equals its config (the family's, for this model)
+    tasks = check_controls_match_configs(demo, cpu=True, specs_for=functions["specs"])
+    assert {"text2image", "text2image-refine", "text2image-edit", "clipdraw"} <= tasks
     scheduler = controls["text2image--scheduler"]
     assert isinstance(scheduler, gr.Dropdown) and scheduler.visible
     assert [c[1] for c in scheduler.choices] == list(SCHEDULERS) and len(SCHEDULERS) > 1  # not only "default"

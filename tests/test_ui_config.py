@@ -19,16 +19,22 @@ def _choices(component) -> list:
     return [c[1] if isinstance(c, (list, tuple)) else c for c in component.choices]
 
 
-def check_controls_match_configs(demo: gr.Blocks, cpu: bool) -> set[str]:
+def check_controls_match_configs(demo: gr.Blocks, cpu: bool, specs_for: dict | None = None) -> set[str]:
     """Assert every `TASK--FIELD` control equals the field's spec, and every task with controls on the page has a
-    control for each of its page settings; returns the tasks found."""
+    control for each of its page settings; returns the tasks found. `specs_for`: the specs a task's controls follow
+    where they are not its class defaults (Text to Image follows the model family: `Text2ImageConfig.for_model`)."""
+    specs_for = specs_for or {}
+
+    def task_specs(task: str) -> dict:
+        return specs_for.get(task) or get_task(task).specs()
+
     found: dict[str, set[str]] = {}
     for block in demo.blocks.values():
         elem_id = getattr(block, "elem_id", None) or ""
         if "--" not in elem_id:
             continue
         task, name = elem_id.split("--", 1)
-        spec = get_task(task).specs()[name]
+        spec = task_specs(task)[name]
         found.setdefault(task, set()).add(name)
         assert block.value == spec.start_value(cpu), elem_id
         if isinstance(block, gr.Slider):
@@ -42,7 +48,7 @@ def check_controls_match_configs(demo: gr.Blocks, cpu: bool) -> set[str]:
     # counts; each such control was checked against its own config above.
     on_page = set().union(*found.values()) if found else set()
     for task in found:
-        wanted = {n for n, s in get_task(task).specs().items() if s.control}
+        wanted = {n for n, s in task_specs(task).items() if s.control}
         assert wanted <= on_page, f"{task}: no control for {sorted(wanted - on_page)}"
     return set(found)
 
