@@ -172,3 +172,16 @@ def test_red_prompt_draws_red_and_the_clip_loss_falls(demo_scorer):
     assert m.colour_fractions["red"] > start.colour_fractions.get("red", 0.0) + 0.2
     assert out.scores["clip_score"] > out.scores["clip_score_init"] + 5
     assert np.mean(out.losses[-10:]) < np.mean(out.losses[:10]) - 0.05
+
+
+def test_the_result_is_the_lowest_loss_drawing_of_the_run_stopped_or_not(pipe):
+    """Issue 11: CLIPDraw returned the last state, stopped or not; the result is the best so far."""
+    out = pipe("a red circle", **{**TINY, "num_steps": 6})
+    assert out.scores["loss"] <= min(out.losses) + 1e-9
+    assert 0 <= out.scores["best_step"] <= 6
+    gen = pipe.iterate("a red circle", **{**TINY, "num_steps": 6})
+    for _ in range(3):
+        item = next(gen) if _ == 0 else gen.send(None)
+    stopped = gen.send("stop")
+    assert stopped.stopped and stopped.steps_run == 3
+    assert stopped.scores["loss"] <= min(stopped.losses) + 1e-9 and stopped.scores["best_step"] <= 3
