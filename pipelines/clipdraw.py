@@ -324,11 +324,11 @@ class CLIPDrawPipeline:
                 if cmd == "stop":
                     stopped = True
                     break
-            with torch.no_grad():  # the last update's drawing has not been measured yet
-                last = float(objective(draw(scene())))
-            if last < best_loss:
-                best_loss, best_step, best = last, step, snapshot()
         t_opt = time.perf_counter() - t1
+        with torch.no_grad(), oom_guard("CLIPDraw"):  # the last update's drawing has not been measured yet
+            last = float(objective(draw(scene())))
+        if last < best_loss:
+            best_loss, best_step, best = last, step, snapshot()
 
         # 4. package the best drawing seen
         with torch.no_grad():
