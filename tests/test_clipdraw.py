@@ -180,8 +180,7 @@ def test_the_result_is_the_lowest_loss_drawing_of_the_run_stopped_or_not(pipe):
     assert out.scores["loss"] <= min(out.losses) + 1e-9
     assert 0 <= out.scores["best_step"] <= 6
     gen = pipe.iterate("a red circle", **{**TINY, "num_steps": 6})
-    for _ in range(3):
-        item = next(gen) if _ == 0 else gen.send(None)
+    assert [next(gen).step, gen.send(None).step, gen.send(None).step] == [1, 2, 3]
     stopped = gen.send("stop")
     assert stopped.stopped and stopped.steps_run == 3
     assert stopped.scores["loss"] <= min(stopped.losses) + 1e-9 and stopped.scores["best_step"] <= 3
