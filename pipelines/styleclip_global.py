@@ -371,8 +371,11 @@ class GlobalDirectionMixin:
         kept = int((r != 0).sum())
         if kept == 0:
             best = float((relevance.relevance @ text_dir).abs().max())
+            if best < 1e-6:  # no channel responds: the texts embed alike, lowering beta cannot help
+                raise ValueError("`neutral` and `target` give no direction to move along: CLIP embeds them (nearly) "
+                                 "the same; make the target say what should change")
             raise ValueError(f"`beta` {beta:g} leaves no channels to move: the largest channel relevance for this "
-                             f"edit is {best:.3f}; lower beta below that (StyleCLIP uses 0.08-0.3)")
+                             f"edit is {best:.3f}; set beta below {best:.3f} (StyleCLIP uses 0.08-0.3)")
         return r / r.abs().max() * relevance.std, kept
 
     def iter_global_direction(self: StyleCLIPPipeline, latent_or_image: Any = None, neutral: str = "",

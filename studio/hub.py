@@ -23,6 +23,8 @@ _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"
 class WeightsNotFoundError(RuntimeError):
     """No weights could be had for a model: names the model, what was tried, and how to supply them."""
 
+    setup_problem = True  # the page keeps this message on screen until dismissed (studio.ui.common.user_errors)
+
     def __init__(self, model: str, tried: list[str], how: str):
         self.model, self.tried, self.how = model, tried, how
         lines = "\n".join(f"  - {t}" for t in tried) or "  - (nothing)"

@@ -348,3 +348,11 @@ def test_benchmark_reference_formulation_renders_the_same_image():
         ref = g.synthesis(g.w_to_styles(w))
     torch.testing.assert_close(ref, ours, atol=1e-4, rtol=0)
     assert ModulatedConv2d.forward is not modulated_conv_grouped and sg2.upfirdn2d is upfirdn2d  # undone
+
+
+def test_a_missing_checkpoint_path_says_not_found_and_lists_every_name():
+    """Issue 16: a bad path said "must be a checkpoint file ..." and its list of names omitted demo-shapes."""
+    from studio.generators.checkpoints import load_generator
+
+    with pytest.raises(ValueError, match=r"'/nonexistent/model.pt': not found.*'demo-shapes'.*'ffhq-1024'"):
+        load_generator("/nonexistent/model.pt")

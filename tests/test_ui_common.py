@@ -109,3 +109,23 @@ def test_image_uploads_reach_our_reader_and_its_message(tmp_path):
     good = tmp_path / "good.png"
     Image.new("RGB", (20, 30), "red").save(good)
     assert show(str(good))["value"].size == (20, 30)
+
+
+def test_setup_problems_stay_on_the_page_and_user_errors_do_not():
+    """Issue 16: "what was tried" for a missing checkpoint was a toast that vanished after ~10 s."""
+    from studio.hub import WeightsNotFoundError
+
+    @user_errors
+    def missing():
+        raise WeightsNotFoundError("ffhq-1024", ["cache: missing", "download: offline"], "put the file in ...")
+
+    @user_errors
+    def bad():
+        raise ValueError("`num_steps` must be an integer in [1, 10000], got 0")
+
+    with pytest.raises(gr.Error) as setup:
+        missing()
+    with pytest.raises(gr.Error) as user:
+        bad()
+    assert setup.value.duration is None and "ffhq-1024" in str(setup.value)
+    assert user.value.duration is not None

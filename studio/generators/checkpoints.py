@@ -89,6 +89,8 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
 class CheckpointMismatchError(ValueError):
     """A state dict that does not match the generator's parameter names or shapes."""
 
+    setup_problem = True  # the page keeps this message on screen until dismissed
+
     def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]],
                  source: str = "checkpoint"):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
@@ -203,8 +205,11 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
         path = resolve_named_checkpoint(info)
         config = config or info.config
     elif not path.is_file():
-        raise ValueError(f"`path_or_name` must be a checkpoint file, 'hf:OWNER/REPO/FILE.pt' or one of "
-                         f"{sorted(CHECKPOINTS)}, got {str(path_or_name)!r}")
+        from studio.generators import DEMO_GENERATOR
+
+        what = "not found" if not path.exists() else "not a file"
+        raise ValueError(f"`path_or_name` {str(path_or_name)!r}: {what}. Give a checkpoint file, "
+                         f"'hf:OWNER/REPO/FILE.pt' or one of {[DEMO_GENERATOR, *sorted(CHECKPOINTS)]}")
     state, latent_avg = read_checkpoint(path)
     config = config or infer_config(state)
     model = Generator(**{k: v for k, v in asdict(config).items()})

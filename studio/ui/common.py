@@ -24,13 +24,18 @@ def user_errors(fn: Callable) -> Callable:
     """Wrap a handler so that bad input and failures reach the page as `gr.Error`, never a dead worker.
 
     ValueError (bad input) and RuntimeError (missing weights, out of memory) carry messages written for users;
-    anything else is logged with its traceback and reported briefly.
+    anything else is logged with its traceback and reported briefly. An error that explains a setup problem (its
+    class has `setup_problem = True`: missing weights, a checkpoint of the wrong layout) stays on the page until
+    the user dismisses it, instead of vanishing after a few seconds; a user error is logged as one line.
     """
 
     def convert(err: Exception) -> gr.Error:
         if isinstance(err, gr.Error):
             return err
         if isinstance(err, (ValueError, RuntimeError, FileNotFoundError)):
+            log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
+            if getattr(err, "setup_problem", False):
+                return gr.Error(_message(err), duration=None, title="Setup needed")
             return gr.Error(_message(err))
         log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
         return gr.Error(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the server log.")
