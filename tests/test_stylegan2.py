@@ -356,3 +356,31 @@ def test_a_missing_checkpoint_path_says_not_found_and_lists_every_name():
 
     with pytest.raises(ValueError, match=r"'/nonexistent/model.pt': not found.*'demo-shapes'.*'ffhq-1024'"):
         load_generator("/nonexistent/model.pt")
+
+
+def test_crafted_checkpoints_are_refused_before_a_generator_is_allocated(tmp_path, monkeypatch):
+    """Issue 17: a 3.7 KB checkpoint whose tensor shapes implied a huge generator allocated gigabytes before the
+    strict key check. Now the inferred config is bounded and keys and shapes are checked on the meta device."""
+    from studio.generators import checkpoints
+
+    built = []
+
+    class Counting(Generator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(next(self.parameters()).device.type)
+
+    monkeypatch.setattr(checkpoints, "Generator", Counting)
+    state = tiny_generator().state_dict()
+    huge = dict(state, **{"style.1.weight": torch.empty(0, 12000)})  # zero rows, but style_dim 12000
+    torch.save({"g_ema": huge}, tmp_path / "huge.pt")
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="style_dim 12000"):
+        checkpoints.load_generator(tmp_path / "huge.pt")
+    wrong = dict(state, **{"input.input": torch.zeros(1, 1024, 4, 4)})  # implies 1024 channels: a large generator
+    torch.save({"g_ema": wrong}, tmp_path / "wrong.pt")
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="shape mismatches"):
+        checkpoints.load_generator(tmp_path / "wrong.pt")
+    assert built == ["meta"]  # only the storage-less probe was built, never a real generator
+    torch.save({"g_ema": state}, tmp_path / "ok.pt")
+    checkpoints.load_generator(tmp_path / "ok.pt")
+    assert built == ["meta", "meta", "cpu"]

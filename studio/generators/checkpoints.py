@@ -126,6 +126,9 @@ def file_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+MAX_INFERRED = {"size": 2048, "style_dim": 1024, "n_mlp": 16, "max_channels": 1024, "channel_multiplier": 8}
+
+
 def infer_config(state: dict[str, torch.Tensor]) -> StyleGAN2Config:
     """Generator shape from a rosinality `g_ema` state dict."""
     try:
@@ -139,12 +142,20 @@ def infer_config(state: dict[str, torch.Tensor]) -> StyleGAN2Config:
         raise CheckpointMismatchError([str(err.args[0])], [], [], "checkpoint (cannot infer its shape)") from err
     # channels(size) = min(max_channels, 16384 * cm / size); when capped any cm >= 1 gives the same shapes.
     cm = max(1, round(last * size / 16384)) if last < max_channels else 2
+    for name, value, hi in (("size", size, MAX_INFERRED["size"]), ("style_dim", style_dim, MAX_INFERRED["style_dim"]),
+                            ("n_mlp", n_mlp, MAX_INFERRED["n_mlp"]),
+                            ("max_channels", max_channels, MAX_INFERRED["max_channels"]),
+                            ("channel_multiplier", cm, MAX_INFERRED["channel_multiplier"])):
+        if not 1 <= value <= hi:  # refused before anything is allocated (0 rows once implied a huge generator)
+            raise CheckpointMismatchError([], [], [], f"checkpoint (its tensors imply {name} {value}; a "
+                                                      f"StyleGAN2 has 1 to {hi})")
     return StyleGAN2Config(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=cm,
                            max_channels=max_channels)
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load `state` into `model`, refusing any missing/unexpected key or shape mismatch, with all of them listed."""
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse any missing/unexpected key or shape mismatch of `state` against `model`, with all of them listed
+    (`model` may live on the meta device: only its shapes are read)."""
     own = model.state_dict()
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)
@@ -152,6 +163,11 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
                   if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(missing, unexpected, mismatched, source)
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load `state` into `model`, refusing any missing/unexpected key or shape mismatch, with all of them listed."""
+    check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
 
 
@@ -212,8 +228,15 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
                          f"'hf:OWNER/REPO/FILE.pt' or one of {[DEMO_GENERATOR, *sorted(CHECKPOINTS)]}")
     state, latent_avg = read_checkpoint(path)
     config = config or infer_config(state)
-    model = Generator(**{k: v for k, v in asdict(config).items()})
-    load_state_dict_strict(model, state, source=f"checkpoint {str(path)!r}")
+    source = f"checkpoint {str(path)!r}"
+    # Keys and shapes are checked on a generator with no storage (the meta device) before the real one is
+    # allocated: a 3.7 KB file whose tensor shapes implied a huge generator once cost gigabytes per request.
+    with torch.device("meta"):
+        probe = Generator(**asdict(config))
+    check_state_dict(probe, state, source)
+    del probe
+    model = Generator(**asdict(config))
+    load_state_dict_strict(model, state, source=source)
     if latent_avg is not None:
         model.latent_avg = latent_avg.reshape(1, -1).float()
     else:
