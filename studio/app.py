@@ -15,6 +15,7 @@ from typing import Callable
 import gradio as gr
 
 from studio.device import pick_device
+from studio.hub import clip_state
 from studio.scorer import available_specs, get_scorer, is_loaded
 from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
@@ -31,6 +32,11 @@ try:  # On a ZeroGPU Space, GPU-bound handlers must be wrapped; elsewhere nothin
 except ImportError:
     def gpu(fn: Callable) -> Callable:
         return fn
+
+
+def model_state(spec: str) -> str:
+    """What a CLIP dropdown's choice will really run, shown before the first click."""
+    return "Model: " + clip_state(spec)
 
 
 def make_lens_functions(device: str | None) -> dict:
@@ -55,12 +61,14 @@ def make_lens_functions(device: str | None) -> dict:
         return (yield from pipe(spec).iter_arithmetic(files, query_image, minus, plus, **settings))
 
     def model_status(spec):
+        """The toast of a first use, worded for what will happen (issue 16: it promised a download offline)."""
         if is_loaded(spec, device=device):
             return None
-        return f"Loading CLIP {spec!r} (first use: loading weights, or downloading them once)…"
+        return "Loading CLIP " + clip_state(spec) + "…"
 
     specs = {name: get_task(name).specs() for name in ("lens-classify", "lens-search", "lens-arithmetic")}
     return {"classify": classify, "search": search, "arithmetic": arithmetic, "model_status": model_status,
+
             "specs": specs, "max_gallery": MAX_GALLERY}
 
 
@@ -235,14 +243,14 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
         with gr.Tabs():
             lens = make_lens_functions(device)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"],
-                          specs=lens["specs"], max_gallery=lens["max_gallery"])
+                          specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state)
             from pipelines.clipdraw import COLOR_MODES
 
             sketch = make_sketch_functions(device)
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
                             draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
                             colour_modes=list(COLOR_MODES), loss_model_choices=["RN101/openai", "RN50/openai"],
-                            cpu=cpu)
+                            cpu=cpu, model_state=model_state)
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 

@@ -200,6 +200,29 @@ def download_command(repo_id: str, local_dir: str | None = None) -> str:
     return f"{tool} download {repo_id}" + (f" --local-dir {local_dir}" if local_dir else "")
 
 
+def clip_state(spec: str) -> str:
+    """What a CLIP spec will really run, said before anything loads: cached real weights, a download to come, the
+    demo model standing in (and why), or random weights. Looks only at local files and, where downloads are
+    allowed, the Hub's reachability (a 3-second probe, remembered for a minute)."""
+    try:
+        source = resolve_clip(spec, allow_demo=True, download=False)
+    except (ValueError, WeightsNotFoundError) as err:
+        return f"`{spec}`: {str(err).splitlines()[0]}"
+    if source.kind == "demo" and spec.strip() == DEMO_CLIP:
+        return f"`{spec}`: the bundled demo CLIP (it knows shapes, colours and positions, nothing else)"
+    if source.kind == "demo":
+        if offline():
+            why = "downloads are off (HF_HUB_OFFLINE)"
+        elif not hub_reachable():
+            why = "the Hugging Face Hub cannot be reached"
+        else:
+            return f"`{spec}`: not cached here; downloaded once on first use, then cached"
+        return f"`{spec}`: not cached here and {why}, so the bundled demo CLIP `{DEMO_CLIP}` will stand in"
+    if source.kind == "random":
+        return f"`{spec}`: random weights (it has learnt nothing; its answers are close to uniform)"
+    return f"`{spec}`: real weights, {'cached' if source.kind == 'cache' else 'a local file'}; loaded on first use"
+
+
 def real_weights_within_reach(spec: str) -> bool:
     """Whether the real weights of a spec that fell back to the demo model could now be had: they appeared
     locally (a file at STUDIO_CLIP_WEIGHTS, the Hugging Face cache after an `hf download`), or the

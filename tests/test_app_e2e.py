@@ -64,6 +64,8 @@ def test_lens_in_a_real_browser(app_url, red_png, tmp_path):
         page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
         for tab in ("CLIP Lens", "Vector Sketch", "Text to Image", "Latent Editing"):
             expect(page.get_by_role("tab", name=tab, exact=True)).to_be_visible(timeout=60_000)
+        # What the chosen CLIP will really run is on the page before the first click (issue 16).
+        expect(page.get_by_text("tiny-test-vit: random weights").first).to_be_visible(timeout=30_000)
         # A non-image renamed .png reaches our reader and its message, not Gradio's preprocess error (issue 16).
         fake = tmp_path / "fake.png"
         fake.write_text("this is not an image")

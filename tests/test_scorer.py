@@ -346,3 +346,24 @@ def test_failed_loads_leave_no_loader_entry_and_free_what_they_built():
     gc.collect()
     assert not any(k[0] in specs for k in sc._LOADING) and not any(k[0] in specs for k in sc._SCORERS)
     assert built and all(r() is None for r in built)
+
+
+def test_the_model_state_says_what_will_really_run_before_anything_loads(tiny_configs, monkeypatch, tmp_path):
+    """Issue 16: the page showed `ViT-B-32/openai` while the demo model would run; the toast promised a download
+    offline."""
+    import huggingface_hub.constants
+
+    from studio.hub import clip_state
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert "bundled demo CLIP" in clip_state("shapes-clip") and "stand in" not in clip_state("shapes-clip")
+    offline = clip_state("ViT-B-32/openai")
+    assert "not cached here and downloads are off" in offline and "`shapes-clip` will stand in" in offline
+    assert "random weights" in clip_state("ViT-B-32/random")
+    assert "unknown architecture" in clip_state("ViT-Z-99/openai")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("studio.hub.hub_reachable", lambda timeout=3.0: True)
+    assert "downloaded once on first use" in clip_state("ViT-B-32/openai")
+    monkeypatch.setattr("studio.hub.hub_reachable", lambda timeout=3.0: False)
+    assert "the Hugging Face Hub cannot be reached" in clip_state("ViT-B-32/openai")

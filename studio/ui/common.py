@@ -229,3 +229,13 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
     box.upload(show, box, seen, api_visibility="private")
     box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
     return box
+
+
+def model_state_line(dropdown: gr.Dropdown, model_state: Callable[[str], str] | None) -> gr.Markdown | None:
+    """A line under a model dropdown saying what its choice will really run (the demo stand-in, cached real weights,
+    a download to come), shown before the first click and updated when the choice changes."""
+    if model_state is None:
+        return None
+    line = gr.Markdown(model_state(dropdown.value), elem_classes=["model-state"])
+    dropdown.change(model_state, dropdown, line, queue=False, api_visibility="private")
+    return line

@@ -17,6 +17,7 @@ from studio.ui.common import (
     drive,
     gpu_bound,
     image_upload,
+    model_state_line,
     notice_markdown,
     progress_html,
     run_handler,
@@ -61,13 +62,14 @@ def stream_ranking(run: Iterator, flag: threading.Event) -> Iterator[tuple]:
 
 def build(classify: Callable, search: Callable, arithmetic: Callable, model_choices: list[str],
           default_model: str, model_status: Callable[[str], str | None], specs: dict[str, dict[str, Any]],
-          max_gallery: int) -> None:
+          max_gallery: int, model_state: Callable[[str], str] | None = None) -> None:
     """Add the Lens tab's components to the current Blocks.
 
     classify(spec, image, labels_text, **settings) -> {"labels": [(label, prob)], "notice": str | None}
     search(spec, files, query, **settings) -> the lens-search task generator (progress items, then the ranking)
     arithmetic(spec, files, query_image, minus, plus, **settings) -> the lens-arithmetic task generator
     model_status(spec) -> a message when using that model needs loading first, else None
+    model_state(spec) -> what that model will really run (shown under the dropdown before the first click)
     specs: {task name: {setting: ParamSpec}} of lens-classify, lens-search and lens-arithmetic.
     max_gallery: the most images a search ranks.
     """
@@ -75,6 +77,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
         gr.Markdown("Ask CLIP what it sees: rank labels for an image, search your images with words, "
                     "or move an image in embedding space (image − “dog” + “cat”).")
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model", allow_custom_value=True)
+        model_state_line(model, model_state)
         notice = gr.Markdown()
 
         def announce(spec):

@@ -15,7 +15,16 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from studio.ui.common import control, drive, image_upload, notice_markdown, progress_html, run_handler, stop_button
+from studio.ui.common import (
+    control,
+    drive,
+    image_upload,
+    model_state_line,
+    notice_markdown,
+    progress_html,
+    run_handler,
+    stop_button,
+)
 
 SAME_MODEL = "(same as CLIP model)"
 CUSTOM = "custom"
@@ -79,7 +88,8 @@ def read_svg_upload(svg_file: Any) -> str | None:
 def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], model_choices: list[str],
           default_model: str, model_status: Callable[[str], str | None], *, draw_specs: dict[str, Any],
           sketch_specs: dict[str, Any], colour_modes: list[str], loss_model_choices: list[str] | None = None,
-          default_loss_model: str | None = None, cpu: bool = False) -> None:
+          default_loss_model: str | None = None, cpu: bool = False,
+          model_state: Callable[[str], str] | None = None) -> None:
     """Add the Vector Sketch tab's components to the current Blocks.
 
     clipdraw(spec, prompt, init_svg, settings) -> a CLIPDraw run generator (settings: `CLIPDrawConfig` fields).
@@ -88,6 +98,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
     draw_specs / sketch_specs: the tasks' setting specs (`studio.tasks.Task.specs()`), from which every control
         takes its default and range. colour_modes: CLIPDraw's named colour modes (a custom palette is added).
     model_status(spec) -> a message when using that model needs loading first, else None.
+    model_state(spec) -> what that model will really run (shown under the dropdown before the first click).
     cpu: start the controls at their CPU values (the papers' settings take a GPU).
     """
     loss_choices = [SAME_MODEL] + list(loss_model_choices or [])
@@ -99,6 +110,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     + (f" Running on a CPU, the controls start smaller than the papers' settings ({paper}), which "
                        "take a GPU." if cpu else ""))
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model", allow_custom_value=True)
+        model_state_line(model, model_state)
 
         def announce(spec):
             msg = model_status(spec)
