@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipelines.clipdraw import MAX_FRAMES, _settings
+from pipelines.clipdraw import MAX_FRAMES
 from studio.images import resize_crop, to_pil, to_tensor, to_uint8
 from studio.progress import Progress, Result, drain
 from studio.render import Scene, Topology, render, to_image, to_svg
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, param, register, resolve
+from studio.tasks import SEED_MAX, Input, Task, param, register, resolve, run_settings
 
 
 @dataclass
@@ -466,7 +466,7 @@ class CLIPassoPipeline:
                     "loss_init": float(init_loss[k])},
             timings={"setup_s": t_setup, "optimise_s": t_opt, "total_s": time.perf_counter() - t0,
                      "per_step_s": t_opt / max(1, step)},
-            settings=_settings(cfg), strokes=best_pts[k].detach().cpu().view(num_strokes, 4, 2).numpy(),
+            settings=run_settings(cfg), strokes=best_pts[k].detach().cpu().view(num_strokes, 4, 2).numpy(),
             photo=to_pil(photo),
             relevancy=relevancy, losses=histories[k], steps_run=step, stopped=stopped, early_stopped=early,
             notice=self.scorer.notice)

@@ -37,7 +37,7 @@ from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result, drain
 from studio.render import MAX_CANVAS, Scene, Topology, from_svg, render, to_image, to_svg
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
 
 MAX_FRAMES = 120  # frames kept for the video; more only makes the file bigger
 MAX_NEGATIVES = 8
@@ -347,17 +347,8 @@ class CLIPDrawPipeline:
                     "best_step": best_step},
             timings={"setup_s": t_setup, "optimise_s": t_opt, "total_s": time.perf_counter() - t0,
                      "per_step_s": t_opt / max(1, step)},
-            settings={"prompt": prompt, **_settings(cfg)}, steps_run=step, stopped=stopped,
+            settings=run_settings(cfg, prompt=prompt), steps_run=step, stopped=stopped,
             notice=self.scorer.notice)
-
-
-def _settings(cfg: Any) -> dict[str, Any]:
-    """A config's fields as JSON-serialisable values (tuples become lists)."""
-    from dataclasses import asdict
-
-    from studio.progress import json_safe
-
-    return json_safe(asdict(cfg))
 
 
 def _read_svg(svg: str | bytes | FilePath, canvas_size: int) -> Scene:

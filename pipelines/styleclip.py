@@ -60,9 +60,9 @@ from pipelines.styleclip_invert import (
 )
 from studio.generators import DEMO_GENERATOR
 from studio.images import to_pil, to_uint8
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, drain
 from studio.scorer import oom_guard
-from studio.tasks import Input, Task, check_text, param, register, resolve
+from studio.tasks import Input, Task, check_text, param, register, resolve, run_settings
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings and results
@@ -221,7 +221,7 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
             latent = self.random_latent(**dataclasses.asdict(cfg))
             image = to_pil(self.to_unit(self.render(latent)))
         return SampleOutput(image=image, latent=latent.cpu(), seed=cfg.seed,
-                            settings=json_safe(dataclasses.asdict(cfg)), timings={"total_s": time.perf_counter() - t0},
+                            settings=run_settings(cfg), timings={"total_s": time.perf_counter() - t0},
                             notice=self.scorer.notice)
 
     def _is_latent(self, x: Any) -> bool:
@@ -353,7 +353,7 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
             l2_distances=l2s, inversion=start.inversion, frames=frames, scores=scores,
             timings={"start_s": t_start - t0, "optimise_s": t_opt - t_start,
                      "per_step_s": (t_opt - t_start) / max(step, 1), "total_s": time.perf_counter() - t0},
-            seed=cfg.seed, settings={"prompt": prompt, **json_safe(dataclasses.asdict(cfg))}, stopped=stopped,
+            seed=cfg.seed, settings=run_settings(cfg, prompt=prompt), stopped=stopped,
             steps_run=steps,
             notice=self.scorer.notice)
 

@@ -37,7 +37,7 @@ from pipelines.styleclip_invert import InversionOutput, Start, StartConfig, stag
 from studio.images import to_pil
 from studio.progress import Progress, Result, drain, json_safe
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, check_text, param, resolve
+from studio.tasks import SEED_MAX, check_text, param, resolve, run_settings
 
 if TYPE_CHECKING:
     from pipelines.styleclip import StyleCLIPPipeline
@@ -298,7 +298,7 @@ class GlobalDirectionMixin:
                 image=_side_by_side(thumbs), relevance=rel, cached=cached is not None, seed=cfg.seed,
                 scores={"channels": int(rel.analysed.sum()), "samples": done},
                 timings={"total_s": time.perf_counter() - t0, "per_step_s": (time.perf_counter() - t0) / max(1, done)},
-                settings=json_safe(dataclasses.asdict(cfg)), stopped=stopped, steps_run=0 if cached else done,
+                settings=run_settings(cfg), stopped=stopped, steps_run=0 if cached else done,
                 notice=self.scorer.notice)
 
         with oom_guard("StyleCLIP channel relevance"):

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from studio.images import resize_crop, to_pil, to_tensor, to_uint8
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, param, resolve
+from studio.tasks import SEED_MAX, param, resolve, run_settings
 
 if TYPE_CHECKING:
     from pipelines.styleclip import StyleCLIPPipeline
@@ -266,7 +266,7 @@ class InversionMixin:
                     "loss": best_loss, "best_step": best_step},
             timings={"setup_s": t_setup - t0, "optimise_s": t_opt - t_setup, "per_step_s": (t_opt - t_setup) / step,
                      "total_s": time.perf_counter() - t0},
-            seed=cfg.seed, settings=json_safe(dataclasses.asdict(cfg)), stopped=stopped, steps_run=step,
+            seed=cfg.seed, settings=run_settings(cfg), stopped=stopped, steps_run=step,
             notice=self.scorer.notice)
 
     def invert(self: StyleCLIPPipeline, image: Any, *, callback: Any = None, **settings: Any) -> InversionOutput:

@@ -52,9 +52,9 @@ from pipelines.text2image_models import (
 from pipelines.text2image_refine import RefineOutput, Text2ImageRefineConfig
 from studio.device import pick_device, pick_dtype
 from studio.images import to_pil
-from studio.progress import Progress, Result, Stopped, drain, iterate_callback, json_safe
+from studio.progress import Progress, Result, Stopped, drain, iterate_callback
 from studio.scorer import get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
 
 LOW_VRAM_BYTES = 6 * 1024**3  # below this, weights stay on the CPU between uses (SD-Turbo fp16 needs ~3.5 GB resident)
 VAE_TILING_PIXELS = 768 * 768  # above this the VAE decodes in tiles (its activations dominate memory at 1024^2)
@@ -452,7 +452,7 @@ class Text2ImagePipeline:
         yield Text2ImageOutput(
             images=[images[i] for i in order], seeds=kept, clip_scores=[scores[i] for i in order] if scores else [],
             scores={"clip_score": max(scores)} if scores else {}, seed=kept[0] if kept else cfg.seed,
-            settings={"prompt": prompt, **json_safe(dataclasses.asdict(cfg))}, prompt=prompt, model=self.model_name,
+            settings=run_settings(cfg, prompt=prompt), prompt=prompt, model=self.model_name,
             clip_model=self._clip_name(), latents=torch.cat(latents)[order] if latents else noise[:0],
             noise=noise[:len(images)][order], reranked=cfg.rerank, stopped=stopped, steps_run=shown[0],
             timings=timings, notice=getattr(self.scorer, "notice", None))

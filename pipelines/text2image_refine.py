@@ -14,7 +14,7 @@ task is registered as `text2image-refine` (in `pipelines.text2image`).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
@@ -22,9 +22,9 @@ from PIL import Image
 
 from pipelines.text2image_models import CHECKPOINTING, DEFAULT_MODEL, DEFAULT_SIDE, MAX_SIDE, check_size, thin_frames
 from studio.images import to_pil, to_uint8
-from studio.progress import Progress, Result, json_safe
+from studio.progress import Progress, Result
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, check_text, param, resolve
+from studio.tasks import SEED_MAX, check_text, param, resolve, run_settings
 
 if TYPE_CHECKING:
     from pipelines.text2image import Text2ImagePipeline
@@ -189,7 +189,7 @@ def iter_refine(pipe: "Text2ImagePipeline", prompt: str, **settings: Any) -> Ite
         image=best_image, start_image=start, clip_scores=clip_scores, best_step=best_step, prompt=prompt,
         model=pipe.model_name, clip_model=pipe._clip_name(), noise=best_noise, latents=best_latent,
         frames=thin_frames(frames), scores={"clip_score": best_score, "clip_score_before": clip_scores[0]},
-        seed=cfg.seed, settings={"prompt": prompt, **json_safe(asdict(cfg))}, stopped=stopped, steps_run=step,
+        seed=cfg.seed, settings=run_settings(cfg, prompt=prompt), stopped=stopped, steps_run=step,
         timings={"refine_s": refine_s, "per_step_s": refine_s / (step + 1),  # step + 1 iterates were scored
                  "total_s": time.perf_counter() - t_start},
         notice=getattr(scorer, "notice", None))

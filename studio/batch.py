@@ -11,7 +11,6 @@ writes the contact sheet (`index.html`, `grid.png`). A result depends only on (i
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import hashlib
 import html
@@ -399,7 +398,3 @@ def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) ->
             grid.paste(im, ((i % cols) * thumb, (i // cols) * thumb))
     grid.save(out / "grid.png")
     return index, out / "grid.png"
-
-
-def config_fields(task: Task) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(task.config) if "studio" in f.metadata]

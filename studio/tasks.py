@@ -158,6 +158,14 @@ def resolve(config: Any, overrides: dict[str, Any]) -> Any:
     return dataclasses.replace(config, **values)
 
 
+def run_settings(config: Any, **inputs: Any) -> dict[str, Any]:
+    """A result's `settings`: its JSON inputs (a prompt, ...) and every field of the resolved config, as JSON values
+    (tuples become lists), so that running the task again with them reproduces the result."""
+    from studio.progress import json_safe
+
+    return {**json_safe(inputs), **json_safe(dataclasses.asdict(config))}
+
+
 def check_seed(seed: Any, name: str = "seed") -> int:
     """The one seed check: an integer in [0, SEED_MAX]."""
     return check_value(ParamSpec(name, "int", 0, 0, SEED_MAX, ""), seed)
@@ -273,7 +281,3 @@ def get_task(name: str) -> Task:
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
     return _TASKS[name]
-
-
-def all_tasks() -> list[Task]:
-    return [get_task(n) for n in task_names()]
