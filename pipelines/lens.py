@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from studio.images import MIN_SIDE, load_image, to_pil, to_tensor
+from studio.outputs import new_folder
 from studio.progress import Progress, Result, drain, json_safe
 from studio.prompts import TEMPLATE_SETS
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
@@ -114,7 +114,7 @@ class LensArithmeticRanking(LensRanking):
 
 
 def _folder(folder: str | Path | None, task: str) -> Path:
-    out = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"studio-{task}-"))
+    out = Path(folder) if folder is not None else new_folder(task)
     out.mkdir(parents=True, exist_ok=True)
     return out
 

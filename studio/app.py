@@ -17,11 +17,12 @@ import gradio as gr
 from studio.device import pick_device
 from studio.hub import clip_state
 from studio.scorer import available_specs, get_scorer, is_loaded
+from studio.trust import Policy
 from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
-from studio.ui.common import one_gpu_queue
+from studio.ui.common import configure, one_gpu_queue
 
 log = logging.getLogger("studio")
 
@@ -39,13 +40,16 @@ def model_state(spec: str) -> str:
     return "Model: " + clip_state(spec)
 
 
-def make_lens_functions(device: str | None) -> dict:
-    """CLIP Lens handlers: classify returns the labels; search and arithmetic are the task generators."""
+def make_lens_functions(device: str | None, policy: Policy | None = None) -> dict:
+    """CLIP Lens handlers: classify returns the labels; search and arithmetic are the task generators. Every model
+    spec is checked against the server's `policy` first (a public server loads only the operator's list)."""
     from pipelines.lens import MAX_GALLERY, CLIPLensPipeline
     from studio.tasks import get_task
 
+    policy = policy or Policy()
+
     def pipe(spec: str) -> CLIPLensPipeline:
-        return CLIPLensPipeline(get_scorer(spec, device=device))
+        return CLIPLensPipeline(get_scorer(policy.check_clip(spec), device=device))
 
     @gpu
     def classify(spec, image, labels_text, **settings):
@@ -62,6 +66,7 @@ def make_lens_functions(device: str | None) -> dict:
 
     def model_status(spec):
         """The toast of a first use, worded for what will happen (issue 16: it promised a download offline)."""
+        spec = policy.check_clip(spec)
         if is_loaded(spec, device=device):
             return None
         return "Loading CLIP " + clip_state(spec) + "…"
@@ -72,19 +77,23 @@ def make_lens_functions(device: str | None) -> dict:
             "specs": specs, "max_gallery": MAX_GALLERY}
 
 
-def make_sketch_functions(device: str | None) -> dict[str, Callable]:
-    """CLIPDraw and CLIPasso handlers: the registered tasks' generators, on the shared scorers."""
+def make_sketch_functions(device: str | None, policy: Policy | None = None) -> dict[str, Callable]:
+    """CLIPDraw and CLIPasso handlers: the registered tasks' generators, on the shared scorers (specs checked
+    against the server's `policy`)."""
     from studio.tasks import get_task
 
     draw, sketch = get_task("clipdraw"), get_task("clipasso")
+    policy = policy or Policy()
 
     @gpu
     def clipdraw(spec, prompt, init_svg, settings):
-        pipe = draw.pipeline(get_scorer(spec, device=device))
+        pipe = draw.pipeline(get_scorer(policy.check_clip(spec), device=device))
         return (yield from draw.iterate(pipe, prompt=prompt, init_svg=init_svg, **settings))
 
     @gpu
     def clipasso(spec, loss_spec, image, settings):
+        spec = policy.check_clip(spec)
+        loss_spec = policy.check_clip(loss_spec, "loss_model", tuple(policy.loss_choices())) if loss_spec else None
         loss = get_scorer(loss_spec, device=device) if loss_spec else None
         pipe = sketch.pipeline(get_scorer(spec, device=device), loss)
         return (yield from sketch.iterate(pipe, image=image, **settings))
@@ -95,14 +104,15 @@ def make_sketch_functions(device: str | None) -> dict[str, Callable]:
 LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance")
 
 
-def make_latent_functions(device: str | None) -> dict:
+def make_latent_functions(device: str | None, policy: Policy | None = None) -> dict:
     """StyleCLIP handlers for the Latent Editing tab; one pipeline (generator + CLIP) is kept, replaced when the
     user picks another pair. The runs (invert, edit, relevance, global_edit) return the pipeline's task generators
     (`Progress` items, then the result), which the tab drives with its Stop; `sample` is one generator pass.
 
     The tab's state is `{"generator", "clip", "result"}`: the last sample, inversion or edit, which the next edit
     starts from (an edit's own start, so that edits do not pile up); a state from another generator or CLIP is
-    ignored and the seed decides the start. `specs` are the tasks' settings, for the tab's controls."""
+    ignored and the seed decides the start. `specs` are the tasks' settings, for the tab's controls. The generator
+    and CLIP specs are checked against the server's `policy` before anything loads."""
     import threading
 
     from pipelines.styleclip import (
@@ -116,8 +126,10 @@ def make_latent_functions(device: str | None) -> dict:
 
     pipes: dict = {}
     lock = threading.Lock()
+    policy = policy or Policy()
 
     def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
+        generator, clip = policy.check_generator(generator), policy.check_clip(clip)
         with lock:
             pipe = pipes.get((generator, clip))
             # Build on first use, and again when the pipeline's CLIP is no longer the resident one (the demo model
@@ -228,49 +240,72 @@ def _on_cpu(dev) -> bool:
     return dev.type == "cpu"
 
 
-def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
-    """The studio's Blocks. `clip` is the default CLIP spec; `device` as `studio.device.pick_device` takes it."""
-    clip = clip or os.environ.get("STUDIO_CLIP") or "ViT-B-32/openai"
+def build_app(clip: str | None = None, device: str | None = None, policy: Policy | None = None) -> gr.Blocks:
+    """The studio's Blocks. `clip`: the CLIP spec(s) offered, comma-separated, the first being the default;
+    `device` as `studio.device.pick_device` takes it; `policy`: what visitors may choose (`studio.trust`; by
+    default public on a Space, where SPACE_ID is set, else local)."""
+    policy = policy or Policy.from_settings(clip=clip)
+    clip = policy.default_clip
     dev = pick_device(device)
     device = str(dev)
     cpu = _on_cpu(dev)  # controls start at settings a CPU finishes in minutes
-    choices = available_specs()
-    if clip not in choices:
-        choices.insert(0, clip)
-    with gr.Blocks(title="CLIP Creative Studio") as demo:
+    choices = policy.clip_choices(available_specs())
+    configure(custom_models=policy.custom_values, max_run_s=policy.max_run_s)
+    ttl = policy.output_ttl_s
+    cache = (int(min(ttl, 3600)), int(ttl)) if ttl else None  # Gradio's own cache: (every N s, older than M s)
+    with gr.Blocks(title="CLIP Creative Studio", delete_cache=cache) as demo:
         gr.Markdown(f"# CLIP Creative Studio\nCLIP-driven creation · running on **{device}** · default CLIP "
-                    f"`{clip}`")
+                    f"`{clip}`" + (" · public server: models from the operator's list" if policy.public else ""))
         with gr.Tabs():
-            lens = make_lens_functions(device)
+            lens = make_lens_functions(device, policy)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"],
                           specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state)
             from pipelines.clipdraw import COLOR_MODES
 
-            sketch = make_sketch_functions(device)
+            sketch = make_sketch_functions(device, policy)
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
                             draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
-                            colour_modes=list(COLOR_MODES), loss_model_choices=["RN101/openai", "RN50/openai"],
+                            colour_modes=list(COLOR_MODES), loss_model_choices=policy.loss_choices(),
                             cpu=cpu, model_state=model_state)
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 
-            generator = os.environ.get("STUDIO_STYLEGAN") or "demo-shapes"
-            latent_ui.build(**make_latent_functions(device), generator_choices=available_generators(),
+            generator = policy.default_generator
+            latent_ui.build(**make_latent_functions(device, policy),
+                            generator_choices=policy.generator_choices(available_generators()),
                             default_generator=generator, clip_choices=choices,
                             default_clip="shapes-clip" if generator == "demo-shapes" else clip)
     one_gpu_queue(demo)  # one GPU job at a time across every tab, not per endpoint
     return demo
 
 
+def server_policy(args) -> Policy:
+    """The trust level and limits from the serve flags (`studio.cli.parse_serve_args`) and the environment."""
+    return Policy.from_settings(public=True if args.public else None, clip=args.clip, generators=args.generator,
+                                max_upload_mb=args.max_upload_mb, max_run_s=args.max_run_s,
+                                output_ttl_s=args.output_ttl_s)
+
+
+def launch_options(policy: Policy) -> dict:
+    """`demo.launch` arguments that carry the policy: Gradio refuses bigger uploads before any handler runs."""
+    return {"max_file_size": int(policy.max_upload_mb * 1024 * 1024), "show_error": True}
+
+
 def serve(args, prog: str = "clip-studio") -> None:
     """Start the web app with flags parsed by `studio.cli.parse_serve_args`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        demo = build_app(clip=args.clip, device=args.device)
+        policy = server_policy(args)
+        demo = build_app(device=args.device, policy=policy)
     except ValueError as err:  # a bad flag or setting: say which, without a traceback
         raise SystemExit(f"{prog}: error: {err}") from None
+    log.info("%s", policy.describe())
+    if policy.output_ttl_s:
+        from studio.outputs import start_sweeper
+
+        start_sweeper(policy.output_ttl_s)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options(policy))
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None):

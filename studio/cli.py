@@ -25,6 +25,16 @@ MODEL_FLAGS = {  # model kind (Task.models) -> (flag, environment variable, defa
 
 
 # ------------------------------------------------------------------------------------------------------- serve
+def _env_float(name: str) -> float | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(f"clip-studio: error: {name} must be a number, got {value!r}") from None
+
+
 def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description="CLIP Creative Studio: start the web app. "
                                 "`clip-studio run TASK --help` runs a task from the command line instead.")
@@ -36,12 +46,30 @@ def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> 
     p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"),
                    help="auto, cpu, cuda[:N], mps; env STUDIO_DEVICE")
     p.add_argument("--clip", default=os.environ.get("STUDIO_CLIP"),
-                   help="default CLIP: ARCH/TAG (ViT-B-32/openai), ARCH:/path/weights, or shapes-clip; env STUDIO_CLIP")
+                   help="CLIP models offered, comma-separated, the first the default: ARCH/TAG (ViT-B-32/openai), "
+                   "ARCH:/path/weights, or shapes-clip; env STUDIO_CLIP")
+    p.add_argument("--generator", default=os.environ.get("STUDIO_STYLEGAN"),
+                   help="StyleGAN2 generators offered, comma-separated (registry names or checkpoint paths), the "
+                   "first the default; env STUDIO_STYLEGAN")
+    p.add_argument("--public", action="store_true",
+                   help="serve strangers: visitors pick only the listed models, uploads and run time are capped, "
+                   "outputs expire (on by itself on a Hugging Face Space, where SPACE_ID is set; env STUDIO_PUBLIC=1)")
+    p.add_argument("--max-upload-mb", type=float, default=_env_float("STUDIO_MAX_UPLOAD_MB"),
+                   help="largest upload accepted (default 20 public, 512 local); env STUDIO_MAX_UPLOAD_MB")
+    p.add_argument("--max-run-s", type=float, default=_env_float("STUDIO_MAX_RUN_S"),
+                   help="stop every run after this many seconds, keeping its result (default 600 public, none "
+                   "local); env STUDIO_MAX_RUN_S")
+    p.add_argument("--output-ttl-s", type=float, default=_env_float("STUDIO_OUTPUT_TTL_S"),
+                   help="delete outputs older than this (default 3600 public, kept local); env STUDIO_OUTPUT_TTL_S")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("STUDIO_CONCURRENCY", "1")),
                    help="jobs running at once (one GPU job at a time by default); env STUDIO_CONCURRENCY")
     p.add_argument("--max-queue", type=int, default=int(os.environ.get("STUDIO_MAX_QUEUE", "32")),
                    help="requests waiting before new ones are turned away; env STUDIO_MAX_QUEUE")
     args = p.parse_args(argv)
+    for flag in ("max_upload_mb", "max_run_s", "output_ttl_s"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            p.error(f"--{flag.replace('_', '-')} must be a positive number, got {value:g}")
     if args.concurrency < 1:
         p.error(f"--concurrency must be at least 1, got {args.concurrency}")
     if args.max_queue < 1:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,9 +18,9 @@ METADATA_KEY = "clip-studio"
 
 def _out_path(path: str | os.PathLike | None, suffix: str) -> Path:
     if path is None:
-        fd, name = tempfile.mkstemp(suffix=suffix, prefix="studio-")
-        os.close(fd)
-        return Path(name)
+        from studio.outputs import new_file
+
+        return new_file(suffix)
     return Path(path)
 
 

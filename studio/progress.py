@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import queue
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,10 +94,11 @@ class Result:
         kept frames. A task with more to write extends this and calls it first.
         """
         from studio.media import save_gif, save_mp4, save_png
+        from studio.outputs import new_folder
 
         if video not in VIDEO_FORMATS:
             raise ValueError(f"`video` must be one of {VIDEO_FORMATS}, got {video!r}")
-        out = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"studio-{self.task}-"))
+        out = Path(folder) if folder is not None else new_folder(self.task)
         out.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         meta = self.metadata()

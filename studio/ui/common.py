@@ -9,6 +9,7 @@ import logging
 import threading
 import traceback
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
@@ -62,7 +63,39 @@ def notice_markdown(notice: str | None) -> str:
     return f"⚠️ {notice}" if notice else ""
 
 
+# ------------------------------------------------------------------------------------------- the server's limits
+@dataclass
+class ServerLimits:
+    """What the server allows (from `studio.trust.Policy`, set by `studio.app.build_app` before the tabs are built;
+    each tab reads it while it is built). custom_models: model dropdowns take typed values (a local server);
+    max_run_s: every run is stopped after this many seconds, keeping its result (a public server)."""
+
+    custom_models: bool = True
+    max_run_s: float | None = None
+
+
+LIMITS = ServerLimits()
+
+
+def configure(custom_models: bool = True, max_run_s: float | None = None) -> ServerLimits:
+    """Set the limits the tabs built next will use (the handlers keep the values they were built with)."""
+    LIMITS.custom_models, LIMITS.max_run_s = bool(custom_models), max_run_s
+    return LIMITS
+
+
 # ------------------------------------------------------------------------------------------------- the one Stop
+class StopFlag(threading.Event):
+    """A run's Stop flag; `reason` says why it was set when it was not the user's Stop (the server's time limit),
+    and is added to the result's notice."""
+
+    reason: str | None = None
+
+    def stop(self, reason: str | None = None) -> None:
+        if reason and not self.is_set():
+            self.reason = reason
+        self.set()
+
+
 class Runs:
     """The one Stop of every tab, keyed by the run (the event), not by the browser session.
 
@@ -75,8 +108,8 @@ class Runs:
         self._flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def start(self) -> tuple[str, threading.Event]:
-        token, flag = uuid.uuid4().hex, threading.Event()
+    def start(self) -> tuple[str, StopFlag]:
+        token, flag = uuid.uuid4().hex, StopFlag()
         with self._lock:
             self._flags[token] = flag
         return token, flag
@@ -105,14 +138,26 @@ RUNS = Runs()
 def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tuple]]:
     """Make a tab's run handler stoppable the one way: `fn(*args, flag=threading.Event)` yields tuples of output
     values; the handler takes the same positional arguments and yields `(token, *outputs)`, the token going to
-    the tab's run-token `gr.State` (the Stop button's input). Errors become `gr.Error` (see `user_errors`)."""
+    the tab's run-token `gr.State` (the Stop button's input). Errors become `gr.Error` (see `user_errors`).
+
+    With a server time limit (`LIMITS.max_run_s` when the handler is built), a timer sets the flag when the run
+    has taken that long: it ends like a Stop, with its result, and the notice says why."""
+    limit = LIMITS.max_run_s
 
     def handler(*args):
         token, flag = RUNS.start()
+        timer = None
+        if limit:
+            why = f"This server stops every run after {limit:g} s; the result so far is shown."
+            timer = threading.Timer(limit, flag.stop, kwargs={"reason": why})
+            timer.daemon = True
+            timer.start()
         try:
             for out in fn(*args, flag=flag):
                 yield (token, *out)
         finally:
+            if timer is not None:
+                timer.cancel()
             RUNS.finish(token)
 
     handler.__name__ = getattr(fn, "__name__", "run")
@@ -155,6 +200,9 @@ def drive(run: Iterator, flag: threading.Event, on_progress: Callable[[Any], tup
             item = run.send("stop" if flag.is_set() else None)
     finally:
         run.close()
+    reason = getattr(flag, "reason", None)
+    if reason and hasattr(item, "notice"):
+        item.notice = f"{item.notice} {reason}" if item.notice else reason
     yield on_result(item)
 
 

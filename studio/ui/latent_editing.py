@@ -16,6 +16,7 @@ import numpy as np
 
 from studio.media import save_gif
 from studio.ui.common import (
+    LIMITS,
     control,
     drive,
     gpu_bound,
@@ -105,8 +106,10 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     "to a target text. **Stop** ends any run with its best result so far. " + OFFLINE_HELP)
         with gr.Row():
             generator = gr.Dropdown(generator_choices, value=default_generator, label="Generator",
-                                    allow_custom_value=True, info="a name or a checkpoint path")
-            clip = gr.Dropdown(clip_choices, value=default_clip, label="CLIP model", allow_custom_value=True)
+                                    allow_custom_value=LIMITS.custom_models,
+                                    info="a name or a checkpoint path" if LIMITS.custom_models else None)
+            clip = gr.Dropdown(clip_choices, value=default_clip, label="CLIP model",
+                               allow_custom_value=LIMITS.custom_models)
         notice = gr.Markdown()
         state = gr.State(None)
         token = gr.State(None)  # the running run, for the Stop buttons

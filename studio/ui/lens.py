@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from studio.ui.common import (
+    LIMITS,
     control,
     drive,
     gpu_bound,
@@ -76,7 +77,8 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
     with gr.Tab("CLIP Lens", id="lens"):
         gr.Markdown("Ask CLIP what it sees: rank labels for an image, search your images with words, "
                     "or move an image in embedding space (image − “dog” + “cat”).")
-        model = gr.Dropdown(model_choices, value=default_model, label="CLIP model", allow_custom_value=True)
+        model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
+                            allow_custom_value=LIMITS.custom_models)
         model_state_line(model, model_state)
         notice = gr.Markdown()
 

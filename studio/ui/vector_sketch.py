@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from studio.ui.common import (
+    LIMITS,
     control,
     drive,
     image_upload,
@@ -109,7 +110,8 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     "(**CLIPasso**). Previews stream while it works; **Stop** keeps the best result so far."
                     + (f" Running on a CPU, the controls start smaller than the papers' settings ({paper}), which "
                        "take a GPU." if cpu else ""))
-        model = gr.Dropdown(model_choices, value=default_model, label="CLIP model", allow_custom_value=True)
+        model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
+                            allow_custom_value=LIMITS.custom_models)
         model_state_line(model, model_state)
 
         def announce(spec):
@@ -175,7 +177,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     sketch = {n: control("clipasso", sketch_specs[n], cpu=cpu) for n in SKETCH_SETTINGS}
                     loss_model = gr.Dropdown(loss_choices, value=default_loss_model or SAME_MODEL,
                                              label="Loss CLIP (a ResNet, e.g. RN101, as in the paper)",
-                                             allow_custom_value=True)
+                                             allow_custom_value=LIMITS.custom_models)
                 with gr.Column():
                     sketch_out = outputs_column()
 
