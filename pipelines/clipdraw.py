@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result, drain
 from studio.render import MAX_CANVAS, Scene, Topology, from_svg, render, to_image, to_svg
+from studio.render.cost import check_render_work
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
 
@@ -247,6 +248,9 @@ class CLIPDrawPipeline:
 
         # 2. initialise strokes (on the CPU with our generator, so the same seed draws the same strokes anywhere)
         params = _init_params(cfg.num_strokes, size, gen, cfg, palette, cfg.filled, base)
+        if base is not None:  # an SVG's widths start inside the range every later step projects them to
+            params["widths"] = params["widths"].clamp(cfg.min_stroke_width, cfg.max_stroke_width)
+        _check_work(params, size, cfg, "init_svg" if base is not None else "num_strokes")
         params = {k: v.to(dev).requires_grad_(k in params["trainable"]) if torch.is_tensor(v) else v
                   for k, v in params.items()}
         topo: Topology = params["topology"]
@@ -439,6 +443,18 @@ def _colours(p: dict[str, Any], hard: bool) -> tuple[torch.Tensor, torch.Tensor 
             fills_new = fills if fills is not None else torch.zeros_like(new)
             fills = torch.cat([p["base_fills"], fills_new], 1) if n_new else p["base_fills"]
     return strokes, fills
+
+
+def _check_work(p: dict[str, Any], size: int, cfg: CLIPDrawConfig, name: str) -> int:
+    """Refuse, before the first render, a drawing whose render would be too much work (`studio.render.cost`),
+    counted with every trainable width at `max_stroke_width`, the widest the run may make it."""
+    topo: Topology = p["topology"]
+    widths = p["widths"]
+    if "widths" in p["trainable"]:
+        widths = torch.full_like(widths, cfg.max_stroke_width)
+    fills = torch.zeros(1, topo.num_paths, 4) if topo.filled is not None else None
+    scene = Scene(topo, p["points"], widths, torch.zeros(1, topo.num_paths, 4), fills, width=size, height=size)
+    return check_render_work(scene, name)
 
 
 def _clamp(p: dict[str, Any], min_width: float, max_width: float) -> None:

@@ -204,3 +204,43 @@ def test_a_cancelled_run_is_stopped_and_forgotten(tiny_configs):
         assert RUNS.active() == 0
     finally:
         demo.close()
+
+
+# ------------------------------------------------------------------------------------------ SVG-seeded CLIPDraw
+def long_lines_svg(n: int, width: float, size: int = 512) -> str:
+    lines = "".join(f'<path d="M0 {i} L{size} {size - i}" stroke="black" stroke-width="{width}" fill="none"/>'
+                    for i in range(n))
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}">{lines}</svg>'
+
+
+def test_svg_seeded_clipdraw_is_refused_before_the_first_render_when_too_much_work(demo_scorer, monkeypatch):
+    """Issue 17 #5: 64 long lines at canvas 512 took 4.9 GB for one step; the work is counted first now."""
+    import pipelines.clipdraw as cd
+    from studio.render.cost import MAX_RENDER_WORK
+
+    renders = []
+    monkeypatch.setattr(cd, "render", lambda *a, **k: renders.append(1) or (_ for _ in ()).throw(AssertionError))
+    pipe = cd.CLIPDrawPipeline(demo_scorer)
+    with pytest.raises(ValueError, match=r"`init_svg` would take too much work") as err:
+        pipe(prompt="lines", init_svg=long_lines_svg(512, 100), num_strokes=0, canvas_size=1024,
+             max_stroke_width=200, num_steps=1)
+    assert f"{MAX_RENDER_WORK / 1e6:.0f} M" in str(err.value)
+    assert renders == []
+
+
+def test_svg_widths_start_inside_the_runs_range(demo_scorer, monkeypatch):
+    """An SVG's stroke width of 1e6 is drawn at `max_stroke_width` from the first render on (the run projects
+    widths to its range after every step; the first render came before that)."""
+    import pipelines.clipdraw as cd
+
+    widest = []
+    real = cd.render
+
+    def spy(scene, *a, **k):
+        widest.append(float(scene.widths.max()))
+        return real(scene, *a, **k)
+
+    monkeypatch.setattr(cd, "render", spy)
+    cd.CLIPDrawPipeline(demo_scorer)(prompt="lines", init_svg=long_lines_svg(4, 1e6, 64), num_strokes=0,
+                                     canvas_size=64, num_steps=1, max_stroke_width=8)
+    assert widest and max(widest) <= 8
