@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipelines.text2image_models import CHECKPOINTING, thin_frames
+from pipelines.text2image_models import CHECKPOINTING, MAX_SIDE, thin_frames
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result, json_safe
 from studio.scorer import oom_guard
@@ -77,7 +77,7 @@ class EditOutput(Result):
                 "clip_model": self.clip_model}
 
 
-def check_latents(latents: Any, channels: int) -> torch.Tensor:
+def check_latents(latents: Any, channels: int, max_side: int | None = None) -> torch.Tensor:
     """A (C, h, w) or (1, C, h, w) latent with `channels` channels, as (1, C, h, w); else ValueError."""
     if not isinstance(latents, torch.Tensor) or latents.ndim not in (3, 4) or (
             latents.ndim == 4 and latents.shape[0] != 1):
@@ -85,6 +85,11 @@ def check_latents(latents: Any, channels: int) -> torch.Tensor:
                          f"{getattr(latents, 'shape', type(latents).__name__)}")
     if latents.shape[-3] != channels:
         raise ValueError(f"`latents` must have {channels} channels, got {latents.shape[-3]}")
+    if max_side is not None and max(latents.shape[-2:]) > max_side:
+        raise ValueError(f"`latents` must be at most {max_side} × {max_side} (the largest image the model makes), "
+                         f"got {tuple(latents.shape[-2:])}")
+    if not torch.isfinite(latents).all():
+        raise ValueError("`latents` must hold finite numbers, got NaN or infinity")
     return latents.reshape(1, *latents.shape[-3:])
 
 
@@ -94,7 +99,7 @@ def iter_edit(pipe: "Text2ImagePipeline", latents: torch.Tensor, source_prompt: 
     docstring); yields progress after each update, then the `EditOutput`."""
     t_start = time.perf_counter()
     # 1. check inputs
-    z0 = check_latents(latents, pipe.pipe.unet.config.in_channels)
+    z0 = check_latents(latents, pipe.pipe.unet.config.in_channels, MAX_SIDE // pipe.vae_scale_factor)
     source = check_text(source_prompt, "source_prompt")
     edit = check_text(edit_prompt, "edit_prompt")
     if source == edit:

@@ -94,6 +94,24 @@ class CLIPScorer:
 
     # ---- text --------------------------------------------------------------------------------------------
     @torch.no_grad()
+    def _refuse_cut_texts(self, texts: list[str], tokens: torch.Tensor) -> None:
+        """CLIP reads a fixed number of tokens (77 for OpenAI's) and the tokenizer cuts longer texts without a word;
+        refuse them instead, so what the user wrote is what CLIP reads. A row whose last slot is used is full or
+        cut; where the tokenizer can count (`encode`), only a text that really overflows is refused."""
+        if tokens.ndim != 2 or not bool((tokens[:, -1] != 0).any()):
+            return
+        context = tokens.shape[1]
+        encode = getattr(self.tokenizer, "encode", None)
+        for text, row in zip(texts, tokens):
+            if row[-1] == 0:
+                continue
+            n = len(encode(text)) + 2 if callable(encode) else None  # + start and end tokens
+            if n is None or n > context:
+                count = f" is {n} tokens long" if n else " fills or overflows the context"
+                raise ValueError(f"the text {text[:60]!r}{'…' if len(text) > 60 else ''}{count}; CLIP reads "
+                                 f"{context} tokens (about {4 * context} characters) and would silently drop the "
+                                 "rest: shorten it")
+
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, D) float32 L2-normalised embeddings; each string is encoded once and kept in an LRU cache."""
         if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
@@ -107,7 +125,9 @@ class CLIPScorer:
             self.text_cache_misses += len(missing)
         if missing:
             with oom_guard("text encoding"):
-                tokens = self.tokenizer(missing).to(self.device)
+                tokens = self.tokenizer(missing)
+                self._refuse_cut_texts(missing, tokens)
+                tokens = tokens.to(self.device)
                 emb = self.model.encode_text(tokens).float()
                 emb = F.normalize(emb, dim=-1)
             with self._lock:

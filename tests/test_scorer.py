@@ -367,3 +367,12 @@ def test_the_model_state_says_what_will_really_run_before_anything_loads(tiny_co
     assert "downloaded once on first use" in clip_state("ViT-B-32/openai")
     monkeypatch.setattr("studio.hub.hub_reachable", lambda timeout=3.0: False)
     assert "the Hugging Face Hub cannot be reached" in clip_state("ViT-B-32/openai")
+
+
+def test_a_text_longer_than_clips_context_is_refused_not_cut(demo_scorer):
+    """Issue 17 #11: the tokenizer cut long prompts silently; now the text is refused, saying how long it is."""
+    context = demo_scorer.tokenizer(["x"]).shape[1]
+    fits = " ".join(["red"] * (context - 2))  # one token per word, plus start and end
+    assert demo_scorer.encode_text([fits]).shape[0] == 1
+    with pytest.raises(ValueError, match=rf"is {context + 1} tokens long; CLIP reads {context} tokens"):
+        demo_scorer.encode_text([fits + " red"])
