@@ -386,3 +386,13 @@ def test_stylespace_optimisation_edits_the_style_vectors(pipe):
         torch.testing.assert_close(s_half - s0, 0.5 * (s_full - s0))
     plain = pipe.edit(None, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, seed=3)
     assert plain.styles == [] and not torch.equal(plain.image_tensor, out.image_tensor)
+    # the run protocol: the settings reproduce the run; a stop keeps the lowest-loss styles so far
+    settings = dict(out.settings)
+    again = pipe.edit(None, settings.pop("prompt"), **settings)
+    assert again.image.tobytes() == out.image.tobytes()
+    run = pipe.iter_edit(None, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, seed=3,
+                         work_in_stylespace=True)
+    items = [next(run), run.send(None), run.send(None)]
+    stopped = run.send("stop")
+    assert all(isinstance(p, Progress) for p in items) and stopped.stopped and stopped.steps_run == 3
+    assert stopped.scores["loss"] == min(stopped.losses) and len(stopped.styles) == len(g.style_layers)
