@@ -285,6 +285,8 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
         result, or an image (PIL, path, array, float tensor in [0, 1]), which is inverted first (`num_invert_steps`,
         the "invert" stage). settings: any `EditConfig` field. Yields a `Progress` every step (a PIL preview every
         `preview_every`), then the `LatentEditOutput` of the latent with the lowest total loss seen, at `strength`.
+        With `work_in_stylespace` (StyleCLIP's --work_in_stylespace) the variables are the style vectors of the
+        non-toRGB layers instead (Adam on each, L2 on their distance to the start); the result's `styles` hold them.
         """
         t0 = time.perf_counter()
         # 1. check inputs

@@ -4,8 +4,12 @@ along a global direction from a neutral to a target text (task `styleclip-global
 Each StyleSpace channel's CLIP relevance is precomputed once per generator and CLIP (StyleCLIP's `GetFs`): for
 `num_samples` random styles, the channel moves by +-`magnitude` std, both images are embedded with CLIP, and the
 normalised difference of the embeddings is averaged over the samples (the paper: 100 image pairs, +-5 std); toRGB
-channels are left out, as StyleCLIP does. The result is cached on disk, keyed by the generator's checkpoint hash,
-the CLIP spec and these settings. An edit then takes the text direction (target - neutral over a prompt-template
+channels are left out, as StyleCLIP does. By default its first-order limit is computed instead, from the Jacobian
+of the CLIP embedding (`method='jacobian'`, ~8x less work for FFHQ). The result is cached on disk, keyed by the
+generator's checkpoint hash, the CLIP spec and these settings; the running sums are kept on disk too, so a stopped
+precompute resumes where it stopped. Or the relevance is StyleCLIP's published one (`fs3.npy`, CLIP ViT-B/32):
+`import_directions`, or `<checkpoint name>.fs3.npy` next to the generator's checkpoint, read with
+`numpy.load(allow_pickle=False)`; the channels' std is computed from the generator (StyleCLIP ships it pickled). An edit then takes the text direction (target - neutral over a prompt-template
 ensemble, `GetDt`), keeps the channels whose relevance to it is at least beta, and moves them by alpha std
 (`GetBoundary`, `SplitS`); alpha 4.1 and beta 0.15 are the StyleCLIP global-direction notebook's.
 
@@ -14,7 +18,8 @@ holds these methods and uses the pipeline's core (`render`, `_clip_embed`, `_aut
 `iter_invert`, `relevance_config`, `global_config`, `cache_dir`). Its tasks are registered in pipelines/styleclip.py,
 next to the class. A global-direction run whose relevance is not cached yet computes it first, inline, as its
 "relevance" stage (and an image start is inverted first, as its "invert" stage), so that Stop reaches both.
-A stopped relevance run returns the average over the samples done, marked stopped, and caches nothing.
+A stopped relevance run returns the average over the samples done, marked stopped; only their running sums are
+kept (`*.partial.pt`), and the next run goes on from them.
 """
 
 from __future__ import annotations
