@@ -9,9 +9,10 @@ of the CLIP embedding (`method='jacobian'`, ~8x less work for FFHQ). The result 
 generator's checkpoint hash, the CLIP spec and these settings; the running sums are kept on disk too, so a stopped
 precompute resumes where it stopped. Or the relevance is StyleCLIP's published one (`fs3.npy`, CLIP ViT-B/32):
 `import_directions`, or `<checkpoint name>.fs3.npy` next to the generator's checkpoint, read with
-`numpy.load(allow_pickle=False)`; the channels' std is computed from the generator (StyleCLIP ships it pickled). An edit then takes the text direction (target - neutral over a prompt-template
-ensemble, `GetDt`), keeps the channels whose relevance to it is at least beta, and moves them by alpha std
-(`GetBoundary`, `SplitS`); alpha 4.1 and beta 0.15 are the StyleCLIP global-direction notebook's.
+`numpy.load(allow_pickle=False)`; the channels' std is computed from the generator (StyleCLIP ships it pickled).
+An edit then takes the text direction (target - neutral over a prompt-template ensemble, `GetDt`), keeps the
+channels whose relevance to it is at least beta, and moves them by alpha std (`GetBoundary`, `SplitS`); alpha 4.1
+and beta 0.15 are the StyleCLIP global-direction notebook's.
 
 This module is one part of `pipelines.styleclip.StyleCLIPPipeline` (the one entry point): `GlobalDirectionMixin`
 holds these methods and uses the pipeline's core (`render`, `_clip_embed`, `_autocast`, `known_start`,
@@ -248,16 +249,18 @@ class GlobalDirectionMixin:
         with torch.no_grad(), self._autocast():
             return to_pil(self.to_unit(self.generator.synthesis(styles).float()))
 
-    def _jacobian_directions(self: StyleCLIPPipeline, base: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+    def _jacobian_directions(self: StyleCLIPPipeline, base: list[torch.Tensor], batch_size: int,
+                             max_rows: int | None = None) -> torch.Tensor:
         """(C, D) d n / d s_c for every style channel c at `base`, n the unit CLIP embedding.
 
         Reverse mode, `batch_size` rows of the Jacobian per pass: the sample is replicated k times and copy i
         back-propagates the one-hot cotangent e_(d0+i), so its style gradients are row d0+i of the Jacobian.
+        `max_rows` (benchmarks) stops after that many rows, returning (C, rows).
         """
         g, rows = self.generator, []
         dim = None
         d0 = 0
-        while dim is None or d0 < dim:
+        while (dim is None or d0 < dim) and (max_rows is None or d0 < max_rows):
             k = batch_size if dim is None else min(batch_size, dim - d0)
             styles = [s.detach().repeat(k, 1).requires_grad_(True) for s in base]
             with self._autocast():

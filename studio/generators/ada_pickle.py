@@ -145,7 +145,7 @@ def read_ada_pickle(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"cannot read {str(path)!r} as a StyleGAN2-ADA network pickle: "
                              f"{type(err).__name__}: {err}") from None
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), _PersistentStub):
-        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        keys = sorted(map(str, data))[:8] if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{str(path)!r} is not a StyleGAN2-ADA network pickle (expected a dict with a persistent "
                          f"'G_ema' network; got {keys})")
     return data
