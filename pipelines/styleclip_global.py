@@ -271,9 +271,9 @@ class GlobalDirectionMixin:
             cot = torch.zeros_like(emb)
             cot[torch.arange(k), d0 + torch.arange(k)] = 1.0
             grads = torch.autograd.grad(emb, styles, grad_outputs=cot)
-            rows.append(torch.cat([gr[:k].float() for gr in grads], dim=1).cpu())  # (k, C)
+            rows.append(torch.cat([gr[:k].float() for gr in grads], dim=1))  # (k, C), kept on the device
             d0 += k
-        return torch.cat(rows).t()  # (C, D)
+        return torch.cat(rows).t().cpu()  # (C, D): one transfer per sample
 
     @torch.no_grad()
     def _finite_directions(self: StyleCLIPPipeline, base: list[torch.Tensor], channels: list[int], std: torch.Tensor,

@@ -25,9 +25,13 @@ and written as `<name>-<sha256[:16]>.safetensors` in `$STUDIO_STYLEGAN_DIR/conve
 
 The arithmetic is the same: NVIDIA's mapping layers, affines, modulated convolutions (ADA keeps the raw kernel and
 applies the weight gain to the toRGB styles only; demodulation cancels it elsewhere), noise, biases and the skip
-toRGB path are rosinality's after renaming, as both port StyleGAN2's TF graph (`legacy.py` and `convert_weight.py`
-flip the same upsampling kernels). Not carried over: `conv_clamp` (NVIDIA's configs with fp16 layers clamp the
-activations to +-256; reached only by far-out latents) and fp16 blocks (run in the precision asked for).
+toRGB path are rosinality's after renaming, as both port StyleGAN2's TF graph: the renaming is NVIDIA `legacy.py`'s
+TF -> ADA table composed with rosinality `convert_weight.py`'s TF -> rosinality one (both flip the upsampling
+kernels, add 1 to the affine biases, and number the noise maps the same way). That was checked by reading both;
+no real ADA pickle could be fetched here, so the tests use pickles written with NVIDIA's names and layout.
+Not carried over: `conv_clamp` (NVIDIA's configs with fp16 layers clamp the activations to +-256; not applied
+here, so an image can differ where an activation would have been clamped) and fp16 blocks (run in the precision
+asked for).
 Conditional generators (`c_dim` > 0), the 'resnet' and 'orig' synthesis architectures and StyleGAN3 pickles are
 refused with a message.
 """
