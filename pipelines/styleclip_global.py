@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -329,7 +330,7 @@ class GlobalDirectionMixin:
             except Exception:  # a torn file: replace it
                 pass
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
         torch.save({"acc": acc, "done": torch.tensor(done), "layer_sizes": torch.tensor(sizes)}, tmp)
         os.replace(tmp, path)
 
@@ -436,7 +437,7 @@ class GlobalDirectionMixin:
                                None if stopped else str(path))
         if not stopped and cfg.use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
             torch.save({"relevance": relevance, "std": std.cpu(), "analysed": analysed,
                         "layer_sizes": torch.tensor(sizes), "num_samples": torch.tensor(done)}, tmp)
             os.replace(tmp, path)

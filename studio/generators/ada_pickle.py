@@ -43,6 +43,7 @@ import io
 import os
 import pickle
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +284,7 @@ def convert_ada_pickle(path: str | os.PathLike) -> Path:
     if latent_avg is not None:
         tensors["latent_avg"] = latent_avg.reshape(-1).contiguous()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
     save_file(tensors, str(tmp), metadata={"format": "rosinality-stylegan2", "converted_from": Path(path).name,
                                            "source_sha256": digest})
     os.replace(tmp, out)
