@@ -7,7 +7,9 @@ Rows: generator forward (batch 1, no grad); one latent-optimisation step (genera
 CLIP, Adam update -- the body of `StyleCLIPPipeline.edit`), and 300 of them; one global-direction edit (text
 direction, delta s, one generator pass; `relevance` given); the channel-relevance precompute, extrapolated from
 one timed batch to `--relevance-samples` images (StyleCLIP's finite differences), and with `method="jacobian"`
-(one sample's full Jacobian timed, times the sample count). Each in fp32 and bf16 (autocast).
+(one sample's full Jacobian timed, times the sample count). Each in fp32 and bf16 (autocast). First, a table of
+channel-relevance samples per minute, finite differences vs the Jacobian, each extrapolated from one timed pass
+of the pipeline's own code (`--relevance-only` prints just that one).
 
 The reference in the same run ("reference" rows, `--formulations`): the same generator and weights computed the
 way rosinality's code does without its CUDA build -- per-sample modulated and demodulated weights in one grouped
@@ -146,6 +148,34 @@ def measure(gen: Generator, scorer, precision: str, args: argparse.Namespace, de
             f"{relevance_min:.1f}", f"{jac_min:.1f}", mem]
 
 
+def relevance_rates(gen: Generator, scorer, args: argparse.Namespace, device: torch.device,
+                    n_channels: int) -> list[list[str]]:
+    """Channel-relevance samples per minute for both methods, from one timed pass each (fp32): finite differences
+    (StyleCLIP's: 2 x channels images per sample, `--relevance-batch` per pass) and the Jacobian (D rows per
+    sample, `--jacobian-rows` per pass, the pipeline's default). The pass is the pipeline's own code on a
+    subset (`_finite_directions` on batch/2 channels, `_jacobian_directions` with max_rows), extrapolated."""
+    pipe = StyleCLIPPipeline(gen, scorer, precision="fp32")
+    base = pipe._base_styles(torch.randn(1, gen.style_dim, generator=torch.Generator().manual_seed(0)))
+    std = torch.ones(sum(s.shape[1] for s in base), device=device)
+    channels = [c for c, a in enumerate(torch.cat([torch.full((layer.channels,), not layer.is_rgb)
+                                                   for layer in gen.style_layers]).tolist()) if a]
+    b, k, dim = args.relevance_batch, args.jacobian_rows, scorer.embed_dim
+    pipe._finite_directions(base, channels[:1], std, 5.0, 2)  # warm-up
+    finite_s = timeit(lambda: pipe._finite_directions(base, channels[:b // 2], std, 5.0, b), device,
+                      warmup=0, repeat=1) / 1000
+    finite_passes = 2 * n_channels / b
+    with torch.enable_grad():
+        jac_s = timeit(lambda: pipe._jacobian_directions(base, k, max_rows=k), device, warmup=0, repeat=1) / 1000
+    jac_passes = dim / k
+    rows = []
+    for name, per_pass, imgs, passes in (("finite (StyleCLIP)", finite_s, b, finite_passes),
+                                         ("jacobian (ours, default)", jac_s, k, jac_passes)):
+        per_sample = per_pass * passes
+        rows.append([name, str(imgs), f"{per_pass:.1f}", f"{passes:.0f}", f"{per_sample / 60:.1f}",
+                     f"{60 / per_sample:.2g}", f"{per_sample * args.relevance_samples / 60:.0f}"])
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
@@ -159,6 +189,9 @@ def main() -> None:
     p.add_argument("--relevance-samples", type=int, default=100)
     p.add_argument("--skip-jacobian", action="store_true", help="skip timing one full Jacobian (slow on CPU)")
     p.add_argument("--relevance-batch", type=int, default=16)
+    p.add_argument("--jacobian-rows", type=int, default=16, help="Jacobian rows per pass (relevance batch_size)")
+    p.add_argument("--relevance-only", action="store_true",
+                   help="only the channel-relevance rates (samples/min, jacobian vs finite differences)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a busy shared machine)")
     args = p.parse_args()
     if args.threads:
@@ -172,6 +205,12 @@ def main() -> None:
     n_channels = sum(layer.channels for layer in gen.style_layers if not layer.is_rgb)
     print(f"# StyleCLIP benchmark: StyleGAN2 {args.size} (cm {args.channel_multiplier}, {n_channels} StyleSpace "
           f"channels), CLIP {args.clip}, {machine(device)}")
+    headers = ["relevance method", "images / pass", "pass s", "passes / sample", "min / sample", "samples / min",
+               f"{args.relevance_samples} samples (min)"]
+    print("\nChannel relevance, fp32, extrapolated from one timed pass of each method:")
+    print(table(headers, relevance_rates(gen, scorer, args, device, n_channels)))
+    if args.relevance_only:
+        return
     latent0 = StyleCLIPPipeline(gen, scorer).random_latent(seed=0)
     with torch.no_grad():
         images = {}

@@ -90,6 +90,9 @@ class EditConfig(StartConfig):
                                  "(StyleCLIP's result), above 1 an extrapolation; ours")
     preview_every: int = param(10, 1, 10_000, control=False,
                                help="steps between previews and video frames; ours: 10 (StyleCLIP saves every 20)")
+    work_in_stylespace: bool = param(False, label="Optimise in StyleSpace",
+                                     help="optimise the style vectors s = A(w) of every non-toRGB layer instead of "
+                                          "the W+ latent, L2 on s; StyleCLIP --work_in_stylespace (default off)")
 
 
 @dataclass
@@ -116,8 +119,9 @@ class LatentEditOutput(Result):
     prompt: str = ""
     losses: list[float] = field(default_factory=list)  # total loss per step
     clip_losses: list[float] = field(default_factory=list)  # 1 - cos per step
-    l2_distances: list[float] = field(default_factory=list)  # ||w - w0||^2 per step
+    l2_distances: list[float] = field(default_factory=list)  # ||w - w0||^2 (or ||s - s0||^2) per step
     inversion: InversionOutput | None = None
+    styles: list[torch.Tensor] = field(default_factory=list)  # with work_in_stylespace: the edited style vectors
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -147,6 +151,7 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
         self.precision = precision
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._relevance: dict[str, ChannelRelevance] = {}
+        self._published: ChannelRelevance | None = None  # `import_directions`
         self.sample_config = SampleConfig()
         self.edit_config = EditConfig()
         self.global_config = GlobalDirectionConfig()
@@ -180,6 +185,14 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
         with self._autocast():
             img = self.generator.synthesis(self.generator.w_to_styles(latent), noise=noise or None)
         return img.float()
+
+    def _render_vars(self, variables: list[torch.Tensor], noise: list[torch.Tensor] | None,
+                     stylespace: bool) -> torch.Tensor:
+        """Render the optimised variables: [W+] or (StyleSpace) the style vectors."""
+        if not stylespace:
+            return self.render(variables[0], noise)
+        with self._autocast():
+            return self.generator.synthesis(variables, noise=noise or None).float()
 
     def _clip_embed(self, img: torch.Tensor) -> torch.Tensor:
         # StyleCLIP's CLIPLoss: upsample x7 then average-pool by size/32, i.e. an area resize to 224 for CLIP.
@@ -272,6 +285,8 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
         result, or an image (PIL, path, array, float tensor in [0, 1]), which is inverted first (`num_invert_steps`,
         the "invert" stage). settings: any `EditConfig` field. Yields a `Progress` every step (a PIL preview every
         `preview_every`), then the `LatentEditOutput` of the latent with the lowest total loss seen, at `strength`.
+        With `work_in_stylespace` (StyleCLIP's --work_in_stylespace) the variables are the style vectors of the
+        non-toRGB layers instead (Adam on each, L2 on their distance to the start); the result's `styles` hold them.
         """
         t0 = time.perf_counter()
         # 1. check inputs
@@ -297,24 +312,31 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
             frames = [to_uint8(self.to_unit(img0))]
             t_start = time.perf_counter()
 
-            # 3. optimise; keep the latent with the lowest total loss
-            latent = w0.clone().requires_grad_(True)
-            optimizer = torch.optim.Adam([latent], lr=cfg.lr)
+            # 3. optimise W+ (or, StyleCLIP's --work_in_stylespace, the non-toRGB style vectors); keep the
+            # variables with the lowest total loss
+            if cfg.work_in_stylespace:
+                with torch.no_grad():
+                    start_vars = [s.detach().clone() for s in self.generator.w_to_styles(w0)]
+                rgb = [layer.is_rgb for layer in self.generator.style_layers]
+                variables = [s.clone().requires_grad_(not is_rgb) for s, is_rgb in zip(start_vars, rgb)]
+            else:
+                start_vars, variables = [w0], [w0.clone().requires_grad_(True)]
+            optimizer = torch.optim.Adam([v for v in variables if v.requires_grad], lr=cfg.lr)
             losses: list[float] = []
             clip_losses: list[float] = []
             l2s: list[float] = []
-            best = (math.inf, 0, w0.clone())
+            best = (math.inf, 0, [v.detach().clone() for v in start_vars])
             for step in range(1, 0 if stopped else cfg.num_steps + 1):
                 optimizer.param_groups[0]["lr"] = get_lr((step - 1) / cfg.num_steps, cfg.lr)
-                img = self.render(latent, noise)
+                img = self._render_vars(variables, noise, cfg.work_in_stylespace)
                 emb = self._clip_embed(img)
                 clip_loss = (1 - (emb * text).sum(-1)).sum()
-                l2 = ((w0 - latent) ** 2).sum()
+                l2 = sum(((v0 - v) ** 2).sum() for v0, v in zip(start_vars, variables))
                 id_loss = (1 - (emb * emb0).sum(-1)).sum()
                 loss = clip_loss + cfg.l2_weight * l2 + cfg.id_weight * id_loss
                 value = float(loss.detach())
-                if value < best[0]:  # the latent this loss belongs to, before the step moves it
-                    best = (value, step, latent.detach().clone())
+                if value < best[0]:  # the variables this loss belongs to, before the step moves them
+                    best = (value, step, [v.detach().clone() for v in variables])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -336,10 +358,11 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
             t_opt = time.perf_counter()
 
             # 4. package the kept latent, at the requested strength
-            best_loss, best_step, best_latent = best
+            best_loss, best_step, best_vars = best
             with torch.no_grad():
-                final = w0 + cfg.strength * (best_latent - w0)
-                img1 = self.render(final, noise)
+                final_vars = [v0 + cfg.strength * (v - v0) for v0, v in zip(start_vars, best_vars)]
+                img1 = self._render_vars(final_vars, noise, cfg.work_in_stylespace)
+                final = w0 if cfg.work_in_stylespace else final_vars[0]
                 score_before = 100 * float((emb0 * text).sum().clamp(min=0))
                 score_after = 100 * float((self._clip_embed(img1) * text).sum().clamp(min=0))
         after, before = self.to_unit(img1), self.to_unit(img0)
@@ -351,6 +374,7 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
             image=to_pil(after), original=to_pil(before), image_tensor=after, original_tensor=before,
             latent=final.cpu(), start_latent=w0.cpu(), prompt=prompt, losses=losses, clip_losses=clip_losses,
             l2_distances=l2s, inversion=start.inversion, frames=frames, scores=scores,
+            styles=[v.cpu() for v in final_vars] if cfg.work_in_stylespace else [],
             timings={"start_s": t_start - t0, "optimise_s": t_opt - t_start,
                      "per_step_s": (t_opt - t_start) / max(step, 1), "total_s": time.perf_counter() - t0},
             seed=cfg.seed, settings=run_settings(cfg, prompt=prompt), stopped=stopped,

@@ -107,7 +107,8 @@ def test_global_direction_relevance_cache_and_beta(pipe, tiny_scorer, tmp_path):
     progress = []
     run = pipe.channel_relevance(num_samples=2, batch_size=64, callback=lambda d, t, _: progress.append((d, t)))
     assert isinstance(run, RelevanceOutput) and not run.stopped and not run.cached and progress == [(1, 2), (2, 2)]
-    assert run.image.size == (32, 16) and run.scores == {"channels": int(run.relevance.analysed.sum()), "samples": 2}
+    assert run.image.size == (32, 16) and run.scores == {"channels": int(run.relevance.analysed.sum()), "samples": 2,
+                                                  "resumed_from": 0}
     rel = run.relevance
     g = pipe.generator
     assert rel.relevance.shape[0] == sum(layer.channels for layer in g.style_layers)
@@ -144,19 +145,21 @@ def test_global_direction_relevance_cache_and_beta(pipe, tiny_scorer, tmp_path):
         fresh.global_direction(None, "a circle", "a red circle", beta=min(1.0, top + 1e-3), num_samples=2)
 
 
-def test_relevance_stopped_returns_the_samples_done_and_caches_nothing(pipe, tmp_path):
+def test_relevance_stopped_returns_the_samples_done_and_keeps_them_on_disk_only(pipe, tmp_path):
     out = pipe.channel_relevance(num_samples=3, callback=lambda d, t, _: d < 1)
     assert out.stopped and out.steps_run == 1 and out.scores["samples"] == 1 and out.relevance.num_samples == 1
-    assert out.relevance.path is None and not list(tmp_path.glob("relevance-*"))
-    # a global direction whose relevance is stopped makes no edit: the start, marked stopped
+    assert out.relevance.path is None and [f.name.endswith(".partial.pt") for f in tmp_path.glob("relevance-*")] == [
+        True]  # the sample done is kept for the next run; no final cache
+    # a global direction whose relevance is stopped makes no edit: the start, marked stopped; its relevance stage
+    # went on from the sample the first run left
     stages = []
     run = pipe.iter_global_direction(None, "a circle", "a red circle", num_samples=3, beta=0.0)
     first = next(run)
     stages.append((first.step, first.total, first.stage))
     result = run.send("stop")
-    assert stages == [(1, 4, "relevance")] and result.done and result.stopped and result.num_channels == 0
+    assert stages == [(2, 4, "relevance")] and result.done and result.stopped and result.num_channels == 0
     torch.testing.assert_close(result.image_tensor, result.original_tensor)
-    assert not list(tmp_path.glob("relevance-*"))
+    assert all(f.name.endswith(".partial.pt") for f in tmp_path.glob("relevance-*"))
 
 
 def test_inversion_lowers_reconstruction_error_and_edits_the_result(pipe):
@@ -216,13 +219,13 @@ def test_bad_inputs(pipe):
 
 
 def test_jacobian_relevance_is_the_small_step_limit_of_styleclips_finite_differences(pipe):
-    finite = pipe.channel_relevance(num_samples=1, magnitude=1e-3, use_cache=False).relevance
+    finite = pipe.channel_relevance(num_samples=1, magnitude=1e-3, method="finite", use_cache=False).relevance
     jac = pipe.channel_relevance(num_samples=1, method="jacobian", batch_size=16, use_cache=False).relevance
     assert torch.equal(jac.analysed, finite.analysed)
     cos = (finite.relevance * jac.relevance).sum(-1)[finite.analysed]
     assert cos.median() > 0.99 and (cos > 0.9).float().mean() > 0.9
     # a large +-5 std step is not linear: the directions differ somewhat but stay aligned on average
-    big = pipe.channel_relevance(num_samples=1, use_cache=False).relevance
+    big = pipe.channel_relevance(num_samples=1, method="finite", use_cache=False).relevance
     assert (big.relevance * jac.relevance).sum(-1)[big.analysed].mean() > 0.3
     with pytest.raises(ValueError, match="`method`"):
         pipe.channel_relevance(num_samples=1, method="exact")
@@ -238,3 +241,158 @@ def test_from_pretrained_with_a_rosinality_checkpoint(tiny_configs, tmp_path, mo
     monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="stylegan2-ffhq-config-f.pt"):
         StyleCLIPPipeline.from_pretrained("ffhq-1024", clip="tiny-test-vit", device="cpu")
+
+
+def test_relevance_stopped_then_restarted_resumes_and_equals_an_uninterrupted_run(tiny_scorer, tmp_path):
+    g = tiny_generator()
+    whole = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "whole").channel_relevance(num_samples=5,
+                                                                                            batch_size=16)
+    first = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "parts")
+    seen = []
+    out = first.channel_relevance(num_samples=5, batch_size=16,
+                                  callback=lambda d, t, _: seen.append((d, t)) or d < 2)
+    assert out.stopped and out.scores["samples"] == 2 and seen == [(1, 5), (2, 5)]
+    # a fresh pipeline (as after a restart) picks up after the two samples on disk
+    seen.clear()
+    metrics = []
+    run = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "parts").iter_relevance(num_samples=5, batch_size=16)
+    for item in run:
+        if item.done:
+            resumed = item
+            break
+        seen.append((item.step, item.total))
+        metrics.append(item.metrics)
+    assert seen == [(3, 5), (4, 5), (5, 5)] and resumed.scores["resumed_from"] == 2 and resumed.steps_run == 3
+    assert [m["samples"] for m in metrics] == [3, 4, 5] and metrics[-1]["eta_s"] == 0 and metrics[0]["eta_s"] > 0
+    torch.testing.assert_close(resumed.relevance.relevance, whole.relevance.relevance, atol=0, rtol=0)
+    final = {d: torch.load(next((tmp_path / d).glob("relevance-*-n5-*.pt")), weights_only=True)
+             for d in ("whole", "parts")}
+    for key in final["whole"]:
+        torch.testing.assert_close(final["parts"][key], final["whole"][key], atol=0, rtol=0)
+    # a larger count goes on from the five samples done; a smaller one starts afresh and keeps the larger sums
+    more = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "parts").channel_relevance(num_samples=6,
+                                                                                           batch_size=16)
+    assert more.scores["resumed_from"] == 5 and more.steps_run == 1
+    fewer = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "parts").channel_relevance(num_samples=3,
+                                                                                            batch_size=16)
+    assert fewer.scores["resumed_from"] == 0 and fewer.steps_run == 3
+    again = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "parts").channel_relevance(num_samples=7,
+                                                                                            batch_size=16)
+    assert again.scores["resumed_from"] == 6
+
+
+def test_jacobian_is_the_default_relevance_method(pipe):
+    assert pipe.relevance_config.method == "jacobian" and pipe.global_config.relevance_method == "jacobian"
+    out = pipe.channel_relevance(num_samples=1, use_cache=False)
+    assert out.settings["method"] == "jacobian"
+
+
+def test_published_directions_in_fs3_layout_give_the_same_edit_as_the_relevance_they_came_from(tiny_scorer,
+                                                                                               tmp_path):
+    g = tiny_generator()
+    computed = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "a")
+    rel = computed.channel_relevance(num_samples=2, batch_size=16).relevance
+    fs3 = rel.to_fs3()
+    n = sum(layer.channels for layer in g.style_layers if not layer.is_rgb)
+    assert fs3.shape == (n, tiny_scorer.embed_dim) and fs3.dtype == np.float32
+    np.save(tmp_path / "fs3.npy", fs3)
+    published = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "b")  # nothing computed or cached here
+    imported = published.import_directions(tmp_path / "fs3.npy")
+    assert imported.source == "published" and torch.equal(imported.analysed, rel.analysed)
+    torch.testing.assert_close(imported.std, rel.std, atol=0, rtol=0)  # computed from the generator, not read
+    kwargs = {"alpha": 3.0, "beta": 0.05, "seed": 2, "num_samples": 2}
+    mine = computed.global_direction(None, "a circle", "a red circle", directions="computed", **kwargs)
+    steps = []
+    theirs = published.global_direction(None, "a circle", "a red circle",
+                                        callback=lambda *a: steps.append(a[:2]), **kwargs)
+    assert theirs.directions == "published" and mine.directions == "computed" and steps == [(1, 1)]
+    assert theirs.num_channels == mine.num_channels > 0 and theirs.top_channels[0][:2] == mine.top_channels[0][:2]
+    for a, b in zip(theirs.direction, mine.direction):
+        torch.testing.assert_close(a, b)  # the same delta s (float32 summation order aside)
+    torch.testing.assert_close(theirs.image_tensor, mine.image_tensor)
+    assert (theirs.image_tensor - theirs.original_tensor).abs().max() > 1e-3
+    assert not list((tmp_path / "b").glob("relevance-*"))  # no relevance was computed for the published edit
+
+
+def test_published_directions_of_the_wrong_layout_are_refused(pipe, tmp_path):
+    g = pipe.generator
+    n = sum(layer.channels for layer in g.style_layers if not layer.is_rgb)
+    total = sum(layer.channels for layer in g.style_layers)
+    d = pipe.scorer.embed_dim
+    unit = torch.nn.functional.normalize(torch.randn(total, d), dim=-1).numpy()
+    expected = rf"expected a float array of shape \({n}, {d}\)"
+    cases = {"shape": unit[:n - 1], "toRGB rows": unit, "transposed": unit[:n].T.copy(),
+             "raw": np.zeros((n, 3, 2, d), np.float32), "ints": np.ones((n, d), np.int64),
+             "not unit": 2 * unit[:n], "nan": np.where(np.arange(d) == 0, np.nan, unit[:n])}
+    messages = {"toRGB rows": "toRGB ones included", "transposed": "transposed", "raw": "single_channel.npy",
+                "not unit": "has length 2, not 1", "nan": "non-finite"}
+    for name, arr in cases.items():
+        with pytest.raises(ValueError, match=expected) as err:
+            pipe.import_directions(arr)
+        assert messages.get(name, "has shape") in str(err.value), name
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"cannot be read without unpickling .*" + expected):
+        pipe.import_directions(tmp_path / "objects.npy")
+    with pytest.raises(ValueError, match=r"not a .npy file"):
+        pipe.import_directions(tmp_path / "missing.npy")
+    assert pipe.published_directions() is None  # nothing was taken
+    with pytest.raises(ValueError, match=r"`directions` 'published': no published directions"):
+        pipe.global_direction(None, "a", "b", directions="published")
+
+
+def test_published_file_next_to_the_checkpoint_is_used_for_the_clip_it_was_made_with(tiny_scorer, tmp_path,
+                                                                                     monkeypatch):
+    import pipelines.styleclip_global as scg
+    from studio.generators.checkpoints import load_generator, save_generator
+
+    monkeypatch.setenv("STUDIO_STYLEGAN_DIR", str(tmp_path / "none"))
+    save_generator(tiny_generator(), tmp_path / "tiny.pt")
+    g = load_generator(tmp_path / "tiny.pt")
+    pipe = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "cache")
+    rel = pipe.channel_relevance(num_samples=1, batch_size=16).relevance
+    np.save(tmp_path / "tiny.fs3.npy", rel.to_fs3())
+    fresh = StyleCLIPPipeline(g, tiny_scorer, cache_dir=tmp_path / "cache")
+    assert fresh.published_file() == tmp_path / "tiny.fs3.npy"
+    # StyleCLIP's files are CLIP ViT-B/32 directions: with another CLIP they are not used ('auto' computes)
+    with pytest.raises(ValueError, match=r"holds CLIP ViT-B-32 directions, but this pipeline's CLIP is"):
+        fresh.global_direction(None, "a circle", "a red circle", directions="published", num_samples=1)
+    assert fresh.global_direction(None, "a circle", "a red circle", num_samples=1, beta=0.0).directions == "computed"
+    monkeypatch.setattr(scg, "PUBLISHED_CLIP_ARCHS", (tiny_scorer.source.arch,))
+    monkeypatch.setattr(tiny_scorer.source, "kind", "local")
+    out = fresh.global_direction(None, "a circle", "a red circle", num_samples=1, beta=0.0)
+    assert out.directions == "published" and fresh.published_directions().path == str(tmp_path / "tiny.fs3.npy")
+
+
+def test_stylespace_optimisation_edits_the_style_vectors(pipe):
+    out = pipe.edit(None, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, seed=3,
+                    work_in_stylespace=True)
+    g = pipe.generator
+    assert out.settings["work_in_stylespace"] is True and len(out.styles) == len(g.style_layers)
+    assert min(out.clip_losses[-4:]) < out.clip_losses[0] - 1e-3
+    start = g.w_to_styles(out.start_latent)
+    for s, s0, layer in zip(out.styles, start, g.style_layers):
+        moved = (s - s0).abs().max()
+        assert (moved == 0) if layer.is_rgb else (moved > 0), layer.name  # toRGB styles stay, as StyleCLIP's
+    torch.testing.assert_close(out.latent, out.start_latent)  # the edit lives in StyleSpace
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.to_unit(g.synthesis([s.to(pipe.device) for s in out.styles])),
+                                   out.image_tensor)
+    # the L2 term is on the styles; strength scales the move in StyleSpace
+    tied = pipe.edit(None, "a red circle", num_steps=12, l2_weight=5.0, id_weight=0.0, seed=3, work_in_stylespace=True)
+    assert tied.l2_distances[-1] < 0.5 * out.l2_distances[-1]
+    half = pipe.edit(None, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, seed=3, strength=0.5,
+                     work_in_stylespace=True)
+    for s_half, s_full, s0 in zip(half.styles, out.styles, start):
+        torch.testing.assert_close(s_half - s0, 0.5 * (s_full - s0))
+    plain = pipe.edit(None, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, seed=3)
+    assert plain.styles == [] and not torch.equal(plain.image_tensor, out.image_tensor)
+    # the run protocol: the settings reproduce the run; a stop keeps the lowest-loss styles so far
+    settings = dict(out.settings)
+    again = pipe.edit(None, settings.pop("prompt"), **settings)
+    assert again.image.tobytes() == out.image.tobytes()
+    run = pipe.iter_edit(None, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, seed=3,
+                         work_in_stylespace=True)
+    items = [next(run), run.send(None), run.send(None)]
+    stopped = run.send("stop")
+    assert all(isinstance(p, Progress) for p in items) and stopped.stopped and stopped.steps_run == 3
+    assert stopped.scores["loss"] == min(stopped.losses) and len(stopped.styles) == len(g.style_layers)

@@ -84,8 +84,9 @@ def test_stop_keeps_the_result_on_the_page(functions):
     demo = _build(functions)
     state = {"generator": DEMO[0], "clip": DEMO[1], "result": functions["sample"](*DEMO, {"seed": 2})}
     edit = _handler(demo, "latent_edit")
-    # generator, clip, state, seed, truncation, prompt, then the edit's controls (num_steps, l2, id, strength)
-    outputs = edit(*DEMO, state, 2, 0.7, "a red circle", 300, 0.008, 0.005, 1.0)
+    # generator, clip, state, seed, truncation, prompt, then the edit's controls (num_steps, l2, id, strength,
+    # work_in_stylespace)
+    outputs = edit(*DEMO, state, 2, 0.7, "a red circle", 300, 0.008, 0.005, 1.0, False)
     first = next(outputs)
     token = first[0]
     assert "step 1 / 300" in first[4] and RUNS.stop(token)
@@ -97,13 +98,17 @@ def test_stop_keeps_the_result_on_the_page(functions):
     assert pathlib.Path(gif).is_file() and pathlib.Path(png).is_file()
     assert RUNS.active() == 0 and not RUNS.stop(token)  # the run's token is gone once it ended
 
-    # the relevance precompute stops the same way and says that nothing was cached
+    # the relevance precompute stops the same way, keeps the samples done, and the next start goes on from them
     precompute = _handler(demo, "latent_relevance")
     outputs = precompute(*DEMO, 3)
     first = next(outputs)
+    assert "1 samples done, about" in first[1] and "left" in first[1]  # samples done and the ETA
     RUNS.stop(first[0])
     *_, (_, progress, text) = outputs
-    assert "stopped at step 1 of 3" in progress and "nothing was cached" in text
+    assert "stopped at step 1 of 3" in progress and "kept on disk" in text
+    outputs = list(precompute(*DEMO, 3))
+    assert "2 samples done" in outputs[0][1]
+    assert "Channel relevance ready" in outputs[-1][2] and "(1 from the earlier run)" in outputs[-1][2]
 
     # inversion: the best iterate so far becomes the image to edit
     invert = _handler(demo, "latent_invert")
@@ -162,10 +167,11 @@ def test_tab_builds_from_the_task_configs_and_never_imports_torch():
     controls = {b.elem_id: b for b in demo.blocks.values() if "--" in (getattr(b, "elem_id", None) or "")}
     assert set(controls) == {"styleclip-edit--seed", "styleclip-edit--truncation", "styleclip-invert--num_steps",
                              "styleclip-edit--num_steps", "styleclip-edit--l2_weight", "styleclip-edit--id_weight",
-                             "styleclip-edit--strength", "styleclip-global--alpha", "styleclip-global--beta",
-                             "styleclip-relevance--num_samples"}
+                             "styleclip-edit--strength", "styleclip-edit--work_in_stylespace",
+                             "styleclip-global--alpha", "styleclip-global--beta", "styleclip-relevance--num_samples"}
     for elem_id, component in controls.items():
         task, name = elem_id.split("--")
         spec = specs[task][name]
         assert component.value == spec.default, elem_id
-        assert (component.minimum, component.maximum) == (spec.ui_lo, spec.ui_hi), elem_id
+        if spec.kind != "bool":  # a checkbox has no range
+            assert (component.minimum, component.maximum) == (spec.ui_lo, spec.ui_hi), elem_id

@@ -1,7 +1,7 @@
 """Latent-to-image generators: StyleGAN2 (rosinality-format checkpoints) and the bundled demo shapes generator.
 
 `get_generator(name_or_path)` is the one factory: 'demo-shapes', a name from `checkpoints.CHECKPOINTS`, or a path
-to a rosinality `.pt` / `.safetensors` file.
+to a rosinality `.pt` / `.safetensors` file or an NVIDIA StyleGAN2-ADA `.pkl` (read safely: `ada_pickle`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 download) and loading them strictly into `studio.generators.stylegan2.Generator`.
 
 Files are rosinality/stylegan2-pytorch checkpoints (`{"g_ema": state_dict, "latent_avg": ...}`, as its
-`convert_weight.py` and `train.py` write them) or `.safetensors` with the same keys. Loading refuses any missing,
+`convert_weight.py` and `train.py` write them), `.safetensors` with the same keys, or NVIDIA StyleGAN2-ADA network
+pickles (`.pkl`), which `studio.generators.ada_pickle` reads without running any code from them and converts once to
+such a `.safetensors` file. Loading refuses any missing,
 unexpected or mis-shaped key (`CheckpointMismatchError` lists them all) and never unpickles code
 (`torch.load(weights_only=True)`). `Generator.identity()` (the cache key of StyleCLIP's channel relevance) is the
 file's sha256 set here, or `state_dict_hash` of the weights.
@@ -207,9 +209,10 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
                    device: str | torch.device = "cpu") -> Generator:
     """Build a `Generator` and load a rosinality checkpoint strictly.
 
-    `path_or_name`: a file path; `hf:OWNER/REPO/FILE.pt` (a Hugging Face repo you name: taken from the local
-    cache, else downloaded once); or a name from `CHECKPOINTS` (its file in `$STUDIO_STYLEGAN_DIR`, default
-    `~/.cache/studio/stylegan2`, else the Hugging Face cache, else downloaded once: `resolve_named_checkpoint`).
+    `path_or_name`: a file path (`.pt`, `.safetensors`, or an NVIDIA StyleGAN2-ADA `.pkl`: read safely and
+    converted once, `studio.generators.ada_pickle`); `hf:OWNER/REPO/FILE.pt` (a Hugging Face repo you name: taken
+    from the local cache, else downloaded once); or a name from `CHECKPOINTS` (its file in `$STUDIO_STYLEGAN_DIR`,
+    default `~/.cache/studio/stylegan2`, else the Hugging Face cache, else downloaded once: `resolve_named_checkpoint`).
     `config` defaults to the registry entry or is inferred from the weights. Sets `latent_avg` ((1, style_dim), or
     the mean of 4096 mapped z when absent) and `checkpoint_hash`.
     """
@@ -226,6 +229,11 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
         what = "not found" if not path.exists() else "not a file"
         raise ValueError(f"`path_or_name` {str(path_or_name)!r}: {what}. Give a checkpoint file, "
                          f"'hf:OWNER/REPO/FILE.pt' or one of {[DEMO_GENERATOR, *sorted(CHECKPOINTS)]}")
+    source_path = path
+    if path.suffix == ".pkl":  # NVIDIA StyleGAN2-ADA: read without running its code, converted once to safetensors
+        from studio.generators.ada_pickle import convert_ada_pickle
+
+        path = convert_ada_pickle(path)
     state, latent_avg = read_checkpoint(path)
     config = config or infer_config(state)
     source = f"checkpoint {str(path)!r}"
@@ -243,6 +251,7 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
         model.latent_avg = model.mean_latent(4096, generator=torch.Generator().manual_seed(0))
     model = model.to(device).eval().requires_grad_(False)
     model.checkpoint_hash = file_hash(path)
+    model.checkpoint_path = str(source_path)
     return model
 
 

@@ -348,6 +348,7 @@ class Generator(nn.Module):
         # mean w (1, style_dim) for truncation, set by the loader; non-persistent so strict loading ignores it
         self.register_buffer("latent_avg", None, persistent=False)
         self.checkpoint_hash: str | None = None
+        self.checkpoint_path: str | None = None  # the file it was loaded from (set by the loader)
 
     # -- rosinality API ---------------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from studio.ui.common import (
 IMAGE_HEIGHT = 300  # px of the image boxes
 MIN_SHOWN = 256  # px: smaller images (the demo generator's are 64 px) are shown enlarged, pixel for pixel
 EDIT, GLOBAL, INVERT, RELEVANCE = "styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance"
-EDIT_FIELDS = ("num_steps", "l2_weight", "id_weight", "strength")  # the edit's controls, in order
+EDIT_FIELDS = ("num_steps", "l2_weight", "id_weight", "strength", "work_in_stylespace")  # the edit's controls
 
 
 def shown(image: Any) -> np.ndarray | None:
@@ -50,7 +50,9 @@ OFFLINE_HELP = (
     "For faces or scenes pick **ffhq-1024**, **car-512**, **cat-256**, **church-256** or **horse-256**: "
     "each is downloaded once from the Hugging Face Hub and then cached. Or put a rosinality-format `.pt` in "
     "`~/.cache/studio/stylegan2/`, or type its path here (or set `STUDIO_STYLEGAN`), and pick a real CLIP "
-    "(ViT-B-32/openai)."
+    "(ViT-B-32/openai). NVIDIA StyleGAN2-ADA `.pkl` files work too (read without running code from them, then "
+    "converted once). With StyleCLIP's `fs3.npy` saved next to the checkpoint as `<checkpoint name>.fs3.npy`, "
+    "global directions need no precompute."
 )
 
 
@@ -59,6 +61,10 @@ def _status(item: Any) -> str:
     parts = [item.stage] if item.stage else []
     if "loss" in item.metrics:
         parts.append(f"loss {item.metrics['loss']:.4f}")
+    if "eta_s" in item.metrics:  # the relevance precompute: samples done and the time left at this run's pace
+        eta = item.metrics["eta_s"]
+        parts.append(f"{item.metrics['samples']} samples done, about "
+                     + (f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s") + " left")
     return " · ".join(parts)
 
 
@@ -233,13 +239,15 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                 def result(out):
                     rel, sc = out.relevance, out.scores
                     if out.stopped:
-                        text = (f"Stopped after {sc['samples']} of {n} samples: nothing was cached (precompute again "
-                                "to finish).")
+                        text = (f"Stopped after {sc['samples']} of {n} samples: they are kept on disk, and the next "
+                                "Precompute (or Apply) goes on from there.")
                     elif out.cached:
                         text = f"Channel relevance is cached: {sc['channels']} channels, {rel.num_samples} samples."
                     else:
+                        resumed = sc.get("resumed_from", 0)
                         text = (f"Channel relevance ready: {sc['channels']} channels, {sc['samples']} samples "
-                                f"({out.timings['total_s']:.1f} s; cached at {rel.path})")
+                                + (f"({resumed} from the earlier run) " if resumed else "")
+                                + f"({out.timings['total_s']:.1f} s; cached at {rel.path})")
                     return bar.end(out, "read from the cache" if out.cached else ""), text
 
                 yield from drive(relevance(gen, clip_spec, {"num_samples": n}), flag,
@@ -252,11 +260,13 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                 def result(out):
                     sc = out.scores
                     if out.stopped:
-                        info = ("Stopped before the edit (the channel relevance was not finished, and nothing was "
-                                "cached).")
+                        info = ("Stopped before the edit: the channel relevance is not finished (the samples done "
+                                "are kept on disk for the next run).")
                     else:
                         top = ", ".join(f"{name}[{c}] {r:+.2f}" for name, c, r in out.top_channels[:5])
-                        info = (f"{out.num_channels} channels moved (α {out.settings['alpha']:g}, β "
+                        origin = ("StyleCLIP's published directions" if out.directions == "published"
+                                  else "computed relevance")
+                        info = (f"{out.num_channels} channels moved ({origin}; α {out.settings['alpha']:g}, β "
                                 f"{out.settings['beta']:g}); CLIPScore for “{out.target}”: "
                                 f"{sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}; "
                                 f"{1000 * out.timings['edit_s']:.0f} ms. Top channels: {top}")
