@@ -177,9 +177,9 @@ class CLIPIndexPipeline:
         cfg = resolve(self.index_config, settings)
         root = check_folder(folder)
         spec, kind = clip_identity(self.scorer)
+        files = scan(root, cfg.max_images)  # bounded: refuses a folder of more than max_images before any read
         idx = ImageIndex(root, self.location)
         idx.create(spec, kind, self.scorer.source.arch, self.scorer.embed_dim)  # refuses another CLIP's index
-        files = scan(root, cfg.max_images)
         plan = idx.plan(files)
         idx.drop(plan.to_drop)  # deleted files, and the old rows of changed ones (re-added as they are encoded)
         t_plan = time.perf_counter() - t0

@@ -347,8 +347,10 @@ def index_main(argv: list[str], prog: str = "clip-studio") -> int:
     args = index_parser(prog).parse_args(argv)
     try:
         from studio.index import ImageIndex, LensIndexConfig, check_folder
+        from studio.tasks import resolve
 
         settings = _settings(args, LensIndexConfig)
+        resolve(LensIndexConfig(), settings)  # bad settings are refused before a model loads
         folder = check_folder(args.dir, "DIR")
         spec = args.clip or ImageIndex(folder).clip_spec or os.environ.get("STUDIO_CLIP") or MODEL_FLAGS["clip"][2]
         pipe = _load_index_pipeline(spec, args.device)
@@ -395,8 +397,10 @@ def search_main(argv: list[str], prog: str = "clip-studio") -> int:
     args = search_parser(prog).parse_args(argv)
     try:
         from studio.index import ImageIndex, LensIndexSearchConfig, check_folder
+        from studio.tasks import resolve
 
         settings = _settings(args, LensIndexSearchConfig)
+        resolve(LensIndexSearchConfig(), settings)  # bad settings are refused before a model loads
         folder = check_folder(args.index, "--index")
         spec = args.clip or ImageIndex.open(folder, name="--index").clip_spec
         out = _load_index_pipeline(spec, args.device).search(folder, args.query, **settings)
