@@ -15,7 +15,6 @@ the tasks are registered as `lens-index` and `lens-index-search`.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from studio.index import (
     scan,
     thumbnail_png,
 )
+from studio.outputs import new_folder
 from studio.progress import Progress, Result, drain, json_safe
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import Input, Task, check_text, register, resolve, run_settings
@@ -85,7 +85,7 @@ class LensIndexResult(Result):
 
     def save(self, folder: str | Path | None = None, video: str = "mp4", fps: float = 12.0) -> dict[str, Path]:
         """The base files plus `lens-index.json` (the report above)."""
-        out = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"studio-{self.task}-"))
+        out = Path(folder) if folder is not None else new_folder(self.task)
         paths = super().save(out, video, fps)
         paths["json"] = out / f"{self.task}.json"
         paths["json"].write_text(json.dumps(json_safe(self.report()), indent=1, ensure_ascii=False), encoding="utf-8")
@@ -111,7 +111,7 @@ class LensIndexHits(Result):
 
     def save(self, folder: str | Path | None = None, video: str = "mp4", fps: float = 12.0) -> dict[str, Path]:
         """The thumbnails as ranked PNGs plus `lens-index-search.json`: the query, paths and similarities."""
-        out = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"studio-{self.task}-"))
+        out = Path(folder) if folder is not None else new_folder(self.task)
         paths = super().save(out, video, fps)
         paths["json"] = out / f"{self.task}.json"
         data = {"query": self.query, "paths": self.paths, "similarities": self.similarities, "hidden": self.hidden,

@@ -62,6 +62,9 @@ def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> 
                    "local); env STUDIO_MAX_RUN_S")
     p.add_argument("--output-ttl-s", type=float, default=_env_float("STUDIO_OUTPUT_TTL_S"),
                    help="delete outputs older than this (default 3600 public, kept local); env STUDIO_OUTPUT_TTL_S")
+    p.add_argument("--index", default=os.environ.get("STUDIO_INDEX"), metavar="DIR",
+                   help="a folder of images whose index (`clip-studio index DIR`) the Lens tab searches; visitors "
+                   "never name a folder; env STUDIO_INDEX")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("STUDIO_CONCURRENCY", "1")),
                    help="jobs running at once (one GPU job at a time by default); env STUDIO_CONCURRENCY")
     p.add_argument("--max-queue", type=int, default=int(os.environ.get("STUDIO_MAX_QUEUE", "32")),

@@ -287,3 +287,69 @@ def test_index_and_search_help_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--top-k" in out.stdout and "--batch-size" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------------- the tab
+def _tab(index_folder, public=False):
+    import gradio as gr
+
+    from studio import app
+    from studio.trust import Policy
+    from studio.ui import lens as ui
+
+    policy = Policy(public=public, clip_models=("shapes-clip",))
+    lens = app.make_lens_functions("cpu", policy, index=str(index_folder) if index_folder else None)
+    with gr.Blocks() as demo:
+        ui.build(lens["classify"], lens["search"], lens["arithmetic"], ["shapes-clip"], "shapes-clip",
+                 lambda spec: None, lens["specs"], lens["max_gallery"], image_search=lens["image_search"],
+                 index=lens.get("index"))
+    return demo, {f.api_name: f.fn for f in demo.fns.values()}
+
+
+def test_the_tab_updates_and_searches_the_server_s_index(folder, demo_scorer):
+    import gradio as gr
+
+    _, fns = _tab(folder)
+    *_, last = fns["lens_index_update"]()
+    _token, status, progress, sheet = last
+    assert "5 images, CLIP `shapes-clip`" in status and "done" in progress and sheet is not None
+    *_, found = fns["lens_index_search"]("a yellow square", None, 3, -100.0)
+    _token, gallery, progress, _notice, downloads = found
+    assert len(gallery) == 3 and gallery[0][1].endswith("· yellow_square.png") and any(
+        d.endswith(".json") for d in downloads)
+    upload = folder.parent / "upload.png"
+    shape_image((40, 40, 220), square=True, size=72).save(upload)
+    *_, by_image = fns["lens_index_search"]("", str(upload), 2, -100.0)  # image → image, by an upload alone
+    assert by_image[1][0][1].endswith("· blue_square.png")
+    with pytest.raises(gr.Error, match="looks like a file path"):  # a visitor's text never names a server file
+        list(fns["lens_index_search"](f"a cat + {folder / 'red_circle.png'}", None, 3, 0.0))
+    with pytest.raises(gr.Error, match="`threshold`"):
+        list(fns["lens_index_search"]("a cat", None, 3, 1000.0))
+
+
+def test_the_tab_ranks_uploads_by_an_image_alone(tmp_path, demo_scorer):
+    _, fns = _tab(None)
+    assert "lens_index_search" not in fns  # no index given: no index tab
+    files = []
+    for i, im in enumerate(gallery()):  # a blue square, a red circle
+        files.append(str(tmp_path / f"{i}.png"))
+        im.save(files[-1])
+    query = tmp_path / "q.png"
+    shape_image((220, 40, 40), size=64).save(query)
+    *_, last = fns["lens_image_search"]("shapes-clip", files, str(query))
+    assert len(last[1]) == 2 and "done" in last[2]
+
+
+def test_a_public_server_searches_its_index_but_offers_no_update(folder, demo_scorer):
+    CLIPIndexPipeline(demo_scorer).index(folder)
+    _, fns = _tab(folder, public=True)
+    assert "lens_index_update" not in fns and "lens_index_search" in fns
+
+
+def test_the_serve_flag_names_the_index_folder(tmp_path):
+    from studio import app
+    from studio.cli import parse_serve_args
+
+    assert parse_serve_args(["--index", str(tmp_path)]).index == str(tmp_path)
+    with pytest.raises(ValueError, match="`--index`.*is not a folder"):
+        app.make_lens_functions("cpu", None, index=str(tmp_path / "missing"))
