@@ -39,14 +39,13 @@ def _median_ms(fn, repeat: int) -> float:
 
 
 def build_rows(arch: str, n_images: int, device: str, batch: int) -> list[list[object]]:
+    import lancedb  # noqa: F401 — imported once before timing (its first import is seconds on a busy CPU)
     from PIL import Image
 
     from pipelines.lens_index import CLIPIndexPipeline
     from studio.demo.shapes import make_sample
     from studio.images import load_image, resize_crop, to_tensor
     from studio.scorer import get_scorer
-
-    import lancedb  # noqa: F401 — imported once before timing (its first import is seconds on a busy CPU)
 
     torch.manual_seed(0)
     spec = arch if arch == "shapes-clip" else f"{arch}/random"
@@ -88,6 +87,9 @@ def build_rows(arch: str, n_images: int, device: str, batch: int) -> list[list[o
     return rows
 
 
+PROBES = (10, 20, 40)  # IVF partitions probed per query (LanceDB's default: 20)
+
+
 def query_row(n: int, dim: int, repeat: int, rng: np.random.Generator, top_k: int = 10) -> list[object]:
     from studio.index import ANN_MIN_ROWS, ImageIndex
 
@@ -108,8 +110,8 @@ def query_row(n: int, dim: int, repeat: int, rng: np.random.Generator, top_k: in
         idx.finish(ann_min_rows=10**9)  # compact only: exact scans first
         t_add = time.perf_counter() - t0
 
-        def lance_query():
-            idx.search(queries[next(qi) % 20], top_k, thumbnails=False)
+        def lance_query(nprobes: int = 20):
+            idx.search(queries[next(qi) % 20], top_k, thumbnails=False, nprobes=nprobes)
 
         def numpy_query():
             s = vecs @ queries[next(qi) % 20]
@@ -118,16 +120,18 @@ def query_row(n: int, dim: int, repeat: int, rng: np.random.Generator, top_k: in
 
         flat = _median_ms(lance_query, repeat)
         ref = _median_ms(numpy_query, max(repeat, 20))
-        ann = build = recall = None
+        ann, recall, build = [], [], None
         if n >= 2_000:
             t0 = time.perf_counter()
             assert idx.finish(ann_min_rows=min(n, ANN_MIN_ROWS)) == "built"
             build = time.perf_counter() - t0
-            ann = _median_ms(lance_query, max(repeat, 20))
-            got = [{int(Path(h.path).stem) for h in idx.search(q, top_k, thumbnails=False)} for q in queries]
-            recall = float(np.mean([len(g & t) / top_k for g, t in zip(got, truth)]))
-    return [f"{n:,} rows", f"{t_add:.1f} s", f"{flat:.1f}", f"{ann:.1f}" if ann is not None else "—",
-            f"{build:.1f} s" if build is not None else "—", f"{recall:.2f}" if recall is not None else "—",
+            for nprobes in PROBES:
+                ann.append(_median_ms(lambda p=nprobes: lance_query(p), max(repeat, 20)))
+                got = [{int(Path(h.path).stem) for h in idx.search(q, top_k, thumbnails=False, nprobes=nprobes)}
+                       for q in queries]
+                recall.append(float(np.mean([len(g & t) / top_k for g, t in zip(got, truth)])))
+    return [f"{n:,} rows", f"{t_add:.1f} s", f"{flat:.1f}", " / ".join(f"{a:.1f}" for a in ann) or "—",
+            f"{build:.1f} s" if build is not None else "—", " / ".join(f"{r:.2f}" for r in recall) or "—",
             f"{ref:.1f}"]
 
 
@@ -151,7 +155,9 @@ def main() -> None:
         print()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows = [query_row(n, args.dim, args.repeat, np.random.default_rng(0)) for n in sizes]
-    print(table(["table", "add", "LanceDB exact ms", "LanceDB IVF ms", "IVF build", "IVF recall@10",
+    probes = "/".join(map(str, PROBES))
+    print(table(["table", "add", "LanceDB exact ms", f"LanceDB IVF ms ({probes} probes)", "IVF build",
+                 f"IVF recall@10 ({probes})",
                  "NumPy brute force ms"], rows))
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
 

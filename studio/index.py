@@ -41,7 +41,7 @@ MAX_TOP_K = 1000
 MAX_TERMS = 16  # terms of one arithmetic query
 MAX_TERM_WEIGHT = 10.0
 ANN_MIN_ROWS = 5_000  # measured (benchmarks/README.md): LanceDB's exact scan passes ~50 ms near here on 2 CPU cores
-ANN_NPROBES = 32  # IVF partitions probed per query (LanceDB's default is 20); see the benchmark's recall column
+ANN_NPROBES = 20  # IVF partitions probed per query: LanceDB's default; 10/20/40 gave the same recall@10 (benchmark)
 _DELETE_CHUNK = 500  # paths per DELETE statement
 KEEP_VERSIONS = timedelta(hours=1)  # older table versions are removed; a reader of one younger than this is safe
 
