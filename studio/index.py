@@ -359,7 +359,7 @@ class ImageIndex:
         if made != spec or (kind is not None and meta.get("clip_kind") not in (None, kind)):
             how = f"{made!r}" + (f" ({meta.get('clip_kind')} weights)" if meta.get("clip_kind") else "")
             raise SpecMismatch(f"the index in {self.location} was made with CLIP {how}, not {spec!r}"
-                               + (f" ({kind} weights)" if kind else "") + f": search it with --clip {made}, or "
+                               + (f" ({kind} weights)" if kind else "") + f": use --clip {made}, or "
                                f"delete {self.location} to re-index with {spec!r}")
 
     def create(self, spec: str, kind: str, arch: str, dim: int) -> None:
