@@ -5,11 +5,13 @@ query (an image's embedding minus one text plus another) is the classic "dog −
 
 On the run protocol (`studio.progress`): `iter_classify(image, labels, **settings)` yields one `Progress` (the
 image as its preview) and then `LensLabels`; `iter_search(images, query, **settings)` and
-`iter_arithmetic(images, query_image, minus, plus, **settings)` yield a `Progress` for each gallery image they
+`iter_arithmetic(images, query_image, minus, plus, **settings)` and `iter_image_search(images, query_image,
+**settings)` (image → image) yield a `Progress` for each gallery image they
 embed (that image as the preview, its similarity as the metric) and end with a `LensRanking`. Send "stop" (or
 close the generator) to end early: the ranking then holds the images embedded so far, with `stopped=True`.
 `classify`, `search` and `arithmetic` drain them. Settings and their limits are `LensConfig`; the tasks are
-registered as `lens-classify`, `lens-search` and `lens-arithmetic`.
+registered as `lens-classify`, `lens-search`, `lens-arithmetic` and `lens-image-search`; the
+persistent index of a folder is `pipelines/lens_index.py`.
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ class LensSearchRanking(LensRanking):
 @dataclass
 class LensArithmeticRanking(LensRanking):
     task = "lens-arithmetic"
+
+
+@dataclass
+class LensImageRanking(LensRanking):
+    task = "lens-image-search"
 
 
 def _folder(folder: str | Path | None, task: str) -> Path:
@@ -253,6 +260,23 @@ class CLIPLensPipeline:
         yield from self._rank(LensArithmeticRanking, gallery, q, label,
                               {"minus": minus, "plus": plus, **_settings(cfg)}, cfg, t0)
 
+    # -------------------------------------------------------------------------------------------- image search
+    def image_search(self, images: Sequence[Any], query_image: Any, *, callback: Callable | None = None,
+                     **settings: Any) -> LensRanking:
+        """Run `iter_image_search` to the end; `callback(step, total, preview)` returning False stops it."""
+        return drain(self.iter_image_search(images, query_image, **settings), callback)
+
+    def iter_image_search(self, images: Sequence[Any], query_image: Any, **settings: Any
+                          ) -> Iterator[Progress | LensRanking]:
+        """Rank `images` by similarity to `query_image` alone (image → image): one step per image embedded."""
+        t0 = time.perf_counter()
+        cfg = resolve(self.config, settings)
+        x = _image_tensor(query_image, "query_image")
+        gallery = self._gallery(images)
+        with torch.no_grad(), oom_guard("CLIP Lens image search"):
+            q = self.scorer.encode_image(x)[0]
+        yield from self._rank(LensImageRanking, gallery, q, "image", _settings(cfg), cfg, t0)
+
     # ------------------------------------------------------------------------------------------------- helpers
     def _gallery(self, images: Any) -> list[tuple[Any, Image.Image]]:
         """(what to embed, PIL image) for each gallery image, all checked before any is embedded."""
@@ -321,3 +345,6 @@ register(Task(name="lens-arithmetic", title="Image − text + text (CLIP Lens)",
               inputs=(_GALLERY, Input("query_image", "image", help="the image to start from"),
                       Input("minus", "text", required=False, help="a text to subtract (e.g. dog)"),
                       Input("plus", "text", required=False, help="a text to add (e.g. cat)"))))
+register(Task(name="lens-image-search", title="Image → image search (CLIP Lens)", config=LensConfig,
+              pipeline=CLIPLensPipeline, method="iter_image_search", models=("clip",), load=_load,
+              inputs=(_GALLERY, Input("query_image", "image", help="the image to find the like of"))))

@@ -40,9 +40,13 @@ def model_state(spec: str) -> str:
     return "Model: " + clip_state(spec)
 
 
-def make_lens_functions(device: str | None, policy: Policy | None = None) -> dict:
+def make_lens_functions(device: str | None, policy: Policy | None = None, index: str | None = None) -> dict:
     """CLIP Lens handlers: classify returns the labels; search and arithmetic are the task generators. Every model
-    spec is checked against the server's `policy` first (a public server loads only the operator's list)."""
+    spec is checked against the server's `policy` first (a public server loads only the operator's list).
+    `image_search` ranks uploads by an uploaded image alone. `index`: the folder the server was started with
+    (`--index DIR`; never one a visitor names): its search (text in rclip's form without paths, and/or an uploaded
+    image) is `index["search"]`, on the CLIP that made the index; `index["update"]` re-indexes it (local servers
+    only); no index given, no `index` entry."""
     from pipelines.lens import MAX_GALLERY, CLIPLensPipeline
     from studio.tasks import get_task
 
@@ -71,10 +75,48 @@ def make_lens_functions(device: str | None, policy: Policy | None = None) -> dic
             return None
         return "Loading CLIP " + clip_state(spec) + "…"
 
-    specs = {name: get_task(name).specs() for name in ("lens-classify", "lens-search", "lens-arithmetic")}
-    return {"classify": classify, "search": search, "arithmetic": arithmetic, "model_status": model_status,
+    @gpu
+    def image_search(spec, files, query_image, **settings):
+        return (yield from pipe(spec).iter_image_search(files, query_image, **settings))
 
-            "specs": specs, "max_gallery": MAX_GALLERY}
+    names = ("lens-classify", "lens-search", "lens-arithmetic", "lens-image-search", "lens-index", "lens-index-search")
+    specs = {name: get_task(name).specs() for name in names}
+    out = {"classify": classify, "search": search, "arithmetic": arithmetic, "image_search": image_search,
+           "model_status": model_status, "specs": specs, "max_gallery": MAX_GALLERY}
+    if index is not None:
+        out["index"] = _index_functions(device, policy, index)
+    return out
+
+
+def _index_functions(device: str | None, policy: Policy, folder: str) -> dict:
+    """The Lens tab's handlers for the server's image index (see `make_lens_functions`)."""
+    from pipelines.lens_index import CLIPIndexPipeline
+    from studio.index import ImageIndex, check_folder
+
+    root = check_folder(folder, "--index")  # at start-up: a bad flag stops the server with its message
+
+    def spec() -> str:  # the CLIP that made the index (the operator's choice), else the server's default
+        return ImageIndex(root).clip_spec or policy.default_clip
+
+    def pipe() -> CLIPIndexPipeline:
+        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False)  # a visitor's text: no paths
+
+    def describe() -> str:
+        idx = ImageIndex(root)
+        if not idx.exists():
+            return f"Index of `{root.name}/`: not built yet" + ("" if policy.public else ": press Update the index")
+        return (f"Index of `{root.name}/`: {idx.count()} images, CLIP `{idx.clip_spec}`"
+                + (" (approximate search)" if idx.has_ann() else ""))
+
+    @gpu
+    def search(query, query_image, **settings):
+        return (yield from pipe().iter_search(root, query, query_image, **settings))
+
+    @gpu
+    def update(**settings):
+        return (yield from pipe().iter_index(root, **settings))
+
+    return {"search": search, "update": None if policy.public else update, "describe": describe, "root": str(root)}
 
 
 def make_sketch_functions(device: str | None, policy: Policy | None = None) -> dict[str, Callable]:
@@ -240,10 +282,12 @@ def _on_cpu(dev) -> bool:
     return dev.type == "cpu"
 
 
-def build_app(clip: str | None = None, device: str | None = None, policy: Policy | None = None) -> gr.Blocks:
+def build_app(clip: str | None = None, device: str | None = None, policy: Policy | None = None,
+              index: str | None = None) -> gr.Blocks:
     """The studio's Blocks. `clip`: the CLIP spec(s) offered, comma-separated, the first being the default;
     `device` as `studio.device.pick_device` takes it; `policy`: what visitors may choose (`studio.trust`; by
-    default public on a Space, where SPACE_ID is set, else local)."""
+    default public on a Space, where SPACE_ID is set, else local); `index`: a folder whose image index the Lens tab
+    searches (`--index DIR`, env STUDIO_INDEX)."""
     policy = policy or Policy.from_settings(clip=clip)
     clip = policy.default_clip
     dev = pick_device(device)
@@ -257,9 +301,10 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
         gr.Markdown(f"# CLIP Creative Studio\nCLIP-driven creation · running on **{device}** · default CLIP "
                     f"`{clip}`" + (" · public server: models from the operator's list" if policy.public else ""))
         with gr.Tabs():
-            lens = make_lens_functions(device, policy)
+            lens = make_lens_functions(device, policy, index or os.environ.get("STUDIO_INDEX") or None)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"],
-                          specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state)
+                          specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state,
+                          image_search=lens["image_search"], index=lens.get("index"))
             from pipelines.clipdraw import COLOR_MODES
 
             sketch = make_sketch_functions(device, policy)
@@ -296,7 +341,7 @@ def serve(args, prog: str = "clip-studio") -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         policy = server_policy(args)
-        demo = build_app(device=args.device, policy=policy)
+        demo = build_app(device=args.device, policy=policy, index=getattr(args, "index", None))
     except ValueError as err:  # a bad flag or setting: say which, without a traceback
         raise SystemExit(f"{prog}: error: {err}") from None
     log.info("%s", policy.describe())

@@ -1,6 +1,7 @@
 """The `clip-studio` command: `clip-studio [serve flags]` starts the web app; `clip-studio run TASK ...` runs a
 registered task over prompts, images and seeds (also `python -m studio run ...`), on one process or, under
-`accelerate launch`, on many.
+`accelerate launch`, on many; `clip-studio index DIR` and `clip-studio search QUERY [--index DIR]` keep and query a
+folder's image index (`pipelines/lens_index.py`).
 
 Parsing comes before any heavy import, so `clip-studio --help` answers at once; `clip-studio run TASK --help`
 lists the task's settings, which come from its config dataclass (names, types, defaults, limits, help).
@@ -61,6 +62,9 @@ def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> 
                    "local); env STUDIO_MAX_RUN_S")
     p.add_argument("--output-ttl-s", type=float, default=_env_float("STUDIO_OUTPUT_TTL_S"),
                    help="delete outputs older than this (default 3600 public, kept local); env STUDIO_OUTPUT_TTL_S")
+    p.add_argument("--index", default=os.environ.get("STUDIO_INDEX"), metavar="DIR",
+                   help="a folder of images whose index (`clip-studio index DIR`) the Lens tab searches; visitors "
+                   "never name a folder; env STUDIO_INDEX")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("STUDIO_CONCURRENCY", "1")),
                    help="jobs running at once (one GPU job at a time by default); env STUDIO_CONCURRENCY")
     p.add_argument("--max-queue", type=int, default=int(os.environ.get("STUDIO_MAX_QUEUE", "32")),
@@ -284,11 +288,154 @@ def _gather_counts(state, counts: tuple[int, int, int]) -> tuple[int, int, int]:
     return int(total[0]), int(total[1]), int(total[2])
 
 
+# ------------------------------------------------------------------------------------------------ index, search
+def _setting_flags(p: argparse.ArgumentParser, config: type) -> None:
+    """A flag per control setting of `config` (int/float ones here), default and limits in its help."""
+    from studio.tasks import specs
+
+    for name, spec in specs(config).items():
+        if not spec.control or spec.kind not in ("int", "float"):
+            continue
+        text = f"{spec.help} (default {spec.default!r}; {_range(spec)})".replace("%", "%%")
+        p.add_argument(_flag(name), dest=f"setting_{name}", type=int if spec.kind == "int" else float,
+                       default=None, metavar=spec.kind.upper(), help=text)
+
+
+def _settings(args: argparse.Namespace, config: type) -> dict[str, Any]:
+    from studio.tasks import specs
+
+    return {n: getattr(args, f"setting_{n}") for n in specs(config) if getattr(args, f"setting_{n}", None) is not None}
+
+
+def index_parser(prog: str) -> argparse.ArgumentParser:
+    from studio.index import INDEX_DIRNAME, LensIndexConfig
+
+    p = argparse.ArgumentParser(prog=f"{prog} index", description="Index the images under DIR (recursively) into a "
+                                f"LanceDB table in DIR/{INDEX_DIRNAME}. A re-index reads only new and changed files "
+                                "and drops deleted ones; unreadable files are skipped and listed.")
+    p.add_argument("dir", metavar="DIR", help="the folder of images")
+    p.add_argument("--clip", default=None, help="CLIP spec (ARCH/TAG, ARCH:/path/weights or shapes-clip); default: "
+                   "the spec that made the index, else env STUDIO_CLIP, else ViT-B-32/openai")
+    p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"), help="auto, cpu, cuda[:N], mps")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _setting_flags(p, LensIndexConfig)
+    return p
+
+
+def search_parser(prog: str) -> argparse.ArgumentParser:
+    from studio.index import LensIndexSearchConfig
+
+    p = argparse.ArgumentParser(prog=f"{prog} search", description="Search an indexed folder by text, image or both: "
+                                "QUERY is rclip's form, e.g. '\"2:golden retriever\" + ./pool.jpg - fruit' (terms "
+                                "joined by + and -, an optional W: weight, image terms are paths starting with / ./ "
+                                "../ or ~/). A query starting with - goes after --.")
+    p.add_argument("query", metavar="QUERY", help="what to look for")
+    p.add_argument("--index", default=".", metavar="DIR", help="the indexed folder (default: the current one)")
+    p.add_argument("--clip", default=None, help="CLIP spec; default: the one that made the index (another is refused)")
+    p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"), help="auto, cpu, cuda[:N], mps")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _setting_flags(p, LensIndexSearchConfig)
+    return p
+
+
+def _load_index_pipeline(spec: str, device: str | None):
+    from pipelines.lens_index import CLIPIndexPipeline
+
+    logging.getLogger("studio").setLevel(logging.WARNING)
+    return CLIPIndexPipeline.from_pretrained(spec, device=device)
+
+
+def index_main(argv: list[str], prog: str = "clip-studio") -> int:
+    args = index_parser(prog).parse_args(argv)
+    try:
+        from studio.index import ImageIndex, LensIndexConfig, check_folder
+        from studio.tasks import resolve
+
+        settings = _settings(args, LensIndexConfig)
+        resolve(LensIndexConfig(), settings)  # bad settings are refused before a model loads
+        folder = check_folder(args.dir, "DIR")
+        spec = args.clip or ImageIndex(folder).clip_spec or os.environ.get("STUDIO_CLIP") or MODEL_FLAGS["clip"][2]
+        pipe = _load_index_pipeline(spec, args.device)
+        bar = None
+        if not (args.quiet or args.json):
+            from tqdm import tqdm
+
+            bar = tqdm(unit="img", desc=f"index {args.dir}", disable=None)
+
+        from studio.batch import Interrupt
+
+        with Interrupt() as interrupt:  # Ctrl-C stops after the batch in progress, keeping what was indexed
+            run = pipe.iter_index(folder, **settings)
+            try:
+                item = next(run)
+                while not item.done:
+                    if bar is not None and "images_total" in item.metrics:
+                        bar.total = item.metrics["images_total"]
+                        bar.n = item.metrics["images_done"]
+                        bar.refresh()
+                    item = run.send("stop" if interrupt.flag else None)
+            finally:
+                run.close()
+                if bar is not None:
+                    bar.close()
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"{prog} index: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    report = item.report()
+    if args.json:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+    else:
+        for path, why in item.skipped:
+            print(f"skipped: {path}: {why}", file=sys.stderr)
+        word = "stopped; " if item.stopped else ""
+        ann = {"built": "; approximate index built", "updated": "; approximate index updated"}.get(item.ann, "")
+        print(f"{args.dir}: {word}{item.rows} images indexed with {item.clip_spec} ({item.new} new, {item.changed} "
+              f"changed, {item.deleted} deleted, {item.unchanged} unchanged, {len(item.skipped)} skipped){ann} → "
+              f"{item.location}")
+    return 130 if item.stopped else 0
+
+
+def search_main(argv: list[str], prog: str = "clip-studio") -> int:
+    args = search_parser(prog).parse_args(argv)
+    try:
+        from studio.index import ImageIndex, LensIndexSearchConfig, check_folder
+        from studio.tasks import resolve
+
+        settings = _settings(args, LensIndexSearchConfig)
+        resolve(LensIndexSearchConfig(), settings)  # bad settings are refused before a model loads
+        folder = check_folder(args.index, "--index")
+        spec = args.clip or ImageIndex.open(folder, name="--index").clip_spec
+        out = _load_index_pipeline(spec, args.device).search(folder, args.query, **settings)
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"{prog} search: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"query": out.query, "rows": out.rows, "hidden": out.hidden, "approximate": out.approximate,
+                          "results": [{"rank": i + 1, "similarity": round(s, 4), "path": p}
+                                      for i, (p, s) in enumerate(zip(out.paths, out.similarities))]},
+                         indent=1, ensure_ascii=False))
+        return 0
+    print(f"query: {out.query} · {out.rows} images" + (" (approximate)" if out.approximate else ""))
+    print(f"{'rank':>4}  {'similarity':>10}  path")
+    for i, (p, s) in enumerate(zip(out.paths, out.similarities)):
+        print(f"{i + 1:>4}  {s:>10.2f}  {p}")
+    if out.hidden:
+        print(f"{out.hidden} more below the threshold ({settings.get('threshold', 0.0):g})")
+    if not out.paths:
+        print("no results" + (" above the threshold" if out.hidden else ""))
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None, prog: str = "clip-studio") -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "run":
         raise SystemExit(run_main(argv[1:], prog))
+    if argv and argv[0] == "index":
+        raise SystemExit(index_main(argv[1:], prog))
+    if argv and argv[0] == "search":
+        raise SystemExit(search_main(argv[1:], prog))
     if argv and argv[0] == "serve":
         argv = argv[1:]
     args = parse_serve_args(argv, prog)

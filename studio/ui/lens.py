@@ -7,6 +7,7 @@ and the one Stop, after which the ranking of the images embedded so far is shown
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable, Iterator
 
@@ -61,9 +62,86 @@ def stream_ranking(run: Iterator, flag: threading.Event) -> Iterator[tuple]:
     yield from drive(run, flag, on_progress, on_result)
 
 
+def stream_hits(run: Iterator, flag: threading.Event, root: str) -> Iterator[tuple]:
+    """Drive an index search for the page: (gallery, progress, notice, downloads) tuples; captions are the
+    similarity and the path inside the indexed folder."""
+    def on_progress(item) -> tuple:
+        return [], progress_html(item.step, item.total, "searching"), "", None
+
+    def on_result(result) -> tuple:
+        files = [str(p) for p in result.save().values()]
+        gallery = [(im, f"{s:.1f} · {os.path.relpath(p, root)}")
+                   for im, p, s in zip(result.images, result.paths, result.similarities)]
+        text = f"{len(gallery)} of {result.rows} images" + (f"; {result.hidden} below the threshold hidden"
+                                                              if result.hidden else "")
+        state = "stopped" if result.stopped else "done"
+        return gallery, progress_html(1, 1, text, state), notice_markdown(result.notice), files
+
+    yield from drive(run, flag, on_progress, on_result)
+
+
+def stream_update(run: Iterator, flag: threading.Event, describe: Callable[[], str]) -> Iterator[tuple]:
+    """Drive a re-index for the page: (status, progress, contact sheet) tuples; Stop keeps what was indexed."""
+    def on_progress(item) -> tuple:
+        m = item.metrics
+        text = f"images {m.get('images_done', 0)} / {m.get('images_total', 0)}" + (
+            f", {m['skipped']} unreadable" if m.get("skipped") else "")
+        return gr.update(), progress_html(item.step, item.total, text or item.stage), gr.update()
+
+    def on_result(r) -> tuple:
+        lines = [describe(), f"{r.new} new, {r.changed} changed, {r.deleted} deleted, {r.unchanged} unchanged; "
+                 f"{r.encoded} read" + (" (stopped: the rest is read next time)" if r.stopped else "")]
+        if r.skipped:
+            lines.append(f"{len(r.skipped)} unreadable, skipped: " + "; ".join(f"`{p}` ({why})"
+                                                                             for p, why in r.skipped[:20]))
+        state = "stopped" if r.stopped else "done"
+        return "\n\n".join(lines), progress_html(r.steps_run, max(1, r.steps_run), "", state), r.image
+
+    yield from drive(run, flag, on_progress, on_result)
+
+
+def build_index_tab(index: dict, specs: dict[str, dict[str, Any]]) -> None:
+    """The "Search the index" sub-tab: the folder the server was started with (`--index DIR`), searched by text in
+    rclip's form ("2:a red circle - square"; no file paths: upload an image instead) and/or an uploaded image."""
+    with gr.Tab("Search the index"):
+        token = gr.State(None)
+        status = gr.Markdown(index["describe"]())
+        with gr.Row():
+            with gr.Column():
+                query = gr.Textbox(label="Search text", placeholder='"2:a red circle" - square + star',
+                                   info="terms joined by + and −, each with an optional weight W:")
+                image = image_upload("Query image (optional: image → image search)", name="query_image")
+                top_k = control("lens-index-search", specs["lens-index-search"]["top_k"])
+                threshold = control("lens-index-search", specs["lens-index-search"]["threshold"])
+                search_btn = gr.Button("Search the index", variant="primary")
+                update_btn = gr.Button("Update the index") if index.get("update") else None
+                stop_button(token, api_name="lens_index_stop")
+            with gr.Column():
+                progress = gr.HTML()
+                results = gr.Gallery(label="Found images (similarity · path)", columns=4, height="auto")
+                sheet = gr.Image(label="Index contents (first images)", visible=update_btn is not None,
+                                 interactive=False, height=200)
+                notice = gr.Markdown()
+                downloads = gr.File(label="Downloads (thumbnails with their scores, and the paths as JSON)",
+                                    file_count="multiple", interactive=False)
+
+        def run_search(text, img, k, t, *, flag):
+            yield from stream_hits(index["search"](text, img, top_k=k, threshold=t), flag, index["root"])
+
+        search_btn.click(run_handler(run_search), [query, image, top_k, threshold],
+                         [token, results, progress, notice, downloads], api_name="lens_index_search")
+        if update_btn is not None:
+            def run_update(*, flag):
+                yield from stream_update(index["update"](), flag, index["describe"])
+
+            update_btn.click(run_handler(run_update), None, [token, status, progress, sheet],
+                             api_name="lens_index_update")
+
+
 def build(classify: Callable, search: Callable, arithmetic: Callable, model_choices: list[str],
           default_model: str, model_status: Callable[[str], str | None], specs: dict[str, dict[str, Any]],
-          max_gallery: int, model_state: Callable[[str], str] | None = None) -> None:
+          max_gallery: int, model_state: Callable[[str], str] | None = None, image_search: Callable | None = None,
+          index: dict | None = None) -> None:
     """Add the Lens tab's components to the current Blocks.
 
     classify(spec, image, labels_text, **settings) -> {"labels": [(label, prob)], "notice": str | None}
@@ -73,6 +151,9 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
     model_state(spec) -> what that model will really run (shown under the dropdown before the first click)
     specs: {task name: {setting: ParamSpec}} of lens-classify, lens-search and lens-arithmetic.
     max_gallery: the most images a search ranks.
+    image_search(spec, files, query_image, **settings) -> the lens-image-search task generator (image → image)
+    index: the server's image index (`studio.app.make_lens_functions`): {"search", "update" (None on a public
+    server), "describe", "root"}; None: no index tab.
     """
     with gr.Tab("CLIP Lens", id="lens"):
         gr.Markdown("Ask CLIP what it sees: rank labels for an image, search your images with words, "
@@ -125,6 +206,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
                         plus = gr.Textbox(label="plus", placeholder="cat")
                     weight = control("lens-arithmetic", specs["lens-arithmetic"]["weight"])
                     arith_btn = gr.Button("Rank by image − text + text")
+                    image_btn = gr.Button("Rank by the query image alone") if image_search else None
                     stop_button(token, api_name="lens_stop")
                 with gr.Column():
                     progress = gr.HTML()
@@ -144,3 +226,13 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
             search_btn.click(run_handler(run_search), [model, files, query], outputs, api_name="lens_search")
             arith_btn.click(run_handler(run_arith), [model, files, query_image, minus, plus, weight], outputs,
                             api_name="lens_arithmetic")
+            if image_btn is not None:
+                def run_image(spec, file_list, img, *, flag):
+                    announce(spec)
+                    yield from stream_ranking(image_search(spec, paths(file_list), img), flag)
+
+                image_btn.click(run_handler(run_image), [model, files, query_image], outputs,
+                                api_name="lens_image_search")
+
+        if index is not None:
+            build_index_tab(index, specs)
