@@ -54,6 +54,18 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def read_error(path: str | os.PathLike, err: BaseException) -> str:
+    """Why a checkpoint file could not be read, in words: "the file is empty" where it is (torch says nothing
+    then), else the reader's first line, or its exception's name when it gave no message."""
+    try:
+        if Path(path).stat().st_size == 0:
+            return "the file is empty (0 bytes)"
+    except OSError:
+        pass
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a checkpoint's tensors safely: safetensors, or a pickle through `weights_only=True`.
 
@@ -72,7 +84,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as err:  # TorchScript archives and arbitrary pickles land here
             raise ValueError(
                 f"checkpoint {str(path)!r} cannot be loaded safely (only safetensors or plain tensor pickles are "
-                f"accepted; TorchScript/JIT archives and pickled objects are refused): {err}"
+                f"accepted; TorchScript/JIT archives and pickled objects are refused): {read_error(path, err)}"
             ) from err
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]

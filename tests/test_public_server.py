@@ -244,3 +244,41 @@ def test_svg_widths_start_inside_the_runs_range(demo_scorer, monkeypatch):
     cd.CLIPDrawPipeline(demo_scorer)(prompt="lines", init_svg=long_lines_svg(4, 1e6, 64), num_strokes=0,
                                      canvas_size=64, num_steps=1, max_stroke_width=8)
     assert widest and max(widest) <= 8
+
+
+def test_errors_reach_the_page_without_terminal_codes_or_server_folders(tmp_path):
+    import tempfile
+
+    import gradio as gr
+
+    from studio.ui.common import LIMITS, configure, user_errors
+
+    path = os.path.join(tempfile.gettempdir(), "gradio", "abc123", "photo.png")
+
+    @user_errors
+    def handler():
+        raise ValueError(f"\x1b[31mboom\x1b[0m: `image` {path} could not be read")
+
+    saved = (LIMITS.custom_models, LIMITS.max_run_s)
+    try:
+        configure(custom_models=False)
+        with pytest.raises(gr.Error) as err:
+            handler()
+        assert err.value.message == "boom: `image` …/gradio/abc123/photo.png could not be read"
+        configure(custom_models=True)  # a local server shows its own user the whole path
+        with pytest.raises(gr.Error) as err:
+            handler()
+        assert err.value.message == f"boom: `image` {path} could not be read"
+    finally:
+        configure(*saved)
+
+
+def test_an_empty_checkpoint_says_it_is_empty(tmp_path):
+    from studio.generators.checkpoints import load_generator
+    from studio.hub import load_state_dict
+
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for load in (load_generator, load_state_dict):
+        with pytest.raises(ValueError, match=r"the file is empty \(0 bytes\)"):
+            load(empty)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from studio.generators.stylegan2 import Generator, StyleGAN2Config
+from studio.hub import read_error
 
 # --------------------------------------------------------------------------------------------------------------
 # Registry
@@ -192,7 +193,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], t
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as err:  # UnpicklingError and friends: say what we accept
-            raise ValueError(f"cannot read {str(path)!r} as a weights-only rosinality checkpoint: {err}") from err
+            raise ValueError(f"cannot read {str(path)!r} as a weights-only rosinality checkpoint: "
+                             f"{read_error(path, err)}") from err
     if not isinstance(raw, dict):
         raise ValueError(f"{str(path)!r} holds a {type(raw).__name__}, expected a dict with 'g_ema'")  # noqa: TRY004
     if "g_ema" in raw:

@@ -6,6 +6,9 @@ import functools
 import html
 import inspect
 import logging
+import os
+import re
+import tempfile
 import threading
 import traceback
 import uuid
@@ -17,8 +20,25 @@ import gradio as gr
 log = logging.getLogger("studio.ui")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]{0,32}[A-Za-z]")  # terminal colour codes (torch's errors carry some)
+
+
+def _server_dirs() -> list[str]:
+    """Folders whose paths mean nothing to a visitor and say too much about the server: the temp dir (Gradio's
+    upload cache, our outputs), the home directory, the working directory."""
+    dirs = {os.environ.get("GRADIO_TEMP_DIR", ""), tempfile.gettempdir(), os.path.expanduser("~"), os.getcwd()}
+    return sorted((d.rstrip("/") for d in dirs if d and d != "/"), key=len, reverse=True)
+
+
 def _message(err: Exception) -> str:
-    return str(err) or type(err).__name__
+    """The text the page shows for an error: no terminal codes; on a public server (no custom model values) also
+    the server's folders cut down to what lies below them (`…/upload-123/photo.png`), so its layout does not
+    reach a visitor. A local server shows its own user the full paths."""
+    text = _ANSI.sub("", str(err)) or type(err).__name__
+    if not LIMITS.custom_models:
+        for folder in _server_dirs():
+            text = text.replace(folder + "/", "…/")
+    return text
 
 
 def user_errors(fn: Callable) -> Callable:
