@@ -219,9 +219,13 @@ def check_folder(folder: Any, name: str = "folder") -> Path:
     """An existing folder as an absolute path, else `ValueError` naming the argument."""
     if not isinstance(folder, (str, os.PathLike)) or not str(folder).strip():
         raise ValueError(f"`{name}` must be a folder path, got {folder!r:.80}")
-    p = Path(folder).expanduser()
-    if not p.is_dir():
-        raise ValueError(f"`{name}` {str(folder)!r} is not a folder")
+    try:
+        p = Path(folder).expanduser()
+        is_dir = p.is_dir()
+    except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte
+        raise ValueError(f"`{name}` {str(folder)[:80]!r} is not a usable folder path ({type(err).__name__})") from None
+    if not is_dir:
+        raise ValueError(f"`{name}` {str(folder)[:200]!r} is not a folder")
     return p.resolve()
 
 

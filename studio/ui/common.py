@@ -163,9 +163,15 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
     With a server time limit (`LIMITS.max_run_s` when the handler is built), a timer sets the flag when the run
     has taken that long: it ends like a Stop, with its result, and the notice says why."""
     limit = LIMITS.max_run_s
+    outputs = {"count": None}  # filled by `one_gpu_queue` once the event is wired
 
     def handler(*args):
         token, flag = RUNS.start()
+        if outputs["count"]:
+            # The token at once, every other output unchanged: the Stop button works from the first moment, and
+            # Gradio registers the run's iterator, which is how a cancelled request (the page closed, an API
+            # client's cancel) closes the run; before its first update a cancelled run would go on unseen.
+            yield (token, *[gr.skip()] * (outputs["count"] - 1))
         timer = None
         if limit:
             why = f"This server stops every run after {limit:g} s; the result so far is shown."
@@ -182,7 +188,9 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
 
     handler.__name__ = getattr(fn, "__name__", "run")
     handler.__doc__ = fn.__doc__
-    return user_errors(gpu_bound(handler))
+    wrapped = user_errors(gpu_bound(handler))
+    wrapped.studio_outputs = outputs
+    return wrapped
 
 
 GPU_QUEUE = "studio-gpu"  # the one concurrency group of every handler that runs a model
@@ -196,10 +204,14 @@ def gpu_bound(fn: Callable) -> Callable:
 
 
 def one_gpu_queue(demo: gr.Blocks) -> int:
-    """Give every marked event of `demo` the one concurrency id (their limit is the queue's default limit).
-    Returns how many events were joined."""
+    """Give every marked event of `demo` the one concurrency id (their limit is the queue's default limit), and
+    tell each run handler how many outputs its event has (its first update is the run token alone). Returns how
+    many events were joined."""
     joined = 0
     for block_fn in demo.fns.values():
+        outputs = getattr(block_fn.fn, "studio_outputs", None)
+        if outputs is not None:
+            outputs["count"] = len(block_fn.outputs)
         if getattr(block_fn.fn, "studio_gpu", False):
             block_fn.concurrency_id = GPU_QUEUE
             block_fn.concurrency_limit = "default"
