@@ -8,6 +8,7 @@ carries the whole app.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Callable
@@ -28,11 +29,44 @@ log = logging.getLogger("studio")
 
 try:  # On a ZeroGPU Space, GPU-bound handlers must be wrapped; elsewhere nothing changes.
     import spaces  # type: ignore
-
-    gpu: Callable[[Callable], Callable] = spaces.GPU
 except ImportError:
-    def gpu(fn: Callable) -> Callable:
+    spaces = None
+
+
+def _settings_of(args: tuple, kwargs: dict) -> dict:
+    """An adapter's settings: its keyword arguments, or its last positional argument that is a dict."""
+    if kwargs:
+        return kwargs
+    return next((a for a in reversed(args) if isinstance(a, dict)), {})
+
+
+def gpu(fn: Callable | str) -> Callable:
+    """Mark an adapter as GPU work for ZeroGPU (`@gpu`, or `@gpu("task")` to size its lease). On a ZeroGPU Space
+    the function is wrapped with `spaces.GPU`; a named task asks for the duration `studio.lease` estimates from
+    the seconds per step measured here (the cap before the first run), and a run whose estimate is past the cap
+    (`STUDIO_GPU_MAX_S`) is refused before any work, naming `num_steps`. Elsewhere nothing changes."""
+    if isinstance(fn, str):
+        task = fn
+        return lambda f: _gpu(f, task)
+    return _gpu(fn, None)
+
+
+def _gpu(fn: Callable, task: str | None) -> Callable:
+    if spaces is None:
         return fn
+    if task is None:
+        return spaces.GPU(fn)
+    from studio import lease
+
+    cap = lease.max_duration(os.environ.get("STUDIO_MAX_RUN_S") and float(os.environ["STUDIO_MAX_RUN_S"]))
+    leased = spaces.GPU(duration=lambda *a, **k: lease.duration(task, _settings_of(a, k), cap))(fn)
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        lease.check(task, _settings_of(args, kwargs), cap)
+        return leased(*args, **kwargs)
+
+    return checked
 
 
 def model_state(spec: str) -> str:
@@ -127,12 +161,12 @@ def make_sketch_functions(device: str | None, policy: Policy | None = None) -> d
     draw, sketch = get_task("clipdraw"), get_task("clipasso")
     policy = policy or Policy()
 
-    @gpu
+    @gpu("clipdraw")
     def clipdraw(spec, prompt, init_svg, settings):
         pipe = draw.pipeline(get_scorer(policy.check_clip(spec), device=device))
         return (yield from draw.iterate(pipe, prompt=prompt, init_svg=init_svg, **settings))
 
-    @gpu
+    @gpu("clipasso")
     def clipasso(spec, loss_spec, image, settings):
         spec = policy.check_clip(spec)
         loss_spec = policy.check_clip(loss_spec, "loss_model", tuple(policy.loss_choices())) if loss_spec else None

@@ -232,6 +232,11 @@ def drive(run: Iterator, flag: threading.Event, on_progress: Callable[[Any], tup
             item = run.send("stop" if flag.is_set() else None)
     finally:
         run.close()
+    timings = getattr(item, "timings", None)
+    if isinstance(timings, dict) and getattr(item, "task", None) and not getattr(item, "stopped", False):
+        from studio import lease
+
+        lease.record(item.task, timings.get("per_step_s"))  # sizes the next ZeroGPU lease of this task
     reason = getattr(flag, "reason", None)
     if reason and hasattr(item, "notice"):
         item.notice = f"{item.notice} {reason}" if item.notice else reason
