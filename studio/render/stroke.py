@@ -108,18 +108,24 @@ def stroke_geometry(poly: Polyline, topology: Topology) -> StrokeGeometry:
     return StrokeGeometry(cum, sub_len, closed, sub_first, sub_last, u[prev], u[nxt])
 
 
-def edge_pad(poly: Polyline, widths: torch.Tensor, topology: Topology) -> torch.Tensor:
-    """(E,) how far (px) each edge's stroke can reach: half the width plus the half-pixel filter, times the miter
-    limit at segment ends of mitred paths and sqrt(2) for square caps."""
+def edge_pad(poly: Polyline, widths: torch.Tensor, topology: Topology, sg: StrokeGeometry) -> torch.Tensor:
+    """(E,) how far (px) each edge's stroke can reach: half the width plus the half-pixel filter, times sqrt(2)
+    for square caps, and at the segment ends of mitred paths times the miter's length ratio 1 / cos(theta / 2)
+    for the turn there (when within the miter limit; a bevel stays within the half width)."""
     st = style_tensors(topology, poly.a.device, poly.a.dtype)
     with torch.no_grad():
         pinst = poly.inst_path[poly.edge_inst]
         path = pinst % topology.num_paths
         half = widths.detach().clamp(min=0).reshape(-1)[pinst] / 2
-        f_sq = torch.where(st["cap"] == SQUARE, math.sqrt(2.0), 1.0).to(half.dtype)[path]
-        f_mi = torch.where(st["join"] == MITER, st["miter"], torch.ones_like(st["miter"]))[path]
-        corner = poly.seg_first | poly.seg_last
-        f = torch.maximum(f_sq, torch.where(corner, f_mi, torch.ones_like(f_mi)))
+        f = torch.where(st["cap"] == SQUARE, math.sqrt(2.0), 1.0).to(half.dtype)[path]
+        seg = poly.b.detach() - poly.a.detach()
+        u = seg / torch.sqrt((seg * seg).sum(-1, keepdim=True) + _EPS)
+        mitred = (st["join"] == MITER)[path]
+        for at, other in ((poly.seg_first, sg.u_prev.detach()), (poly.seg_last, sg.u_next.detach())):
+            cos_half = torch.sqrt(((1 + (u * other).sum(-1)) / 2).clamp(0, 1) + _EPS)
+            ratio = 1 / cos_half
+            ratio = torch.where(ratio <= st["miter"][path], ratio, torch.ones_like(ratio))
+            f = torch.where(at & mitred, torch.maximum(f, ratio), f)
         return (half + 0.5) * f + 0.01
 
 

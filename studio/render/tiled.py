@@ -128,10 +128,11 @@ def _stroke_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int
     One layer per path: the nearest edge is sought over all its subpaths."""
     num_paths, dev = scene.num_paths, scene.device
     styled = not scene.topology.round_solid
+    sg = stroke_geometry(poly, scene.topology) if styled else None
     with torch.no_grad():
         inst = torch.arange(poly.path_count.numel(), device=dev)  # b * P + p
         if styled:
-            pad = edge_pad(poly, scene.widths, scene.topology)
+            pad = edge_pad(poly, scene.widths, scene.topology, sg)
         else:  # half width + 0.5 px filter + slack
             pad = (scene.widths.detach().clamp(min=0).reshape(-1) / 2 + 0.51)[poly.inst_path[poly.edge_inst]]
         keys, edges = _nearest_edges(poly.a.detach(), poly.b.detach(), poly.path_start, poly.path_count, pad,
@@ -139,10 +140,15 @@ def _stroke_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int
         gpath, gscene = keys % num_paths, keys // (num_paths * ntx * nty)
         px, py = _tile_pixels((keys // num_paths) % (ntx * nty), tile, ntx, scene.points.dtype)
     half = (scene.widths[gscene, gpath] / 2)[:, None]
-    if styled:
-        sg = stroke_geometry(poly, scene.topology)
+    if styled:  # evaluated only at pixels within reach of their nearest edge (elsewhere the coverage is 0)
         st = style_tensors(scene.topology, dev, scene.points.dtype)
-        cov = styled_coverage(px[:, 0], py[:, 0], edges, poly, sg, gpath, half, st)
+        with torch.no_grad():
+            ea, eb = poly.a.detach()[edges], poly.b.detach()[edges]
+            d2 = segment_distance2(px[:, 0], py[:, 0], ea[..., 0], ea[..., 1], eb[..., 0], eb[..., 1])
+            rows = torch.nonzero(d2 < pad[edges] ** 2, as_tuple=True)
+        live = styled_coverage(px[:, 0][rows][:, None], py[:, 0][rows][:, None], edges[rows][:, None], poly, sg,
+                               gpath[rows[0]], half[rows[0]], st)[:, 0]
+        cov = torch.zeros(edges.shape, dtype=live.dtype, device=dev).index_put(rows, live)
     else:
         cov = stroke_coverage(_edge_distance(poly.a, poly.b, edges, px, py), half)
     return keys, cov, gscene, gpath, px[:, 0], py[:, 0]
