@@ -291,8 +291,18 @@ def test_styled_gradients_of_fast_path_match_reference():
     assert all(g.abs().sum() > 0 for g in grads[0][:3])
 
 
-def test_round_solid_scenes_keep_the_fast_path():
-    """CLIPDraw and CLIPasso scenes (no styles given) are round and solid: the distance-only stroke, as before."""
+def test_round_solid_scenes_keep_the_fast_path(monkeypatch):
+    """CLIPDraw and CLIPasso scenes (no styles given) are round and solid: the distance-only stroke, as before, and
+    none of the styled work (arclengths, caps, joins, dashes, gradients) is done for them."""
+    import studio.render.tiled as tiled
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("styled work on a round, solid scene")
+
+    for name in ("styled_coverage", "stroke_geometry", "edge_pad", "layer_colors"):
+        monkeypatch.setattr(tiled, name, forbidden)
+    scene = Scene.from_paths([Path(WAVE, stroke_width=3), Path(ZIGZAG, degrees=1, stroke_width=2)], 100, 80)
+    assert render(scene)[0, ..., 0].lt(0.5).any()
     topo = Topology((1, 2), (False, False))
     assert topo.round_solid and topo.styles is None
     assert Topology((1, 2), (False, False), styles=(PathStyle(), PathStyle())).styles is None
