@@ -457,3 +457,48 @@ def test_diffvg_backend_refuses_what_it_cannot_draw():
     scene = Scene.from_paths([Path(ZIGZAG, degrees=1, cap="butt")], 100, 80)
     with pytest.raises(ValueError, match="diffvg.*caps"):
         render(scene, backend="diffvg")
+
+
+# ---------------------------------------------------------------------------------------------- group opacity
+def _overlapping(opacity_paths: float = 1.0) -> list[Path]:
+    return [Path([(10, 10), (50, 10), (50, 50), (10, 50)], degrees=1, closed=True, fill=(0.9, 0.1, 0.1, 1),
+                 fill_opacity=opacity_paths, stroke_width=3, stroke=(0.1, 0.1, 0.1, 1), cap="butt", join="miter"),
+            Path(circle(50, 45, 20), closed=True, fill=(0.1, 0.3, 0.9, 1), fill_opacity=opacity_paths,
+                 stroke_width=0, stroke=(0, 0, 0, 0)),
+            Path([(5, 70), (90, 20)], degrees=1, stroke_width=6, stroke=(0.1, 0.7, 0.2, 1), cap="square")]
+
+
+@pytest.mark.parametrize("groups", [[(0, 2, 0.5)], [(0, 3, 0.6), (1, 3, 0.5)], [(0, 1, 0.7), (1, 3, 0.4)]])
+def test_group_opacity_is_one_layer_and_matches_resvg(groups):
+    scene = Scene.from_paths(_overlapping(), 100, 80, groups=groups)
+    assert differing_fraction(scene) < MAX_FRACTION
+    assert f'<g opacity="{groups[0][2]:g}">' in to_svg(scene)
+    for backend in ("torch", "reference"):
+        torch.testing.assert_close(render(scene, backend=backend), render(scene), atol=1e-4, rtol=0)
+
+
+def test_group_opacity_differs_from_opacity_on_each_path():
+    """Where the square and the circle overlap, the group shows only the circle (at half opacity); halving each
+    path's opacity instead lets the square show through."""
+    group = render(Scene.from_paths(_overlapping(), 100, 80, groups=[(0, 2, 0.5)]))[0]
+    each = render(Scene.from_paths(_overlapping(0.5)[:2] + _overlapping()[2:], 100, 80))[0]
+    inside_both = group[40, 40]
+    assert inside_both.tolist() == pytest.approx([0.55, 0.65, 0.95, 1], abs=1e-3)  # blue at 0.5 over white
+    assert (inside_both - each[40, 40]).abs().max() > 0.1
+    torch.testing.assert_close(group[5, 80], each[5, 80])  # outside both shapes
+
+
+def test_group_opacity_gradients_match_finite_differences():
+    paths = [Path(circle(20.3, 22.1, 12.2), closed=True, fill=(0.9, 0.1, 0.1, 1), stroke_width=2.3,
+                  stroke=(0.1, 0.1, 0.1, 1)),
+             Path(circle(29.7, 26.4, 10.1), closed=True, fill=(0.1, 0.3, 0.9, 0.8), stroke_width=0,
+                  stroke=(0, 0, 0, 0))]
+    scene = Scene.from_paths(paths, 44, 40, groups=[(0, 2, 0.6)], dtype=torch.float64)
+    _fd_check(scene, ["points", "widths", "fill_colors"])
+
+
+def test_groups_must_nest():
+    with pytest.raises(ValueError, match="overlap"):
+        Topology((1, 1, 1), (False,) * 3, groups=((0, 2, 0.5), (1, 3, 0.5)))
+    with pytest.raises(ValueError, match="groups"):
+        Topology((1,), (False,), groups=((0, 2, 0.5),))

@@ -109,6 +109,8 @@ class Topology:
     (holes cut by its fill rule, winding summed over all its subpaths), one stroke (each subpath with its own caps
     and dash pattern), one colour. `filled` is per path (only paths with `filled=True` get a fill layer, and only
     if the scene has fill colours). `styles` is one `PathStyle` per path (None: all `PathStyle()`, round and solid).
+    `groups` are (first path, end path, opacity) ranges, nested or disjoint: each is drawn on its own transparent
+    layer and composited with its opacity as one layer (SVG group opacity), not multiplied into its paths.
     """
 
     num_segments: tuple[int, ...]
@@ -116,6 +118,7 @@ class Topology:
     filled: tuple[bool, ...] | None = None  # None: no path is filled
     subpaths: tuple[int, ...] | None = None  # None: one subpath per path
     styles: tuple[PathStyle, ...] | None = None  # None: PathStyle() for every path
+    groups: tuple[tuple[int, int, float], ...] | None = None  # (first path, end path, opacity): one layer each
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_segments", tuple(int(n) for n in self.num_segments))
@@ -143,6 +146,26 @@ class Topology:
             if len(styles) != p or not all(isinstance(s, PathStyle) for s in styles):
                 raise ValueError(f"`styles` must be {p} PathStyle objects (one per path), got {len(styles)}")
             object.__setattr__(self, "styles", None if all(s == DEFAULT_STYLE for s in styles) else styles)
+        if self.groups is not None:
+            groups = []
+            for g in self.groups:
+                try:
+                    a, b, op = int(g[0]), int(g[1]), float(g[2])
+                except (TypeError, ValueError, IndexError):
+                    raise ValueError(f"`groups` must hold (first path, end path, opacity) triples, got {g!r}") \
+                        from None
+                if not (0 <= a < b <= p) or not (math.isfinite(op) and 0 <= op <= 1):
+                    raise ValueError(f"`groups` entry {g!r} must have 0 <= first < end <= {p} and opacity in [0, 1]")
+                groups.append((a, b, op))
+            groups.sort(key=lambda g: (g[0], -g[1]))
+            stack: list[tuple[int, int, float]] = []
+            for g in groups:  # properly nested or disjoint, as SVG's <g> elements are
+                while stack and stack[-1][1] <= g[0]:
+                    stack.pop()
+                if stack and g[1] > stack[-1][1]:
+                    raise ValueError(f"`groups` {stack[-1]!r} and {g!r} overlap without nesting")
+                stack.append(g)
+            object.__setattr__(self, "groups", tuple(groups) or None)
 
     # -- per path ------------------------------------------------------------------------------------------------
     @property
@@ -202,6 +225,15 @@ class Topology:
         """Index of each subpath's first point in `Scene.points`."""
         return tuple(_offsets(self.points_per_subpath))
 
+    def select_paths(self, start: int, stop: int) -> "Topology":
+        """The topology of paths [start, stop) (groups inside the range kept, shifted; the others dropped)."""
+        counts = self.subpath_counts
+        c0, c1 = sum(counts[:start]), sum(counts[:stop])
+        groups = tuple((a - start, b - start, o) for a, b, o in (self.groups or ()) if start <= a and b <= stop)
+        return Topology(self.num_segments[c0:c1], self.closed[c0:c1],
+                        None if self.filled is None else self.filled[start:stop], counts[start:stop],
+                        None if self.styles is None else self.styles[start:stop], groups or None)
+
     def concat(self, other: "Topology") -> "Topology":
         """This topology's paths followed by `other`'s (for appending paths to a scene)."""
         filled = None
@@ -210,8 +242,10 @@ class Topology:
         styles = None
         if self.styles is not None or other.styles is not None:
             styles = self.all_styles + other.all_styles
+        n = self.num_paths
+        groups = (self.groups or ()) + tuple((a + n, b + n, o) for a, b, o in (other.groups or ()))
         return Topology(self.num_segments + other.num_segments, self.closed + other.closed, filled,
-                        self.subpath_counts + other.subpath_counts, styles)
+                        self.subpath_counts + other.subpath_counts, styles, groups or None)
 
 
 def _offsets(counts) -> list[int]:
@@ -514,6 +548,17 @@ class Scene:
         """The fill rule path `p` is drawn with (its style's, else the scene's)."""
         return self.topology.style(p).fill_rule or self.fill_rule
 
+    def select_paths(self, start: int, stop: int, background=None) -> "Scene":
+        """Paths [start, stop) of every scene as a scene of their own (sharing storage and autograd history; every
+        gradient kept, so paint indices stay valid), over `background` (default transparent)."""
+        t = self.topology
+        p0 = t.point_offsets[start] if start < t.num_paths else t.num_points
+        p1 = t.point_offsets[stop] if stop < t.num_paths else t.num_points
+        return replace(self, topology=t.select_paths(start, stop), points=self.points[:, p0:p1],
+                       widths=self.widths[:, start:stop], stroke_colors=self.stroke_colors[:, start:stop],
+                       fill_colors=None if self.fill_colors is None else self.fill_colors[:, start:stop],
+                       background=background)
+
     def tensors(self) -> list[torch.Tensor]:
         """The optimisable tensors: points, widths, stroke colours, fill colours if any, then each gradient's
         offsets, colours, geometry and transform."""
@@ -558,8 +603,10 @@ class Scene:
     @classmethod
     def from_paths(cls, paths: Sequence[Path], width: int = 224, height: int = 224,
                    background: Sequence[float] | None = (1.0, 1.0, 1.0, 1.0), fill_rule: str = "nonzero",
-                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> "Scene":
-        """A one-scene batch from `Path` descriptions (lines and quadratics are elevated to cubics)."""
+                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                   groups: Sequence[tuple[int, int, float]] | None = None) -> "Scene":
+        """A one-scene batch from `Path` descriptions (lines and quadratics are elevated to cubics). `groups` are
+        (first path, end path, opacity) ranges composited as one layer each (SVG's `opacity` on a `<g>`)."""
         if len(paths) == 0:
             raise ValueError("`paths` must hold at least one Path, got none")
         pts, nseg, closed, counts, widths, strokes, fills, styles = [], [], [], [], [], [], [], []
@@ -594,7 +641,7 @@ class Scene:
                                     dash_offset=p.dash_offset, fill_rule=p.fill_rule, fill_paint=fk,
                                     stroke_paint=sk))
         topo = Topology(tuple(nseg), tuple(closed), tuple(p.fill is not None for p in paths) if any_fill else None,
-                        tuple(counts), tuple(styles))
+                        tuple(counts), tuple(styles), tuple(groups) if groups else None)
         kw = {"device": device, "dtype": dtype}
         return cls(topo, torch.tensor([pts], **kw), torch.tensor([widths], **kw), torch.tensor([strokes], **kw),
                    torch.tensor([fills], **kw) if any_fill else None, width=width, height=height,

@@ -1,9 +1,9 @@
 """SVG out: `to_svg`, following SVG 1.1 (https://www.w3.org/TR/SVG11/).
 
 `to_svg` writes one `<path>` per scene path (all its subpaths in one `d`) with what the renderer draws: its caps,
-joins, miter limit, dash pattern and offset, fill rule, and gradient paints (in `<defs>`, user-space units, with
-the gradient-to-canvas matrix as `gradientTransform`), so independent renderers (resvg, browsers) agree with our
-raster and `from_svg` reads the same scene back. The reader is `svg_read`.
+joins, miter limit, dash pattern and offset, fill rule, group opacity (`<g opacity>`), and gradient paints (in
+`<defs>`, user-space units, with the gradient-to-canvas matrix as `gradientTransform`), so independent renderers
+(resvg, browsers) agree with our raster and `from_svg` reads the same scene back. The reader is `svg_read`.
 """
 
 from __future__ import annotations
@@ -89,7 +89,11 @@ def to_svg(scene: Scene, index: int = 0) -> str:
             d.append("C " + " ".join(f"{_num(x)} {_num(y)}" for x, y in cp))
         if topo.closed[c]:
             d.append("Z")
+    groups, open_groups = list(topo.groups or ()), []
     for p in range(topo.num_paths):
+        while groups and groups[0][0] == p:  # outermost first
+            out.append(f'<g opacity="{_opacity(groups[0][2])}">')
+            open_groups.append(groups.pop(0))
         style = topo.style(p)
         filled = fills is not None and topo.filled is not None and topo.filled[p]
         if filled:
@@ -103,5 +107,8 @@ def to_svg(scene: Scene, index: int = 0) -> str:
         out.append(f'<path d="{" ".join(d_of[p])}" {fill} stroke="{spaint}" '
                    f'stroke-opacity="{_opacity(stroke[3])}" stroke-width="{_num(widths[p])}" '
                    f'{_stroke_style(style)}/>')
+        while open_groups and open_groups[-1][1] == p + 1:
+            out.append("</g>")
+            open_groups.pop()
     out.append("</svg>")
     return "\n".join(out) + "\n"
