@@ -34,13 +34,49 @@ def render(scene: Scene, backend: str = "torch", *, tolerance: float = DEFAULT_T
     for name, t in (("points", scene.points), ("widths", scene.widths)):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"`scene.{name}` must be finite, got NaN or infinite values")
-    if backend == "reference":
-        return render_reference(scene, tolerance)
-    if backend == "diffvg":
-        from .diffvg_backend import render_diffvg
+    def draw(s: Scene) -> torch.Tensor:
+        if backend == "reference":
+            return render_reference(s, tolerance)
+        if backend == "diffvg":
+            from .diffvg_backend import render_diffvg
 
-        return render_diffvg(scene, samples=samples, seed=seed)
-    return render_tiled(scene, tolerance, tile, chunk)
+            return render_diffvg(s, samples=samples, seed=seed)
+        return render_tiled(s, tolerance, tile, chunk)
+
+    if scene.topology.groups is None:
+        return draw(scene)
+    layer = _draw_range(scene, 0, scene.num_paths, scene.topology.groups, draw)
+    bg = torch.tensor(scene.background or (0.0, 0.0, 0.0, 0.0), device=scene.device, dtype=scene.points.dtype)
+    bg = torch.cat([bg[:3] * bg[3], bg[3:]])
+    return layer + bg * (1 - layer[..., 3:])
+
+
+def _draw_range(scene: Scene, start: int, stop: int, groups, draw) -> torch.Tensor:
+    """Paths [start, stop) over transparent, premultiplied: runs outside groups drawn as they are, each top-level
+    group drawn on its own layer (recursively) and composited "over" with its opacity (Porter & Duff 1984)."""
+    top, end = [], start
+    for i, g in enumerate(groups):  # sorted by (first, -end): the first group at each position is the outermost
+        if g[0] >= end:
+            top.append(i)
+            end = g[1]
+    pieces, cursor = [], start
+    for i in top:
+        a, b, _ = groups[i]
+        if cursor < a:
+            pieces.append((cursor, a, None))
+        pieces.append((a, b, i))
+        cursor = b
+    if cursor < stop:
+        pieces.append((cursor, stop, None))
+    img = None
+    for a, b, i in pieces:
+        if i is None:
+            layer = draw(scene.select_paths(a, b))
+        else:  # the groups inside this one (it excluded), on a layer of their own
+            inner = tuple(g for j, g in enumerate(groups) if j != i and a <= g[0] and g[1] <= b)
+            layer = _draw_range(scene, a, b, inner, draw) * groups[i][2]
+        img = layer if img is None else layer + img * (1 - layer[..., 3:])
+    return img
 
 
 def render_one(scene: Scene, index: int = 0, **kwargs) -> torch.Tensor:
