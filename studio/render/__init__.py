@@ -57,16 +57,19 @@ Example: optimise strokes toward a target image
 
 from .geometry import DEFAULT_TOLERANCE, flatten
 from .rasterize import BACKENDS, render, render_one, to_image, to_uint8
-from .scene import MAX_CANVAS, Path, Scene, Topology
+from .scene import MAX_CANVAS, Gradient, Path, PathStyle, Scene, Subpath, Topology
 from .svg_read import from_svg
 from .svg_write import to_svg
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_TOLERANCE",
+    "Gradient",
     "MAX_CANVAS",
     "Path",
+    "PathStyle",
     "Scene",
+    "Subpath",
     "Topology",
     "flatten",
     "from_svg",

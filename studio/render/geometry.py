@@ -19,19 +19,26 @@ _EPS = 1e-12  # keeps sqrt differentiable at distance 0
 
 @dataclass
 class Polyline:
-    """Every path of every scene flattened to a polyline, as flat lists over path *instances* (scene b, path p)
-    numbered `b * P + p`. Edge `e` runs from `a[e]` to `b[e]` and belongs to instance `edge_inst[e]`; an instance's
-    edges are contiguous (`inst_start`, `inst_count`). `close_a`/`close_b` is each instance's closing edge (last
-    vertex to first), used only for fills (zero length for closed paths). Each scene is flattened on its own, so a
-    scene renders the same alone or in a batch."""
+    """Every SUBPATH of every scene flattened to a polyline, as flat lists over subpath *instances* (scene b,
+    subpath c) numbered `b * C + c`. Edge `e` runs from `a[e]` to `b[e]` and belongs to instance `edge_inst[e]`; an
+    instance's edges are contiguous (`inst_start`, `inst_count`), and the subpaths of one path are consecutive, so
+    a path instance's edges are contiguous too (`path_start`, `path_count`, indexed `b * P + p`). `close_a`/`close_b`
+    is each subpath instance's closing edge (last vertex to first), used only for fills (zero length for closed
+    subpaths). `seg_first`/`seg_last` mark edges that start/end a cubic segment (where joins are drawn). Each scene
+    is flattened on its own, so a scene renders the same alone or in a batch."""
 
     a: torch.Tensor  # (E, 2)
     b: torch.Tensor  # (E, 2)
     edge_inst: torch.Tensor  # (E,) long
-    inst_start: torch.Tensor  # (B * P,) long
-    inst_count: torch.Tensor  # (B * P,) long
-    close_a: torch.Tensor  # (B * P, 2)
-    close_b: torch.Tensor  # (B * P, 2)
+    inst_start: torch.Tensor  # (B * C,) long
+    inst_count: torch.Tensor  # (B * C,) long
+    close_a: torch.Tensor  # (B * C, 2)
+    close_b: torch.Tensor  # (B * C, 2)
+    seg_first: torch.Tensor  # (E,) bool
+    seg_last: torch.Tensor  # (E,) bool
+    path_start: torch.Tensor  # (B * P,) long
+    path_count: torch.Tensor  # (B * P,) long
+    inst_path: torch.Tensor  # (B * C,) long: the path instance b * P + p of each subpath instance
 
 
 def _bernstein(t: torch.Tensor) -> torch.Tensor:
@@ -58,11 +65,11 @@ def flatten(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> Polyline:
     if not tolerance > 0:
         raise ValueError(f"`tolerance` must be > 0 (pixels), got {tolerance}")
     tt = topology_tensors(scene.topology, scene.device)
-    seg_ctrl, seg_path = tt["seg_ctrl"], tt["seg_path"]
+    seg_ctrl, seg_sub = tt["seg_ctrl"], tt["seg_sub"]
     pts, dev = scene.points, scene.points.device
-    bsz, num_paths, nseg = scene.batch_size, scene.num_paths, seg_path.numel()
+    bsz, num_sub, nseg = scene.batch_size, scene.topology.num_subpaths, seg_sub.numel()
     ctrl = pts[:, seg_ctrl].reshape(bsz * nseg, 4, 2)  # segment instances, scene-major
-    seg_inst = (torch.arange(bsz, device=dev)[:, None] * num_paths + seg_path).reshape(-1)  # (B*S,)
+    seg_inst = (torch.arange(bsz, device=dev)[:, None] * num_sub + seg_sub).reshape(-1)  # (B*S,)
     k = pieces_per_segment(ctrl, tolerance)  # (B*S,)
     nsi = k.numel()
     # vertices: for segment s, t = j / k_s for j = 0..k_s (segment ends duplicated; simpler than sharing)
@@ -74,8 +81,9 @@ def flatten(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> Polyline:
     # edges: vertex i -> i + 1 within each segment
     edge_seg = torch.repeat_interleave(torch.arange(nsi, device=dev), k)  # (E,)
     edge_start = torch.cumsum(k, 0) - k
-    first = vert_start[edge_seg] + torch.arange(edge_seg.numel(), device=dev) - edge_start[edge_seg]
-    ninst = bsz * num_paths
+    local = torch.arange(edge_seg.numel(), device=dev) - edge_start[edge_seg]
+    first = vert_start[edge_seg] + local
+    ninst = bsz * num_sub
     inst_count = torch.zeros(ninst, dtype=torch.long, device=dev).index_add_(0, seg_inst, k)
     inst_start = torch.cumsum(inst_count, 0) - inst_count
     # closing edge: last vertex of the instance's last segment -> first vertex of its first segment
@@ -84,7 +92,35 @@ def flatten(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> Polyline:
     first_seg = last_seg - seg_count + 1
     close_a = verts[vert_start[last_seg] + k[last_seg]]
     close_b = verts[vert_start[first_seg]]
-    return Polyline(verts[first], verts[first + 1], seg_inst[edge_seg], inst_start, inst_count, close_a, close_b)
+    num_paths = scene.num_paths
+    inst_path = (torch.arange(bsz, device=dev)[:, None] * num_paths + tt["sub_path"]).reshape(-1)  # (B*C,)
+    path_count = torch.zeros(bsz * num_paths, dtype=torch.long, device=dev).index_add_(0, inst_path, inst_count)
+    path_start = torch.cumsum(path_count, 0) - path_count
+    return Polyline(verts[first], verts[first + 1], seg_inst[edge_seg], inst_start, inst_count, close_a, close_b,
+                    local == 0, local == k[edge_seg] - 1, path_start, path_count, inst_path)
+
+
+def fill_edges(poly: Polyline, path_inst: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Edge ids (into `cat([poly.a, poly.close_a])`) of the filled path instances `path_inst` (NF,): each of their
+    subpaths' edges followed by its closing edge, one contiguous run per path instance. Returns ids (EF,), owner
+    (EF,) (index into `path_inst`), run start (NF,) and run count (NF,)."""
+    dev = poly.a.device
+    with torch.no_grad():
+        nf = path_inst.numel()
+        slot = torch.full((poly.path_count.numel(),), -1, dtype=torch.long, device=dev)
+        slot[path_inst] = torch.arange(nf, device=dev)
+        sub_owner = slot[poly.inst_path]  # (B*C,) fill index of each subpath instance, -1 if not filled
+        subs = torch.nonzero(sub_owner >= 0).flatten()  # in order: a path's subpaths stay consecutive
+        count = poly.inst_count[subs] + 1
+        sstart = torch.cumsum(count, 0) - count
+        sub_of = torch.repeat_interleave(torch.arange(subs.numel(), device=dev), count)
+        local = torch.arange(sub_of.numel(), device=dev) - sstart[sub_of]
+        inst = subs[sub_of]
+        ids = torch.where(local < count[sub_of] - 1, poly.inst_start[inst] + local, poly.a.shape[0] + inst)
+        owner = sub_owner[inst]
+        run_count = torch.zeros(nf, dtype=torch.long, device=dev).index_add_(0, sub_owner[subs], count)
+        run_start = torch.cumsum(run_count, 0) - run_count
+    return ids, owner, run_start, run_count
 
 
 def segment_distance2(px: torch.Tensor, py: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor, bx: torch.Tensor,

@@ -23,12 +23,14 @@ from .geometry import (
     Polyline,
     distance,
     fill_coverage,
+    fill_edges,
     flatten,
-    inside_from_winding,
     segment_distance2,
     stroke_coverage,
 )
+from .paint import layer_colors
 from .scene import Scene, topology_tensors
+from .stroke import edge_pad, stroke_geometry, style_tensors, styled_coverage
 
 DEFAULT_TILE = 4  # px per tile side: small tiles cull tightly; fastest for the CLIPDraw benchmark scene on CPU
 DEFAULT_CHUNK = 2  # edges per chunk: short chunks have tight boxes; fastest with tile 4 on the CLIPDraw scene
@@ -87,7 +89,8 @@ def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, coun
                    inst_scene: torch.Tensor, inst_path: torch.Tensor, num_paths: int, tile: int, chunk: int, ntx: int,
                    nty: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For edges stored per instance (contiguous runs `start`, `count`), find every (scene, tile, path) group whose
-    chunk boxes (padded by `pad` per instance) touch the tile, and the nearest edge to each of its pixels.
+    chunk boxes (padded by `pad`, per edge (E,), the chunk taking its largest) touch the tile, and the nearest edge
+    to each of its pixels.
 
     Returns sorted group keys (G,) = (scene * tiles + tile) * num_paths + path and edge ids (G, tile*tile).
     Runs without autograd; callers re-evaluate the chosen edges with gradient (`_edge_distance`).
@@ -100,7 +103,7 @@ def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, coun
     last = (start + count - 1)[chunk_inst]
     slots = torch.minimum(first[:, None] + torch.arange(chunk, device=dev), last[:, None])  # (NC, C) edge ids
     a, b = ea[slots], eb[slots]  # (NC, C, 2)
-    cpad = pad[chunk_inst, None]
+    cpad = pad[slots].amax(dim=1, keepdim=True)
     pchunk, tiles = _tile_pairs(torch.minimum(a, b).amin(dim=1) - cpad, torch.maximum(a, b).amax(dim=1) + cpad,
                                 tile, ntx, nty)
     pinst = chunk_inst[pchunk]
@@ -121,18 +124,28 @@ def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, coun
 
 
 def _stroke_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, nty: int):
-    """Stroke layers: keys (G,) = (scene, tile, path) flattened, coverage (G, tile*tile), scene and path per layer."""
+    """Stroke layers: keys (G,) = (scene, tile, path) flattened, coverage (G, tile*tile), scene and path per layer.
+    One layer per path: the nearest edge is sought over all its subpaths."""
     num_paths, dev = scene.num_paths, scene.device
+    styled = not scene.topology.round_solid
     with torch.no_grad():
-        inst = torch.arange(poly.inst_count.numel(), device=dev)  # b * P + p
-        pad = scene.widths.detach().clamp(min=0).reshape(-1) / 2 + 0.51  # half width + 0.5 px filter + slack
-        keys, edges = _nearest_edges(poly.a.detach(), poly.b.detach(), poly.inst_start, poly.inst_count, pad,
+        inst = torch.arange(poly.path_count.numel(), device=dev)  # b * P + p
+        if styled:
+            pad = edge_pad(poly, scene.widths, scene.topology)
+        else:  # half width + 0.5 px filter + slack
+            pad = (scene.widths.detach().clamp(min=0).reshape(-1) / 2 + 0.51)[poly.inst_path[poly.edge_inst]]
+        keys, edges = _nearest_edges(poly.a.detach(), poly.b.detach(), poly.path_start, poly.path_count, pad,
                                      inst // num_paths, inst % num_paths, num_paths, tile, chunk, ntx, nty)
         gpath, gscene = keys % num_paths, keys // (num_paths * ntx * nty)
         px, py = _tile_pixels((keys // num_paths) % (ntx * nty), tile, ntx, scene.points.dtype)
-    d = _edge_distance(poly.a, poly.b, edges, px, py)
     half = (scene.widths[gscene, gpath] / 2)[:, None]
-    return keys, stroke_coverage(d, half), gscene, gpath
+    if styled:
+        sg = stroke_geometry(poly, scene.topology)
+        st = style_tensors(scene.topology, dev, scene.points.dtype)
+        cov = styled_coverage(px[:, 0], py[:, 0], edges, poly, sg, gpath, half, st)
+    else:
+        cov = stroke_coverage(_edge_distance(poly.a, poly.b, edges, px, py), half)
+    return keys, cov, gscene, gpath, px[:, 0], py[:, 0]
 
 
 def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, nty: int):
@@ -140,25 +153,21 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, 
 
     Inside/outside comes from scanline crossings: each edge crosses the pixel-centre rows between its end points at
     one x; sorting the crossings by (path, row, x) and summing their signs from the right gives every pixel's
-    winding number with one binary search (the crossing-number rule, as in scanline rasterisers). The distance to
-    the boundary, needed only within half a pixel of it, comes from the same tile binning as strokes.
+    winding number with one binary search (the crossing-number rule, as in scanline rasterisers). A path's
+    subpaths (each with its closing edge) are one edge set, so holes follow from the winding and the path's fill
+    rule. The distance to the boundary, needed only within half a pixel of it, comes from the same tile binning as
+    strokes.
     """
     dev, num_paths, dtype = scene.device, scene.num_paths, scene.points.dtype
     width, height = scene.width, scene.height
     paths = topology_tensors(scene.topology, dev)["filled_paths"]  # (F,)
     inst = (torch.arange(scene.batch_size, device=dev)[:, None] * num_paths + paths).reshape(-1)  # (NF,) = b*P+p
     nf = inst.numel()
-    with torch.no_grad():
-        # each filled instance's edges followed by its closing edge, as one contiguous run of ids into `all_*`
-        count = poly.inst_count[inst] + 1
-        fstart = _exclusive_cumsum(count)
-        owner = torch.repeat_interleave(torch.arange(nf, device=dev), count)  # (EF,) fill instance of each edge
-        local = torch.arange(owner.numel(), device=dev) - fstart[owner]
-        ids = torch.where(local < count[owner] - 1, poly.inst_start[inst][owner] + local,
-                          poly.a.shape[0] + inst[owner])
+    ids, owner, fstart, count = fill_edges(poly, inst)
     all_a = torch.cat([poly.a, poly.close_a])[ids]  # (EF, 2)
     all_b = torch.cat([poly.b, poly.close_b])[ids]
     with torch.no_grad():
+        evenodd = torch.tensor([scene.path_fill_rule(p) == "evenodd" for p in range(num_paths)], device=dev)
         fa, fb = all_a.detach(), all_b.detach()
         # 1. crossings of edges with pixel-centre rows: rows r with min(ay, by) <= r + 0.5 < max(ay, by)
         ymin, ymax = torch.minimum(fa[:, 1], fb[:, 1]), torch.maximum(fa[:, 1], fb[:, 1])
@@ -189,9 +198,11 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, 
         base = (src[:, None] * height + prow.long()) * band
         pos = torch.searchsorted(ckey, base + ((px[:, 0].clamp(max=width + 0.5) + 1) * _SUBPIXEL).long(), right=True)
         end = torch.searchsorted(ckey, base + band - 1, right=True)
-        inside = inside_from_winding(suffix[end] - suffix[pos], scene.fill_rule)  # (Q, N)
+        wind = suffix[end] - suffix[pos]
+        inside = torch.where(evenodd[pinst % num_paths][:, None], (wind % 2) != 0, wind != 0)  # (Q, N)
         # 3. boundary tiles: nearest boundary edge per pixel
-        bkeys, bedges = _nearest_edges(fa, fb, fstart, count, torch.full((nf,), 0.51, dtype=dtype, device=dev),
+        bkeys, bedges = _nearest_edges(fa, fb, fstart, count, torch.full((owner.numel(),), 0.51, dtype=dtype,
+                                                                         device=dev),
                                        inst // num_paths, inst % num_paths, num_paths, tile, chunk, ntx, nty)
         at = torch.searchsorted(bkeys, keys).clamp(max=max(bkeys.numel() - 1, 0))
         near = (bkeys[at] == keys) if bkeys.numel() else torch.zeros_like(keys, dtype=torch.bool)
@@ -202,7 +213,7 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, 
     rows = torch.nonzero(near).flatten()
     d = d.index_put((rows,), _edge_distance(all_a, all_b, bedges[at[rows]], px[rows], py[rows]))
     pinst = inst[src]
-    return keys, fill_coverage(d, inside), pinst // num_paths, pinst % num_paths
+    return keys, fill_coverage(d, inside), pinst // num_paths, pinst % num_paths, px[:, 0], py[:, 0]
 
 
 def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int = DEFAULT_TILE,
@@ -218,19 +229,29 @@ def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int =
     ntiles = ntx * nty
 
     # 1. layers: (key, coverage, colour); key orders by scene, tile, path, then fill (0) below stroke (1)
-    keys, cov, gs, gp = _stroke_layers(scene, poly, tile, chunk, ntx, nty)
-    keys, colours = [keys * 2 + 1], [scene.stroke_colors[gs, gp]]
-    covs = [cov]
+    keys, cov, gs, gp, spx, spy = _stroke_layers(scene, poly, tile, chunk, ntx, nty)
+    styles = scene.topology.all_styles
+    shaded = bool(scene.gradients)
+    if shaded:
+        stroke_paint = torch.tensor([-1 if s.stroke_paint is None else s.stroke_paint for s in styles], device=dev)
+        colours = [layer_colors(scene, stroke_paint[gp], gs, scene.stroke_colors[gs, gp], spx, spy)]
+    else:
+        colours = [scene.stroke_colors[gs, gp]]
+    keys, covs = [keys * 2 + 1], [cov]
     has_fill = scene.fill_colors is not None and scene.topology.filled is not None and any(scene.topology.filled)
     if has_fill:
-        fkeys, fcov, fs, fp = _fill_layers(scene, poly, tile, chunk, ntx, nty)
+        fkeys, fcov, fs, fp, fpx, fpy = _fill_layers(scene, poly, tile, chunk, ntx, nty)
         keys.append(fkeys * 2)
         covs.append(fcov)
-        colours.append(scene.fill_colors[fs, fp])
+        if shaded:
+            fill_paint = torch.tensor([-1 if s.fill_paint is None else s.fill_paint for s in styles], device=dev)
+            colours.append(layer_colors(scene, fill_paint[fp], fs, scene.fill_colors[fs, fp], fpx, fpy))
+        else:
+            colours.append(scene.fill_colors[fs, fp])
     keys, cov, colours = torch.cat(keys), torch.cat(covs), torch.cat(colours)
     order = torch.argsort(keys)
     keys, cov, colours = keys[order], cov[order], colours[order]
-    alpha = cov * colours[:, 3:4]  # (G, T*T)
+    alpha = cov * (colours[..., 3] if shaded else colours[:, 3:4])  # (G, T*T)
 
     # 2. order layers level by level: level d holds the d-th layer (painter's order) of every tile that has more
     # than d layers; with tiles sorted by layer count, those tiles are a prefix, so each level is one contiguous run
@@ -245,7 +266,8 @@ def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int =
         level_order = torch.argsort(rank * active.numel() + position[slot])
         per_level = torch.bincount(rank, minlength=1).tolist() if keys.numel() else []  # tiles with a layer at d
     npix = tile * tile
-    alpha, rgba = alpha[level_order], torch.cat([colours[:, :3], colours.new_ones(colours.shape[0], 1)], 1)[level_order]
+    rgba = torch.cat([colours[..., :3], torch.ones_like(colours[..., :1])], -1)[level_order]  # (G, 4) or (G, N, 4)
+    alpha = alpha[level_order]
 
     # 3. composite back to front with the "over" operator (Porter & Duff 1984), one level at a time: work is the
     # number of layers, not tiles x deepest tile. (A reverse cumulative product of (1 - alpha) would do it in one op,
@@ -258,7 +280,7 @@ def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int =
     for a, c in zip(alpha.split(per_level), rgba.split(per_level)):  # (n, N), (n, 4)
         cur, finished = cur.split([a.shape[0], cur.shape[0] - a.shape[0]])  # tiles without a layer here are done
         done.append(finished)
-        cur = cur * (1 - a[..., None]) + c[:, None, :] * a[..., None]
+        cur = cur * (1 - a[..., None]) + (c if shaded else c[:, None, :]) * a[..., None]
     done.append(cur)
     out = torch.cat(done[::-1])  # (A, N, 4) in `by_count` order
     tiles_out = bg.repeat(bsz * ntiles, npix, 1).index_put((active[by_count],), out)
