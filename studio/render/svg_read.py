@@ -941,6 +941,7 @@ def _to_scene(shapes: list[_Shape], width: int, height: int, background, device,
         paths.append(Path(first, degrees=3, closed=closed, subpaths=[Subpath(p, 3, c) for p, c in rest],
                           stroke_width=s.width, stroke=stroke, fill=s.fill,
                           cap=s.cap, join=s.join, miter_limit=s.miter_limit, dash=s.dash, dash_offset=s.dash_offset,
-                          fill_rule=None if s.fill_rule == scene_rule else s.fill_rule, fill_opacity=s.fill_opacity, stroke_opacity=s.stroke_opacity))
+                          fill_rule=None if s.fill_rule == scene_rule else s.fill_rule,
+                          fill_opacity=s.fill_opacity, stroke_opacity=s.stroke_opacity))
     return Scene.from_paths(paths, width=width, height=height, background=background or None,
                             fill_rule=scene_rule, device=device, dtype=dtype)
