@@ -110,6 +110,8 @@ def _functional(t: str, text: str, what: str) -> RGBA:
         raise _bad(text, what)
     if "," in inner:  # legacy form: 3 or 4 comma-separated values
         parts = [p.strip() for p in inner.split(",")]
+        if len(parts) not in (3, 4):
+            raise _bad(text, what)
         alpha = parts[3] if len(parts) == 4 else None
         parts = parts[:3]
         if len(parts) != 3 or "/" in inner:

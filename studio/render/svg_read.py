@@ -586,6 +586,11 @@ class _Reader:
 
     # -- shapes ----------------------------------------------------------------------------------------------------
     def shape(self, el, tag, st, ctm, viewport) -> None:
+        for child in el:
+            ctag = _local(child.tag)
+            if ctag in _REFUSED:
+                raise ValueError(f"SVG element <{ctag}> inside <{tag}> is not supported ({_REFUSED[ctag]} are not "
+                                 "drawn)")
         d = el.get("d") if tag == "path" else _shape_data(tag, el, viewport)
         if not d or st["visibility"].strip().lower() in ("hidden", "collapse"):
             return
@@ -633,7 +638,11 @@ class _Reader:
         x0, y0, x1, y1 = bounding_box(subs)
         grow = 0.0
         if stroke is not None:
-            grow = width * scale / 2 * max(miter if join == "miter" else 1.0, math.sqrt(2) if cap == "square" else 1)
+            half = width * scale / 2
+            grow = half * (math.sqrt(2) if cap == "square" else 1.0)
+            if join == "miter":
+                for tx, ty in _miter_tips(subs, half, miter):
+                    x0, y0, x1, y1 = min(x0, tx), min(y0, ty), max(x1, tx), max(y1, ty)
         self.shapes.append(_Shape(
             tag, subs, fill, stroke, width * scale, rule, cap, join, miter, dash, offset,
             _fraction(st["fill-opacity"], f"<{tag}> fill-opacity"),
@@ -755,6 +764,40 @@ class _Reader:
         if abs(m[0] * m[3] - m[1] * m[2]) < 1e-12:
             raise ValueError(f"SVG {prop} gradient on <{tag}> has a singular transform")
         return Gradient.make(kind, stops, geom, m, spread)
+
+
+def _tangent(a, b, c, d):
+    for u, v in ((b, a), (c, a), (d, a)):
+        dx, dy = u[0] - v[0], u[1] - v[1]
+        n = math.hypot(dx, dy)
+        if n > 1e-9:
+            return dx / n, dy / n
+    return None
+
+
+def _miter_tips(subs, half: float, limit: float):
+    """The tips of the miter joins of a stroke (where the miter is within the limit), for its bounding box."""
+    for pts, closed in subs:
+        ring = list(pts) + [pts[0]] if closed else list(pts)
+        segs = [ring[k:k + 4] for k in range(0, len(ring) - 3, 3)]
+        pairs = list(zip(segs, segs[1:])) + ([(segs[-1], segs[0])] if closed and segs else [])
+        for s1, s2 in pairs:
+            d1 = _tangent(s1[3], s1[2], s1[1], s1[0])
+            d2 = _tangent(s2[0], s2[1], s2[2], s2[3])
+            if d1 is None or d2 is None:
+                continue
+            d1 = (-d1[0], -d1[1])  # direction of travel into the joint
+            cos_turn = d1[0] * d2[0] + d1[1] * d2[1]
+            if cos_turn > 1 - 1e-9:
+                continue  # smooth: no corner
+            sin_half = math.sqrt(max((1 + cos_turn) / 2, 0.0))  # sin of half the angle between the segments
+            if sin_half < 1e-9 or 1 / sin_half > limit:
+                continue  # beveled
+            bx, by = d1[0] - d2[0], d1[1] - d2[1]
+            n = math.hypot(bx, by)
+            r = half / sin_half
+            x, y = s2[0]
+            yield x + bx / n * r, y + by / n * r
 
 
 def _inside(box, quad) -> bool:
