@@ -115,6 +115,8 @@ _DEFAULT_ONLY = {
     "color-interpolation": ({"auto", "srgb"}, "linearRGB interpolation"),
     "transform-box": ({"view-box"}, "other transform boxes"), "clip": ({"auto"}, "clip rectangles"),
 }
+_INHERITED_NAMES = tuple(k for k, (_, inh) in PROPERTIES.items() if inh)
+_NOT_INHERITED_INITIAL = {k: v for k, (v, inh) in PROPERTIES.items() if not inh}
 IGNORED_PROPERTIES = frozenset({
     # text and fonts (text is refused, so these never change a drawn shape)
     "font", "font-family", "font-size", "font-size-adjust", "font-stretch", "font-style", "font-variant",
@@ -279,7 +281,22 @@ class _Shape:
     dash_offset: float
     fill_opacity: float
     stroke_opacity: float
-    bbox: tuple = field(default=(0.0, 0.0, 0.0, 0.0))  # pixels, stroke included (conservative)
+    _bbox: tuple | None = field(default=None, repr=False)
+
+    @property
+    def bbox(self) -> tuple:
+        """(x0, y0, x1, y1) in pixels, the stroke included (caps and miter tips; conservative)."""
+        if self._bbox is None:
+            x0, y0, x1, y1 = bounding_box(self.subs)
+            grow = 0.0
+            if self.stroke is not None:
+                half = self.width / 2
+                grow = half * (math.sqrt(2) if self.cap == "square" else 1.0)
+                if self.join == "miter":
+                    for tx, ty in _miter_tips(self.subs, half, self.miter_limit):
+                        x0, y0, x1, y1 = min(x0, tx), min(y0, ty), max(x1, tx), max(y1, ty)
+            self._bbox = (x0 - grow, y0 - grow, x1 + grow, y1 + grow)
+        return self._bbox
 
     def layers(self) -> int:
         return (self.fill is not None) + (self.stroke is not None)
@@ -369,25 +386,24 @@ class _Reader:
 
     def computed(self, el, tag: str, parent: dict[str, str]) -> dict[str, str]:
         decl = self.declared(el, tag)
-        cs = {}
-        for prop, (initial, inherited) in PROPERTIES.items():
-            v = decl.get(prop)
-            low = v.lower() if v is not None else None
-            if low == "unset" or v is None:
-                low = "inherit" if inherited else "initial"
-            if low == "inherit":
-                cs[prop] = parent.get(prop, initial)
-            elif low == "initial":
-                cs[prop] = initial
+        cs = dict(_NOT_INHERITED_INITIAL)
+        for prop in _INHERITED_NAMES:
+            cs[prop] = parent.get(prop, PROPERTIES[prop][0])
+        for prop, v in decl.items():
+            low = v.lower()
+            if low in ("inherit", "unset") and (low == "inherit" or PROPERTIES[prop][1]):
+                cs[prop] = parent.get(prop, PROPERTIES[prop][0])
+            elif low in ("initial", "unset"):
+                cs[prop] = PROPERTIES[prop][0]
             else:
-                cs[prop] = v  # type: ignore[assignment]
+                cs[prop] = v
+            if prop in _DEFAULT_ONLY:
+                allowed, what = _DEFAULT_ONLY[prop]
+                if " ".join(low.split()) not in allowed | {"inherit", "initial", "unset"}:
+                    raise ValueError(f"SVG property {prop}: {v[:60]!r} on <{tag}> is not supported ({what} are not "
+                                     "drawn)")
         if cs["color"].strip().lower() == "currentcolor":  # `color: currentColor` is `inherit`
             cs["color"] = parent.get("color", "black")
-        for prop, (allowed, what) in _DEFAULT_ONLY.items():
-            v = decl.get(prop)
-            if v is not None and " ".join(v.lower().split()) not in allowed | {"inherit", "initial", "unset"}:
-                raise ValueError(f"SVG property {prop}: {v[:60]!r} on <{tag}> is not supported ({what} are not "
-                                 "drawn)")
         return cs
 
     def doc_style(self, el) -> dict[str, str]:
@@ -602,7 +618,7 @@ class _Reader:
         vw, vh = viewport
         diag = math.sqrt((vw * vw + vh * vh) / 2)
         color = parse_color(st["color"], "color")
-        bbox_user = bounding_box(subs_user)
+        bbox_user = _Lazy(lambda: bounding_box(subs_user))
         fill = self.paint(st["fill"], "fill", tag, color, bbox_user, ctm, viewport)
         stroke = self.paint(st["stroke"], "stroke", tag, color, bbox_user, ctm, viewport)
         width = _length(st["stroke-width"], f"<{tag}> stroke-width", diag)
@@ -635,19 +651,10 @@ class _Reader:
             subs.append((q, closed))
         if fill is None and stroke is None:
             return
-        x0, y0, x1, y1 = bounding_box(subs)
-        grow = 0.0
-        if stroke is not None:
-            half = width * scale / 2
-            grow = half * (math.sqrt(2) if cap == "square" else 1.0)
-            if join == "miter":
-                for tx, ty in _miter_tips(subs, half, miter):
-                    x0, y0, x1, y1 = min(x0, tx), min(y0, ty), max(x1, tx), max(y1, ty)
         self.shapes.append(_Shape(
             tag, subs, fill, stroke, width * scale, rule, cap, join, miter, dash, offset,
             _fraction(st["fill-opacity"], f"<{tag}> fill-opacity"),
-            _fraction(st["stroke-opacity"], f"<{tag}> stroke-opacity"),
-            (x0 - grow, y0 - grow, x1 + grow, y1 + grow)))
+            _fraction(st["stroke-opacity"], f"<{tag}> stroke-opacity")))
 
     def dashes(self, text: str, tag: str, diag: float, scale: float) -> tuple:
         if text.strip().lower() == "none":
@@ -725,7 +732,7 @@ class _Reader:
             raise ValueError(f"SVG spreadMethod {spread[:40]!r} is not supported")
         m = ctm
         if units == "objectBoundingBox":
-            x0, y0, x1, y1 = bbox_user
+            x0, y0, x1, y1 = bbox_user()
             if not (x1 - x0 > 0 and y1 - y0 > 0):
                 raise ValueError(f"SVG {prop} gradient in objectBoundingBox units on a <{tag}> with no width or "
                                  "height is not drawn by SVG; refusing it rather than guessing")
@@ -764,6 +771,16 @@ class _Reader:
         if abs(m[0] * m[3] - m[1] * m[2]) < 1e-12:
             raise ValueError(f"SVG {prop} gradient on <{tag}> has a singular transform")
         return Gradient.make(kind, stops, geom, m, spread)
+
+
+class _Lazy:
+    def __init__(self, fn) -> None:
+        self.fn, self.value = fn, None
+
+    def __call__(self):
+        if self.value is None:
+            self.value = self.fn()
+        return self.value
 
 
 def _tangent(a, b, c, d):
