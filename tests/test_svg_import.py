@@ -254,6 +254,13 @@ def test_nested_svg_contents_inside_the_viewport_need_no_clip():
     assert differing(svg) < TOLERANCE
 
 
+def test_transform_on_the_root_svg():
+    svg = doc(ART, 64, 48, 'transform="rotate(10 32 24) translate(2 3) scale(2)"')
+    assert differing(svg) < TOLERANCE
+    with pytest.raises(ValueError, match="root <svg> together with a viewBox"):
+        from_svg(doc(ART, 64, 48, 'viewBox="0 0 20 10" transform="scale(2)"'))
+
+
 @pytest.mark.parametrize("origin", ["32 32", "center", "left top", "right bottom", "bottom right", "50% 25%",
                                     "10px", "top", "right", "25% center"])
 def test_transform_origin(origin):

@@ -956,6 +956,13 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
 
     reader._count(0)
     st = reader.computed(root, "svg", {})
+    if root.get("transform"):
+        if vbox is not None:  # browsers apply it outside the viewBox mapping (a CSS box transform), resvg inside
+            raise ValueError("SVG transform on the root <svg> together with a viewBox is not supported (renderers "
+                             "disagree on where it applies); move it onto a <g>")
+        t = parse_transform(root.get("transform"))
+        ox, oy = reader.origin(st["transform-origin"], (float(width), float(height)))
+        base = compose(compose(compose(translate(ox, oy), t), translate(-ox, -oy)), base)
     background = None
     if st["display"].strip().lower() != "none":
         for child in root:
