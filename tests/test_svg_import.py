@@ -471,3 +471,56 @@ def test_clipdraw_starts_from_a_stroked_gradient_icon_with_holes(vit):
     assert moved > 1e-3
     assert (end.stroke_colors[0, :2, :3] - start.stroke_colors[0, :2, :3]).abs().max() > 1e-3
     assert torch.isfinite(end.points).all()
+
+
+# ---------------------------------------------------------------------------------------------- editor exports
+EDITOR_EXPORTS = {
+    "illustrator": """<?xml version="1.0" encoding="utf-8"?>
+<!-- Generator: Adobe Illustrator 24.0.0, SVG Export Plug-In . SVG Version: 6.00 Build 0)  -->
+<svg version="1.1" id="Layer_1" xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"
+  x="0px" y="0px" width="64px" height="64px" viewBox="0 0 100 100" style="enable-background:new 0 0 100 100;"
+  xml:space="preserve">
+<style type="text/css">
+  .st0{fill:#E94E1B;stroke:#1D1D1B;stroke-width:4;stroke-miterlimit:10;}
+  .st1{fill:url(#SVGID_1_);}
+</style>
+<polygon class="st0" points="50,8 92,80 8,80 "/>
+<linearGradient id="SVGID_1_" gradientUnits="userSpaceOnUse" x1="30" y1="60" x2="70" y2="60">
+  <stop  offset="0" style="stop-color:#FFFFFF"/><stop  offset="1" style="stop-color:#000000"/>
+</linearGradient>
+<circle class="st1" cx="50" cy="60" r="12"/>
+</svg>""",
+    "inkscape": """<svg width="64" height="64" viewBox="0 0 16.933 16.933" version="1.1" id="svg5"
+  xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape"
+  xmlns:sodipodi="http://sodipodi.sourceforge.net/DTD/sodipodi-0.dtd" xmlns="http://www.w3.org/2000/svg"
+  xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+  xmlns:cc="http://creativecommons.org/ns#" inkscape:version="1.1" sodipodi:docname="d.svg">
+  <sodipodi:namedview id="namedview7" pagecolor="#ffffff" inkscape:zoom="8"/>
+  <defs id="defs2"><linearGradient inkscape:collect="always" id="lg1"><stop
+    style="stop-color:#ff6600;stop-opacity:1" offset="0"/><stop style="stop-color:#ff6600;stop-opacity:0"
+    offset="1"/></linearGradient><linearGradient inkscape:collect="always" xlink:href="#lg1" id="lg3" x1="2"
+    y1="2" x2="14" y2="14" gradientUnits="userSpaceOnUse"/></defs>
+  <metadata><rdf:RDF><cc:Work rdf:about=""/></rdf:RDF></metadata>
+  <g inkscape:label="Layer 1" inkscape:groupmode="layer" id="layer1">
+    <path style="fill:url(#lg3);fill-opacity:1;stroke:#000000;stroke-width:0.5;stroke-linecap:round;
+      stroke-linejoin:round;stroke-dasharray:none;stroke-opacity:1;-inkscape-stroke:none;paint-order:normal"
+      d="M 2,2 H 14 V 14 H 2 Z m 3,3 v 6 h 6 V 5 Z" id="rect1" sodipodi:nodetypes="cccccccccc"/>
+    <ellipse style="fill:#0000ff;stroke:none;font-variation-settings:normal;opacity:1;vector-effect:none"
+      cx="8" cy="8" rx="1.5" ry="1"/></g>
+</svg>""",
+    "sketch": """<svg width="64px" height="64px" viewBox="0 0 64 64" version="1.1" xmlns="http://www.w3.org/2000/svg">
+  <title>icon</title><desc>Created with Sketch.</desc>
+  <g id="Page-1" stroke="none" stroke-width="1" fill="none" fill-rule="evenodd">
+    <g id="Artboard" transform="translate(4.000000, 4.000000)" fill="#4A90E2" fill-rule="nonzero">
+      <path d="M28,0 C43.4,0 56,12.6 56,28 C56,43.4 43.4,56 28,56 C12.6,56 0,43.4 0,28 C0,12.6 12.6,0 28,0 Z
+        M28,8 C17,8 8,17 8,28 C8,39 17,48 28,48 C39,48 48,39 48,28 C48,17 39,8 28,8 Z" fill-rule="evenodd"/>
+    </g></g>
+</svg>""",
+}
+
+
+@pytest.mark.parametrize("name", list(EDITOR_EXPORTS))
+def test_editor_exports_match_resvg(name):
+    svg = EDITOR_EXPORTS[name]
+    assert ink(svg) > 0.1
+    assert differing(svg) < TOLERANCE
