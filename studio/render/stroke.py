@@ -106,8 +106,8 @@ def stroke_geometry(poly: Polyline, topology: Topology) -> StrokeGeometry:
 
 
 def edge_pad(poly: Polyline, widths: torch.Tensor, topology: Topology) -> torch.Tensor:
-    """(E,) how far (px) each edge's stroke can reach: half the width, times the miter limit at segment ends of
-    mitred paths and sqrt(2) for square caps, plus the half-pixel filter."""
+    """(E,) how far (px) each edge's stroke can reach: half the width plus the half-pixel filter, times the miter
+    limit at segment ends of mitred paths and sqrt(2) for square caps."""
     st = style_tensors(topology, poly.a.device, poly.a.dtype)
     with torch.no_grad():
         pinst = poly.inst_path[poly.edge_inst]
@@ -117,7 +117,7 @@ def edge_pad(poly: Polyline, widths: torch.Tensor, topology: Topology) -> torch.
         f_mi = torch.where(st["join"] == MITER, st["miter"], torch.ones_like(st["miter"]))[path]
         corner = poly.seg_first | poly.seg_last
         f = torch.maximum(f_sq, torch.where(corner, f_mi, torch.ones_like(f_mi)))
-        return half * f + 0.51
+        return (half + 0.5) * f + 0.01
 
 
 def _dash_measure(u: torch.Tensor, c: torch.Tensor, d: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
@@ -138,6 +138,26 @@ def _dash_gap(u: torch.Tensor, c: torch.Tensor, d: torch.Tensor, valid: torch.Te
     g = torch.where(v <= dd, torch.zeros_like(v), torch.minimum(v - dd, per - v))
     g = torch.where(valid[:, None, :], g, torch.full_like(g, float("inf")))
     return g.amin(-1)
+
+
+def _dash_bounds(sub_len: torch.Tensor, offset: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
+                 valid: torch.Tensor, period: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the dashes of an open subpath of length `sub_len` (G, N) really start and end: the first on-point at
+    or after 0 and the last at or before the length (the pattern clipped to the subpath, before caps widen it)."""
+    inf = torch.full_like(c, float("inf"))
+    v0 = torch.remainder(offset, period)  # (G, 1)
+    on0 = (valid & (v0 >= c) & (v0 <= c + d)).any(-1, keepdim=True)
+    nxt = torch.where(valid & (c >= v0), c, inf).amin(-1, keepdim=True)
+    nxt = torch.where(torch.isinf(nxt), c[:, :1] + period, nxt)
+    first = torch.where(on0, torch.zeros_like(v0), nxt - v0)  # (G, 1)
+    vl = torch.remainder(sub_len + offset, period)[..., None]  # (G, N, 1)
+    cc, ee, vv = c[:, None, :], (c + d)[:, None, :], valid[:, None, :]
+    on_l = (vv & (vl >= cc) & (vl <= ee)).any(-1)
+    prev = torch.where(vv & (ee <= vl), ee, -inf[:, None, :]).amax(-1)
+    last_end = torch.where(valid, c + d, -inf).amax(-1, keepdim=True)  # (G, 1)
+    prev = torch.where(torch.isinf(prev), last_end - period, prev)
+    last = torch.where(on_l, sub_len, sub_len - (vl[..., 0] - prev))
+    return first.expand_as(sub_len), last
 
 
 def styled_coverage(px: torch.Tensor, py: torch.Tensor, e: torch.Tensor, poly: Polyline, sg: StrokeGeometry,
@@ -186,7 +206,10 @@ def styled_coverage(px: torch.Tensor, py: torch.Tensor, e: torch.Tensor, poly: P
         n1 = n1 * torch.where((n1 * mhat).sum(-1) >= 0, 1.0, -1.0)[:, None]
         n2 = n2 * torch.where((n2 * mhat).sum(-1) >= 0, 1.0, -1.0)[:, None]
         x = torch.maximum((q * n1).sum(-1), (q * n2).sum(-1))
-        miter = stroke_coverage(x, hw)
+        # the kite between the two outer edges, inside the circle through its tip (so an edge that is not the
+        # pixel's nearest, as the tiled path may pick past the culling distance, never draws a far miter)
+        miter = torch.minimum(stroke_coverage(x, hw), stroke_coverage(torch.sqrt((q * q).sum(-1) + _EPS),
+                                                                        hw / cos_half))
         use_miter = (join[rows] == MITER) & (cos_half * st["miter"][gp][:, None].expand_as(e)[rows] >= 1)
         jc = torch.where(use_miter, miter, bevel)
         jc = torch.where(mn < 1e-6, round_join, jc)
@@ -196,23 +219,30 @@ def styled_coverage(px: torch.Tensor, py: torch.Tensor, e: torch.Tensor, poly: P
     sub_len = sg.sub_len[poly.edge_inst[e]]
     dashed = st["dashed"][gp][:, None]
     any_dash = bool(st["dashed"].any())
+    first, last = torch.zeros_like(sub_len), sub_len  # the on-set's extent along an open subpath
     if any_dash:
         c, dl, valid = st["dash_start"][gp], st["dash_len"][gp], st["dash_valid"][gp]
         period, offset = st["period"][gp][:, None], st["offset"][gp][:, None]
+        with torch.no_grad():
+            df, dla = _dash_bounds(sub_len.detach(), offset, c, dl, valid, period)
+        # the last dash ends at the subpath's end (moving with it) or at a fixed place of the pattern before it
+        first = torch.where(dashed, df, first)
+        last = torch.where(dashed & (dla < sub_len.detach()), dla, last)
     out = body
     if bool((st["cap"] == ROUND).any()):
-        sig_c = torch.where(closed, sigma, torch.minimum(sigma.clamp(min=0), sub_len))
+        sig_c = torch.where(closed, sigma, torch.minimum(torch.maximum(sigma, first), last))
         gap = (sigma - sig_c).abs()
         if any_dash:
             dg = _dash_gap(sig_c + offset, c, dl, valid, period)
             gap = gap + torch.where(dashed, dg, torch.zeros_like(dg))
+        gap = torch.where(~closed & (last < first), torch.full_like(gap, float("inf")), gap)  # no dash at all
         rc = torch.where(gap > 0, stroke_coverage(torch.sqrt(n * n + gap * gap + _EPS), half), body)
         out = torch.where(cap == ROUND, rc, out)
     if bool((st["cap"] != ROUND).any()):
         ext = torch.where(cap == SQUARE, half, torch.zeros_like(half))
         inf = torch.full_like(sigma, float("inf"))
-        lo = torch.where(closed, -inf, -ext)
-        hi = torch.where(closed, inf, sub_len + ext)
+        lo = torch.where(closed, -inf, first - ext)
+        hi = torch.where(closed, inf, torch.maximum(last + ext, first - ext))
 
         def clip(x):
             return torch.maximum(torch.minimum(x, hi), lo)
