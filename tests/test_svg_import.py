@@ -524,3 +524,13 @@ def test_editor_exports_match_resvg(name):
     svg = EDITOR_EXPORTS[name]
     assert ink(svg) > 0.1
     assert differing(svg) < TOLERANCE
+
+
+def test_long_attributes_cannot_multiply_selector_work():
+    long_class = " ".join(f"k{i}" for i in range(5_000))
+    rects = f'<rect class="{long_class}" data-v="{"x" * 100_000}" width="1" height="1"/>' * 10
+    rules = "".join(f'[data-v*="y{i}"] {{ fill: red }}' for i in range(1000))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="selector tests"):
+        from_svg(doc(f"<style>{rules}</style>" + rects, 8, 8))
+    assert time.perf_counter() - t0 < 60  # refused after a bounded amount of string work

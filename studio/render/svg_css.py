@@ -24,8 +24,8 @@ class Budget:
     def __init__(self, limit: int = MAX_MATCH_STEPS) -> None:
         self.left = limit
 
-    def spend(self) -> None:
-        self.left -= 1
+    def spend(self, n: int = 1) -> None:
+        self.left -= n
         if self.left < 0:
             raise ValueError(f"SVG style sheet needs more than {MAX_MATCH_STEPS} selector tests to apply; "
                              "refusing to read it")
@@ -276,6 +276,7 @@ class Matcher:
                 self.parent[k] = el
                 self.siblings[k] = (kids, i)
         self.budget = budget or Budget()
+        self._classes: dict = {}
 
     def _compound(self, c: Compound, el) -> bool:
         self.budget.spend()
@@ -284,13 +285,16 @@ class Matcher:
         if c.ids and any(el.get("id") != i for i in c.ids):
             return False
         if c.classes:
-            have = (el.get("class") or "").split()
+            have = self._classes.get(id(el))
+            if have is None:
+                have = self._classes[id(el)] = frozenset((el.get("class") or "").split())
             if any(k not in have for k in c.classes):
                 return False
         for name, op, value in c.attrs:
             v = el.get(name)
             if v is None:
                 return False
+            self.budget.spend(len(v) // 64)  # string tests cost by length: long attributes cannot multiply work
             if (op == "=" and v != value) or (op == "~=" and value not in v.split()) \
                     or (op == "|=" and v != value and not v.startswith(value + "-")) \
                     or (op == "^=" and (not value or not v.startswith(value))) \
