@@ -534,3 +534,11 @@ def test_long_attributes_cannot_multiply_selector_work():
     with pytest.raises(ValueError, match="selector tests"):
         from_svg(doc(f"<style>{rules}</style>" + rects, 8, 8))
     assert time.perf_counter() - t0 < 60  # refused after a bounded amount of string work
+
+
+def test_imported_gradients_and_stroke_colours_get_gradients():
+    scene = from_svg(ICON).requires_grad_()
+    render(scene)[..., :3].mean().backward()
+    g = scene.gradients[0]
+    assert g.colors.grad is not None and g.colors.grad.abs().sum() > 0
+    assert scene.stroke_colors.grad[0, :2].abs().sum() > 0 and scene.points.grad.abs().sum() > 0
