@@ -339,6 +339,24 @@ def test_a_path_with_holes_is_one_shape(rule):
     assert scene.num_paths == 2 and scene.topology.subpath_counts == (2, 2)
 
 
+@pytest.mark.parametrize("order", ["normal", "stroke", "stroke fill", "markers stroke", "fill", "markers"])
+def test_paint_order(order):
+    svg = doc(f'<path d="M10 10 H54 V54 H10 Z" fill="#fc0" stroke="rgba(0, 0, 120, 0.6)" stroke-width="12" '
+              f'stroke-linejoin="round" paint-order="{order}"/><circle cx="32" cy="32" r="8" fill="#0a6" '
+              f'stroke="#c03" stroke-width="6" style="paint-order: {order}"/>')
+    assert differing(svg) < TOLERANCE
+
+
+def test_display_visibility_and_links():
+    svg = doc('<g visibility="hidden"><rect width="30" height="30" fill="red"/>'
+              '<rect x="34" width="30" height="30" fill="blue" visibility="visible"/></g>'
+              '<a href="https://example.com/"><circle cx="16" cy="48" r="12" fill="green"/></a>'
+              '<g display="none"><rect y="34" x="34" width="30" height="30" fill="red"/></g>'
+              '<defs><rect id="r" width="10" height="10" fill="purple"/></defs><use href="#r" x="44" y="44"/>')
+    assert differing(svg) < TOLERANCE
+    assert ours(svg)[10, 10].tolist() == [1, 1, 1]
+
+
 def test_disjoint_shapes_under_group_opacity_are_exact():
     svg = doc('<g opacity="0.5"><rect x="4" y="4" width="20" height="20" fill="red"/>'
               '<circle cx="44" cy="44" r="14" fill="blue"/></g><rect x="4" y="40" width="20" height="20" '
@@ -359,7 +377,7 @@ REFUSED = [
     ('<filter id="f"/><g filter="url(#f)"><rect width="8" height="8"/></g>', "filter"),
     ('<pattern id="p" width="4" height="4"/><rect width="8" height="8" fill="url(#p)"/>', "<pattern>"),
     ('<marker id="k"/><path d="M0 0 L8 8" stroke="black" marker-end="url(#k)"/>', "marker-end"),
-    ('<rect width="8" height="8" style="paint-order: stroke"/>', "paint-order"),
+    ('<rect width="8" height="8" style="paint-order: stroke stroke"/>', "paint-order"),
     ('<rect width="8" height="8" vector-effect="non-scaling-stroke"/>', "vector-effect"),
     ('<rect width="8" height="8" style="mix-blend-mode: multiply"/>', "mix-blend-mode"),
     ('<rect width="8" height="8" shape-rendering="crispEdges"/>', "shape-rendering"),
@@ -419,7 +437,7 @@ def test_crafted_css_is_refused_in_linear_time(attack):
     """Ten times the input may take about ten times as long, never a hundred (as tests/test_render_svg.py)."""
     def cost(n: int) -> float:
         best = float("inf")
-        for _ in range(3):
+        for _ in range(5):  # the best of five: other work on a shared machine only ever adds time
             t0 = time.perf_counter()
             with pytest.raises(ValueError, match="SVG"):
                 from_svg(attack(n))
@@ -427,7 +445,7 @@ def test_crafted_css_is_refused_in_linear_time(attack):
         return best
 
     small, large = cost(2_000), cost(20_000)
-    assert large < 40 * max(small, 1e-4)
+    assert large < 40 * max(small, 2e-3)  # quadratic work would take 100 times as long: seconds, not milliseconds
 
 
 def test_selector_matching_is_bounded():

@@ -22,7 +22,7 @@ non-rendered definitions that nothing references (`clipPath`, `mask`, `pattern`,
 
 Refused by name: text, tspan, textPath, image, foreignObject (outside a switch that skips it), script,
 animation elements, any unknown element in the SVG namespace; properties that would change the drawing unless
-they keep their initial value: clip-path, mask, filter, marker(-start/-mid/-end), paint-order, mix-blend-mode,
+they keep their initial value: clip-path, mask, filter, marker(-start/-mid/-end), mix-blend-mode,
 vector-effect, shape-rendering other than auto/geometricPrecision, color-interpolation linearRGB,
 transform-box other than view-box, miter-clip / arcs joins; `opacity` below 1 on an element that draws more
 than one overlapping layer (the renderer has no group layers; exact when it draws one layer or disjoint ones);
@@ -37,7 +37,7 @@ commands, coordinates, style-sheet rules and selector work are capped, and no hr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
@@ -108,8 +108,6 @@ _DEFAULT_ONLY = {
     "clip-path": ({"none"}, "clip paths"), "mask": ({"none"}, "masks"), "filter": ({"none"}, "filters"),
     "marker-start": ({"none"}, "markers"), "marker-mid": ({"none"}, "markers"),
     "marker-end": ({"none"}, "markers"), "marker": ({"none"}, "markers"),
-    "paint-order": ({"normal", "fill", "fill stroke", "fill stroke markers", "fill markers stroke",
-                     "markers fill stroke"}, "stroke below fill"),
     "mix-blend-mode": ({"normal"}, "blend modes"), "vector-effect": ({"none"}, "vector effects"),
     "shape-rendering": ({"auto", "geometricprecision"}, "aliased (crisp-edged) drawing"),
     "color-interpolation": ({"auto", "srgb"}, "linearRGB interpolation"),
@@ -254,6 +252,20 @@ def _paint(value: str, what: str) -> tuple[str, str | None, str | None]:
             raise ValueError(f"SVG refused: external reference {ref[:60]!r} in {what}")
         return ("url", ref[1:], v[close + 1:].strip() or None)
     return ("color", v, None)
+
+
+def _stroke_first(text: str, tag: str) -> bool:
+    """paint-order (SVG 2 section 13.6): whether the stroke is painted before the fill. Markers are refused
+    elsewhere, so their place does not matter."""
+    words = text.lower().split()
+    if words == ["normal"]:
+        return False
+    if not words or len(words) > 3 or len(set(words)) != len(words) or any(
+            w not in ("fill", "stroke", "markers") for w in words):
+        raise ValueError(f"SVG paint-order {text[:60]!r} on <{tag}> is not `normal` or an order of fill, stroke, "
+                         "markers")
+    order = words + [w for w in ("fill", "stroke", "markers") if w not in words]
+    return order.index("stroke") < order.index("fill")
 
 
 def _check_refs(el, tag: str) -> None:
@@ -651,10 +663,15 @@ class _Reader:
             subs.append((q, closed))
         if fill is None and stroke is None:
             return
-        self.shapes.append(_Shape(
-            tag, subs, fill, stroke, width * scale, rule, cap, join, miter, dash, offset,
-            _fraction(st["fill-opacity"], f"<{tag}> fill-opacity"),
-            _fraction(st["stroke-opacity"], f"<{tag}> stroke-opacity")))
+        shape = _Shape(tag, subs, fill, stroke, width * scale, rule, cap, join, miter, dash, offset,
+                       _fraction(st["fill-opacity"], f"<{tag}> fill-opacity"),
+                       _fraction(st["stroke-opacity"], f"<{tag}> stroke-opacity"))
+        if _stroke_first(st["paint-order"], tag) and fill is not None and stroke is not None:
+            # paint-order: stroke below the fill = two layers, the stroke drawn first (exact)
+            self.shapes.append(replace(shape, fill=None))
+            self.shapes.append(replace(shape, stroke=None, _bbox=None))
+        else:
+            self.shapes.append(shape)
 
     def dashes(self, text: str, tag: str, diag: float, scale: float) -> tuple:
         if text.strip().lower() == "none":
