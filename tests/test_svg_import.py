@@ -205,6 +205,13 @@ def test_use_symbol_and_nested_uses_match_resvg():
     assert differing(svg) < TOLERANCE
 
 
+def test_use_of_an_svg_element_with_its_transform():
+    svg = doc('<defs><svg id="s" viewBox="0 0 10 10" transform="rotate(20 5 5)" overflow="visible"><rect x="1" '
+              'y="1" width="8" height="8" fill="#c33"/></svg></defs>'
+              '<use href="#s" x="5" y="5" width="40" height="40"/>')
+    assert differing(svg) < TOLERANCE
+
+
 def test_use_inherits_from_the_use_not_from_the_original():
     svg = doc('<defs><g id="g" fill="inherit"><rect width="20" height="20"/></g></defs>'
               '<g fill="red"><use href="#g" x="4" y="4"/></g><use href="#g" x="36" y="36" fill="blue"/>')
@@ -394,6 +401,7 @@ REFUSED = [
     ('<use href="#nowhere"/>', "#nowhere"),
     ('<rect width="8" height="8" fill="url(#nowhere)"/>', "nowhere"),
     ('<g id="loop"><use href="#loop"/></g>', "cycle"),
+    ('<symbol id="s" refX="3"><rect width="8" height="8"/></symbol><use href="#s"/>', "refX on <symbol>"),
     ('<rect width="8" height="8" fill="hsl(1 2 3 4)"/>', "colour"),
     ('<linearGradient id="g" color-interpolation="linearRGB"><stop offset="0"/><stop offset="1" '
      'stop-color="red"/></linearGradient><rect width="8" height="8" fill="url(#g)"/>', "color-interpolation"),

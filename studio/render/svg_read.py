@@ -571,20 +571,20 @@ class _Reader:
             over = {"width": _length(el.get("width"), "<use> width", vw),
                     "height": _length(el.get("height"), "<use> height", vh)}
             if ttag == "symbol":
-                if target.get("x") or target.get("y"):
-                    raise ValueError("SVG x/y on <symbol> are not supported")
+                for name in ("x", "y", "refX", "refY", "transform"):
+                    if target.get(name) not in (None, "0"):
+                        raise ValueError(f"SVG {name} on <symbol> is not supported")
                 over.update(x=0.0, y=0.0)
             self._count(depth + 1)
             tst = self.computed(target, ttag, st)
             if tst["display"].strip().lower() == "none":
                 return
             start = len(self.shapes)
-            if ttag == "svg":
-                if target.get("transform"):
-                    raise ValueError("SVG transform on a <use>d <svg> is not supported")
-                self.viewport(target, ttag, tst, ctm, viewport, depth + 1, active, over)
-            else:
-                self.viewport(target, ttag, tst, ctm, viewport, depth + 1, active, over)
+            if target.get("transform"):
+                ox, oy = self.origin(tst["transform-origin"], viewport)
+                t = parse_transform(target.get("transform"))
+                ctm = compose(ctm, compose(compose(translate(ox, oy), t), translate(-ox, -oy)))
+            self.viewport(target, ttag, tst, ctm, viewport, depth + 1, active, over)
             self.group_opacity(target, ttag, tst, start)
         else:
             self.walk(target, st, ctm, viewport, depth + 1, active)
