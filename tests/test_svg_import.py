@@ -568,3 +568,55 @@ def test_imported_gradients_and_stroke_colours_get_gradients():
     g = scene.gradients[0]
     assert g.colors.grad is not None and g.colors.grad.abs().sum() > 0
     assert scene.stroke_colors.grad[0, :2].abs().sum() > 0 and scene.points.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------- random documents
+def _random_document(seed: int) -> str:
+    """Shapes with random colours (every syntax), strokes (caps, joins, dashes), holes, classes and groups."""
+    import random
+
+    r = random.Random(seed)
+
+    def colour() -> str:
+        c = [r.randrange(256) for _ in range(3)]
+        return r.choice([f"#{c[0]:02x}{c[1]:02x}{c[2]:02x}", f"rgba({c[0]},{c[1]},{c[2]},{r.random():.2f})",
+                         f"hsl({r.randrange(360)},{r.randrange(101)}%,{r.randrange(101)}%)", "teal", "currentColor",
+                         f"rgb({r.randrange(101)}%,{r.randrange(101)}%,{r.randrange(101)}%)", "none"])
+
+    def shape() -> str:
+        x, y = r.uniform(2, 40), r.uniform(2, 40)
+        a = f'fill="{colour()}"'
+        if r.random() < 0.6:
+            a += (f' stroke="{colour()}" stroke-width="{r.uniform(0.5, 5):.2f}" stroke-linecap="'
+                  f'{r.choice(["butt", "round", "square"])}" stroke-linejoin="{r.choice(["miter", "round", "bevel"])}"')
+            if r.random() < 0.3:
+                a += f' stroke-dasharray="{r.uniform(1, 6):.1f} {r.uniform(1, 4):.1f}"'
+        if r.random() < 0.3:
+            a += f' fill-opacity="{r.random():.2f}"'
+        if r.random() < 0.3:
+            a += f' transform="rotate({r.randrange(-40, 40)} {x + 5:.1f} {y + 5:.1f})"'
+        if r.random() < 0.3:
+            a += f' class="c{r.randrange(3)}"'
+        return r.choice([
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{r.uniform(4, 20):.1f}" height="{r.uniform(4, 20):.1f}" '
+            f'rx="{r.uniform(0, 4):.1f}" {a}/>',
+            f'<circle cx="{x + 8:.1f}" cy="{y + 8:.1f}" r="{r.uniform(3, 10):.1f}" {a}/>',
+            f'<polyline points="{x:.1f},{y:.1f} {x + r.uniform(-10, 20):.1f},{y + r.uniform(5, 20):.1f} '
+            f'{x + r.uniform(5, 20):.1f},{y + r.uniform(-5, 10):.1f}" {a}/>',
+            f'<path d="M{x:.1f} {y:.1f} c 5 -8 15 8 20 0 s 5 10 -5 15 z m 4 4 h 6 v 4 h -6 z" '
+            f'fill-rule="{r.choice(["evenodd", "nonzero"])}" {a}/>'])
+
+    css = "<style>" + "".join(f".c{i} {{ fill: {colour()} }} " for i in range(3)) + \
+        "g > .c1 { stroke: black !important }</style>"
+    body = ""
+    for _ in range(r.randrange(3, 8)):
+        s = shape()
+        if r.random() < 0.3:
+            s = f'<g color="#{r.randrange(4096):03x}" transform="translate({r.uniform(-5, 5):.1f} 2)">{s}</g>'
+        body += s
+    return doc(css + body)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_documents_match_resvg(seed):
+    assert differing(_random_document(seed)) < TOLERANCE
