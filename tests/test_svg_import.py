@@ -394,6 +394,8 @@ REFUSED = [
     ('<style>rect::before { fill: red }</style><rect width="8" height="8"/>', "pseudo-elements"),
     ('<rect width="8" height="8" stroke="black" stroke-linejoin="miter-clip"/>', "stroke-linejoin"),
     ('<rect width="2em" height="8"/>', "unit"),
+    ('<rect width="8" height="8" visibility="hiddden"/>', "visibility"),
+    ('<rect width="8" height="8" stroke="black" stroke-linecap="flat"/>', "stroke-linecap"),
     ('<g opacity="0.5"><rect width="8" height="8"/><rect x="4" width="8" height="8" fill="red"/></g>', "opacity"),
     ('<rect width="8" height="8" stroke="black" opacity="0.5"/>', "opacity"),
     ('<rect width="8" height="8" stroke="black" transform="scale(2 1)"/>', "non-uniform"),

@@ -541,6 +541,8 @@ class _Reader:
         for child in el:
             self.walk(child, st, inner, (vbox[2], vbox[3]) if vbox is not None else (w, h), depth + 1, active)
         overflow = self.declared(el, tag).get("overflow", "hidden").strip().lower()
+        if overflow not in ("visible", "auto", "hidden", "scroll", "clip", "inherit", "initial", "unset"):
+            raise ValueError(f"SVG overflow {overflow[:30]!r} on <{tag}> is not supported")
         if overflow in ("hidden", "scroll", "clip", "inherit", "initial", "unset"):
             corners = apply(ctm, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
             for s in self.shapes[start:]:
@@ -620,7 +622,10 @@ class _Reader:
                 raise ValueError(f"SVG element <{ctag}> inside <{tag}> is not supported ({_REFUSED[ctag]} are not "
                                  "drawn)")
         d = el.get("d") if tag == "path" else _shape_data(tag, el, viewport)
-        if not d or st["visibility"].strip().lower() in ("hidden", "collapse"):
+        visibility = st["visibility"].strip().lower()
+        if visibility not in ("visible", "hidden", "collapse"):
+            raise ValueError(f"SVG visibility {visibility[:30]!r} on <{tag}> is not supported")
+        if not d or visibility in ("hidden", "collapse"):
             return
         subs_user = list(subpaths(d, self.budget))
         if not subs_user:
