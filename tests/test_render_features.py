@@ -434,3 +434,9 @@ def test_bad_gradients_and_paint_indices_are_refused():
     with pytest.raises(ValueError, match="subpaths"):
         Topology((1, 1), (False, False), subpaths=(3,))
     assert PathStyle(dash=(1, 2, 3)).dash == (1, 2, 3, 1, 2, 3) and PathStyle(dash=(0, 0)).dash == ()
+
+
+def test_diffvg_backend_refuses_what_it_cannot_draw():
+    scene = Scene.from_paths([Path(ZIGZAG, degrees=1, cap="butt")], 100, 80)
+    with pytest.raises(ValueError, match="diffvg.*caps"):
+        render(scene, backend="diffvg")

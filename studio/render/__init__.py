@@ -3,26 +3,33 @@
 The role diffvg (Li et al. 2020, "Differentiable Vector Graphics Rasterization for Editing and Learning") plays in
 CLIPDraw and CLIPasso, without a compiled extension: runs on CPU and GPU, batched over scenes that share a topology.
 
-Scene model (`Scene`, `Topology`, `Path`)
-    A batch of B scenes with one topology: per path, its number of cubic Bézier segments, open/closed, filled or not.
-    Tensors (optimise them directly):
-        points        (B, num_points, 2)  pixel coordinates, x right, y down; an open path of n segments owns 3n+1
-                                          consecutive points, a closed one 3n (its last segment ends on its first)
+Scene model (`Scene`, `Topology`, `Path`, `Subpath`, `PathStyle`, `Gradient`)
+    A batch of B scenes with one topology: per path, its subpaths (each a run of cubic Bézier segments, open or
+    closed), filled or not, and its `PathStyle` (cap, join, miter limit, dash pattern and offset, fill rule, and
+    which paints are gradients). A path with several subpaths is one shape: one fill (holes by its fill rule), one
+    stroke. Tensors (optimise them directly):
+        points        (B, num_points, 2)  pixel coordinates, x right, y down; an open subpath of n segments owns
+                                          3n+1 consecutive points, a closed one 3n (its last segment ends on its
+                                          first point)
         widths        (B, P)              stroke widths in pixels
         stroke_colors (B, P, 4)           straight (not premultiplied) RGBA in [0, 1]
         fill_colors   (B, P, 4) or None   used for paths with `topology.filled[p]`; fill is painted below stroke
-    plus `width`, `height` (ints), `background` (RGB(A) tuple, or None for transparent), `fill_rule`
-    ("nonzero" | "evenodd"). Build one with `Scene(topology, points, ...)` or `Scene.from_paths([Path(...)])`
+        gradients     tuple of Gradient   offsets (B, S), colors (B, S, 4), geometry, transform (B, 2, 3)
+    plus `width`, `height` (ints), `background` (RGB(A) tuple, or None for transparent), `fill_rule` (the default
+    for paths whose style has none). Build one with `Scene(topology, points, ...)` or `Scene.from_paths([Path(...)])`
     (lines and quadratics are elevated to cubics). `scene.select(i)`, `Scene.stack([...])`, `scene.repeat(B)`,
-    `scene.detach()`, `scene.clone()`, `scene.to(device)`, `scene.requires_grad_()`.
+    `scene.detach()`, `scene.clone()`, `scene.to(device)`, `scene.requires_grad_()`. Without styles every path is
+    round-capped, round-joined and solid: the CLIPDraw/CLIPasso look, drawn by the distance-only fast path.
 
 Rendering
     render(scene, backend="torch" | "reference" | "diffvg", tolerance=0.1, tile=4, chunk=2) -> (B, H, W, 4)
         PREMULTIPLIED RGBA composited over `scene.background` (with the default opaque white background the alpha
-        channel is 1 and RGB is the final image). Anti-aliased (one-pixel box filter of the distance to the curve:
-        round caps and joins; fills by winding number with the same filter at the boundary), painter's order,
-        differentiable w.r.t. points, widths and colours. "torch" is the tiled fast path (cost grows with covered
-        area), "reference" the brute-force oracle, "diffvg" uses pydiffvg when installed (ValueError otherwise).
+        channel is 1 and RGB is the final image). Anti-aliased (one-pixel box filter of the distance to the curve;
+        butt/square caps and dashes by a 1-D box filter along the path, miter/bevel joins by the joins' edges;
+        fills by winding number with the same filter at the boundary), painter's order, differentiable w.r.t.
+        points, widths, colours and gradients. "torch" is the tiled fast path (cost grows with covered area),
+        "reference" the brute-force oracle, "diffvg" uses pydiffvg when installed (ValueError otherwise; round
+        solid strokes and flat colours only).
         Deterministic on CPU; on CUDA the backward pass accumulates gradients with atomic adds (index backward),
         so gradients can differ in the last bits between runs unless `torch.use_deterministic_algorithms(True)`.
     render_one(scene, index=0, **kw) -> (H, W, 4)
@@ -31,7 +38,7 @@ Rendering
     to_uint8(rgba) -> numpy uint8 RGB for saving
 
 SVG (the writer is `svg_write`, the reader `svg_read`)
-    to_svg(scene, index=0) -> str       round caps/joins, so resvg and browsers draw what we rasterise
+    to_svg(scene, index=0) -> str       what we draw: subpaths, caps, joins, dashes, fill rules, gradients
     from_svg(text) -> Scene             SVG 2's static part as the spec draws it (CSS, use, gradients, caps, holes)
                                         or a ValueError naming what it cannot draw; defusedxml, bounded parsing
 

@@ -27,11 +27,15 @@ def _import_pydiffvg():
 
 def render_diffvg(scene: Scene, samples: int = 2, seed: int = 0) -> torch.Tensor:
     """(B, H, W, 4) premultiplied RGBA over `scene.background`, one pydiffvg call per scene in the batch."""
+    topo = scene.topology
+    if topo.subpaths is not None or not topo.round_solid or scene.gradients:
+        raise ValueError("`backend='diffvg'` draws one subpath per path with round caps and joins, solid, in flat "
+                         "colours; this scene has compound paths, other caps/joins/dashes or gradients: use "
+                         "backend='torch'")
     pydiffvg = _import_pydiffvg()
     pydiffvg.set_use_gpu(scene.device.type == "cuda")
     if scene.device.type == "cuda":
         pydiffvg.set_device(scene.device)
-    topo = scene.topology
     offsets, counts = topo.point_offsets, topo.points_per_path
     filled = topo.filled if scene.fill_colors is not None else None
     out = []
@@ -44,7 +48,7 @@ def render_diffvg(scene: Scene, samples: int = 2, seed: int = 0) -> torch.Tensor
             fill = scene.fill_colors[i, p] if filled is not None and filled[p] else None
             groups.append(pydiffvg.ShapeGroup(shape_ids=torch.tensor([p]), fill_color=fill,
                                               stroke_color=scene.stroke_colors[i, p],
-                                              use_even_odd_rule=scene.fill_rule == "evenodd"))
+                                              use_even_odd_rule=scene.path_fill_rule(p) == "evenodd"))
         args = pydiffvg.RenderFunction.serialize_scene(scene.width, scene.height, shapes, groups)
         img = pydiffvg.RenderFunction.apply(scene.width, scene.height, samples, samples, seed, None, *args)
         out.append(img.to(scene.points.dtype))

@@ -36,7 +36,7 @@ _EPS = 1e-12
 
 
 @functools.lru_cache(maxsize=64)
-def style_tensors(topology: Topology, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def style_tensors(topology: Topology, device: torch.device, dtype: torch.dtype) -> dict:
     """Per-path style constants as tensors: cap, join (P,) long; miter (P,); dashed (P,) bool; dash starts, lengths
     and validity (P, K); period and offset (P,). K is the longest pattern (at least 1)."""
     styles = topology.all_styles
@@ -55,7 +55,10 @@ def style_tensors(topology: Topology, device: torch.device, dtype: torch.dtype) 
         lens.append(row_l + [0.0] * (k - len(row_l)))
         period.append(acc if s.dash else 1.0)
     kw = {"device": device, "dtype": dtype}
-    return {
+    return {  # plus two Python flags, so the hot path never waits on the device to branch
+        "any_dash": any(bool(s.dash) for s in styles),
+        "any_round_cap": any(s.cap == "round" for s in styles),
+        "any_flat_cap": any(s.cap != "round" for s in styles),
         "cap": torch.tensor([caps[s.cap] for s in styles], dtype=torch.long, device=device),
         "join": torch.tensor([joins[s.join] for s in styles], dtype=torch.long, device=device),
         "miter": torch.tensor([s.miter_limit for s in styles], **kw),
@@ -218,7 +221,7 @@ def styled_coverage(px: torch.Tensor, py: torch.Tensor, e: torch.Tensor, poly: P
     cap = st["cap"][gp][:, None]
     sub_len = sg.sub_len[poly.edge_inst[e]]
     dashed = st["dashed"][gp][:, None]
-    any_dash = bool(st["dashed"].any())
+    any_dash = st["any_dash"]
     first, last = torch.zeros_like(sub_len), sub_len  # the on-set's extent along an open subpath
     if any_dash:
         c, dl, valid = st["dash_start"][gp], st["dash_len"][gp], st["dash_valid"][gp]
@@ -229,7 +232,7 @@ def styled_coverage(px: torch.Tensor, py: torch.Tensor, e: torch.Tensor, poly: P
         first = torch.where(dashed, df, first)
         last = torch.where(dashed & (dla < sub_len.detach()), dla, last)
     out = body
-    if bool((st["cap"] == ROUND).any()):
+    if st["any_round_cap"]:
         sig_c = torch.where(closed, sigma, torch.minimum(torch.maximum(sigma, first), last))
         gap = (sigma - sig_c).abs()
         if any_dash:
@@ -238,7 +241,7 @@ def styled_coverage(px: torch.Tensor, py: torch.Tensor, e: torch.Tensor, poly: P
         gap = torch.where(~closed & (last < first), torch.full_like(gap, float("inf")), gap)  # no dash at all
         rc = torch.where(gap > 0, stroke_coverage(torch.sqrt(n * n + gap * gap + _EPS), half), body)
         out = torch.where(cap == ROUND, rc, out)
-    if bool((st["cap"] != ROUND).any()):
+    if st["any_flat_cap"]:
         ext = torch.where(cap == SQUARE, half, torch.zeros_like(half))
         inf = torch.full_like(sigma, float("inf"))
         lo = torch.where(closed, -inf, first - ext)
