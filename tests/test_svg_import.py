@@ -419,7 +419,8 @@ def test_each_refused_construct_is_named(body, name):
 def test_unreferenced_definitions_are_not_refused():
     """clipPath, mask, pattern, marker and filter elements that nothing uses draw nothing: accepted."""
     svg = doc('<defs><clipPath id="c"/><mask id="m"/><pattern id="p"/><marker id="k"/><filter id="f"/>'
-              '<text>in defs</text></defs><rect x="4" y="4" width="40" height="40" fill="#39c"/>')
+              '<text>in defs</text></defs><rect x="4" y="4" width="40" height="40" fill="#39c"/>'
+              '<text x="4" y="60" display="none">hidden</text><text x="4" y="60" systemLanguage="fr">non</text>')
     assert differing(svg) < TOLERANCE
 
 

@@ -459,16 +459,17 @@ class _Reader:
         tag = _local(el.tag)
         if tag is None or tag in _NON_RENDERING:
             return
-        if tag in _REFUSED:
-            raise ValueError(f"SVG element <{tag}> is not supported ({_REFUSED[tag]} are not drawn)")
-        if tag not in _SHAPES and tag not in _CONTAINERS:
-            raise ValueError(f"SVG element <{tag}> is not supported")
         self._count(depth)
         if not self.conditions(el):
             return
+        known = tag in _SHAPES or tag in _CONTAINERS
+        if not known and tag not in _REFUSED:
+            raise ValueError(f"SVG element <{tag}> is not supported")
         st = self.computed(el, tag, parent)
         if st["display"].strip().lower() == "none":
-            return
+            return  # not drawn (so a hidden <text display="none"> has nothing to refuse)
+        if not known:
+            raise ValueError(f"SVG element <{tag}> is not supported ({_REFUSED[tag]} are not drawn)")
         if el.get("transform"):
             ox, oy = self.origin(st["transform-origin"], viewport)
             t = parse_transform(el.get("transform"))
