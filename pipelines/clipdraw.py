@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path as FilePath
 from typing import Any, Callable, Iterator, Sequence
 
@@ -261,17 +261,23 @@ class CLIPDrawPipeline:
         groups = [{"params": [params["points"]], "lr": cfg.lr_points}]
         if "widths" in params["trainable"]:
             groups.append({"params": [params["widths"]], "lr": cfg.lr_widths})
-        colour_keys = [k for k in ("colors", "fills", "alpha") if k in params["trainable"]]
+        colour_keys = [k for k in ("colors", "fills", "alpha", "base_colors", "base_fills") if k in params["trainable"]]
+        colour_keys += sorted(k for k in params["trainable"] if k.startswith("grad"))  # the SVG's gradient stops
         if colour_keys:
             groups.append({"params": [params[k] for k in colour_keys], "lr": cfg.lr_colors})
         if "logits" in params["trainable"]:
             groups.append({"params": [params["logits"]], "lr": cfg.lr_palette})
         opt = torch.optim.Adam(groups)
 
+        gradients = [g.map(lambda x: x.to(dev)) for g in params.get("gradients", ())]
+
         def scene(hard: bool = False) -> Scene:
             strokes, fills = _colours(params, hard)
+            grads = tuple(replace(g, colors=params[f"grad{i}_colors"], offsets=params[f"grad{i}_offsets"])
+                          for i, g in enumerate(gradients))
             return Scene(topo, params["points"], params["widths"], strokes, fills, width=size, height=size,
-                         background=(1.0, 1.0, 1.0, 1.0))
+                         background=(1.0, 1.0, 1.0, 1.0), fill_rule=params.get("fill_rule", "nonzero"),
+                         gradients=grads)
 
         def draw(s: Scene) -> torch.Tensor:
             return to_image(render(s, backend=self.backend))  # (1, 3, H, W)
@@ -372,9 +378,16 @@ def _read_svg(svg: str | bytes | FilePath, canvas_size: int) -> Scene:
     except ValueError as err:
         raise ValueError(f"`init_svg` is not a usable SVG: {err}") from None
     sx, sy = canvas_size / s.width, canvas_size / s.height
+    k = math.sqrt(sx * sy)  # lengths (widths, dashes) scale by the mean factor
     pts = s.points * torch.tensor([sx, sy])
-    return Scene(s.topology, pts, s.widths * math.sqrt(sx * sy), s.stroke_colors, s.fill_colors,
-                 width=canvas_size, height=canvas_size)
+    scale = torch.tensor([[sx, 0.0], [0.0, sy]], dtype=s.points.dtype)
+    grads = tuple(replace(g, transform=scale @ g.transform) for g in s.gradients)  # gradient space -> new canvas
+    topo = s.topology
+    if topo.styles is not None:
+        topo = replace(topo, styles=tuple(replace(st, dash=tuple(d * k for d in st.dash),
+                                                  dash_offset=st.dash_offset * k) for st in topo.styles))
+    return Scene(topo, pts, s.widths * k, s.stroke_colors, s.fill_colors, width=canvas_size, height=canvas_size,
+                 fill_rule=s.fill_rule, gradients=grads)
 
 
 def _init_params(num_paths: int, size: int, gen: torch.Generator, cfg: CLIPDrawConfig, palette: torch.Tensor | None,
@@ -411,12 +424,21 @@ def _init_params(num_paths: int, size: int, gen: torch.Generator, cfg: CLIPDrawC
                        else torch.zeros(1, bt.num_paths, 4)) if any_fill else None
     p["trainable"] |= {"base_colors"} | ({"base_fills"} if any_fill else set())
     p["trainable"].add("widths")
+    # the SVG's gradients: stop colours and offsets are optimised like any colour (their geometry stays)
+    p["gradients"] = [g.map(lambda x: x.detach().clone()) for g in base.gradients]
+    p["fill_rule"] = base.fill_rule
+    for i, g in enumerate(p["gradients"]):
+        p[f"grad{i}_colors"], p[f"grad{i}_offsets"] = g.colors, g.offsets
+        p["trainable"] |= {f"grad{i}_colors", f"grad{i}_offsets"}
     if topo_new is None:
         p["topology"] = bt
         p["points"], p["widths"] = base.points.clone(), base.widths.clone()
         return p
-    p["topology"] = Topology(bt.num_segments + topo_new.num_segments, bt.closed + topo_new.closed,
-                             (base_filled + (filled,) * num_paths) if any_fill else None)
+    if any_fill and bt.filled is None:
+        bt = replace(bt, filled=(False,) * bt.num_paths)
+    if any_fill and topo_new.filled is None:
+        topo_new = replace(topo_new, filled=(filled,) * num_paths)
+    p["topology"] = bt.concat(topo_new)  # keeps the SVG's compound paths and styles; new strokes are round
     p["points"] = torch.cat([base.points, pts_new], 1)
     p["widths"] = torch.cat([base.widths, widths], 1)
     return p
@@ -463,6 +485,9 @@ def _clamp(p: dict[str, Any], min_width: float, max_width: float) -> None:
         p["widths"].clamp_(min_width, max_width)
     for k in ("colors", "alpha", "base_colors", "base_fills"):
         if k in p and torch.is_tensor(p[k]):
+            p[k].clamp_(0.0, 1.0)
+    for k in p["trainable"]:
+        if k.startswith("grad"):  # gradient stop colours and offsets
             p[k].clamp_(0.0, 1.0)
 
 

@@ -136,7 +136,7 @@ SVG = ('<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1
     ('<svg xmlns="http://www.w3.org/2000/svg" width="50000" height="10"><path d="M0 0 L5 5"/></svg>', "canvas"),
     ('<svg xmlns="http://www.w3.org/2000/svg" width="1e9" height="10"><path d="M0 0 L5 5"/></svg>', "width"),
     (SVG.format("<g>" * 100 + '<path d="M0 0 L5 5"/>' + "</g>" * 100), "nests"),
-    (SVG.format('<path d="M0 0 L5 5" fill="url(#grad)"/>'), "colour"),
+    (SVG.format('<path d="M0 0 L5 5" fill="url(#grad)"/>'), "references nothing"),
     (SVG.format('<text x="1" y="5">hi</text>'), "text"),
     ("<html><body/></html>", "root"),
     ("<svg", "parse"),

@@ -39,7 +39,8 @@ Rendering
 
 SVG (the writer is `svg_write`, the reader `svg_read`)
     to_svg(scene, index=0) -> str       what we draw: subpaths, caps, joins, dashes, fill rules, gradients
-    from_svg(text) -> Scene             defusedxml, size/command caps; ValueError for hostile or unsupported input
+    from_svg(text) -> Scene             SVG 2's static part as the spec draws it (CSS, use, gradients, caps, holes)
+                                        or a ValueError naming what it cannot draw; defusedxml, bounded parsing
 
 Example: optimise strokes toward a target image
     >>> import torch

@@ -1,338 +1,897 @@
-"""SVG in: `from_svg`, following SVG 1.1 (https://www.w3.org/TR/SVG11/); the writer is `svg_write`.
+"""SVG in: `from_svg`, the static part of SVG 2 (https://www.w3.org/TR/SVG2/) as the specification draws it, or a
+`ValueError` that names what it cannot draw. The writer is `svg_write`.
 
-`from_svg` reads untrusted input defensively: `defusedxml` refuses DTDs, entity declarations (billion laughs) and
-external references; the text size, element count, nesting depth, path commands and coordinate magnitudes are
-capped; elements that would fetch anything (`<image>`, `<use>`, any non-local `href`) are refused. It reads
-`path` (M L H V C S Q T A Z, absolute and relative), `line`, `polyline`, `polygon`, `rect`, `circle`,
-`ellipse`, inherited presentation attributes and `style` declarations, and affine `transform`s. Each subpath
-becomes one scene path (so holes cut by a second subpath are filled rather than cut). Gradients, text, images,
-clips, masks and markers are refused with a `ValueError`.
+Read: `path` (M L H V C S Q T A Z, absolute and relative; all subpaths of one element are one shape, holes cut by
+`fill-rule`), `rect` (with rx/ry), `circle`, `ellipse`, `line`, `polyline`, `polygon`; the containers `g`, `a`,
+nested `svg` (x, y, width, height, viewBox, every `preserveAspectRatio`), `switch` (the first child whose
+`requiredExtensions` / `systemLanguage` hold; the user language is "en"; `requiredFeatures` is ignored as SVG 2
+says), `use` of local elements (`symbol` and `svg` with their viewports, x/y, nested uses; expansion capped);
+`<style>` sheets and `style` attributes with the CSS cascade (`svg_css`), inheritance, `inherit` / `initial` /
+`unset`; every CSS colour (`svg_color`); `transform` with `transform-origin`; lengths in px, pt, pc, mm, cm, in
+and percentages of the viewport; the paint properties fill / stroke (colour, `url(#gradient)` with a fallback,
+`none`, currentColor with `color`), fill-opacity, stroke-opacity, opacity, fill-rule, stroke-width,
+stroke-linecap, stroke-linejoin (miter, round, bevel), stroke-miterlimit, stroke-dasharray, stroke-dashoffset,
+display, visibility; `linearGradient` / `radialGradient` (gradientUnits, gradientTransform, spreadMethod, href
+inheritance, stops with stop-color and stop-opacity, fx/fy/fr).
+
+Accepted and ignored, because they do not change how anything drawn here looks: text and font properties
+(`IGNORED_PROPERTIES`; text itself is refused), pointer-events, cursor, the filter-, clip- and image-only
+properties (flood-*, lighting-color, clip-rule, color-interpolation-filters, image-rendering), hints
+(color-rendering, text-rendering), isolation, enable-background, vendor-prefixed properties (`-inkscape-*`), and
+non-rendered definitions that nothing references (`clipPath`, `mask`, `pattern`, `marker`, `filter` elements).
+
+Refused by name: text, tspan, textPath, image, foreignObject (outside a switch that skips it), script,
+animation elements, any unknown element in the SVG namespace; properties that would change the drawing unless
+they keep their initial value: clip-path, mask, filter, marker(-start/-mid/-end), mix-blend-mode,
+vector-effect, shape-rendering other than auto/geometricPrecision, color-interpolation linearRGB,
+transform-box other than view-box, miter-clip / arcs joins; `opacity` below 1 on an element that draws more
+than one overlapping layer (the renderer has no group layers; exact when it draws one layer or disjoint ones);
+strokes under non-uniform transforms; content overflowing a nested viewport that clips it; `transform` or
+geometry properties set in CSS; em/ex units; pattern paints; missing references; unknown properties.
+
+Untrusted input is read defensively: `defusedxml` refuses DTDs, entity declarations (billion laughs) and
+external references; the text size, element count (counting every `<use>` expansion), nesting depth, path
+commands, coordinates, style-sheet rules and selector work are capped, and no href may leave the document.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import Iterator
+from dataclasses import dataclass, field, replace
 
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
-from .scene import MAX_CANVAS, Path, Scene
+from .scene import MAX_CANVAS, Gradient, Path, Scene, Subpath
+from .svg_color import RGBA, parse_color
+from .svg_css import Matcher, parse_declarations, parse_stylesheet
+from .svg_path import (
+    IDENTITY,
+    MAX_COMMANDS,
+    MAX_COORD,
+    NUMBER_RE,
+    Budget,
+    Matrix,
+    apply,
+    bounding_box,
+    compose,
+    number,
+    parse_transform,
+    subpaths,
+    translate,
+)
+
+__all__ = ["from_svg", "MAX_SVG_CHARS", "MAX_ELEMENTS", "MAX_DEPTH", "MAX_COMMANDS", "MAX_PATHS", "MAX_COORD",
+           "MAX_USE_EXPANSION"]
 
 MAX_SVG_CHARS = 4_000_000  # ~4 MB of markup: far more than a drawing needs, little enough to parse in a second
-MAX_ELEMENTS = 20_000
+MAX_ELEMENTS = 20_000  # elements in the document, and elements drawn after expanding every <use>
 MAX_DEPTH = 64
-MAX_COMMANDS = 100_000  # path commands summed over the document
 MAX_PATHS = 10_000
-MAX_COORD = 1e6  # |coordinate| in user units; beyond this float32 rasterisation loses sub-pixel precision
+MAX_USE_EXPANSION = 5_000  # <use> instantiations summed over the document (a use-bomb is refused)
+MAX_HREF_CHAIN = 16  # gradients inheriting from gradients
+MAX_DASHES = 64
+MAX_STOPS = 256
 
 _SVG_NS = "{http://www.w3.org/2000/svg}"
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
-_SKIP = {"defs", "title", "desc", "metadata", "style", "symbol", "namedview", "sodipodi:namedview"}
-_REFUSE = {"text", "image", "use", "foreignObject", "clipPath", "mask", "pattern", "marker", "linearGradient",
-           "radialGradient", "filter", "script", "switch", "a"}
-_INHERITED = ("fill", "stroke", "stroke-width", "fill-opacity", "stroke-opacity", "fill-rule", "visibility")
-_NAMED = {  # CSS basic colours plus a few common extended ones
-    "black": (0, 0, 0), "white": (255, 255, 255), "red": (255, 0, 0), "lime": (0, 255, 0), "blue": (0, 0, 255),
-    "yellow": (255, 255, 0), "cyan": (0, 255, 255), "aqua": (0, 255, 255), "magenta": (255, 0, 255),
-    "fuchsia": (255, 0, 255), "silver": (192, 192, 192), "gray": (128, 128, 128), "grey": (128, 128, 128),
-    "maroon": (128, 0, 0), "olive": (128, 128, 0), "green": (0, 128, 0), "purple": (128, 0, 128),
-    "teal": (0, 128, 128), "navy": (0, 0, 128), "orange": (255, 165, 0), "brown": (165, 42, 42),
-    "pink": (255, 192, 203), "gold": (255, 215, 0), "darkgray": (169, 169, 169), "darkgrey": (169, 169, 169),
-    "lightgray": (211, 211, 211), "lightgrey": (211, 211, 211), "darkblue": (0, 0, 139), "darkred": (139, 0, 0),
-    "darkgreen": (0, 100, 0), "indigo": (75, 0, 130), "violet": (238, 130, 238), "beige": (245, 245, 220),
-    "skyblue": (135, 206, 235), "tan": (210, 180, 140), "salmon": (250, 128, 114), "coral": (255, 127, 80),
+
+_SHAPES = {"path", "rect", "circle", "ellipse", "line", "polyline", "polygon"}
+_CONTAINERS = {"g", "a", "svg", "switch", "use"}
+# never drawn where they stand; referenced ones are read (gradients, symbols) or refused where referenced
+_NON_RENDERING = {"defs", "title", "desc", "metadata", "style", "symbol", "linearGradient", "radialGradient", "stop",
+                  "clipPath", "mask", "pattern", "marker", "filter", "font", "font-face", "glyph", "missing-glyph",
+                  "color-profile", "view", "cursor", "solidcolor", "solidColor", "hatch", "hatchpath"}
+_REFUSED = {"text": "text", "tspan": "text", "textPath": "text", "image": "images", "foreignObject": "foreign objects",
+            "script": "scripts", "animate": "animation", "animateMotion": "animation", "animateTransform": "animation",
+            "animateColor": "animation", "set": "animation", "mpath": "animation", "iframe": "embedded documents",
+            "video": "media", "audio": "media", "canvas": "canvas", "discard": "animation", "mesh": "mesh gradients",
+            "meshgradient": "mesh gradients"}
+
+# property: (initial value, inherited)
+PROPERTIES = {
+    "fill": ("black", True), "fill-opacity": ("1", True), "fill-rule": ("nonzero", True),
+    "stroke": ("none", True), "stroke-width": ("1", True), "stroke-opacity": ("1", True),
+    "stroke-linecap": ("butt", True), "stroke-linejoin": ("miter", True), "stroke-miterlimit": ("4", True),
+    "stroke-dasharray": ("none", True), "stroke-dashoffset": ("0", True), "color": ("black", True),
+    "visibility": ("visible", True), "opacity": ("1", False), "display": ("inline", False),
+    "stop-color": ("black", False), "stop-opacity": ("1", False), "transform-origin": ("0 0", False),
+    "overflow": ("visible", False),
+    # refused unless they keep one of the values in _DEFAULT_ONLY
+    "clip-path": ("none", False), "mask": ("none", False), "filter": ("none", False),
+    "marker-start": ("none", True), "marker-mid": ("none", True), "marker-end": ("none", True),
+    "marker": ("none", True), "paint-order": ("normal", True), "mix-blend-mode": ("normal", False),
+    "vector-effect": ("none", False), "shape-rendering": ("auto", True), "color-interpolation": ("srgb", True),
+    "transform-box": ("view-box", False), "clip": ("auto", False),
 }
+_DEFAULT_ONLY = {
+    "clip-path": ({"none"}, "clip paths"), "mask": ({"none"}, "masks"), "filter": ({"none"}, "filters"),
+    "marker-start": ({"none"}, "markers"), "marker-mid": ({"none"}, "markers"),
+    "marker-end": ({"none"}, "markers"), "marker": ({"none"}, "markers"),
+    "mix-blend-mode": ({"normal"}, "blend modes"), "vector-effect": ({"none"}, "vector effects"),
+    "shape-rendering": ({"auto", "geometricprecision"}, "aliased (crisp-edged) drawing"),
+    "color-interpolation": ({"auto", "srgb"}, "linearRGB interpolation"),
+    "transform-box": ({"view-box"}, "other transform boxes"), "clip": ({"auto"}, "clip rectangles"),
+}
+_INHERITED_NAMES = tuple(k for k, (_, inh) in PROPERTIES.items() if inh)
+_NOT_INHERITED_INITIAL = {k: v for k, (v, inh) in PROPERTIES.items() if not inh}
+IGNORED_PROPERTIES = frozenset({
+    # text and fonts (text is refused, so these never change a drawn shape)
+    "font", "font-family", "font-size", "font-size-adjust", "font-stretch", "font-style", "font-variant",
+    "font-weight", "font-feature-settings", "font-kerning", "font-variation-settings", "font-variant-ligatures",
+    "font-variant-caps", "font-variant-numeric", "font-variant-east-asian", "font-variant-position",
+    "font-synthesis", "font-optical-sizing", "line-height", "text-anchor", "text-decoration", "text-decoration-line",
+    "text-decoration-color", "text-decoration-style", "text-align", "text-align-last", "text-indent",
+    "text-transform", "text-orientation", "text-overflow", "letter-spacing", "word-spacing", "writing-mode",
+    "direction", "unicode-bidi", "dominant-baseline", "alignment-baseline", "baseline-shift", "kerning",
+    "glyph-orientation-horizontal", "glyph-orientation-vertical", "white-space", "inline-size", "shape-inside",
+    "shape-subtract", "shape-padding", "shape-margin", "text-rendering", "lang",
+    # interaction
+    "pointer-events", "cursor", "user-select",
+    # only for filters, clips, masks, images (all refused where used) or hints
+    "flood-color", "flood-opacity", "lighting-color", "color-interpolation-filters", "clip-rule", "mask-type",
+    "image-rendering", "color-rendering", "color-profile", "enable-background", "isolation", "solid-color",
+    "solid-opacity",
+})
+_GEOMETRY = {"x", "y", "width", "height", "cx", "cy", "r", "rx", "ry", "d", "x1", "y1", "x2", "y2", "points", "fr",
+             "fx", "fy", "transform"}
+_UNITS = {"": 1.0, "px": 1.0, "pt": 4 / 3, "pc": 16.0, "mm": 96 / 25.4, "cm": 96 / 2.54, "in": 96.0, "q": 96 / 101.6}
+_USER_LANGUAGE = "en"
 _KAPPA = 0.5522847498307936  # 4/3 (sqrt(2) - 1): cubic control distance for a quarter circle
 
 
-# No two parts of a pattern may match the same characters: user text must never make a regex backtrack
-# quadratically (a 20k-digit `width` once froze the server for 21 s). Each pattern below runs in linear time.
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_TOKEN = re.compile(rf"([MmLlHhVvCcSsQqTtAaZz])|({_NUMBER})|([\s,]+)|(.)")
-_ARITY = {"M": 2, "L": 2, "H": 1, "V": 1, "C": 6, "S": 4, "Q": 4, "T": 2, "A": 7, "Z": 0}
+# ------------------------------------------------------------------------------------------------- small parsers
+def _split_unit(text: str) -> tuple[str, str]:
+    t = text.strip()
+    i = len(t)
+    while i > 0 and (t[i - 1].isalpha() or t[i - 1] == "%"):
+        i -= 1
+    return t[:i], t[i:].lower()
 
 
-def _float(text: str, what: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise ValueError(f"SVG {what} must be a number, got {text[:40]!r}") from None
-    if not math.isfinite(v) or abs(v) > MAX_COORD:
-        raise ValueError(f"SVG {what} must be finite with magnitude <= {MAX_COORD:g}, got {text[:40]!r}")
-    return v
-
-
-def _length(text: str | None, what: str) -> float | None:
+def _length(text: str | None, what: str, ref: float | None = None) -> float | None:
+    """A length in user units: a number with px, pt, pc, mm, cm, in or Q, or a percentage of `ref`."""
     if text is None:
         return None
-    m = re.fullmatch(rf"({_NUMBER})\s*(px)?", text.strip())
-    if not m:
-        raise ValueError(f"SVG {what} must be a number of pixels, got {text[:40]!r}")
-    return _float(m.group(1), what)
+    num, unit = _split_unit(text)
+    if NUMBER_RE.fullmatch(num) is None:
+        raise ValueError(f"SVG {what} must be a length, got {text[:40]!r}")
+    v = number(num, what)
+    if unit == "%":
+        if ref is None:
+            raise ValueError(f"SVG {what} cannot be a percentage, got {text[:40]!r}")
+        return v / 100 * ref
+    if unit not in _UNITS:
+        raise ValueError(f"SVG {what} unit {unit!r} is not supported (use px, pt, pc, mm, cm, in or %), got "
+                         f"{text[:40]!r}")
+    return v * _UNITS[unit]
 
 
-def _colour(text: str, what: str) -> tuple[float, float, float] | None:
-    t = text.strip().lower()
-    if t in ("none", "transparent"):
+def _fraction(text: str, what: str) -> float:
+    """An opacity / offset: a number or a percentage, clamped to [0, 1]."""
+    t = text.strip()
+    v = number(t[:-1], what) / 100 if t.endswith("%") else number(t, what)
+    return min(max(v, 0.0), 1.0)
+
+
+def _local(tag) -> str | None:
+    """The SVG element name, or None for elements of other namespaces (not rendered, SVG 2 section 5.11)."""
+    if not isinstance(tag, str):
         return None
-    if t == "currentcolor":
-        return (0.0, 0.0, 0.0)
-    if t in _NAMED:
-        return tuple(c / 255 for c in _NAMED[t])  # type: ignore[return-value]
-    m = re.fullmatch(r"#([0-9a-f]{3}|[0-9a-f]{6})", t)
-    if m:
-        h = m.group(1)
-        h = "".join(c * 2 for c in h) if len(h) == 3 else h
-        return tuple(int(h[i:i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
-    m = re.fullmatch(r"rgba?\(([^)]*)\)", t)
-    if m:
-        parts = [s for s in re.split(r"[\s,/]+", m.group(1)) if s]
-        if len(parts) in (3, 4):
-            vals = [(_float(s[:-1], what) / 100 if s.endswith("%") else _float(s, what) / 255) for s in parts[:3]]
-            return tuple(min(max(v, 0.0), 1.0) for v in vals)  # type: ignore[return-value]
-    raise ValueError(f"SVG {what} colour {text[:60]!r} is not supported (use none, a name, #rgb, #rrggbb or rgb())")
+    if tag.startswith(_SVG_NS):
+        return tag[len(_SVG_NS):]
+    return None if tag.startswith("{") else tag
 
 
-_TRANSFORM_ITEM = re.compile(r"[\s,]*([a-zA-Z]+)\s*\(([^)]*)\)")
+def _href(el) -> str | None:
+    ref = el.get("href")
+    return ref if ref is not None else el.get(_XLINK_HREF)
 
 
-def _transform_items(text: str) -> list[tuple[str, str]]:
-    """(name, arguments) of each `name(args)` in a transform list, scanned left to right; anything else in the
-    text is refused rather than skipped (and so never searched again from every position)."""
-    items, pos, end = [], 0, len(text.rstrip(" \t\r\n,"))
-    while pos < end:
-        m = _TRANSFORM_ITEM.match(text, pos)
-        if m is None:
-            raise ValueError(f"SVG transform {text[:60]!r} is not a list of name(arguments)")
-        items.append((m.group(1), m.group(2)))
-        pos = m.end()
-    return items
+def _pixel_scale(m: Matrix, what: str) -> float:
+    """The scale a similarity transform applies to lengths; a non-uniform one is refused for `what`."""
+    a, b, c, d = m[:4]
+    p, q = (a * a + b * b + c * c + d * d) / 2, abs(a * d - b * c)
+    disc = math.sqrt(max(p * p - q * q, 0.0))
+    s1, s2 = math.sqrt(p + disc), math.sqrt(max(p - disc, 0.0))
+    if s1 - s2 > 1e-4 * max(s1, 1e-12):
+        raise ValueError(f"SVG {what} under a non-uniform transform (scale or skew that differs per axis) is not "
+                         "supported: the stroke would not be drawn as SVG says")
+    return s1
 
 
-def _parse_transform(text: str) -> tuple[float, ...]:
-    m_total = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
-    for name, args in _transform_items(text):
-        v = [_float(s, "transform argument") for s in re.split(r"[\s,]+", args.strip()) if s]
-        if name == "matrix" and len(v) == 6:
-            m = tuple(v)
-        elif name == "translate" and len(v) in (1, 2):
-            m = (1, 0, 0, 1, v[0], v[1] if len(v) == 2 else 0.0)
-        elif name == "scale" and len(v) in (1, 2):
-            m = (v[0], 0, 0, v[1] if len(v) == 2 else v[0], 0, 0)
-        elif name == "rotate" and len(v) in (1, 3):
-            c, s = math.cos(math.radians(v[0])), math.sin(math.radians(v[0]))
-            cx, cy = (v[1], v[2]) if len(v) == 3 else (0.0, 0.0)
-            m = (c, s, -s, c, cx - c * cx + s * cy, cy - s * cx - c * cy)
-        elif name == "skewX" and len(v) == 1:
-            m = (1, 0, math.tan(math.radians(v[0])), 1, 0, 0)
-        elif name == "skewY" and len(v) == 1:
-            m = (1, math.tan(math.radians(v[0])), 0, 1, 0, 0)
-        else:
-            raise ValueError(f"SVG transform {name}({args.strip()[:40]}) is not supported")
-        m_total = _compose(m_total, m)  # type: ignore[arg-type]
-    return m_total
+def _view_box(text: str | None, what: str) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    vals = [number(s, what) for s in text.replace(",", " ").split()]
+    if len(vals) != 4 or vals[2] < 0 or vals[3] < 0:
+        raise ValueError(f"SVG {what} must be 4 numbers with non-negative size, got {text[:60]!r}")
+    return tuple(vals)  # type: ignore[return-value]
 
 
-def _compose(m1: tuple[float, ...], m2: tuple[float, ...]) -> tuple[float, ...]:
-    """m1 * m2 (m2 applied first), matrices as SVG's (a, b, c, d, e, f)."""
-    a1, b1, c1, d1, e1, f1 = m1
-    a2, b2, c2, d2, e2, f2 = m2
-    return (a1 * a2 + c1 * b2, b1 * a2 + d1 * b2, a1 * c2 + c1 * d2, b1 * c2 + d1 * d2,
-            a1 * e2 + c1 * f2 + e1, b1 * e2 + d1 * f2 + f1)
+_ALIGNS = {"none"} | {f"x{a}Y{b}" for a in ("Min", "Mid", "Max") for b in ("Min", "Mid", "Max")}
 
 
-def _arc_to_cubics(x1, y1, rx, ry, phi_deg, large, sweep, x2, y2) -> list[list[tuple[float, float]]]:
-    """Endpoint arc -> cubic segments (SVG 1.1 implementation notes F.6.5, one cubic per <= 90 degrees)."""
-    if rx == 0 or ry == 0 or (x1 == x2 and y1 == y2):
-        return [[(x1, y1), (x1 + (x2 - x1) / 3, y1 + (y2 - y1) / 3), (x1 + 2 * (x2 - x1) / 3, y1 + 2 * (y2 - y1) / 3),
-                 (x2, y2)]] if (x1, y1) != (x2, y2) else []
-    rx, ry = abs(rx), abs(ry)
-    phi = math.radians(phi_deg)
-    cp, sp = math.cos(phi), math.sin(phi)
-    dx, dy = (x1 - x2) / 2, (y1 - y2) / 2
-    xp, yp = cp * dx + sp * dy, -sp * dx + cp * dy
-    lam = xp * xp / (rx * rx) + yp * yp / (ry * ry)
-    if lam > 1:
-        rx, ry = rx * math.sqrt(lam), ry * math.sqrt(lam)
-    num = rx * rx * ry * ry - rx * rx * yp * yp - ry * ry * xp * xp
-    den = rx * rx * yp * yp + ry * ry * xp * xp
-    coef = math.sqrt(max(num, 0.0) / den) if den else 0.0
-    if large == sweep:
-        coef = -coef
-    cxp, cyp = coef * rx * yp / ry, -coef * ry * xp / rx
-    cx, cy = cp * cxp - sp * cyp + (x1 + x2) / 2, sp * cxp + cp * cyp + (y1 + y2) / 2
-
-    def angle(ux, uy, vx, vy):
-        return math.atan2(ux * vy - uy * vx, ux * vx + uy * vy)
-
-    t1 = angle(1, 0, (xp - cxp) / rx, (yp - cyp) / ry)
-    dt = angle((xp - cxp) / rx, (yp - cyp) / ry, (-xp - cxp) / rx, (-yp - cyp) / ry)
-    if not sweep and dt > 0:
-        dt -= 2 * math.pi
-    elif sweep and dt < 0:
-        dt += 2 * math.pi
-    n = max(1, math.ceil(abs(dt) / (math.pi / 2) - 1e-9))
-    step = dt / n
-    k = 4 / 3 * math.tan(step / 4)
-
-    def pt(t, scale=1.0, deriv=False):
-        ex, ey = (-math.sin(t), math.cos(t)) if deriv else (math.cos(t), math.sin(t))
-        ex, ey = rx * ex * scale, ry * ey * scale
-        return (cp * ex - sp * ey + (0 if deriv else cx), sp * ex + cp * ey + (0 if deriv else cy))
-
-    out = []
-    for i in range(n):
-        a, b = t1 + i * step, t1 + (i + 1) * step
-        p0, p3 = pt(a), pt(b)
-        d0, d3 = pt(a, k, True), pt(b, k, True)
-        out.append([p0, (p0[0] + d0[0], p0[1] + d0[1]), (p3[0] - d3[0], p3[1] - d3[1]), p3])
-    out[-1][3] = (x2, y2)
-    out[0][0] = (x1, y1)
-    return out
+def _aspect(text: str | None) -> tuple[str, bool]:
+    """preserveAspectRatio -> (align lower-cased, slice)."""
+    parts = (text or "xMidYMid meet").split()
+    if parts and parts[0] == "defer":
+        parts = parts[1:]
+    if not parts or len(parts) > 2 or parts[0] not in _ALIGNS or (len(parts) == 2
+                                                                    and parts[1] not in ("meet", "slice")):
+        raise ValueError(f"SVG preserveAspectRatio {str(text)[:60]!r} is not `[defer] <align> [meet|slice]`")
+    return parts[0].lower(), len(parts) == 2 and parts[1] == "slice"
 
 
-class _Budget:
-    def __init__(self) -> None:
-        self.commands = 0
+def viewbox_transform(vbox, x: float, y: float, w: float, h: float, aspect: str | None) -> Matrix:
+    """SVG 2 section 8.2: the viewBox onto the viewport (x, y, w, h) with preserveAspectRatio."""
+    vx, vy, vw, vh = vbox
+    align, slice_ = _aspect(aspect)
+    sx, sy = w / vw, h / vh
+    if align == "none":
+        return (sx, 0.0, 0.0, sy, x - vx * sx, y - vy * sy)
+    s = max(sx, sy) if slice_ else min(sx, sy)
+    tx, ty = x - vx * s, y - vy * s
+    ax, ay = align[1:4], align[5:8]
+    tx += {"min": 0.0, "mid": (w - vw * s) / 2, "max": w - vw * s}[ax]
+    ty += {"min": 0.0, "mid": (h - vh * s) / 2, "max": h - vh * s}[ay]
+    return (s, 0.0, 0.0, s, tx, ty)
 
-    def spend(self, n: int) -> None:
-        self.commands += n
-        if self.commands > MAX_COMMANDS:
-            raise ValueError(f"SVG has more than {MAX_COMMANDS} path commands; refusing to read it")
+
+def _paint(value: str, what: str) -> tuple[str, str | None, str | None]:
+    """('none' | 'color' | 'url', colour text or id, fallback text)."""
+    v = value.strip()
+    if v.lower() == "none":
+        return ("none", None, None)
+    if v.lower().startswith("url("):
+        close = v.find(")")
+        if close < 0:
+            raise ValueError(f"SVG {what} {v[:60]!r} has an unclosed url(")
+        ref = v[4:close].strip().strip("\"'")
+        if not ref.startswith("#"):
+            raise ValueError(f"SVG refused: external reference {ref[:60]!r} in {what}")
+        return ("url", ref[1:], v[close + 1:].strip() or None)
+    return ("color", v, None)
 
 
-def _subpaths(d: str, budget: _Budget) -> Iterator[tuple[list[tuple[float, float]], bool]]:
-    """Parse path data into subpaths: (cubic control points in the `Scene` layout, closed)."""
-    tokens: list[str | float] = []
-    for match in _TOKEN.finditer(d):  # lazily, so oversized data is refused before it is all tokenised
-        cmd, num, _space, bad = match.groups()
-        if bad:
-            raise ValueError(f"SVG path data has an unexpected character {bad!r}")
-        if cmd:
-            budget.spend(1)
-            tokens.append(cmd)
-        elif num:
-            tokens.append(_float(num, "path coordinate"))
-            if len(tokens) > 8 * MAX_COMMANDS:  # implicit repeats: numbers without command letters
-                raise ValueError(f"SVG path data has more than {8 * MAX_COMMANDS} numbers; refusing to read it")
-    i, cur, start = 0, (0.0, 0.0), (0.0, 0.0)
-    pts: list[tuple[float, float]] = []
-    last_ctrl, last_cmd = None, ""
-    cmd = ""
+def _stroke_first(text: str, tag: str) -> bool:
+    """paint-order (SVG 2 section 13.6): whether the stroke is painted before the fill. Markers are refused
+    elsewhere, so their place does not matter."""
+    words = text.lower().split()
+    if words == ["normal"]:
+        return False
+    if not words or len(words) > 3 or len(set(words)) != len(words) or any(
+            w not in ("fill", "stroke", "markers") for w in words):
+        raise ValueError(f"SVG paint-order {text[:60]!r} on <{tag}> is not `normal` or an order of fill, stroke, "
+                         "markers")
+    order = words + [w for w in ("fill", "stroke", "markers") if w not in words]
+    return order.index("stroke") < order.index("fill")
 
-    def flush(closed: bool):
-        nonlocal pts
-        out = None
-        if len(pts) >= 4:
-            q = pts
-            if closed:
-                if math.dist(q[-1], q[0]) > 1e-9:  # close with a straight line
-                    q = q + [_lerp(q[-1], q[0], 1 / 3), _lerp(q[-1], q[0], 2 / 3), q[0]]
-                q = q[:-1]
-            out = (q, closed)
-        pts = []
+
+def _check_refs(el, tag: str) -> None:
+    for key in ("href", _XLINK_HREF):
+        ref = el.get(key)
+        if ref is not None and not ref.strip().startswith("#") and tag != "a":
+            raise ValueError(f"SVG refused: external reference {ref[:60]!r} in <{tag}>")
+
+
+# ------------------------------------------------------------------------------------------------- records
+@dataclass
+class _Shape:
+    """One drawn element, in canvas pixels (see /work/notes: the importer's record)."""
+
+    tag: str
+    subs: list  # [(points in the Scene layout, closed)]
+    fill: object  # None | RGBA | Gradient
+    stroke: object
+    width: float
+    fill_rule: str
+    cap: str
+    join: str
+    miter_limit: float
+    dash: tuple
+    dash_offset: float
+    fill_opacity: float
+    stroke_opacity: float
+    _bbox: tuple | None = field(default=None, repr=False)
+
+    @property
+    def bbox(self) -> tuple:
+        """(x0, y0, x1, y1) in pixels, the stroke included (caps and miter tips; conservative)."""
+        if self._bbox is None:
+            x0, y0, x1, y1 = bounding_box(self.subs)
+            grow = 0.0
+            if self.stroke is not None:
+                half = self.width / 2
+                grow = half * (math.sqrt(2) if self.cap == "square" else 1.0)
+                if self.join == "miter":
+                    for tx, ty in _miter_tips(self.subs, half, self.miter_limit):
+                        x0, y0, x1, y1 = min(x0, tx), min(y0, ty), max(x1, tx), max(y1, ty)
+            self._bbox = (x0 - grow, y0 - grow, x1 + grow, y1 + grow)
+        return self._bbox
+
+    def layers(self) -> int:
+        return (self.fill is not None) + (self.stroke is not None)
+
+
+class _Reader:
+    def __init__(self, root) -> None:
+        self.root = root
+        self.ids: dict = {}
+        sheets = []
+        for el in root.iter():
+            tag = _local(el.tag)
+            if tag is None:
+                continue
+            _check_refs(el, tag)
+            i = el.get("id")
+            if i is not None and i not in self.ids:
+                self.ids[i] = el
+            if tag == "style":
+                kind = (el.get("type") or "text/css").strip().lower()
+                if kind not in ("text/css", ""):
+                    raise ValueError(f"SVG <style> type {kind[:40]!r} is not supported (only text/css)")
+                media = (el.get("media") or "all").strip().lower()
+                if media not in ("all", "screen", ""):
+                    raise ValueError(f"SVG <style media={media[:40]!r}> is not supported")
+                sheets.append("".join(el.itertext()))
+        self.rules = []
+        for text in sheets:
+            self.rules += parse_stylesheet(text, first_order=len(self.rules))
+        self.matcher = Matcher(root, _local)
+        self.buckets: dict = {}
+        for rule in self.rules:
+            for sel in rule.selectors:
+                last = sel.compounds[-1]
+                key = ("#", last.ids[0]) if last.ids else (".", last.classes[0]) if last.classes else \
+                    ("t", last.tag) if last.tag else ("*", None)
+                self.buckets.setdefault(key, []).append((sel, rule))
+        self._declared: dict = {}
+        self._doc_style: dict = {}
+        self.shapes: list[_Shape] = []
+        self.uses = 0
+        self.drawn_elements = 0
+        self.budget = Budget()
+
+    # -- cascade ---------------------------------------------------------------------------------------------------
+    def declared(self, el, tag: str) -> dict[str, str]:
+        """The cascaded value of every property declared for `el` (presentation attributes < style sheets by
+        specificity and order < the style attribute; !important above all, the style attribute's first)."""
+        key = id(el)
+        if key in self._declared:
+            return self._declared[key][1]
+        best: dict[str, tuple] = {}
+
+        def offer(prop: str, value: str, rank: tuple, where: str) -> None:
+            if prop in _GEOMETRY and where != "attribute":
+                raise ValueError(f"SVG property {prop!r} set in CSS ({where}) on <{tag}> is not supported; set it "
+                                 "as an attribute")
+            if prop not in PROPERTIES:
+                if prop in IGNORED_PROPERTIES or (prop.startswith("-") and where != "attribute"):
+                    return
+                if where == "attribute":
+                    return  # an attribute that is not a presentation attribute
+                raise ValueError(f"SVG property {prop!r} ({where}) on <{tag}> is not supported")
+            if prop not in best or rank > best[prop][0]:
+                best[prop] = (rank, value.strip())
+
+        for k, v in el.attrib.items():
+            if not k.startswith("{"):
+                offer(k, v, (False, 0, (0, 0, 0), 0), "attribute")
+        if self.rules:
+            cands = list(self.buckets.get(("*", None), ()))
+            cands += self.buckets.get(("t", tag), ())
+            if el.get("id") is not None:
+                cands += self.buckets.get(("#", el.get("id")), ())
+            for c in set((el.get("class") or "").split()):
+                cands += self.buckets.get((".", c), ())
+            for sel, rule in cands:
+                if self.matcher.matches(sel, el):
+                    for prop, value, imp in rule.declarations:
+                        offer(prop, value, (imp, 1, sel.specificity, rule.order), "style sheet")
+        if el.get("style"):
+            for i, (prop, value, imp) in enumerate(parse_declarations(el.get("style"), f"<{tag}> style")):
+                offer(prop, value, (imp, 2, (0, 0, 0), i), "style attribute")
+        out = {k: v for k, (_, v) in best.items()}
+        self._declared[key] = (el, out)
         return out
 
-    while i < len(tokens):
-        tok = tokens[i]
-        if isinstance(tok, str):
-            cmd = tok
-            i += 1
-            if cmd in "Zz":
-                sp = flush(True)
-                if sp:
-                    yield sp
-                cur, last_ctrl, last_cmd = start, None, "Z"
+    def computed(self, el, tag: str, parent: dict[str, str]) -> dict[str, str]:
+        decl = self.declared(el, tag)
+        cs = dict(_NOT_INHERITED_INITIAL)
+        for prop in _INHERITED_NAMES:
+            cs[prop] = parent.get(prop, PROPERTIES[prop][0])
+        for prop, v in decl.items():
+            low = v.lower()
+            if low in ("inherit", "unset") and (low == "inherit" or PROPERTIES[prop][1]):
+                cs[prop] = parent.get(prop, PROPERTIES[prop][0])
+            elif low in ("initial", "unset"):
+                cs[prop] = PROPERTIES[prop][0]
+            else:
+                cs[prop] = v
+            if prop in _DEFAULT_ONLY:
+                allowed, what = _DEFAULT_ONLY[prop]
+                if " ".join(low.split()) not in allowed | {"inherit", "initial", "unset"}:
+                    raise ValueError(f"SVG property {prop}: {v[:60]!r} on <{tag}> is not supported ({what} are not "
+                                     "drawn)")
+        if cs["color"].strip().lower() == "currentcolor":  # `color: currentColor` is `inherit`
+            cs["color"] = parent.get("color", "black")
+        return cs
+
+    def doc_style(self, el) -> dict[str, str]:
+        """Computed style of `el` in the document tree (for gradients and stops, which inherit from their
+        ancestors, not from the element they paint)."""
+        key = id(el)
+        if key not in self._doc_style:
+            chain = []
+            e = el
+            while e is not None and id(e) not in self._doc_style:
+                chain.append(e)
+                e = self.matcher.parent.get(e)
+            style = self._doc_style[id(e)] if e is not None else {}
+            for e in reversed(chain):
+                style = self.computed(e, _local(e.tag) or "?", style)
+                self._doc_style[id(e)] = style
+        return self._doc_style[key]
+
+    # -- tree walk -------------------------------------------------------------------------------------------------
+    def _count(self, depth: int) -> None:
+        self.drawn_elements += 1
+        if self.drawn_elements > MAX_ELEMENTS:
+            raise ValueError(f"SVG has more than {MAX_ELEMENTS} elements to draw (after expanding <use>); refusing "
+                             "to read it")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"SVG nests elements deeper than {MAX_DEPTH} levels (counting <use>); refusing to "
+                             "read it")
+
+    @staticmethod
+    def conditions(el) -> bool:
+        if el.get("requiredExtensions") is not None:
+            return False  # no extension is supported (an empty list is false too, SVG 2 section 5.8.3)
+        langs = el.get("systemLanguage")
+        if langs is not None:
+            tags = [t.strip().lower() for t in langs.split(",") if t.strip()]
+            return any(t == _USER_LANGUAGE or t.startswith(_USER_LANGUAGE + "-") for t in tags)
+        return True
+
+    def walk(self, el, parent: dict, ctm: Matrix, viewport: tuple[float, float], depth: int,
+             active: tuple = (), sub_override: dict | None = None) -> None:
+        tag = _local(el.tag)
+        if tag is None or tag in _NON_RENDERING:
+            return
+        self._count(depth)
+        if not self.conditions(el):
+            return
+        known = tag in _SHAPES or tag in _CONTAINERS
+        if not known and tag not in _REFUSED:
+            raise ValueError(f"SVG element <{tag}> is not supported")
+        st = self.computed(el, tag, parent)
+        if st["display"].strip().lower() == "none":
+            return  # not drawn (so a hidden <text display="none"> has nothing to refuse)
+        if not known:
+            raise ValueError(f"SVG element <{tag}> is not supported ({_REFUSED[tag]} are not drawn)")
+        if el.get("transform"):
+            ox, oy = self.origin(st["transform-origin"], viewport)
+            t = parse_transform(el.get("transform"))
+            if ox or oy:
+                t = compose(compose(translate(ox, oy), t), translate(-ox, -oy))
+            ctm = compose(ctm, t)
+        start = len(self.shapes)
+        if tag in ("g", "a"):
+            for child in el:
+                self.walk(child, st, ctm, viewport, depth + 1, active)
+        elif tag == "switch":
+            for child in el:
+                ctag = _local(child.tag)
+                if ctag is None or ctag in _NON_RENDERING:
+                    continue
+                if self.conditions(child):
+                    self.walk(child, st, ctm, viewport, depth + 1, active)
+                    break
+        elif tag == "svg":
+            self.viewport(el, tag, st, ctm, viewport, depth, active, sub_override)
+        elif tag == "use":
+            self.use(el, st, ctm, viewport, depth, active)
+        else:
+            self.shape(el, tag, st, ctm, viewport)
+        self.group_opacity(el, tag, st, start)
+
+    def origin(self, text: str, viewport) -> tuple[float, float]:
+        words = text.split()
+        if not 1 <= len(words) <= 3:
+            raise ValueError(f"SVG transform-origin {text[:60]!r} must be 1 to 3 values")
+        kw = {"left": ("x", 0.0), "right": ("x", 100.0), "top": ("y", 0.0), "bottom": ("y", 100.0),
+              "center": (None, 50.0)}
+        words = words[:2]
+        if len(words) == 1:
+            words.append("center")
+        a, b = (w.lower() for w in words)
+        if kw.get(a, ("",))[0] == "y" or kw.get(b, ("",))[0] == "x":
+            a, b = b, a
+            words = words[::-1]
+        out = []
+        for w, ref, axis in zip(words, viewport, "xy"):
+            low = w.lower()
+            if low in kw:
+                if kw[low][0] not in (None, axis):
+                    raise ValueError(f"SVG transform-origin {text[:60]!r} is not a valid position")
+                out.append(kw[low][1] / 100 * ref)
+            else:
+                out.append(_length(w, "transform-origin", ref))
+        return out[0], out[1]
+
+    def viewport(self, el, tag, st, ctm, viewport, depth, active, sub_override=None) -> None:
+        """Nested <svg> (and <symbol> through <use>): its viewport, viewBox and clip."""
+        o = sub_override or {}
+        vw, vh = viewport
+        x = _length(el.get("x", "0"), f"<{tag}> x", vw) if "x" not in o else o["x"]
+        y = _length(el.get("y", "0"), f"<{tag}> y", vh) if "y" not in o else o["y"]
+        w = o.get("width") if o.get("width") is not None else _length(el.get("width", "100%"), f"<{tag}> width", vw)
+        h = o.get("height") if o.get("height") is not None else _length(el.get("height", "100%"), f"<{tag}> height",
+                                                                          vh)
+        if w < 0 or h < 0:
+            raise ValueError(f"SVG <{tag}> width and height must not be negative, got {w:g} x {h:g}")
+        if w == 0 or h == 0:
+            return
+        vbox = _view_box(el.get("viewBox"), f"<{tag}> viewBox")
+        if vbox is not None and (vbox[2] == 0 or vbox[3] == 0):
+            return
+        inner = compose(ctm, viewbox_transform(vbox, x, y, w, h, el.get("preserveAspectRatio"))
+                        if vbox is not None else translate(x, y))
+        start = len(self.shapes)
+        for child in el:
+            self.walk(child, st, inner, (vbox[2], vbox[3]) if vbox is not None else (w, h), depth + 1, active)
+        overflow = self.declared(el, tag).get("overflow", "hidden").strip().lower()
+        if overflow not in ("visible", "auto", "hidden", "scroll", "clip", "inherit", "initial", "unset"):
+            raise ValueError(f"SVG overflow {overflow[:30]!r} on <{tag}> is not supported")
+        if overflow in ("hidden", "scroll", "clip", "inherit", "initial", "unset"):
+            corners = apply(ctm, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
+            for s in self.shapes[start:]:
+                if not _inside(s.bbox, corners):
+                    raise ValueError(f"SVG <{s.tag}> overflows the viewport of its <{tag}>, which clips it; "
+                                     "clipping is not supported (set overflow=\"visible\" or keep it inside)")
+
+    def use(self, el, st, ctm, viewport, depth, active) -> None:
+        ref = _href(el)
+        if ref is None:
+            return
+        target = self.ids.get(ref.strip()[1:])
+        if target is None:
+            raise ValueError(f"SVG <use> references {ref[:60]!r}, which is not in the document")
+        if id(target) in active or any(a is target for a in self._ancestors(el)):
+            raise ValueError(f"SVG <use> of {ref[:60]!r} refers to itself (a cycle); refusing to read it")
+        self.uses += 1
+        if self.uses > MAX_USE_EXPANSION:
+            raise ValueError(f"SVG expands more than {MAX_USE_EXPANSION} <use> elements; refusing to read it "
+                             "(a use-bomb)")
+        vw, vh = viewport
+        x = _length(el.get("x", "0"), "<use> x", vw)
+        y = _length(el.get("y", "0"), "<use> y", vh)
+        ctm = compose(ctm, translate(x, y))
+        ttag = _local(target.tag)
+        active = active + (id(target),)
+        if ttag in ("symbol", "svg"):
+            over = {"width": _length(el.get("width"), "<use> width", vw),
+                    "height": _length(el.get("height"), "<use> height", vh)}
+            if ttag == "symbol":
+                for name in ("x", "y", "refX", "refY", "transform"):
+                    if target.get(name) not in (None, "0"):
+                        raise ValueError(f"SVG {name} on <symbol> is not supported")
+                over.update(x=0.0, y=0.0)
+            self._count(depth + 1)
+            tst = self.computed(target, ttag, st)
+            if tst["display"].strip().lower() == "none":
+                return
+            start = len(self.shapes)
+            if target.get("transform"):
+                ox, oy = self.origin(tst["transform-origin"], viewport)
+                t = parse_transform(target.get("transform"))
+                ctm = compose(ctm, compose(compose(translate(ox, oy), t), translate(-ox, -oy)))
+            self.viewport(target, ttag, tst, ctm, viewport, depth + 1, active, over)
+            self.group_opacity(target, ttag, tst, start)
+        else:
+            self.walk(target, st, ctm, viewport, depth + 1, active)
+
+    def _ancestors(self, el):
+        p = self.matcher.parent.get(el)
+        while p is not None:
+            yield p
+            p = self.matcher.parent.get(p)
+
+    def group_opacity(self, el, tag, st, start: int) -> None:
+        """`opacity` composites an element as one layer; multiplying it into each layer is the same only when the
+        layers do not overlap (the renderer has no layer groups)."""
+        op = _fraction(st["opacity"], f"<{tag}> opacity")
+        if op >= 1:
+            return
+        drawn = self.shapes[start:]
+        if len(drawn) > 1 or any(s.layers() > 1 for s in drawn):
+            boxes = [s.bbox for s in drawn]
+            if any(s.layers() > 1 for s in drawn) or len(boxes) > 256 or _any_overlap(boxes):
+                raise ValueError(f"SVG opacity {st['opacity'][:20]} on <{tag}> over overlapping layers (several "
+                                 "shapes, or a fill and a stroke) is not supported: group opacity needs layer "
+                                 "compositing, which the renderer does not do")
+        for s in drawn:
+            s.fill_opacity *= op
+            s.stroke_opacity *= op
+
+    # -- shapes ----------------------------------------------------------------------------------------------------
+    def shape(self, el, tag, st, ctm, viewport) -> None:
+        for child in el:
+            ctag = _local(child.tag)
+            if ctag in _REFUSED:
+                raise ValueError(f"SVG element <{ctag}> inside <{tag}> is not supported ({_REFUSED[ctag]} are not "
+                                 "drawn)")
+        d = el.get("d") if tag == "path" else _shape_data(tag, el, viewport)
+        visibility = st["visibility"].strip().lower()
+        if visibility not in ("visible", "hidden", "collapse"):
+            raise ValueError(f"SVG visibility {visibility[:30]!r} on <{tag}> is not supported")
+        if not d or visibility in ("hidden", "collapse"):
+            return
+        subs_user = list(subpaths(d, self.budget))
+        if not subs_user:
+            return
+        if len(self.shapes) >= MAX_PATHS:
+            raise ValueError(f"SVG has more than {MAX_PATHS} shapes; refusing to read it")
+        vw, vh = viewport
+        diag = math.sqrt((vw * vw + vh * vh) / 2)
+        color = parse_color(st["color"], "color")
+        bbox_user = _Lazy(lambda: bounding_box(subs_user))
+        fill = self.paint(st["fill"], "fill", tag, color, bbox_user, ctm, viewport)
+        stroke = self.paint(st["stroke"], "stroke", tag, color, bbox_user, ctm, viewport)
+        width = _length(st["stroke-width"], f"<{tag}> stroke-width", diag)
+        if width < 0:
+            raise ValueError(f"SVG stroke-width must not be negative on <{tag}>, got {st['stroke-width'][:40]!r}")
+        if width == 0:
+            stroke = None
+        scale = _pixel_scale(ctm, f"stroke of <{tag}>") if stroke is not None else 1.0
+        cap = st["stroke-linecap"].strip().lower()
+        join = st["stroke-linejoin"].strip().lower()
+        if cap not in ("butt", "round", "square"):
+            raise ValueError(f"SVG stroke-linecap {cap[:30]!r} on <{tag}> is not supported")
+        if join not in ("miter", "round", "bevel"):
+            raise ValueError(f"SVG stroke-linejoin {join[:30]!r} on <{tag}> is not supported (miter, round, bevel)")
+        miter = number(st["stroke-miterlimit"], f"<{tag}> stroke-miterlimit")
+        if miter < 1:
+            raise ValueError(f"SVG stroke-miterlimit must be >= 1 on <{tag}>, got {miter:g}")
+        dash = self.dashes(st["stroke-dasharray"], tag, diag, scale) if stroke is not None else ()
+        offset = _length(st["stroke-dashoffset"], f"<{tag}> stroke-dashoffset", diag) * scale if dash else 0.0
+        if dash and el.get("pathLength") is not None:
+            raise ValueError(f"SVG pathLength with stroke-dasharray on <{tag}> is not supported")
+        rule = st["fill-rule"].strip().lower()
+        if rule not in ("nonzero", "evenodd"):
+            raise ValueError(f"SVG fill-rule {rule[:30]!r} on <{tag}> is not supported")
+        subs = []
+        for pts, closed in subs_user:
+            q = apply(ctm, pts)
+            if any(not math.isfinite(v) or abs(v) > MAX_COORD for xy in q for v in xy):
+                raise ValueError(f"SVG coordinates must stay within +-{MAX_COORD:g} pixels after transforms")
+            subs.append((q, closed))
+        if fill is None and stroke is None:
+            return
+        shape = _Shape(tag, subs, fill, stroke, width * scale, rule, cap, join, miter, dash, offset,
+                       _fraction(st["fill-opacity"], f"<{tag}> fill-opacity"),
+                       _fraction(st["stroke-opacity"], f"<{tag}> stroke-opacity"))
+        if _stroke_first(st["paint-order"], tag) and fill is not None and stroke is not None:
+            # paint-order: stroke below the fill = two layers, the stroke drawn first (exact)
+            self.shapes.append(replace(shape, fill=None))
+            self.shapes.append(replace(shape, stroke=None, _bbox=None))
+        else:
+            self.shapes.append(shape)
+
+    def dashes(self, text: str, tag: str, diag: float, scale: float) -> tuple:
+        if text.strip().lower() == "none":
+            return ()
+        parts = [p for p in text.replace(",", " ").split() if p]
+        if len(parts) > MAX_DASHES:
+            raise ValueError(f"SVG stroke-dasharray on <{tag}> has more than {MAX_DASHES} lengths")
+        vals = [_length(p, f"<{tag}> stroke-dasharray", diag) for p in parts]
+        if any(v < 0 for v in vals):
+            raise ValueError(f"SVG stroke-dasharray on <{tag}> has a negative length: {text[:60]!r}")
+        if not vals or sum(vals) <= 0:
+            return ()
+        return tuple(v * scale for v in vals)
+
+    def paint(self, value, prop, tag, color: RGBA, bbox_user, ctm, viewport):
+        kind, v, fallback = _paint(value, f"<{tag}> {prop}")
+        if kind == "none":
+            return None
+        if kind == "color":
+            return parse_color(v, f"<{tag}> {prop}", color)
+        target = self.ids.get(v)
+        if target is None:
+            if fallback is not None:
+                return self.paint(fallback, prop, tag, color, bbox_user, ctm, viewport)
+            raise ValueError(f"SVG {prop} url(#{v[:40]}) on <{tag}> references nothing in the document")
+        ttag = _local(target.tag)
+        if ttag not in ("linearGradient", "radialGradient"):
+            raise ValueError(f"SVG {prop} url(#{v[:40]}) on <{tag}> references a <{ttag}>, which is not supported "
+                             "as a paint (only linear and radial gradients are)")
+        return self.gradient(target, ttag, prop, tag, bbox_user, ctm, viewport)
+
+    def gradient(self, el, kind_tag, prop, tag, bbox_user, ctm, viewport):
+        chain, e = [], el
+        while e is not None:
+            if any(c is e for c in chain):
+                raise ValueError(f"SVG gradient href chain from #{el.get('id', '')[:40]} is a cycle")
+            chain.append(e)
+            if len(chain) > MAX_HREF_CHAIN:
+                raise ValueError(f"SVG gradient href chain is longer than {MAX_HREF_CHAIN}")
+            ref = _href(e)
+            if ref is None:
+                break
+            e = self.ids.get(ref.strip()[1:])
+            if e is None:
+                raise ValueError(f"SVG gradient href {ref[:60]!r} references nothing in the document")
+            if _local(e.tag) not in ("linearGradient", "radialGradient"):
+                raise ValueError(f"SVG gradient href {ref[:60]!r} references a <{_local(e.tag)}>")
+
+        def attr(name, default=None):
+            for g in chain:
+                if g.get(name) is not None:
+                    return g.get(name)
+            return default
+
+        stops_el = next(([s for s in g if _local(s.tag) == "stop"] for g in chain
+                         if any(_local(s.tag) == "stop" for s in g)), [])
+        if len(stops_el) > MAX_STOPS:
+            raise ValueError(f"SVG gradient has more than {MAX_STOPS} stops")
+        stops, last = [], 0.0
+        for s in stops_el:
+            sst = self.doc_style(s)
+            off = max(_fraction(s.get("offset", "0"), "<stop> offset"), last)
+            last = off
+            c = parse_color(sst["stop-color"], "<stop> stop-color", parse_color(sst["color"], "color"))
+            stops.append((off, (c[0], c[1], c[2], c[3] * _fraction(sst["stop-opacity"], "<stop> stop-opacity"))))
+        if not stops:
+            return None
+        if len(stops) == 1:
+            return stops[0][1]
+        units = (attr("gradientUnits") or "objectBoundingBox").strip()
+        if units not in ("objectBoundingBox", "userSpaceOnUse"):
+            raise ValueError(f"SVG gradientUnits {units[:40]!r} is not supported")
+        spread = (attr("spreadMethod") or "pad").strip()
+        if spread not in ("pad", "reflect", "repeat"):
+            raise ValueError(f"SVG spreadMethod {spread[:40]!r} is not supported")
+        m = ctm
+        if units == "objectBoundingBox":
+            x0, y0, x1, y1 = bbox_user()
+            if not (x1 - x0 > 0 and y1 - y0 > 0):
+                raise ValueError(f"SVG {prop} gradient in objectBoundingBox units on a <{tag}> with no width or "
+                                 "height is not drawn by SVG; refusing it rather than guessing")
+            m = compose(m, (x1 - x0, 0.0, 0.0, y1 - y0, x0, y0))
+            ref_w = ref_h = ref_d = 1.0
+        else:
+            ref_w, ref_h = viewport
+            ref_d = math.sqrt((ref_w ** 2 + ref_h ** 2) / 2)
+        gt = attr("gradientTransform")
+        if gt:
+            m = compose(m, parse_transform(gt))
+
+        def L(name, default, ref):  # noqa: N802
+            text = attr(name, default)
+            if units == "objectBoundingBox":
+                t = text.strip()
+                return number(t[:-1], f"gradient {name}") / 100 if t.endswith("%") else number(t, f"gradient {name}")
+            return _length(text, f"gradient {name}", ref)
+
+        if kind_tag == "linearGradient":
+            geom = (L("x1", "0%", ref_w), L("y1", "0%", ref_h), L("x2", "100%", ref_w), L("y2", "0%", ref_h))
+            if geom[0] == geom[2] and geom[1] == geom[3]:
+                return stops[-1][1]
+            kind = "linear"
+        else:
+            cx, cy, r = L("cx", "50%", ref_w), L("cy", "50%", ref_h), L("r", "50%", ref_d)
+            fx = L("fx", None, ref_w) if attr("fx") is not None else cx
+            fy = L("fy", None, ref_h) if attr("fy") is not None else cy
+            fr = L("fr", "0%", ref_d)
+            if r < 0 or fr < 0:
+                raise ValueError("SVG radialGradient r and fr must not be negative")
+            if r == 0:
+                return stops[-1][1]
+            geom = (cx, cy, r, fx, fy, fr)
+            kind = "radial"
+        if abs(m[0] * m[3] - m[1] * m[2]) < 1e-12:
+            raise ValueError(f"SVG {prop} gradient on <{tag}> has a singular transform")
+        return Gradient.make(kind, stops, geom, m, spread)
+
+
+class _Lazy:
+    def __init__(self, fn) -> None:
+        self.fn, self.value = fn, None
+
+    def __call__(self):
+        if self.value is None:
+            self.value = self.fn()
+        return self.value
+
+
+def _tangent(a, b, c, d):
+    for u, v in ((b, a), (c, a), (d, a)):
+        dx, dy = u[0] - v[0], u[1] - v[1]
+        n = math.hypot(dx, dy)
+        if n > 1e-9:
+            return dx / n, dy / n
+    return None
+
+
+def _miter_tips(subs, half: float, limit: float):
+    """The tips of the miter joins of a stroke (where the miter is within the limit), for its bounding box."""
+    for pts, closed in subs:
+        ring = list(pts) + [pts[0]] if closed else list(pts)
+        segs = [ring[k:k + 4] for k in range(0, len(ring) - 3, 3)]
+        pairs = list(zip(segs, segs[1:])) + ([(segs[-1], segs[0])] if closed and segs else [])
+        for s1, s2 in pairs:
+            d1 = _tangent(s1[3], s1[2], s1[1], s1[0])
+            d2 = _tangent(s2[0], s2[1], s2[2], s2[3])
+            if d1 is None or d2 is None:
                 continue
-        elif not cmd or cmd in "Zz":
-            raise ValueError("SVG path data must start with a command (M), got a number")
-        n = _ARITY[cmd.upper()]
-        args = tokens[i:i + n]
-        if len(args) < n or any(isinstance(a, str) for a in args):
-            raise ValueError(f"SVG path command {cmd!r} needs {n} numbers")
-        i += n
-        rel = cmd.islower()
-        ox, oy = cur if rel else (0.0, 0.0)
-        up = cmd.upper()
-        if up == "M":
-            sp = flush(False)
-            if sp:
-                yield sp
-            cur = start = (args[0] + ox, args[1] + oy)
-            pts = [cur]
-            cmd = "l" if rel else "L"  # implicit lineto after moveto
-            last_ctrl, last_cmd = None, "M"
-            continue
-        if not pts:
-            pts = [cur]
-            start = cur
-        budget.spend(1)
-        if up in "LHV":
-            if up == "L":
-                end = (args[0] + ox, args[1] + oy)
-            elif up == "H":
-                end = (args[0] + (cur[0] if rel else 0.0), cur[1])
-            else:
-                end = (cur[0], args[0] + (cur[1] if rel else 0.0))
-            pts += [_lerp(cur, end, 1 / 3), _lerp(cur, end, 2 / 3), end]
-            last_ctrl = None
-        elif up in "CS":
-            if up == "C":
-                c1 = (args[0] + ox, args[1] + oy)
-                rest = args[2:]
-            else:
-                c1 = (2 * cur[0] - last_ctrl[0], 2 * cur[1] - last_ctrl[1]) if last_cmd in "CS" and last_ctrl else cur
-                rest = args
-            c2 = (rest[0] + ox, rest[1] + oy)
-            end = (rest[2] + ox, rest[3] + oy)
-            pts += [c1, c2, end]
-            last_ctrl = c2
-        elif up in "QT":
-            if up == "Q":
-                q1 = (args[0] + ox, args[1] + oy)
-                end = (args[2] + ox, args[3] + oy)
-            else:
-                q1 = (2 * cur[0] - last_ctrl[0], 2 * cur[1] - last_ctrl[1]) if last_cmd in "QT" and last_ctrl else cur
-                end = (args[0] + ox, args[1] + oy)
-            pts += [_lerp(cur, q1, 2 / 3), _lerp(end, q1, 2 / 3), end]
-            last_ctrl = q1
-        else:  # A
-            end = (args[5] + ox, args[6] + oy)
-            arcs = _arc_to_cubics(cur[0], cur[1], args[0], args[1], args[2], bool(args[3]), bool(args[4]), *end)
-            budget.spend(len(arcs))
-            for seg in arcs:
-                pts += list(seg[1:])
-            last_ctrl = None
-        cur, last_cmd = end, up
-    sp = flush(False)
-    if sp:
-        yield sp
+            d1 = (-d1[0], -d1[1])  # direction of travel into the joint
+            cos_turn = d1[0] * d2[0] + d1[1] * d2[1]
+            if cos_turn > 1 - 1e-9:
+                continue  # smooth: no corner
+            sin_half = math.sqrt(max((1 + cos_turn) / 2, 0.0))  # sin of half the angle between the segments
+            if sin_half < 1e-9 or 1 / sin_half > limit:
+                continue  # beveled
+            bx, by = d1[0] - d2[0], d1[1] - d2[1]
+            n = math.hypot(bx, by)
+            r = half / sin_half
+            x, y = s2[0]
+            yield x + bx / n * r, y + by / n * r
 
 
-def _lerp(a, b, t):
-    return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
+def _inside(box, quad) -> bool:
+    """Whether the box (x0, y0, x1, y1) lies inside the convex quadrilateral (with 0.01 px of slack)."""
+    x0, y0, x1, y1 = box
+    sign = 0.0
+    for i in range(4):
+        (ax, ay), (bx, by) = quad[i], quad[(i + 1) % 4]
+        for px, py in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)):
+            cross = (bx - ax) * (py - ay) - (by - ay) * (px - ax)
+            length = math.hypot(bx - ax, by - ay) or 1.0
+            c = cross / length
+            if sign == 0.0 and abs(c) > 0.01:
+                sign = math.copysign(1.0, c)
+            if sign and c * sign < -0.01:
+                return False
+    return True
 
 
-def _shape_data(tag: str, el) -> str | None:
-    """Basic shapes as path data (SVG 1.1 ch. 9 equivalences)."""
-    g = lambda k, default=None: _length(el.get(k, default), f"<{tag}> {k}")  # noqa: E731
+def _any_overlap(boxes) -> bool:
+    for i in range(len(boxes)):
+        for j in range(i):
+            a, b = boxes[i], boxes[j]
+            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                return True
+    return False
+
+
+def _shape_data(tag: str, el, viewport) -> str | None:
+    """Basic shapes as path data (SVG 2 section 10 equivalences); lengths may be percentages of the viewport."""
+    vw, vh = viewport
+    diag = math.sqrt((vw * vw + vh * vh) / 2)
+    ref = {"x": vw, "y": vh, "width": vw, "height": vh, "cx": vw, "cy": vh, "r": diag, "rx": vw, "ry": vh,
+           "x1": vw, "x2": vw, "y1": vh, "y2": vh}
+    g = lambda k, default=None: _length(el.get(k, default), f"<{tag}> {k}", ref[k])  # noqa: E731
     if tag == "line":
         return f"M {g('x1', '0')} {g('y1', '0')} L {g('x2', '0')} {g('y2', '0')}"
     if tag in ("polyline", "polygon"):
-        nums = re.findall(_NUMBER, el.get("points", ""))
+        nums = [f"{v!r}" for v in _points(el.get("points", ""), tag)]
         if len(nums) < 4:
             return None
         d = "M " + " ".join(nums[:2]) + " L " + " ".join(nums[2:])
         return d + (" Z" if tag == "polygon" else "")
     if tag == "rect":
         x, y, w, h = g("x", "0"), g("y", "0"), g("width", "0"), g("height", "0")
-        if w <= 0 or h <= 0:
+        if w < 0 or h < 0:
+            raise ValueError(f"SVG <rect> width and height must not be negative, got {w:g} x {h:g}")
+        if w == 0 or h == 0:
             return None
         rx, ry = el.get("rx"), el.get("ry")
-        rx = _length(rx, "<rect> rx") if rx is not None else None
-        ry = _length(ry, "<rect> ry") if ry is not None else None
+        rx = g("rx") if rx is not None and rx.strip() != "auto" else None
+        ry = g("ry") if ry is not None and ry.strip() != "auto" else None
+        if (rx is not None and rx < 0) or (ry is not None and ry < 0):
+            raise ValueError("SVG <rect> rx and ry must not be negative")
         rx, ry = (rx if rx is not None else ry or 0.0), (ry if ry is not None else rx or 0.0)
         rx, ry = min(rx, w / 2), min(ry, h / 2)
         if rx <= 0 or ry <= 0:
@@ -342,9 +901,16 @@ def _shape_data(tag: str, el) -> str | None:
                 f"V {y + ry} A {rx} {ry} 0 0 1 {x + rx} {y} Z")
     if tag in ("circle", "ellipse"):
         cx, cy = g("cx", "0"), g("cy", "0")
-        rx = g("r", "0") if tag == "circle" else g("rx", "0")
-        ry = rx if tag == "circle" else g("ry", "0")
-        if rx <= 0 or ry <= 0:
+        if tag == "circle":
+            rx = ry = g("r", "0")
+        else:
+            rx, ry = el.get("rx", "auto"), el.get("ry", "auto")
+            rx = g("rx") if rx.strip() != "auto" else None
+            ry = g("ry") if ry.strip() != "auto" else None
+            rx, ry = (rx if rx is not None else ry or 0.0), (ry if ry is not None else rx or 0.0)
+        if rx < 0 or ry < 0:
+            raise ValueError(f"SVG <{tag}> radius must not be negative")
+        if rx == 0 or ry == 0:
             return None
         kx, ky = rx * _KAPPA, ry * _KAPPA
         return (f"M {cx + rx} {cy} C {cx + rx} {cy + ky} {cx + kx} {cy + ry} {cx} {cy + ry} "
@@ -354,31 +920,21 @@ def _shape_data(tag: str, el) -> str | None:
     return None
 
 
-def _style(el, parent: dict) -> dict:
-    """Presentation attributes and `style` declarations of `el` over those it inherits; opacity multiplies down."""
-    style = {k: v for k, v in parent.items() if k in _INHERITED}
-    own = {k: el.get(k) for k in _INHERITED + ("opacity", "display") if el.get(k) is not None}
-    for decl in (el.get("style") or "").split(";"):
-        if ":" in decl:
-            k, v = (x.strip() for x in decl.split(":", 1))
-            if k in _INHERITED or k in ("opacity", "display"):
-                own[k] = v
-    opacity = own.pop("opacity", None)
-    style.update(own)
-    style["opacity"] = parent.get("opacity", 1.0) * (_float(opacity, "opacity") if opacity is not None else 1.0)
-    return style
+def _points(text: str, tag: str) -> list[float]:
+    vals = [number(s, f"<{tag}> points") for s in text.replace(",", " ").split()]
+    if len(vals) > 8 * MAX_COMMANDS:
+        raise ValueError(f"SVG <{tag}> has more than {8 * MAX_COMMANDS} numbers; refusing to read it")
+    return vals[: len(vals) - len(vals) % 2]  # an odd last number is an error SVG renders up to
 
 
-def _local(tag: str) -> str:
-    return tag[len(_SVG_NS):] if tag.startswith(_SVG_NS) else tag.split("}")[-1]
-
-
+# ------------------------------------------------------------------------------------------------- entry point
 def from_svg(text: str, device=None, dtype=None) -> Scene:
-    """Read an SVG document into a one-scene batch (see the module docstring for what is supported).
+    """Read an SVG document into a one-scene batch (see the module docstring for what is drawn and refused).
 
-    Coordinates are mapped to the canvas given by `width`/`height` (or the `viewBox` size); a full-canvas
-    `<rect id="background">` (as `to_svg` writes) becomes the scene background, otherwise it is transparent.
-    Raises `ValueError` for unsafe, oversized or unsupported input.
+    The canvas is `width` x `height` (rounded; or the viewBox size), the viewBox mapped onto it by
+    `preserveAspectRatio`. A full-canvas `<rect id="background">` with a solid fill (as `to_svg` writes) becomes
+    the scene background, otherwise it is transparent. Raises `ValueError` for unsafe, oversized or unsupported
+    input, naming the element or property.
     """
     import torch
 
@@ -394,28 +950,19 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
     except SafeET.ParseError as err:
         raise ValueError(f"SVG could not be parsed: {err}") from None
     if _local(root.tag) != "svg":
-        raise ValueError(f"SVG root element must be <svg>, got <{_local(root.tag)}>")
-    n_el = 0
-    for el in root.iter():
-        n_el += 1
-        if n_el > MAX_ELEMENTS:
-            raise ValueError(f"SVG has more than {MAX_ELEMENTS} elements; refusing to read it")
-        for key in ("href", _XLINK_HREF):
-            ref = el.get(key)
-            if ref is not None and not ref.strip().startswith("#"):
-                raise ValueError(f"SVG refused: external reference {ref[:60]!r} in <{_local(el.tag)}>")
+        raise ValueError(f"SVG root element must be <svg>, got <{_local(root.tag) or root.tag[:40]}>")
+    n_el = sum(1 for _ in root.iter())
+    if n_el > MAX_ELEMENTS:
+        raise ValueError(f"SVG has more than {MAX_ELEMENTS} elements; refusing to read it")
+    reader = _Reader(root)
 
-    # canvas: width/height, else the viewBox size; the viewBox maps onto it with xMidYMid meet
-    vb = root.get("viewBox")
-    vbox = None
-    if vb is not None:
-        vals = [_float(s, "viewBox") for s in re.split(r"[\s,]+", vb.strip()) if s]
-        if len(vals) != 4 or vals[2] <= 0 or vals[3] <= 0:
-            raise ValueError(f"SVG viewBox must be 4 numbers with positive size, got {vb[:60]!r}")
-        vbox = vals
+    # canvas: width/height, else the viewBox size; the viewBox maps onto it by preserveAspectRatio
+    vbox = _view_box(root.get("viewBox"), "viewBox")
+    if vbox is not None and (vbox[2] <= 0 or vbox[3] <= 0):
+        raise ValueError(f"SVG viewBox must be 4 numbers with positive size, got {root.get('viewBox')[:60]!r}")
     wv, hv = (root.get("width"), root.get("height"))
-    wv = None if wv is None or wv.strip().endswith("%") else _length(wv, "width")
-    hv = None if hv is None or hv.strip().endswith("%") else _length(hv, "height")
+    wv = None if wv is None or wv.strip().endswith("%") or wv.strip() == "auto" else _length(wv, "width")
+    hv = None if hv is None or hv.strip().endswith("%") or hv.strip() == "auto" else _length(hv, "height")
     if wv is None and vbox is not None:
         wv = vbox[2] if hv is None else hv * vbox[2] / vbox[3]
     if hv is None and vbox is not None:
@@ -425,72 +972,66 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
     width, height = round(wv), round(hv)
     if not (1 <= width <= MAX_CANVAS and 1 <= height <= MAX_CANVAS):
         raise ValueError(f"SVG canvas must be between 1 and {MAX_CANVAS} pixels per side, got {wv:g} x {hv:g}")
-    base = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+    base = IDENTITY
     if vbox is not None:
-        s = min(width / vbox[2], height / vbox[3])
-        base = (s, 0.0, 0.0, s, -vbox[0] * s + (width - vbox[2] * s) / 2, -vbox[1] * s + (height - vbox[3] * s) / 2)
+        base = viewbox_transform(vbox, 0.0, 0.0, float(width), float(height), root.get("preserveAspectRatio"))
+    viewport = (vbox[2], vbox[3]) if vbox is not None else (float(width), float(height))
 
-    paths: list[Path] = []
-    rules: set[str] = set()
+    reader._count(0)
+    st = reader.computed(root, "svg", {})
+    if root.get("transform"):
+        if vbox is not None:  # browsers apply it outside the viewBox mapping (a CSS box transform), resvg inside
+            raise ValueError("SVG transform on the root <svg> together with a viewBox is not supported (renderers "
+                             "disagree on where it applies); move it onto a <g>")
+        t = parse_transform(root.get("transform"))
+        ox, oy = reader.origin(st["transform-origin"], (float(width), float(height)))
+        base = compose(compose(compose(translate(ox, oy), t), translate(-ox, -oy)), base)
     background = None
-    budget = _Budget()
-
-    def walk(el, style: dict, matrix: tuple[float, ...], depth: int) -> None:
-        nonlocal background
-        if depth > MAX_DEPTH:
-            raise ValueError(f"SVG nests elements deeper than {MAX_DEPTH} levels; refusing to read it")
-        tag = _local(el.tag)
-        if tag in _SKIP or not isinstance(el.tag, str):
-            return
-        if tag in _REFUSE:
-            raise ValueError(f"SVG element <{tag}> is not supported (only paths and basic shapes are)")
-        st = _style(el, style)
-        if st.get("display") == "none":
-            return
-        if el.get("transform"):
-            matrix = _compose(matrix, _parse_transform(el.get("transform")))
-        if tag in ("svg", "g"):
-            for child in el:
-                walk(child, st, matrix, depth + 1)
-            return
-        d = el.get("d") if tag == "path" else _shape_data(tag, el)
-        if d is None or st.get("visibility") in ("hidden", "collapse"):
-            return
-        fill = _colour(st.get("fill", "black"), "fill")
-        stroke = _colour(st.get("stroke", "none"), "stroke")
-        op = st["opacity"]
-        fill_a = _float(st.get("fill-opacity", "1"), "fill-opacity") * op
-        stroke_a = _float(st.get("stroke-opacity", "1"), "stroke-opacity") * op
-        sw = _length(st.get("stroke-width", "1"), "stroke-width") * math.sqrt(abs(matrix[0] * matrix[3]
-                                                                                   - matrix[1] * matrix[2]))
-        if (tag == "rect" and el.get("id") == "background" and stroke is None and fill is not None
-                and depth == 1 and _is_canvas_rect(el, width, height, matrix)):
-            background = (*fill, fill_a)
-            return
-        for pts, closed in _subpaths(d, budget):
-            if len(paths) >= MAX_PATHS:
-                raise ValueError(f"SVG has more than {MAX_PATHS} paths; refusing to read it")
-            a, b, c, dd, e, f = matrix
-            q = [(a * x + c * y + e, b * x + dd * y + f) for x, y in pts]
-            if any(not math.isfinite(v) or abs(v) > MAX_COORD for xy in q for v in xy):
-                raise ValueError(f"SVG coordinates must stay within +-{MAX_COORD:g} pixels after transforms")
-            if fill is not None:
-                rules.add(st.get("fill-rule", "nonzero").strip())
-            paths.append(Path(q, degrees=3, closed=closed, stroke_width=sw,
-                              stroke=(*(stroke or (0.0, 0.0, 0.0)), stroke_a if stroke is not None else 0.0),
-                              fill=None if fill is None else (*fill, fill_a)))
-
-    walk(root, {"opacity": 1.0}, base, 0)
-    if not paths:
+    if st["display"].strip().lower() != "none":
+        for child in root:
+            if background is None and not reader.shapes and _local(child.tag) == "rect" \
+                    and child.get("id") == "background":
+                background = _background(reader, child, st, base, viewport, width, height)
+                if background is not None:
+                    continue
+            reader.walk(child, st, base, viewport, 1)
+        reader.group_opacity(root, "svg", st, 0)
+    if not reader.shapes:
         raise ValueError("SVG contains no paths or shapes to draw")
-    rule = "evenodd" if rules == {"evenodd"} else "nonzero"
-    return Scene.from_paths(paths, width=width, height=height, background=background, fill_rule=rule,
-                            device=device, dtype=dtype or torch.float32)
+    return _to_scene(reader.shapes, width, height, background, device, dtype or torch.float32)
 
 
-def _is_canvas_rect(el, width: int, height: int, matrix: tuple[float, ...]) -> bool:
-    vals = [_length(el.get(k, "0"), f"<rect> {k}") for k in ("x", "y", "width", "height")]
-    a, b, c, d, e, f = matrix
-    x0, y0 = a * vals[0] + c * vals[1] + e, b * vals[0] + d * vals[1] + f
-    return b == 0 and c == 0 and abs(x0) < 0.5 and abs(y0) < 0.5 and abs(a * vals[2] - width) < 0.5 \
-        and abs(d * vals[3] - height) < 0.5
+def _background(reader: _Reader, el, parent, base, viewport, width, height):
+    """A full-canvas, solid, unstroked first `<rect id="background">` as the scene background (or None)."""
+    start = len(reader.shapes)
+    reader.walk(el, parent, base, viewport, 1)
+    drawn = reader.shapes[start:]
+    if len(drawn) != 1:
+        del reader.shapes[start:]
+        return None
+    s = drawn[0]
+    x0, y0, x1, y1 = s.bbox
+    del reader.shapes[start:]
+    if s.stroke is not None or not isinstance(s.fill, tuple) or max(abs(x0), abs(y0), abs(x1 - width),
+                                                                     abs(y1 - height)) > 0.5 \
+            or len(s.subs) != 1 or len(s.subs[0][0]) != 12:
+        reader.shapes.append(s)
+        return ()  # drawn as an ordinary shape
+    r, g, b, a = s.fill
+    return (r, g, b, a * s.fill_opacity)
+
+
+def _to_scene(shapes: list[_Shape], width: int, height: int, background, device, dtype) -> Scene:
+    rules = {s.fill_rule for s in shapes if s.fill is not None}
+    scene_rule = "evenodd" if rules == {"evenodd"} else "nonzero"
+    paths = []
+    for s in shapes:
+        (first, closed), rest = s.subs[0], s.subs[1:]
+        stroke = s.stroke if s.stroke is not None else (0.0, 0.0, 0.0, 0.0)
+        paths.append(Path(first, degrees=3, closed=closed, subpaths=[Subpath(p, 3, c) for p, c in rest],
+                          stroke_width=s.width, stroke=stroke, fill=s.fill,
+                          cap=s.cap, join=s.join, miter_limit=s.miter_limit, dash=s.dash, dash_offset=s.dash_offset,
+                          fill_rule=None if s.fill_rule == scene_rule else s.fill_rule,
+                          fill_opacity=s.fill_opacity, stroke_opacity=s.stroke_opacity))
+    return Scene.from_paths(paths, width=width, height=height, background=background or None,
+                            fill_rule=scene_rule, device=device, dtype=dtype)
