@@ -31,7 +31,12 @@ def render_work(scene: Scene, widths: torch.Tensor | None = None, tolerance: flo
     scene's stroke widths (e.g. the widest a run allows)."""
     poly = flatten(scene.detach(), tolerance)
     w = (scene.widths if widths is None else widths).detach().clamp(min=0).reshape(-1)
-    pad = (w.cpu()[poly.edge_inst.cpu()] / 2 + 0.51)[:, None]
+    styles = scene.topology.styles
+    if styles is not None:  # miter joins reach out to miter_limit × half the width, square caps to √2 × it
+        reach = torch.tensor([max(s.miter_limit if s.join == "miter" else 1.0, 1.5 if s.cap == "square" else 1.0)
+                              for s in styles]).repeat(scene.batch_size)
+        w = w * reach
+    pad = (w.cpu()[poly.inst_path[poly.edge_inst].cpu()] / 2 + 0.51)[:, None]
     a, b = poly.a.detach().cpu().reshape(-1, 2), poly.b.detach().cpu().reshape(-1, 2)
     lo, hi = torch.minimum(a, b) - pad, torch.maximum(a, b) + pad
     work = float(_tiles(lo, hi, scene.width, scene.height, tile).sum())
