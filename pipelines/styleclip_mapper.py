@@ -147,7 +147,7 @@ def load_mapper(path: str | os.PathLike, generator: nn.Module | None = None) -> 
     """Read a mapper written by `save_mapper`. Every key and shape is checked (from the file's header, before any
     tensor is read) against the mapper its metadata describes; with `generator`, its W+ shape and hash must be the
     ones the mapper was trained for."""
-    from safetensors import SafetensorsError, safe_open
+    from safetensors import safe_open
 
     from studio.generators.e4e import check_strict
 
@@ -159,7 +159,7 @@ def load_mapper(path: str | os.PathLike, generator: nn.Module | None = None) -> 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorsError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError (not exported by every version)
         raise ValueError(f"{source} is not a safetensors file: {err}") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{source} is not a StyleCLIP mapper written by this studio (metadata format "

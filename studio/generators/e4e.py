@@ -272,16 +272,17 @@ def load_encoder(path: str | os.PathLike, generator: nn.Module | None = None,
     return model.to(device).eval().requires_grad_(False)
 
 
-def check_strict(own: dict[str, tuple], state: dict[str, torch.Tensor], source: str, what: str) -> None:
-    """Refuse `state` unless its keys are exactly `own`'s and every shape matches; the message lists them all."""
+def check_strict(own: dict[str, tuple], state: dict[str, torch.Tensor | tuple], source: str, what: str) -> None:
+    """Refuse `state` (tensors, or their shapes) unless its keys are exactly `own`'s and every shape matches; the
+    message lists them all."""
+    state = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in state.items()}
 
     def listing(items: list[str], limit: int = 12) -> str:
         return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)
-    mismatched = [f"{k} file {tuple(state[k].shape)} vs model {own[k]}" for k in sorted(own)
-                  if k in state and tuple(state[k].shape) != own[k]]
+    mismatched = [f"{k} file {state[k]} vs model {own[k]}" for k in sorted(own) if k in state and state[k] != own[k]]
     if missing or unexpected or mismatched:
         parts = [f"{source} does not match {what} (strict):"]
         for name, items in (("missing keys", missing), ("unexpected keys", unexpected),
