@@ -321,7 +321,8 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
     def _mapper(self, mapper: Any) -> LatentMapper:
         if mapper is None:
             if self.mapper is None:
-                raise ValueError("`mapper` is missing: train one (task styleclip-mapper) or load a .safetensors file")
+                raise ValueError("`mapper` is missing: train one (task styleclip-mapper) and pass it or its "
+                                 ".safetensors file (command line: --mapper FILE)")
             return self.mapper
         if isinstance(mapper, MapperTrainOutput):
             mapper = mapper.mapper

@@ -93,6 +93,7 @@ def make_sketch_functions(device: str | None) -> dict[str, Callable]:
 
 
 LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance")
+MAPPER_TASKS = ("styleclip-mapper", "styleclip-mapper-apply")  # StyleCLIP's latent mapper: train, apply
 
 
 def make_latent_functions(device: str | None) -> dict:
@@ -167,8 +168,26 @@ def make_latent_functions(device: str | None) -> dict:
         pipe = get_pipeline(generator, clip)
         yield from pipe.iter_global_direction(start(generator, clip, state), neutral, target, **settings)
 
+    # StyleCLIP's latent mapper, on the same generator and CLIP: the mapper to apply is the one trained on the page
+    # (the tab keeps its result) or an uploaded .safetensors file, refused when it was trained for another generator
+    from pipelines.styleclip_mapper import StyleCLIPMapperPipeline
+
+    @gpu
+    def train_mapper(generator, clip, prompt, settings):
+        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        yield from pipe.iter_train_mapper(prompt, **settings)
+
+    @gpu
+    def apply_mapper(generator, clip, state, trained, upload, settings):
+        mapper = upload or trained
+        if mapper is None:
+            raise ValueError("`mapper` is missing: train a mapper first, or upload a .safetensors mapper")
+        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        yield from pipe.iter_apply_mapper(start(generator, clip, state), mapper, **settings)
+
     return {"sample": sample, "invert": invert, "edit": edit, "relevance": relevance, "global_edit": global_edit,
-            "specs": {name: get_task(name).specs() for name in LATENT_TASKS}}
+            "train_mapper": train_mapper, "apply_mapper": apply_mapper,
+            "specs": {name: get_task(name).specs() for name in LATENT_TASKS + MAPPER_TASKS}}
 
 
 def make_text2image_functions(device: str | None, clip: str) -> dict:

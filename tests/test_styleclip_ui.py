@@ -108,7 +108,7 @@ def test_stop_keeps_the_result_on_the_page(functions):
     # inversion: the best iterate so far becomes the image to edit
     invert = _handler(demo, "latent_invert")
     photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    outputs = invert(*DEMO, photo, 200, 0)
+    outputs = invert(*DEMO, photo, 200, 0, 1.0, "auto")  # steps, seed, perceptual weight, start
     RUNS.stop(next(outputs)[0])
     *_, (_, current, inv_state, info, progress, _) = outputs
     assert current.shape == (256, 256, 3) and "stopped" in info and "stopped at step" in progress
@@ -161,6 +161,7 @@ def test_tab_builds_from_the_task_configs_and_never_imports_torch():
     # every setting control is the config's: its default and (slider) range
     controls = {b.elem_id: b for b in demo.blocks.values() if "--" in (getattr(b, "elem_id", None) or "")}
     assert set(controls) == {"styleclip-edit--seed", "styleclip-edit--truncation", "styleclip-invert--num_steps",
+                             "styleclip-invert--perceptual_weight", "styleclip-invert--init",
                              "styleclip-edit--num_steps", "styleclip-edit--l2_weight", "styleclip-edit--id_weight",
                              "styleclip-edit--strength", "styleclip-global--alpha", "styleclip-global--beta",
                              "styleclip-relevance--num_samples"}
