@@ -276,7 +276,7 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
             generator = os.environ.get("STUDIO_STYLEGAN") or "demo-shapes"
             latent_ui.build(**make_latent_functions(device), generator_choices=available_generators(),
                             default_generator=generator, clip_choices=choices,
-                            default_clip="shapes-clip" if generator == "demo-shapes" else clip)
+                            default_clip="shapes-clip" if generator == "demo-shapes" else clip, cpu=cpu)
     one_gpu_queue(demo)  # one GPU job at a time across every tab, not per endpoint
     return demo
 
