@@ -284,7 +284,7 @@ def _tiny_e4e(n_latent: int = 6, style_dim: int = 32, seed: int = 0):
     return Encoder4Editing(cfg).eval()
 
 
-def test_e4e_encoder_gives_w_plus_and_inversion_refines_its_guess(pipe, tmp_path):
+def test_e4e_encoder_gives_w_plus_and_inversion_refines_its_guess(pipe, tmp_path, tiny_scorer, monkeypatch):
     from studio.generators.e4e import load_encoder, save_encoder
 
     enc = _tiny_e4e()
@@ -308,6 +308,14 @@ def test_e4e_encoder_gives_w_plus_and_inversion_refines_its_guess(pipe, tmp_path
     # "auto" takes the loaded encoder; "mean" does not
     assert pipe.invert(photo, num_steps=1).encoder is not None
     assert pipe.invert(photo, num_steps=1, init="mean").encoder is None
+    # a file named by STUDIO_E4E is found and loaded for "auto" (the page and the command line start this way)
+    fresh = StyleCLIPPipeline(pipe.generator, tiny_scorer, cache_dir=tmp_path)
+    monkeypatch.setenv("STUDIO_E4E", str(tmp_path / "e4e.pt"))
+    assert fresh.invert(photo, num_steps=1).encoder == str(tmp_path / "e4e.pt")
+    monkeypatch.setenv("STUDIO_E4E", str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="STUDIO_E4E"):
+        StyleCLIPPipeline(pipe.generator, tiny_scorer, cache_dir=tmp_path).invert(photo, num_steps=1)
+    monkeypatch.delenv("STUDIO_E4E")
     # an e4e run on the protocol: a stop after the first step keeps the best so far
     stopped = pipe.invert(photo, num_steps=5, init="encoder", callback=lambda step, total, preview: step < 1)
     assert stopped.stopped and stopped.steps_run == 1 and stopped.scores["loss"] <= stopped.scores["start_loss"]
