@@ -11,6 +11,12 @@ one timed batch to `--relevance-samples` images (StyleCLIP's finite differences)
 channel-relevance samples per minute, finite differences vs the Jacobian, each extrapolated from one timed pass
 of the pipeline's own code (`--relevance-only` prints just that one).
 
+A second table (`--tables mapper`, fp32): StyleCLIP's latent mapper -- one training step (batch `--mapper-batch`,
+StyleCLIP's 2: mapper forward, two generator passes and CLIP, backward, Adam; the mean of `--mapper-steps` steps
+after one warm-up) and one apply (mapper forward + one generator pass: the instant edit), against the same run's
+300-step latent optimisation; e4e's encoder (IR-SE-50, 256-pixel input, random weights) for one image against an
+optimisation inversion of `--invert-steps` timed steps (per step, and extrapolated to the default 200).
+
 The reference in the same run ("reference" rows, `--formulations`): the same generator and weights computed the
 way rosinality's code does without its CUDA build -- per-sample modulated and demodulated weights in one grouped
 convolution (the paper's formulation, rosinality's `fused=True` path), and `upfirdn2d` by zero insertion, padding
@@ -176,6 +182,54 @@ def relevance_rates(gen: Generator, scorer, args: argparse.Namespace, device: to
     return rows
 
 
+def measure_mapper_e4e(gen: Generator, scorer, args: argparse.Namespace, device: torch.device) -> list[list[str]]:
+    """The mapper and e4e rows (fp32), each with its reference from the same run."""
+    from pipelines.styleclip_mapper import StyleCLIPMapperPipeline
+    from studio.generators.e4e import E4EConfig, Encoder4Editing
+
+    pipe = StyleCLIPMapperPipeline(gen, scorer)
+    rows = []
+    pipe.train_mapper("a smiling face", num_steps=1, batch_size=args.mapper_batch, num_eval=1)  # warm-up
+    sync(device)
+    out = pipe.train_mapper("a smiling face", num_steps=args.mapper_steps, batch_size=args.mapper_batch, num_eval=1,
+                            preview_every=10**4)
+    sync(device)
+    step_ms = 1000 * out.timings["per_step_s"]
+    latent = pipe.random_latent(seed=0)
+    mapper = out.mapper.to(device)
+
+    def apply():
+        with torch.no_grad():
+            pipe.render(mapper.edit(latent))
+
+    def mapper_only():
+        with torch.no_grad():
+            mapper.edit(latent)
+
+    apply_ms = timeit(apply, device, warmup=1, repeat=3)
+    map_ms = timeit(mapper_only, device, warmup=1, repeat=5)
+    opt = pipe.edit(latent, "a smiling face", num_steps=max(2, args.steps // 2))
+    opt_s = 300 * opt.timings["per_step_s"]
+    rows.append(["mapper train step (batch %d)" % args.mapper_batch, f"{step_ms:.0f}",
+                 f"StyleCLIP's 50 000 steps: {50_000 * step_ms / 3.6e6:.1f} h"])
+    rows.append(["mapper apply (mapper + generator)", f"{apply_ms:.0f}",
+                 f"mapper alone {map_ms:.2f} ms; 300-step latent optimisation {opt_s:.0f} s"])
+    torch.manual_seed(0)
+    enc = Encoder4Editing(E4EConfig(n_latent=gen.n_latent, style_dim=gen.style_dim)).to(device).eval()
+    image = torch.rand(1, 3, gen.size, gen.size, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def encode():
+        with torch.no_grad():
+            enc.encode(image)
+
+    enc_ms = timeit(encode, device, warmup=1, repeat=3)
+    inv = pipe.invert(image[0].cpu(), num_steps=args.invert_steps, init="mean")
+    inv_ms = 1000 * inv.timings["per_step_s"]
+    rows.append(["e4e inversion (one pass)", f"{enc_ms:.0f}",
+                 f"optimisation inversion {inv_ms:.0f} ms/step, 200 steps {200 * inv_ms / 1000:.0f} s"])
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
@@ -193,6 +247,11 @@ def main() -> None:
     p.add_argument("--relevance-only", action="store_true",
                    help="only the channel-relevance rates (samples/min, jacobian vs finite differences)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a busy shared machine)")
+    p.add_argument("--tables", default="main,mapper", help="main (generator, optimisation, global directions, "
+                   "relevance) and/or mapper (latent mapper and e4e)")
+    p.add_argument("--mapper-steps", type=int, default=5, help="mapper training steps timed")
+    p.add_argument("--mapper-batch", type=int, default=2, help="mapper training batch (StyleCLIP: 2)")
+    p.add_argument("--invert-steps", type=int, default=3, help="optimisation-inversion steps timed")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,7 +268,10 @@ def main() -> None:
                f"{args.relevance_samples} samples (min)"]
     print("\nChannel relevance, fp32, extrapolated from one timed pass of each method:")
     print(table(headers, relevance_rates(gen, scorer, args, device, n_channels)))
-    if args.relevance_only:
+    tables = args.tables.split(",")
+    if args.relevance_only or "main" not in tables:
+        if "mapper" in tables and not args.relevance_only:  # the mapper table alone
+            print(table(["fp32", "ms", "reference (same run)"], measure_mapper_e4e(gen, scorer, args, device)))
         return
     latent0 = StyleCLIPPipeline(gen, scorer).random_latent(seed=0)
     with torch.no_grad():
@@ -235,6 +297,8 @@ def main() -> None:
                f"relevance {args.relevance_samples} imgs (min, est.)", "jacobian relevance (min)", "peak GiB",
                "max |ours - reference| (fp32 image)"]
     print(table(headers, rows))
+    if "mapper" in tables:
+        print(table(["fp32", "ms", "reference (same run)"], measure_mapper_e4e(gen, scorer, args, device)))
 
 
 if __name__ == "__main__":

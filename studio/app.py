@@ -178,6 +178,7 @@ def make_sketch_functions(device: str | None, policy: Policy | None = None) -> d
 
 
 LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance")
+MAPPER_TASKS = ("styleclip-mapper", "styleclip-mapper-apply")  # StyleCLIP's latent mapper: train, apply
 
 
 def make_latent_functions(device: str | None, policy: Policy | None = None) -> dict:
@@ -255,8 +256,26 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
         pipe = get_pipeline(generator, clip)
         yield from pipe.iter_global_direction(start(generator, clip, state), neutral, target, **settings)
 
+    # StyleCLIP's latent mapper, on the same generator and CLIP: the mapper to apply is the one trained on the page
+    # (the tab keeps its result) or an uploaded .safetensors file, refused when it was trained for another generator
+    from pipelines.styleclip_mapper import StyleCLIPMapperPipeline
+
+    @gpu
+    def train_mapper(generator, clip, prompt, settings):
+        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        yield from pipe.iter_train_mapper(prompt, **settings)
+
+    @gpu
+    def apply_mapper(generator, clip, state, trained, upload, settings):
+        mapper = upload or trained
+        if mapper is None:
+            raise ValueError("`mapper` is missing: train a mapper first, or upload a .safetensors mapper")
+        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        yield from pipe.iter_apply_mapper(start(generator, clip, state), mapper, **settings)
+
     return {"sample": sample, "invert": invert, "edit": edit, "relevance": relevance, "global_edit": global_edit,
-            "specs": {name: get_task(name).specs() for name in LATENT_TASKS}}
+            "train_mapper": train_mapper, "apply_mapper": apply_mapper,
+            "specs": {name: get_task(name).specs() for name in LATENT_TASKS + MAPPER_TASKS}}
 
 
 def make_text2image_functions(device: str | None, clip: str) -> dict:
@@ -353,7 +372,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             latent_ui.build(**make_latent_functions(device, policy),
                             generator_choices=policy.generator_choices(available_generators()),
                             default_generator=generator, clip_choices=choices,
-                            default_clip="shapes-clip" if generator == "demo-shapes" else clip)
+                            default_clip="shapes-clip" if generator == "demo-shapes" else clip, cpu=cpu)
     one_gpu_queue(demo)  # one GPU job at a time across every tab, not per endpoint
     return demo
 

@@ -22,6 +22,7 @@ MODEL_FLAGS = {  # model kind (Task.models) -> (flag, environment variable, defa
     "loss_clip": ("--loss-clip", None, None, "CLIPasso's loss CLIP (a ResNet such as RN101/openai; default: --clip)"),
     "generator": ("--generator", "STUDIO_STYLEGAN", "demo-shapes", "StyleGAN2: a registry name or a checkpoint path"),
     "t2i": ("--model", "STUDIO_T2I_MODEL", None, "diffusers text-to-image model: a repo id or a folder"),
+    "mapper": ("--mapper", None, None, "a trained StyleCLIP latent mapper (.safetensors from styleclip-mapper)"),
 }
 
 

@@ -42,7 +42,25 @@ def relevance(scorer):
     return _pipe(scorer), {}, {"num_samples": 2, "use_cache": False}
 
 
+def _mapper_pipe(scorer):
+    from pipelines.styleclip_mapper import StyleCLIPMapperPipeline
+
+    return StyleCLIPMapperPipeline.of(_pipe(scorer))
+
+
+def mapper(scorer):
+    return _mapper_pipe(scorer), {"prompt": "a red circle"}, {"num_steps": 2, "batch_size": 2, "num_eval": 2,
+                                                              "preview_every": 1, "seed": 3}
+
+
+def mapper_apply(scorer):
+    pipe = _mapper_pipe(scorer)
+    trained = pipe.train_mapper("a red circle", num_steps=1, batch_size=1, num_eval=1)
+    return pipe, {"mapper": trained.mapper}, {"seed": 3, "strength": 0.8}
+
+
 CASES = {"styleclip-edit": edit, "styleclip-global": global_direction, "styleclip-invert": invert,
-         "styleclip-relevance": relevance}
+         "styleclip-relevance": relevance, "styleclip-mapper": mapper, "styleclip-mapper-apply": mapper_apply}
 FILES = {"styleclip-edit": {"png", "video"}, "styleclip-global": {"png"}, "styleclip-invert": {"png", "video"},
-         "styleclip-relevance": {"png"}}
+         "styleclip-relevance": {"png"}, "styleclip-mapper": {"png", "video", "mapper"},
+         "styleclip-mapper-apply": {"png"}}

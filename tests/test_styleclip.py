@@ -170,8 +170,9 @@ def test_inversion_lowers_reconstruction_error_and_edits_the_result(pipe):
     assert isinstance(inv, InversionOutput) and inv.image.size == (16, 16)
     assert len(inv.noise) == pipe.generator.num_layers
     assert inv.scores["mse"] < 0.6 * inv.scores["start_mse"] and inv.scores["psnr"] > 0
-    # the kept iterate is the one with the lowest loss, not the last
-    assert inv.scores["loss"] == min(inv.losses) == inv.losses[inv.scores["best_step"] - 1]
+    # the kept iterate is the one with the lowest loss (the start is step 0), not the last
+    seen = [inv.scores["start_loss"], *inv.losses]
+    assert inv.scores["loss"] == min(seen) == seen[inv.scores["best_step"]] and inv.scores["best_step"] > 0
     out = pipe.edit(inv, "a blue square", num_steps=3)
     assert out.inversion is inv
     torch.testing.assert_close(out.original_tensor, inv.image_tensor, atol=1e-5, rtol=0)  # starts from the inversion
@@ -187,7 +188,7 @@ def test_inversion_stopped_keeps_the_best_iterate(pipe):
     target = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(5))
     out = pipe.invert(target, num_steps=40, callback=lambda step, total, preview: step < 12)
     assert out.stopped and out.steps_run == 12 and len(out.losses) == 12
-    assert out.scores["loss"] == min(out.losses)
+    assert out.scores["loss"] == min(out.scores["start_loss"], *out.losses)
     with torch.no_grad():
         recon = pipe.to_unit(pipe.render(out.latent.to(pipe.device), [n.to(pipe.device) for n in out.noise]))
     torch.testing.assert_close(recon, out.image_tensor)  # the image is the kept latent's
@@ -208,8 +209,10 @@ def test_bad_inputs(pipe):
         pipe.invert(torch.zeros(4, 32, 32))
     with pytest.raises(ValueError, match="`image`"):
         pipe.invert("not an image")
-    with pytest.raises(ValueError, match="`pixel_weight` and `clip_weight` cannot both be 0"):
-        pipe.invert(torch.rand(3, 16, 16), pixel_weight=0.0, clip_weight=0.0)
+    with pytest.raises(ValueError, match="`pixel_weight`, `perceptual_weight` and `clip_weight` cannot all be 0"):
+        pipe.invert(torch.rand(3, 16, 16), pixel_weight=0.0, clip_weight=0.0, perceptual_weight=0.0)
+    with pytest.raises(ValueError, match="`init` 'encoder' needs an e4e encoder for this generator"):
+        pipe.invert(torch.rand(3, 16, 16), init="encoder")
     with pytest.raises(ValueError, match="`beta`"):
         pipe.global_direction(None, "a", "b", beta=2.0)
     with pytest.raises(ValueError, match="`target`"):
@@ -396,3 +399,112 @@ def test_stylespace_optimisation_edits_the_style_vectors(pipe):
     stopped = run.send("stop")
     assert all(isinstance(p, Progress) for p in items) and stopped.stopped and stopped.steps_run == 3
     assert stopped.scores["loss"] == min(stopped.losses) and len(stopped.styles) == len(g.style_layers)
+
+
+def _inversion_loss(pipe, latent, noise, target, cfg) -> float:
+    """The inversion's loss of a latent, recomputed from its parts (pixel MSE, perceptual, CLIP, noise penalty)."""
+    from pipelines.styleclip_invert import feature_distance, noise_regularize, perceptual_layers
+
+    layers = perceptual_layers(pipe.scorer)
+    with torch.no_grad():
+        img = pipe.render(latent.to(pipe.device), [n.to(pipe.device) for n in noise])
+        emb, acts = pipe._clip_features(img, layers)
+        t_emb, t_acts = pipe._clip_features(target[None] * 2 - 1, layers)
+        loss = (cfg["pixel_weight"] * torch.nn.functional.mse_loss((img + 1) / 2, target[None])
+                + cfg["clip_weight"] * (1 - (emb * t_emb).sum())
+                + cfg["perceptual_weight"] * feature_distance(acts, t_acts)
+                + cfg["noise_weight"] * noise_regularize([n.to(pipe.device) for n in noise]))
+    return float(loss)
+
+
+def test_inversion_returns_the_latent_whose_error_is_the_lowest_seen(pipe):
+    with torch.no_grad():
+        target = pipe.to_unit(pipe.render(pipe.random_latent(seed=8, truncation=0.9)))[0]
+    inv = pipe.invert(target, num_steps=15, seed=2, latent_noise=0.2)  # noisy steps: the noise is in the iterate
+    seen = [inv.scores["start_loss"], *inv.losses]
+    assert inv.scores["loss"] == min(seen) and 0 < inv.scores["best_step"] <= 15
+    # the returned latent and noise maps, rendered again, have exactly that loss and that pixel error
+    again = _inversion_loss(pipe, inv.latent, inv.noise, target, inv.settings)
+    assert again == pytest.approx(inv.scores["loss"], rel=1e-4, abs=1e-6)
+    assert inv.scores["mse"] == pytest.approx(inv.mses[inv.scores["best_step"] - 1], rel=1e-4, abs=1e-7)
+    assert inv.scores["perceptual"] >= 0 and inv.settings["perceptual_weight"] == 1.0
+    # the perceptual term is part of the loss: without it, the same run scores lower
+    plain = pipe.invert(target, num_steps=1, seed=2, latent_noise=0.2, perceptual_weight=0.0)
+    assert "perceptual" not in plain.scores and plain.losses[0] < inv.losses[0]
+
+
+def _tiny_e4e(n_latent: int = 6, style_dim: int = 32, seed: int = 0):
+    from studio.generators.e4e import E4EConfig, Encoder4Editing
+
+    torch.manual_seed(seed)
+    cfg = E4EConfig(n_latent=n_latent, style_dim=style_dim, units=(1, 2, 1, 1), channels=(8, 12, 16, style_dim),
+                    input_size=64)
+    return Encoder4Editing(cfg).eval()
+
+
+def test_e4e_encoder_gives_w_plus_and_inversion_refines_its_guess(pipe, tmp_path, tiny_scorer, monkeypatch):
+    from studio.generators.e4e import load_encoder, save_encoder
+
+    enc = _tiny_e4e()
+    photo = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3))
+    w = enc.encode(photo[None])
+    assert w.shape == (1, pipe.generator.n_latent, pipe.generator.style_dim) and torch.isfinite(w).all()
+    save_encoder(enc, tmp_path / "e4e.pt")
+    loaded = load_encoder(tmp_path / "e4e.pt", pipe.generator)
+    torch.testing.assert_close(loaded.encode(photo[None]), w)  # strict round trip, weights only
+    pipe.load_encoder(tmp_path / "e4e.pt")
+    inv = pipe.invert(photo, num_steps=4, init="encoder", latent_noise=0.0)
+    assert inv.encoder == str(tmp_path / "e4e.pt") and "encoder_mse" in inv.scores and inv.steps_run == 4
+    assert inv.latent.shape == (1, pipe.generator.n_latent, pipe.generator.style_dim)
+    # the optimisation started from the encoder's guess, rendered with the generator's stored noise maps
+    g = pipe.generator
+    with torch.no_grad():
+        guess = pipe.to_unit(pipe.render(w, [getattr(g.noises, f"noise_{i}") for i in range(g.num_layers)]))
+    np.testing.assert_array_equal(inv.frames[0], (guess[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    assert inv.scores["encoder_mse"] == pytest.approx(float(((guess - photo[None]) ** 2).mean()), rel=1e-5)
+    assert inv.scores["loss"] <= inv.scores["start_loss"]  # the guess is a candidate too: never worse than it
+    # "auto" takes the loaded encoder; "mean" does not
+    assert pipe.invert(photo, num_steps=1).encoder is not None
+    assert pipe.invert(photo, num_steps=1, init="mean").encoder is None
+    # a file named by STUDIO_E4E is found and loaded for "auto" (the page and the command line start this way)
+    fresh = StyleCLIPPipeline(pipe.generator, tiny_scorer, cache_dir=tmp_path)
+    monkeypatch.setenv("STUDIO_E4E", str(tmp_path / "e4e.pt"))
+    assert fresh.invert(photo, num_steps=1).encoder == str(tmp_path / "e4e.pt")
+    monkeypatch.setenv("STUDIO_E4E", str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="STUDIO_E4E"):
+        StyleCLIPPipeline(pipe.generator, tiny_scorer, cache_dir=tmp_path).invert(photo, num_steps=1)
+    monkeypatch.delenv("STUDIO_E4E")
+    # an e4e run on the protocol: a stop after the first step keeps the best so far
+    stopped = pipe.invert(photo, num_steps=5, init="encoder", callback=lambda step, total, preview: step < 1)
+    assert stopped.stopped and stopped.steps_run == 1 and stopped.scores["loss"] <= stopped.scores["start_loss"]
+
+
+def test_e4e_files_are_refused_for_another_generator_or_shape(pipe, tmp_path):
+    from studio.generators.e4e import load_encoder, save_encoder
+
+    save_encoder(_tiny_e4e(n_latent=8), tmp_path / "wide.pt")  # W+ of 8: a 32-pixel generator's
+    with pytest.raises(ValueError, match=r"encodes W\+ of 8 x 32; this generator takes 6 x 32"):
+        pipe.load_encoder(tmp_path / "wide.pt")
+    enc = _tiny_e4e()
+    save_encoder(enc, tmp_path / "e4e.pt")
+    raw = torch.load(tmp_path / "e4e.pt", weights_only=True)
+    other = tiny_generator(seed=9).state_dict()
+    raw["state_dict"].update({f"decoder.{k}": v for k, v in other.items()})  # trained with another generator
+    torch.save(raw, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="was trained with another generator"):
+        load_encoder(tmp_path / "other.pt", pipe.generator)
+    raw["state_dict"].update({f"decoder.{k}": v for k, v in pipe.generator.state_dict().items()})
+    torch.save(raw, tmp_path / "same.pt")
+    assert load_encoder(tmp_path / "same.pt", pipe.generator).config == enc.config  # its own generator: accepted
+    del raw["state_dict"]["encoder.latlayer2.weight"]
+    torch.save(raw, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match=r"missing keys \(1\): latlayer2.weight"):
+        load_encoder(tmp_path / "broken.pt")
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pickled code ran",))
+
+    torch.save({"state_dict": {}, "boom": Boom()}, tmp_path / "code.pt")
+    with pytest.raises(ValueError, match="weights-only e4e checkpoint"):
+        load_encoder(tmp_path / "code.pt")

@@ -113,7 +113,7 @@ def test_stop_keeps_the_result_on_the_page(functions):
     # inversion: the best iterate so far becomes the image to edit
     invert = _handler(demo, "latent_invert")
     photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    outputs = invert(*DEMO, photo, 200, 0)
+    outputs = invert(*DEMO, photo, 200, 0, 1.0, "auto")  # steps, seed, perceptual weight, start
     RUNS.stop(next(outputs)[0])
     *_, (_, current, inv_state, info, progress, _) = outputs
     assert current.shape == (256, 256, 3) and "stopped" in info and "stopped at step" in progress
@@ -166,6 +166,7 @@ def test_tab_builds_from_the_task_configs_and_never_imports_torch():
     # every setting control is the config's: its default and (slider) range
     controls = {b.elem_id: b for b in demo.blocks.values() if "--" in (getattr(b, "elem_id", None) or "")}
     assert set(controls) == {"styleclip-edit--seed", "styleclip-edit--truncation", "styleclip-invert--num_steps",
+                             "styleclip-invert--perceptual_weight", "styleclip-invert--init",
                              "styleclip-edit--num_steps", "styleclip-edit--l2_weight", "styleclip-edit--id_weight",
                              "styleclip-edit--strength", "styleclip-edit--work_in_stylespace",
                              "styleclip-global--alpha", "styleclip-global--beta", "styleclip-relevance--num_samples"}
@@ -173,5 +174,38 @@ def test_tab_builds_from_the_task_configs_and_never_imports_torch():
         task, name = elem_id.split("--")
         spec = specs[task][name]
         assert component.value == spec.default, elem_id
-        if spec.kind != "bool":  # a checkbox has no range
+        if spec.kind == "bool":  # a checkbox has no range
+            continue
+        if isinstance(component, gr.Dropdown):
+            assert [c[1] if isinstance(c, (list, tuple)) else c for c in component.choices] == list(spec.choices)
+        else:
             assert (component.minimum, component.maximum) == (spec.ui_lo, spec.ui_hi), elem_id
+
+
+def test_mapper_trains_stops_and_applies_through_the_tab(functions):
+    """The Latent mapper sub-tab: Stop keeps the mapper trained so far (shown, downloadable), Apply edits the image
+    to edit with it in one pass, and an uploaded file of that mapper gives the same edit."""
+    demo = _build(functions)
+    sample = functions["sample"](*DEMO, {"seed": 2})
+    state = {"generator": DEMO[0], "clip": DEMO[1], "result": sample}
+    train = _handler(demo, "latent_mapper")
+    # generator, clip, seed, truncation, prompt, then num_steps, batch_size, l2_weight, id_weight
+    outputs = train(*DEMO, 2, 0.7, "a red circle", 300, 2, 0.8, 0.1)
+    first = next(outputs)
+    assert "step 1 / 300" in first[2] and RUNS.stop(first[0])
+    *_, last = outputs
+    _, preview, progress, info, trained, path, _ = last
+    assert "stopped at step" in progress and "the mapper trained so far" in info and "held-out" in info
+    assert preview.shape == (128, 256, 3) and trained.stopped  # 4 held-out samples: starts over edits
+    assert pathlib.Path(path).suffix == ".safetensors"
+
+    apply = _handler(demo, "latent_mapper_apply")
+    *_, (_, before, after, progress, info, _) = apply(*DEMO, state, 2, 0.7, trained, None, 1.0)
+    np.testing.assert_array_equal(before, latent_editing.shown(sample.image))  # the image to edit, mapped
+    assert not np.array_equal(before, after) and "CLIPScore" in info and "done" in progress
+    *_, (_, _, again, *_) = apply(*DEMO, state, 2, 0.7, None, path, 1.0)  # the downloaded file, uploaded
+    np.testing.assert_array_equal(again, after)
+    *_, (_, _, none, *_) = apply(*DEMO, state, 2, 0.7, trained, None, 0.0)
+    np.testing.assert_array_equal(none, before)  # strength 0: the start
+    with pytest.raises(gr.Error, match="`mapper` is missing"):
+        list(apply(*DEMO, state, 2, 0.7, None, None, 1.0))

@@ -1,4 +1,5 @@
-"""Latent Editing tab: StyleCLIP on a StyleGAN2 generator -- latent optimisation, global directions, inversion.
+"""Latent Editing tab: StyleCLIP on a StyleGAN2 generator -- latent optimisation, global directions, the latent
+mapper, inversion.
 
 `build` receives plain functions (made by `studio.app.make_latent_functions`) and the tasks' settings specs, and
 never touches a model or torch. The long runs (inversion, an edit, the relevance precompute, a global direction)
@@ -32,6 +33,8 @@ IMAGE_HEIGHT = 300  # px of the image boxes
 MIN_SHOWN = 256  # px: smaller images (the demo generator's are 64 px) are shown enlarged, pixel for pixel
 EDIT, GLOBAL, INVERT, RELEVANCE = "styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance"
 EDIT_FIELDS = ("num_steps", "l2_weight", "id_weight", "strength", "work_in_stylespace")  # the edit's controls
+MAPPER, APPLY = "styleclip-mapper", "styleclip-mapper-apply"
+MAPPER_FIELDS = ("num_steps", "batch_size", "l2_weight", "id_weight")  # the mapper training's controls, in order
 
 
 def shown(image: Any) -> np.ndarray | None:
@@ -86,7 +89,8 @@ class _Bar:
 
 def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callable, global_edit: Callable,
           specs: dict[str, dict[str, Any]], generator_choices: list[str], default_generator: str,
-          clip_choices: list[str], default_clip: str, cpu: bool = False) -> None:
+          clip_choices: list[str], default_clip: str, cpu: bool = False, train_mapper: Callable | None = None,
+          apply_mapper: Callable | None = None) -> None:
     """Add the Latent Editing tab to the current Blocks.
 
     sample(generator, clip, settings) -> a result (`.image` PIL, `.seed`, `.settings`, `.notice`)
@@ -97,8 +101,13 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
     relevance(generator, clip, settings) -> a run ending with `.scores` (channels, samples), `.cached`, `.relevance`
     global_edit(generator, clip, state, neutral, target, settings) -> a run ending with `.image`, `.original`,
         `.num_channels`, `.top_channels`, `.scores`
-    specs: {task name: {setting: ParamSpec}} for styleclip-edit, -global, -invert and -relevance; the controls come
-    from them. `state` is what the tab keeps between runs: {"generator", "clip", "result"}, read by the functions.
+    train_mapper(generator, clip, prompt, settings) -> a run ending with `.image` (held-out starts over edits),
+        `.scores` (eval_clip_loss_before, eval_clip_loss), `.save(...)` (the mapper's .safetensors as "mapper")
+    apply_mapper(generator, clip, state, trained, upload, settings) -> a run ending with `.image`, `.original`,
+        `.scores`; `trained` is a training's result, `upload` a .safetensors path (either may be None)
+    specs: {task name: {setting: ParamSpec}} for styleclip-edit, -global, -invert and -relevance (and -mapper,
+    -mapper-apply when the mapper functions are given); the controls come from them. `state` is what the tab keeps
+    between runs: {"generator", "clip", "result"}, read by the functions.
     """
     def make(task: str, name: str) -> gr.components.Component:
         return control(task, specs[task][name], cpu=cpu)
@@ -131,6 +140,9 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                 upload = image_upload("Or upload an image")
                 invert_steps = make(INVERT, "num_steps")
                 with gr.Row():
+                    invert_perceptual = make(INVERT, "perceptual_weight")
+                    invert_init = make(INVERT, "init")
+                with gr.Row():
                     invert_btn = gr.Button("Invert upload")
                     stop_button(token, api_name="latent_stop_invert")
                 invert_progress = gr.HTML()
@@ -145,7 +157,7 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
             info = f"Random sample, seed {out.seed}, truncation {out.settings['truncation']:g}"
             return shown(out.image), keep(gen, clip_spec, out), info, notice_markdown(out.notice)
 
-        def on_invert(gen, clip_spec, image, n, s, flag):
+        def on_invert(gen, clip_spec, image, n, s, perceptual, init, flag):
             bar, skip = _Bar(), gr.skip()
 
             def progress(item):
@@ -153,17 +165,22 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
 
             def result(out):
                 sc = out.scores
-                info = (f"Reconstruction MSE {sc['mse']:.4f} (PSNR {sc['psnr']:.1f} dB; start {sc['start_mse']:.4f}) "
-                        f"after {out.steps_run} steps, {out.timings['total_s']:.1f} s"
+                info = (f"Reconstruction MSE {sc['mse']:.4f} (PSNR {sc['psnr']:.1f} dB; start {sc['start_mse']:.4f})"
+                        + (f", perceptual distance {sc['perceptual']:.3f}" if "perceptual" in sc else "")
+                        + (f"; started from the e4e encoder's guess (MSE {sc['encoder_mse']:.4f})"
+                           if "encoder_mse" in sc else "")
+                        + f" after {out.steps_run} steps, {out.timings['total_s']:.1f} s"
                         + (f"; stopped: the best iterate so far (step {sc['best_step']})" if out.stopped else ""))
                 return (shown(out.image), keep(gen, clip_spec, out), info, bar.end(out),
                         notice_markdown(out.notice))
 
-            yield from drive(invert(gen, clip_spec, image, {"num_steps": n, "seed": s}), flag, progress, result)
+            settings = {"num_steps": n, "seed": s, "perceptual_weight": perceptual, "init": init}
+            yield from drive(invert(gen, clip_spec, image, settings), flag, progress, result)
 
         sample_btn.click(on_sample, [generator, clip, seed, truncation], [current, state, source_info, notice],
                          api_name="latent_sample")
-        invert_btn.click(run_handler(on_invert), [generator, clip, upload, invert_steps, seed],
+        invert_btn.click(run_handler(on_invert), [generator, clip, upload, invert_steps, seed, invert_perceptual,
+                                                  invert_init],
                          [token, current, state, source_info, invert_progress, notice], api_name="latent_invert")
 
         gr.Markdown("**2. Edit it**")
@@ -292,3 +309,87 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
             slider = run_handler(on_slider)
             alpha.release(slider, g_inputs, g_outputs, api_visibility="private", trigger_mode="always_last")
             beta.release(slider, g_inputs, g_outputs, api_visibility="private", trigger_mode="always_last")
+
+        if train_mapper is not None and apply_mapper is not None:
+            _mapper_tab(make, token, generator, clip, state, seed, truncation, notice, train_mapper, apply_mapper)
+
+
+def _mapper_tab(make: Callable, token: gr.State, generator: gr.Dropdown, clip: gr.Dropdown, state: gr.State,
+                seed: gr.components.Component, truncation: gr.components.Component, notice: gr.Markdown,
+                train_mapper: Callable, apply_mapper: Callable) -> None:
+    """The "Latent mapper" sub-tab (StyleCLIP's method 2): train a mapper for a prompt, then edit the image to edit
+    with it in one forward pass, at a strength; or upload a mapper trained before."""
+    with gr.Tab("Latent mapper"):
+        gr.Markdown("Train a mapper for one prompt on random samples of the generator (StyleCLIP's second method); "
+                    "it then edits any image in one forward pass. **Stop** keeps the mapper trained so far.")
+        with gr.Row():
+            with gr.Column():
+                m_prompt = gr.Textbox(label="Prompt the mapper learns", placeholder="a red circle / a smiling face")
+                m_controls = [make(MAPPER, name) for name in MAPPER_FIELDS]
+                with gr.Row():
+                    train_btn = gr.Button("Train mapper", variant="primary")
+                    stop_button(token, api_name="latent_stop_mapper")
+                m_progress = gr.HTML()
+                m_info = gr.Markdown()
+                m_file = gr.File(label="The mapper (.safetensors, prompt and settings inside)", interactive=False)
+                m_upload = gr.File(label="Or upload a mapper (.safetensors)", file_types=[".safetensors"],
+                                   type="filepath")
+                m_strength = make(APPLY, "strength")
+                apply_btn = gr.Button("Apply mapper to the image to edit", variant="primary")
+                a_info = gr.Markdown()
+            with gr.Column():
+                m_preview = gr.Image(label="Held-out samples: starts above, edits below", type="numpy",
+                                     interactive=False, height=IMAGE_HEIGHT)
+                with gr.Row():
+                    a_before = gr.Image(label="Before", type="numpy", interactive=False, height=IMAGE_HEIGHT)
+                    a_after = gr.Image(label="After", type="numpy", interactive=False, height=IMAGE_HEIGHT)
+        trained = gr.State(None)
+
+        def on_train(gen, clip_spec, s, trunc, text, *values, flag):
+            bar, skip = _Bar(), gr.skip()
+            settings = {"seed": s, "truncation": trunc, **dict(zip(MAPPER_FIELDS, values))}
+
+            def progress(item):
+                image = shown(item.preview) if item.preview is not None else skip
+                return image, bar.running(item), skip, skip, skip, skip
+
+            def result(out):
+                sc = out.scores
+                path = str(out.save(video="gif")["mapper"])
+                info = (f"Mapper for “{out.prompt}”: on {out.settings['num_eval']} held-out samples the CLIP loss "
+                        f"went {sc['eval_clip_loss_before']:.3f} → {sc['eval_clip_loss']:.3f} (CLIPScore "
+                        f"{sc['clip_score_before']:.1f} → {sc['clip_score']:.1f})"
+                        + ("; stopped: the mapper trained so far" if out.stopped else ""))
+                line = f"{1000 * out.timings['per_step_s']:.0f} ms/step"
+                return shown(out.image), bar.end(out, line), info, out, path, notice_markdown(out.notice)
+
+            yield from drive(train_mapper(gen, clip_spec, text, settings), flag, progress, result)
+
+        def on_apply(gen, clip_spec, st, s, trunc, mapper, upload, strength, flag):
+            bar, skip = _Bar(), gr.skip()
+            settings = {"seed": s, "truncation": trunc, "strength": strength}
+
+            def result(out):
+                sc = out.scores
+                info = (f"Mapper edit for “{out.prompt}” at strength {out.settings['strength']:g}: CLIPScore "
+                        f"{sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}; "
+                        f"{1000 * out.timings['edit_s']:.0f} ms")
+                return shown(out.original), shown(out.image), bar.end(out), info, notice_markdown(out.notice)
+
+            yield from drive(apply_mapper(gen, clip_spec, st, mapper, upload, settings), flag,
+                             lambda item: (skip, skip, bar.running(item), skip, skip), result)
+
+        def on_strength(gen, clip_spec, st, s, trunc, mapper, upload, strength, flag):
+            if mapper is None and not upload:  # nothing to apply yet: stay quiet
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return
+            yield from on_apply(gen, clip_spec, st, s, trunc, mapper, upload, strength, flag=flag)
+
+        train_btn.click(run_handler(on_train), [generator, clip, seed, truncation, m_prompt, *m_controls],
+                        [token, m_preview, m_progress, m_info, trained, m_file, notice], api_name="latent_mapper")
+        a_inputs = [generator, clip, state, seed, truncation, trained, m_upload, m_strength]
+        a_outputs = [token, a_before, a_after, m_progress, a_info, notice]
+        apply_btn.click(run_handler(on_apply), a_inputs, a_outputs, api_name="latent_mapper_apply")
+        # the strength re-applies on release: an edit is one mapper pass and one generator pass
+        m_strength.release(run_handler(on_strength), a_inputs, a_outputs, api_visibility="private",
+                           trigger_mode="always_last")
