@@ -475,7 +475,8 @@ def _check_work(p: dict[str, Any], size: int, cfg: CLIPDrawConfig, name: str) ->
     if "widths" in p["trainable"]:
         widths = torch.full_like(widths, cfg.max_stroke_width)
     fills = torch.zeros(1, topo.num_paths, 4) if topo.filled is not None else None
-    scene = Scene(topo, p["points"], widths, torch.zeros(1, topo.num_paths, 4), fills, width=size, height=size)
+    scene = Scene(topo, p["points"], widths, torch.zeros(1, topo.num_paths, 4), fills, width=size, height=size,
+                  gradients=tuple(p.get("gradients", ())))
     return check_render_work(scene, name)
 
 
