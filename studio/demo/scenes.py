@@ -88,3 +88,41 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """A shape on screen from `start_s` to `end_s` (seconds), centred at `centre` (unit coordinates)."""
+
+    colour: str
+    kind: str
+    start_s: float
+    end_s: float
+    centre: tuple[float, float] = (0.5, 0.5)
+    radius: float = 0.2
+
+
+def write_shapes_video(path, appearances: list[Appearance], duration_s: float, fps: float = 10.0,
+                       size: tuple[int, int] = (160, 120), background: tuple[int, int, int] = (255,) * 3):
+    """An H.264 MP4 of `duration_s` seconds: a plain background on which each appearance's shape is drawn while
+    it is on screen (radius a fraction of the shorter side). Returns the path."""
+    import imageio.v2 as imageio
+
+    w, h = size
+    side = min(w, h)
+    rng = np.random.default_rng(0)
+    with imageio.get_writer(str(path), fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1) as out:
+        for i in range(int(round(duration_s * fps))):
+            t = i / fps
+            img = Image.new("RGB", (w * SUPERSAMPLE, h * SUPERSAMPLE), background)
+            draw = ImageDraw.Draw(img)
+            for a in appearances:
+                if a.start_s <= t < a.end_s:
+                    # _draw's unit is the shorter side, so the centre is given in units of it
+                    centre = (a.centre[0] * w / side, a.centre[1] * h / side)
+                    rgb = _jitter_colour(np.random.default_rng(COLOUR_NAMES.index(a.colour)), a.colour)
+                    obj = DrawnObject(a.kind, a.colour, "centre", "large", "filled", centre, a.radius, 0.0, 2.0, rgb)
+                    _draw(draw, obj, rng, side * SUPERSAMPLE)
+            del draw
+            out.append_data(np.asarray(img.reduce(SUPERSAMPLE)))
+    return path
