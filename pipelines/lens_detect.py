@@ -84,7 +84,7 @@ class LensDetectConfig:
     windows: bool = param(False, label="Add sliding windows",
                           help="also propose multi-scale square windows at 50 % overlap (for photos whose objects "
                                "are not regions of one colour; they lower the demo scenes' accuracy, so off)")
-    max_proposals: int = param(300, 1, 2000, label="Most proposals",
+    max_proposals: int = param(300, 1, 2000, control=False, label="Most proposals",
                                help="boxes scored per image, regions first (bounds the work: two crops each)")
     work_side: int = param(256, 64, 1024, control=False,
                            help="proposals are found on the image downscaled to this longest side (bounds the "

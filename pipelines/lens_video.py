@@ -73,7 +73,7 @@ class LensVideoConfig:
                             help="side of the square patches, in pixels of the frame after `max_side` (CLIFS: 360)")
     patch_overlap: float = param(0.5, 0.0, 0.9, step=0.05, label="Patch overlap",
                                  help="overlap of neighbouring patches (CLIFS: 50 %)")
-    max_side: int = param(720, 64, 1920, label="Frame size (longest side)",
+    max_side: int = param(720, 64, 1920, control=False, label="Frame size (longest side)",
                           help="frames are decoded at most this long on their longer side (720: a 16:9 frame gives "
                                "3 patches of 360 px; full HD would give 45)")
     top_k: int = param(5, 1, 50, label="Moments", help="moments returned, best first")
@@ -86,13 +86,13 @@ class LensVideoConfig:
                                      "from the median frame's score to the best frame's (0.5: halfway)")
     clip_padding_s: float = param(1.0, 0.0, 30.0, step=0.5, label="Clip padding (s)",
                                   help="seconds of video kept before and after each moment in its clip")
-    max_duration_s: float = param(7200.0, 1.0, 86400.0, label="Longest video (s)",
+    max_duration_s: float = param(7200.0, 1.0, 86400.0, control=False, label="Longest video (s)",
                                   help="longer videos are refused before decoding (2 h, the issue's cap)")
     templates: str = param("auto", choices=("auto", "curated", "imagenet", "shapes", "none"),
                            label="Prompt templates",
                            help="prompt ensemble of a text query: 'auto' is 'shapes' for the demo CLIP, else "
                                 "'curated' (as in zero-shot labels)")
-    use_cache: bool = param(True, label="Use the embedding cache",
+    use_cache: bool = param(True, control=False, label="Use the embedding cache",
                             help="reuse (and store) the frame embeddings of a video by its content hash")
     batch_frames: int = param(8, 1, 256, control=False, help="frames encoded per batch (their crops together)")
     preview_every: int = param(10, 1, 10_000, control=False, help="a frame preview every this many frames")
