@@ -502,6 +502,8 @@ class LensDetectPipeline:
     def _owl(self, pil: Image.Image, names: list[str], cfg: LensDetectConfig, inputs: dict, t0: float
              ) -> Iterator[Progress | LensDetections]:
         boxes, labels, scores = self.detector.detect(pil, names, 0.0)
+        real = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)  # clamped to nothing: no box
+        boxes, labels, scores = boxes[real], labels[real], scores[real]
         bxs, labs, scs, hidden = [], [], [], 0
         if len(boxes):
             sims = torch.full((len(boxes), len(names)), -math.inf)
@@ -540,7 +542,7 @@ def draw_boxes(image: Image.Image, boxes: Sequence, labels: Sequence[str], score
     width = max(1, round(max(out.size) / 200))
     for b, lab, s in zip(boxes, labels, scores):
         c = colours.setdefault(lab, PALETTE[len(colours) % len(PALETTE)])
-        draw.rectangle([b[0], b[1], b[2] - 1, b[3] - 1], outline=c, width=width)
+        draw.rectangle([b[0], b[1], max(b[0], b[2] - 1), max(b[1], b[3] - 1)], outline=c, width=width)
         draw.text((b[0] + 2, b[1] + 1), f"{lab} {s:.0f}", fill=c)
     return out
 
