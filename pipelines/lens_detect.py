@@ -370,6 +370,26 @@ class OwlDetector:
         return boxes, post["labels"].long().cpu(), 100.0 * post["scores"].float().cpu()
 
 
+OWL_MODELS = ("google/owlv2-base-patch16-ensemble", "google/owlvit-base-patch32", "google/owlvit-base-patch16",
+              "google/owlvit-large-patch14")
+
+
+def available_detectors() -> list[str]:
+    """"clip" and the OWL-ViT / OWLv2 models whose weights are on this machine (`STUDIO_DETECTOR`, a folder or a
+    repo id, and the known repos in the Hugging Face cache); nothing is downloaded or probed online."""
+    from studio.hub import hf_cached_file
+
+    found = ["clip"]
+    env = os.environ.get("STUDIO_DETECTOR", "").strip()
+    for name in ([env] if env and env != "clip" else []) + list(OWL_MODELS):
+        if os.path.isdir(os.path.expanduser(name)):
+            found.append(name)
+        elif ("/" in name and hf_cached_file(name, ("config.json",)) is not None
+              and hf_cached_file(name, ("model.safetensors", "pytorch_model.bin")) is not None):
+            found.append(name)
+    return list(dict.fromkeys(found))
+
+
 # ------------------------------------------------------------------------------------------------- the pipeline
 class LensDetectPipeline:
     """Open-vocabulary boxes: CLIP-named region proposals (ViLD-image), or OWL-ViT when one is given.

@@ -72,6 +72,45 @@ def make_lens_functions(device: str | None) -> dict:
             "specs": specs, "max_gallery": MAX_GALLERY}
 
 
+def make_lens_video_detect_functions(device: str | None) -> dict:
+    """CLIP Lens's video moment search and open-vocabulary detection: the task generators on the shared scorer (or
+    a locally present OWL-ViT, loaded once), with their settings' specs and the detectors offered."""
+    import threading
+
+    from pipelines.lens_detect import LensDetectPipeline, OwlDetector, available_detectors
+    from pipelines.lens_video import VIDEO_SUFFIXES, LensVideoPipeline
+    from studio.tasks import get_task
+
+    owls: dict[str, OwlDetector] = {}
+    lock = threading.Lock()
+    detectors = available_detectors()
+
+    def owl(name: str) -> OwlDetector:
+        if name not in detectors:  # only what the operator's machine holds; never a typed path or a download
+            raise ValueError(f"`detector` must be one of {detectors}, got {name!r}")
+        with lock:
+            if name not in owls:
+                owls.clear()  # keep one
+                owls[name] = OwlDetector.from_pretrained(name, device=device)
+            return owls[name]
+
+    @gpu
+    def moments(spec, video, query, query_image, **settings):
+        pipe = LensVideoPipeline(get_scorer(spec, device=device))
+        return (yield from pipe.iter_search(video, query, query_image=query_image, **settings))
+
+    @gpu
+    def detect(spec, detector, image, queries, query_image, **settings):
+        if detector in (None, "", "clip"):
+            pipe = LensDetectPipeline(get_scorer(spec, device=device))
+        else:
+            pipe = LensDetectPipeline(None, owl(detector))
+        return (yield from pipe.iter_detect(image, queries, query_image=query_image, **settings))
+
+    return {"video": {"run": moments, "specs": get_task("lens-video").specs(), "suffixes": list(VIDEO_SUFFIXES)},
+            "detect": {"run": detect, "specs": get_task("lens-detect").specs(), "detectors": detectors}}
+
+
 def make_sketch_functions(device: str | None) -> dict[str, Callable]:
     """CLIPDraw and CLIPasso handlers: the registered tasks' generators, on the shared scorers."""
     from studio.tasks import get_task
@@ -243,7 +282,8 @@ def build_app(clip: str | None = None, device: str | None = None) -> gr.Blocks:
         with gr.Tabs():
             lens = make_lens_functions(device)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"],
-                          specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state)
+                          specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state,
+                          **make_lens_video_detect_functions(device))
             from pipelines.clipdraw import COLOR_MODES
 
             sketch = make_sketch_functions(device)
