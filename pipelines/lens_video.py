@@ -43,12 +43,14 @@ from PIL import Image
 
 from studio.images import load_image
 from studio.progress import Progress, Result, drain
+from studio.prompts import TEMPLATE_SETS
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")
 MAX_FRAMES = 20_000  # sampled frames per video (2 h at 1 fps is 7,200): the embeddings of each are kept
 MAX_VIDEO_BYTES = 8 * 1024**3
+MAX_PATCHES = 64  # patches per frame (a 720-px 16:9 frame at the defaults has 3)
 MAX_CACHE_ENTRIES = 32
 MAX_CACHE_BYTES = 2 * 1024**3
 THUMB_SIDE = 320
@@ -88,7 +90,7 @@ class LensVideoConfig:
                                   help="seconds of video kept before and after each moment in its clip")
     max_duration_s: float = param(7200.0, 1.0, 86400.0, control=False, label="Longest video (s)",
                                   help="longer videos are refused before decoding (2 h, the issue's cap)")
-    templates: str = param("auto", choices=("auto", "curated", "imagenet", "shapes", "none"),
+    templates: str = param("auto", choices=("auto", *TEMPLATE_SETS),
                            label="Prompt templates",
                            help="prompt ensemble of a text query: 'auto' is 'shapes' for the demo CLIP, else "
                                 "'curated' (as in zero-shot labels)")
@@ -385,9 +387,11 @@ class LensVideoPipeline:
             emb, times, duration = item
             if cfg.use_cache and not stopped and len(times):
                 self.cache.put(key, emb.numpy(), {"times_s": times, "duration_s": duration, "spec": self.scorer.spec})
+        t_index = time.perf_counter() - t0
         # 3. score frames (best crop), merge matching runs into moments
         scores = (100.0 * (emb @ q)).amax(dim=1).tolist() if len(times) else []
         moments, hidden = find_moments(times, scores, duration, 1.0 / cfg.fps, cfg)
+        t_search = time.perf_counter() - t0 - t_index
         for m in moments:
             m.thumbnail = grab_frame(path, m.peak_s)
         if cached:  # one step for a cached video: the best moment as its preview
@@ -403,8 +407,9 @@ class LensVideoPipeline:
                           moments=moments, times_s=times, frame_scores=scores, duration_s=duration, hidden=hidden,
                           cached=cached, clip_padding_s=cfg.clip_padding_s,
                           scores={"top_score": moments[0].score} if moments else {}, seed=cfg.seed,
-                          timings={"total_s": time.perf_counter() - t0}, settings=run_settings(cfg, **inputs),
-                          stopped=stopped, notice=notice, steps_run=1 if cached else len(times))
+                          timings={"index_s": t_index, "search_s": t_search, "total_s": time.perf_counter() - t0},
+                          settings=run_settings(cfg, **inputs), stopped=stopped, notice=notice,
+                          steps_run=1 if cached else len(times))
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _query(self, text: str, example: Image.Image | None, cfg: LensVideoConfig) -> torch.Tensor:
@@ -432,6 +437,11 @@ class LensVideoPipeline:
         duration = meta["duration"]
         w, h = meta["size"]
         boxes = patch_boxes(w, h, cfg.patch_size, cfg.patch_overlap) if cfg.patches else []
+        if len(boxes) > MAX_PATCHES:  # refused before a frame is decoded
+            frames.close()
+            raise ValueError(f"`patch_size` {cfg.patch_size} at `patch_overlap` {cfg.patch_overlap:g} gives "
+                             f"{len(boxes)} patches per {w}×{h} frame; at most {MAX_PATCHES} (use larger patches "
+                             f"or less overlap)")
         chunks: list[torch.Tensor] = []
         times: list[float] = []
         batch: list[np.ndarray] = []

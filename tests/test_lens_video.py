@@ -151,6 +151,9 @@ def test_bad_videos_and_settings_are_value_errors(pipe, video, tmp_path):
         pipe.search(tmp_path / "missing.mp4", "a red circle")
     with pytest.raises(ValueError, match="`query` is missing"):
         pipe.search(video)
+    with pytest.raises(ValueError, match=r"`patch_size` 32 at `patch_overlap` 0.9 gives \d+ patches"):
+        pipe.search(video, "a red circle", patch_size=32, patch_overlap=0.9)
+    assert pipe.crops_encoded == 0
 
 
 def test_the_command_line_runs_lens_video(video, tmp_path, monkeypatch, capsys):
