@@ -171,11 +171,13 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> list[int]:
     """Indices kept by greedy non-maximum suppression, best first (torchvision.ops.nms's rule, here to need no
     compiled op)."""
     order = torch.argsort(scores, descending=True, stable=True).tolist()
-    ious = box_iou(boxes, boxes)
+    over = (box_iou(boxes, boxes) > iou).numpy()  # (N, N) who suppresses whom
+    suppressed = np.zeros(len(order), dtype=bool)
     keep: list[int] = []
     for i in order:
-        if all(ious[i, j] <= iou for j in keep):
+        if not suppressed[i]:
             keep.append(i)
+            suppressed |= over[i]
     return keep
 
 
