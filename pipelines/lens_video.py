@@ -324,12 +324,23 @@ class EmbeddingCache:
                 meta.unlink(missing_ok=True)
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> content hash: a re-query reads nothing
+
+
 def file_hash(path: Path) -> str:
+    """The SHA-256 of the file's bytes, remembered for the same path, size and modification time."""
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo in _HASHES:
+        return _HASHES[memo]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    if len(_HASHES) > 1024:
+        _HASHES.clear()
+    _HASHES[memo] = h.hexdigest()
+    return _HASHES[memo]
 
 
 # -------------------------------------------------------------------------------------------------- the pipeline
