@@ -34,3 +34,4 @@ run text2image-25-steps 60 python3 benchmarks/text2image.py --device cuda --mode
   --batches 1 --repeats 3 --refine-steps 0
 run styleclip 130 python3 benchmarks/styleclip.py --device cuda --size 1024
 run modconv 30 python3 benchmarks/modconv.py --device cuda --size 1024
+run lens-video-detect 120 python3 benchmarks/lens.py --device cuda --seconds 30 --scenes 20 --full

@@ -11,6 +11,8 @@ _EXPORTS = {
     "CLIPDrawPipeline": "pipelines.clipdraw",
     "CLIPassoPipeline": "pipelines.clipasso",
     "CLIPLensPipeline": "pipelines.lens",
+    "LensDetectPipeline": "pipelines.lens_detect",
+    "LensVideoPipeline": "pipelines.lens_video",
     "StyleCLIPPipeline": "pipelines.styleclip",
     "Text2ImagePipeline": "pipelines.text2image",
 }

@@ -153,6 +153,47 @@ def _index_functions(device: str | None, policy: Policy, folder: str) -> dict:
     return {"search": search, "update": None if policy.public else update, "describe": describe, "root": str(root)}
 
 
+def make_lens_video_detect_functions(device: str | None, policy: Policy | None = None) -> dict:
+    """CLIP Lens's video moment search and open-vocabulary detection: the task generators on the shared scorer (or
+    a locally present OWL-ViT, loaded once), with their settings' specs and the detectors offered. CLIP specs are
+    checked against the server's `policy`."""
+    import threading
+
+    from pipelines.lens_detect import LensDetectPipeline, OwlDetector, available_detectors
+    from pipelines.lens_video import VIDEO_SUFFIXES, LensVideoPipeline
+    from studio.tasks import get_task
+
+    owls: dict[str, OwlDetector] = {}
+    lock = threading.Lock()
+    detectors = available_detectors()
+    policy = policy or Policy()
+
+    def owl(name: str) -> OwlDetector:
+        if name not in detectors:  # only what the operator's machine holds; never a typed path or a download
+            raise ValueError(f"`detector` must be one of {detectors}, got {name!r}")
+        with lock:
+            if name not in owls:
+                owls.clear()  # keep one
+                owls[name] = OwlDetector.from_pretrained(name, device=device)
+            return owls[name]
+
+    @gpu
+    def moments(spec, video, query, query_image, **settings):
+        pipe = LensVideoPipeline(get_scorer(policy.check_clip(spec), device=device))
+        return (yield from pipe.iter_search(video, query, query_image=query_image, **settings))
+
+    @gpu
+    def detect(spec, detector, image, queries, query_image, **settings):
+        if detector in (None, "", "clip"):
+            pipe = LensDetectPipeline(get_scorer(policy.check_clip(spec), device=device))
+        else:
+            pipe = LensDetectPipeline(None, owl(detector))
+        return (yield from pipe.iter_detect(image, queries, query_image=query_image, **settings))
+
+    return {"video": {"run": moments, "specs": get_task("lens-video").specs(), "suffixes": list(VIDEO_SUFFIXES)},
+            "detect": {"run": detect, "specs": get_task("lens-detect").specs(), "detectors": detectors}}
+
+
 def make_sketch_functions(device: str | None, policy: Policy | None = None) -> dict[str, Callable]:
     """CLIPDraw and CLIPasso handlers: the registered tasks' generators, on the shared scorers (specs checked
     against the server's `policy`)."""
@@ -357,7 +398,8 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             lens = make_lens_functions(device, policy, index or os.environ.get("STUDIO_INDEX") or None)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"],
                           specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state,
-                          image_search=lens["image_search"], index=lens.get("index"))
+                          image_search=lens["image_search"], index=lens.get("index"),
+                          **make_lens_video_detect_functions(device, policy))
             from pipelines.clipdraw import COLOR_MODES
 
             sketch = make_sketch_functions(device, policy)

@@ -29,6 +29,7 @@ from studio.tasks import MAX_PROMPT_CHARS, SEED_MAX, Task
 
 MANIFEST = "manifest.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")  # pipelines/lens_video.py reads these
 MAX_SEEDS = 10_000  # seeds in one --seeds range
 
 
@@ -98,6 +99,20 @@ def find_images(pattern: str) -> list[Path]:
     return files
 
 
+def find_videos(pattern: str) -> list[Path]:
+    """A video file, a folder (its video files, sorted) or a glob pattern (matches, sorted)."""
+    p = Path(pattern).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file())
+    else:
+        files = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
+    if not files:
+        raise ValueError(f"`--videos` {pattern!r} names no video files")
+    return files
+
+
 @dataclass
 class Item:
     """One unit of a batch run: the task's inputs, per-item settings and a seed."""
@@ -136,18 +151,20 @@ def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Pat
     item from `images`, an "images" input (a gallery) takes them all in every item."""
     kinds = {i.kind: i for i in task.inputs}
     required = [i for i in task.inputs if i.required]
-    supported = {"text", "image", "images"}
+    supported = {"text", "image", "images", "video"}
     missing = [i.name for i in required if i.kind not in supported]
     if missing:
         raise ValueError(f"task {task.name!r} takes {', '.join(missing)}, which the command line cannot supply")
     base: list[tuple[dict[str, Any], dict[str, Any], str | None]] = []
     text_input = kinds.get("text")
-    image_input = kinds.get("image")
+    image_input = kinds.get("image") or kinds.get("video")  # one file per item
     gallery = kinds.get("images")
     if text_input is not None and text_input.required and not prompts:
         raise ValueError(f"task {task.name!r} needs `--prompts FILE` or `--prompt TEXT` ({text_input.help})")
     if (image_input is not None and image_input.required or gallery is not None and gallery.required) and not images:
-        raise ValueError(f"task {task.name!r} needs `--images DIR_OR_GLOB`")
+        flag = "--videos FILE_OR_GLOB" if image_input is not None and image_input.kind == "video" else \
+            "--images DIR_OR_GLOB"
+        raise ValueError(f"task {task.name!r} needs `{flag}`")
     texts = prompts if (text_input is not None and prompts) else [(None, {})]
     pics = [str(p) for p in images] if (image_input is not None and images) else [None]
     for prompt, extra in texts:
@@ -167,7 +184,7 @@ def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Pat
             if gallery is not None and images:
                 inputs[gallery.name] = [str(p) for p in images]
             base.append((inputs, dict(extra), error))
-    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images")}
+    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images", "video")}
     items = []
     for inputs, extra, error in base:
         # the images' contents, not only their names, decide whether an earlier run's files still stand

@@ -23,6 +23,8 @@ MODEL_FLAGS = {  # model kind (Task.models) -> (flag, environment variable, defa
     "generator": ("--generator", "STUDIO_STYLEGAN", "demo-shapes", "StyleGAN2: a registry name or a checkpoint path"),
     "t2i": ("--model", "STUDIO_T2I_MODEL", None, "diffusers text-to-image model: a repo id or a folder"),
     "mapper": ("--mapper", None, None, "a trained StyleCLIP latent mapper (.safetensors from styleclip-mapper)"),
+    "detector": ("--detector", "STUDIO_DETECTOR", None, "lens-detect's detector: clip (CLIP-named regions, the "
+                 "default) or an OWL-ViT / OWLv2 repo id or folder"),
 }
 
 
@@ -113,6 +115,9 @@ def run_parser(task, prog: str) -> argparse.ArgumentParser:
         p.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
     if kinds & {"image", "images"}:
         p.add_argument("--images", metavar="DIR_OR_GLOB", help="a folder of images or a glob pattern")
+    if "video" in kinds:
+        p.add_argument("--videos", metavar="FILE_OR_GLOB", help="a video file, a folder of videos or a glob pattern "
+                       "(an item per video)")
     p.add_argument("--seeds", metavar="SEEDS", help="0-9 or 0,5,7 (default: the config's seed)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting for the whole run (repeatable)")
@@ -202,6 +207,8 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     if getattr(args, "prompt", None):
         prompts = (prompts or []) + [(p, {}) for p in args.prompt]
     images = batch.find_images(args.images) if getattr(args, "images", None) else None
+    if getattr(args, "videos", None):
+        images = batch.find_videos(args.videos)
     settings = _settings_from(args, task)
     seeds = batch.parse_seeds(args.seeds) if args.seeds else [int(settings.get("seed", task.specs()["seed"].default))]
     settings.pop("seed", None)

@@ -42,3 +42,29 @@ def lens_arithmetic(scorer):
 
 CASES = {"lens-classify": lens_classify, "lens-search": lens_search, "lens-arithmetic": lens_arithmetic}
 FILES = {"lens-classify": {"png", "json"}, "lens-search": {"png", "json"}, "lens-arithmetic": {"png", "json"}}
+
+
+def lens_video(scorer):
+    import tempfile
+    from pathlib import Path
+
+    from pipelines.lens_video import LensVideoPipeline
+    from studio.demo.scenes import Appearance, write_shapes_video
+
+    folder = Path(tempfile.mkdtemp(prefix="lens-video-case-"))
+    video = write_shapes_video(folder / "shapes.mp4", [Appearance("red", "circle", 1.0, 2.0)], 2.0, fps=5,
+                               size=(96, 64))
+    return (LensVideoPipeline(scorer, cache_dir=folder / "cache"), {"video": str(video)},
+            {"query": "a red circle", "patch_size": 48, "batch_frames": 1, "preview_every": 1, "threshold": 0.0})
+
+
+def lens_detect(scorer):
+    from pipelines.lens_detect import LensDetectPipeline
+    from studio.demo.scenes import make_scene
+
+    return (LensDetectPipeline(scorer), {"image": make_scene(0, size=128).image},
+            {"queries": "a blue square", "batch_size": 4, "threshold": 0.0})
+
+
+CASES.update({"lens-video": lens_video, "lens-detect": lens_detect})
+FILES.update({"lens-video": {"png", "json", "clip"}, "lens-detect": {"png", "json"}})

@@ -79,6 +79,11 @@ def test_public_handlers_refuse_before_any_loader_runs(monkeypatch, tiny_configs
     lens = app.make_lens_functions("cpu", pol)
     with pytest.raises(ValueError, match="not offered"):
         lens["classify"]("ViT-B-32:/etc/passwd", None, "a, b")
+    moments = app.make_lens_video_detect_functions("cpu", pol)
+    with pytest.raises(ValueError, match="not offered"):
+        next(moments["video"]["run"]("ViT-B-32:/etc/passwd", "clip.mp4", "a cat", None))
+    with pytest.raises(ValueError, match="not offered"):
+        next(moments["detect"]["run"]("ViT-H-14/random", "clip", None, "a cat", None))
     sketch = app.make_sketch_functions("cpu", pol)
     with pytest.raises(ValueError, match="not offered"):
         next(sketch["clipdraw"]("ViT-H-14/random", "a cat", None, {}))

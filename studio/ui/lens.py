@@ -141,7 +141,7 @@ def build_index_tab(index: dict, specs: dict[str, dict[str, Any]]) -> None:
 def build(classify: Callable, search: Callable, arithmetic: Callable, model_choices: list[str],
           default_model: str, model_status: Callable[[str], str | None], specs: dict[str, dict[str, Any]],
           max_gallery: int, model_state: Callable[[str], str] | None = None, image_search: Callable | None = None,
-          index: dict | None = None) -> None:
+          index: dict | None = None, video: dict | None = None, detect: dict | None = None) -> None:
     """Add the Lens tab's components to the current Blocks.
 
     classify(spec, image, labels_text, **settings) -> {"labels": [(label, prob)], "notice": str | None}
@@ -154,6 +154,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
     image_search(spec, files, query_image, **settings) -> the lens-image-search task generator (image → image)
     index: the server's image index (`studio.app.make_lens_functions`): {"search", "update" (None on a public
     server), "describe", "root"}; None: no index tab.
+    video, detect: video moment search and open-vocabulary detection (`build_video`, `build_detect`), when given.
     """
     with gr.Tab("CLIP Lens", id="lens"):
         gr.Markdown("Ask CLIP what it sees: rank labels for an image, search your images with words, "
@@ -236,3 +237,119 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
 
         if index is not None:
             build_index_tab(index, specs)
+
+        if video is not None:
+            build_video(model, notice, announce, **video)
+        if detect is not None:
+            build_detect(model, notice, announce, **detect)
+
+
+def _settings(values: tuple, names: list[str]) -> dict[str, Any]:
+    return dict(zip(names, values))
+
+
+def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run: Callable,
+                specs: dict[str, Any], suffixes: list[str]) -> None:
+    """The "Video moments" sub-tab (CLIFS). run(spec, video_path, query, query_image, **settings) -> the lens-video
+    task generator: a progress item per frame indexed (metrics frames_done, eta_s), then the moments."""
+    names = [n for n, s in specs.items() if s.control]
+    with gr.Tab("Video moments"):
+        token = gr.State(None)
+        with gr.Row():
+            with gr.Column():
+                # a file component (our own checks read it), not gr.Video, which re-encodes uploads first
+                upload = gr.File(label=f"Video ({', '.join(suffixes)})", file_types=suffixes, type="filepath",
+                                 elem_id="lens-video-file")
+                query = gr.Textbox(label="Find", placeholder="a white car")
+                example = image_upload("…or an example image (optional)", name="query_image")
+                with gr.Accordion("Settings", open=False):
+                    settings = [control("lens-video", specs[n]) for n in names]
+                with gr.Row():
+                    find = gr.Button("Find moments", variant="primary")
+                    stop_button(token, api_name="lens_video_stop")
+            with gr.Column():
+                progress = gr.HTML()
+                now = gr.Image(label="Indexing", interactive=False, height=180, visible=True)
+                found = gr.Gallery(label="Moments (best first)", columns=3, height="auto")
+                clip = gr.Video(label="Best moment", interactive=False)
+                downloads = gr.File(label="Downloads (clips, thumbnails, moments as JSON)", file_count="multiple",
+                                    interactive=False)
+
+        def on_find(spec, path, text, img, *values, flag):
+            if not path:
+                raise ValueError("`video` is missing: upload a video")
+            announce(spec)
+            gen = run(spec, path, (text.strip() or None) if isinstance(text, str) else None, img,
+                      **_settings(values, names))
+
+            def on_progress(item):
+                eta = item.metrics.get("eta_s")
+                text = f"frames {item.step} / {item.total}" + (f" · ETA {eta:.0f} s" if eta is not None else "")
+                return (progress_html(item.step, item.total, text), gr.update() if item.preview is None
+                        else item.preview, gr.update(), gr.update(), "", None)
+
+            def on_result(result):
+                files = result.save()
+                gallery = [(m.thumbnail, m.label()) for m in result.moments]
+                state = "stopped" if result.stopped else "done"
+                word = "from the cache" if result.cached else f"{result.steps_run} frames indexed"
+                bar = progress_html(result.steps_run, result.steps_run, f"{len(result.moments)} moments · {word}",
+                                    state)
+                return (bar, None, gallery, str(files["clip0"]) if "clip0" in files else None,
+                        notice_markdown(result.notice), [str(p) for p in files.values()])
+
+            yield from drive(gen, flag, on_progress, on_result)
+
+        find.click(run_handler(on_find), [model, upload, query, example, *settings],
+                   [token, progress, now, found, clip, notice, downloads], api_name="lens_video")
+
+
+def build_detect(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run: Callable,
+                 specs: dict[str, Any], detectors: list[str]) -> None:
+    """The "Find objects" sub-tab (ViLD). run(spec, detector, image, queries, query_image, **settings) -> the
+    lens-detect task generator: a progress item per batch of proposals, then the labelled boxes."""
+    names = [n for n, s in specs.items() if s.control]
+    with gr.Tab("Find objects"):
+        token = gr.State(None)
+        with gr.Row():
+            with gr.Column():
+                image = image_upload("Image")
+                queries = gr.Textbox("a blue square, a red circle", lines=2,
+                                     label="What to find (comma or newline separated)")
+                example = image_upload("…or an example crop (optional)", name="query_image")
+                detector = gr.Dropdown(detectors, value=detectors[0], label="Detector",
+                                       info="clip: regions named by the CLIP above (ViLD); OWL-ViT where its "
+                                            "weights are on this machine")
+                with gr.Accordion("Settings", open=False):
+                    settings = [control("lens-detect", specs[n]) for n in names]
+                with gr.Row():
+                    go = gr.Button("Find objects", variant="primary")
+                    stop_button(token, api_name="lens_detect_stop")
+            with gr.Column():
+                progress = gr.HTML()
+                boxes = gr.AnnotatedImage(label="Boxes", elem_id="lens-boxes")
+                downloads = gr.File(label="Downloads (the image with boxes, COCO JSON)", file_count="multiple",
+                                    interactive=False)
+
+        def on_detect(spec, det, img, text, crop, *values, flag):
+            if not img:
+                raise ValueError("`image` is missing: upload an image")
+            announce(spec)
+            gen = run(spec, det, img, text, crop, **_settings(values, names))
+
+            def on_progress(item):
+                bar = progress_html(item.step, item.total, f"{item.metrics.get('boxes', 0):.0f} boxes so far")
+                return bar, (item.preview, []) if item.preview is not None else gr.update(), "", None
+
+            def on_result(result):
+                files = result.save()
+                state = "stopped" if result.stopped else "done"
+                bar = progress_html(result.steps_run, result.steps_run, f"{len(result.boxes)} boxes from "
+                                    f"{result.proposals} proposals", state)
+                return (bar, (result.source, result.annotations()), notice_markdown(result.notice),
+                        [str(p) for p in files.values()])
+
+            yield from drive(gen, flag, on_progress, on_result)
+
+        go.click(run_handler(on_detect), [model, detector, image, queries, example, *settings],
+                 [token, progress, boxes, notice, downloads], api_name="lens_detect")
