@@ -277,13 +277,13 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
     def sample(generator, clip, settings):
         return get_pipeline(generator, clip).sample(**settings)
 
-    @gpu
+    @gpu("styleclip-invert")
     def invert(generator, clip, image, settings):
         if image is None:
             raise ValueError("`image` is missing: upload an image to invert")
         yield from get_pipeline(generator, clip).iter_invert(image, **settings)
 
-    @gpu
+    @gpu("styleclip-edit")
     def edit(generator, clip, state, prompt, settings):
         pipe = get_pipeline(generator, clip)
         yield from pipe.iter_edit(start(generator, clip, state), prompt, **settings)
@@ -301,7 +301,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
     # (the tab keeps its result) or an uploaded .safetensors file, refused when it was trained for another generator
     from pipelines.styleclip_mapper import StyleCLIPMapperPipeline
 
-    @gpu
+    @gpu("styleclip-mapper")
     def train_mapper(generator, clip, prompt, settings):
         pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
         yield from pipe.iter_train_mapper(prompt, **settings)
@@ -360,11 +360,11 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     def generate(*args, **kwargs):
         return (yield from pipeline().iter_generate(*args, **kwargs))
 
-    @gpu
+    @gpu("text2image-refine")
     def refine(*args, **kwargs):
         return (yield from pipeline().iter_refine(*args, **kwargs))
 
-    @gpu
+    @gpu("text2image-edit")
     def edit(*args, **kwargs):
         return (yield from pipeline().iter_edit(*args, **kwargs))
 
