@@ -231,11 +231,18 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
     return box
 
 
-def model_state_line(dropdown: gr.Dropdown, model_state: Callable[[str], str] | None) -> gr.Markdown | None:
-    """A line under a model dropdown saying what its choice will really run (the demo stand-in, cached real weights,
-    a download to come), shown before the first click and updated when the choice changes."""
+def model_state_line(inputs: gr.components.Component | Sequence[gr.components.Component] | None,
+                     model_state: Callable[..., str] | None) -> gr.Markdown | None:
+    """A line under a tab's model choice saying what it will really run (the demo stand-in, cached real weights, a
+    download to come, what is missing), shown before the first click. `model_state(*values)` takes the values of
+    `inputs` (a dropdown, several, or none for a model fixed at start-up) and is asked again when one changes;
+    with no inputs it is asked on every page load, so the line follows a download made since."""
     if model_state is None:
         return None
-    line = gr.Markdown(model_state(dropdown.value), elem_classes=["model-state"])
-    dropdown.change(model_state, dropdown, line, queue=False, api_visibility="private")
+    comps = [] if inputs is None else [inputs] if isinstance(inputs, gr.components.Component) else list(inputs)
+    if not comps:
+        return gr.Markdown(model_state, elem_classes=["model-state"])
+    line = gr.Markdown(model_state(*(c.value for c in comps)), elem_classes=["model-state"])
+    for comp in comps:
+        comp.change(model_state, comps, line, queue=False, api_visibility="private")
     return line

@@ -20,6 +20,7 @@ from studio.ui.common import (
     drive,
     gpu_bound,
     image_upload,
+    model_state_line,
     notice_markdown,
     progress_html,
     run_handler,
@@ -79,7 +80,8 @@ class _Bar:
 
 def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callable, global_edit: Callable,
           specs: dict[str, dict[str, Any]], generator_choices: list[str], default_generator: str,
-          clip_choices: list[str], default_clip: str, cpu: bool = False) -> None:
+          clip_choices: list[str], default_clip: str, cpu: bool = False,
+          model_state: Callable[[str, str], str] | None = None) -> None:
     """Add the Latent Editing tab to the current Blocks.
 
     sample(generator, clip, settings) -> a result (`.image` PIL, `.seed`, `.settings`, `.notice`)
@@ -92,6 +94,7 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
         `.num_channels`, `.top_channels`, `.scores`
     specs: {task name: {setting: ParamSpec}} for styleclip-edit, -global, -invert and -relevance; the controls come
     from them. `state` is what the tab keeps between runs: {"generator", "clip", "result"}, read by the functions.
+    model_state(generator, clip) -> what that pair will really run (shown under the dropdowns before the first click).
     """
     def make(task: str, name: str) -> gr.components.Component:
         return control(task, specs[task][name], cpu=cpu)
@@ -107,6 +110,7 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
             generator = gr.Dropdown(generator_choices, value=default_generator, label="Generator",
                                     allow_custom_value=True, info="a name or a checkpoint path")
             clip = gr.Dropdown(clip_choices, value=default_clip, label="CLIP model", allow_custom_value=True)
+        model_state_line([generator, clip], model_state)
         notice = gr.Markdown()
         state = gr.State(None)
         token = gr.State(None)  # the running run, for the Stop buttons
