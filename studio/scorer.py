@@ -38,6 +38,8 @@ TEXT_CHUNK = 8  # texts per text-encoder batch, always (see CLIPScorer._encode_f
 class StudioOOMError(RuntimeError):
     """The GPU ran out of memory during a request; caches were freed and the server lives on."""
 
+    user_facing = True  # its message is written for users: the page shows it, the log gets one line
+
 
 @contextlib.contextmanager
 def oom_guard(what: str) -> Iterator[None]:

@@ -168,4 +168,5 @@ def test_tab_builds_from_the_task_configs_and_never_imports_torch():
         task, name = elem_id.split("--")
         spec = specs[task][name]
         assert component.value == spec.default, elem_id
-        assert (component.minimum, component.maximum) == (spec.ui_lo, spec.ui_hi), elem_id
+        if isinstance(component, gr.Slider):  # a number box (the seed) leaves its range to the task's check
+            assert (component.minimum, component.maximum) == (spec.ui_lo, spec.ui_hi), elem_id

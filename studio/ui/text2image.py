@@ -23,7 +23,15 @@ import gradio as gr
 
 from studio.media import read_png_metadata
 from studio.tasks import check_value
-from studio.ui.common import control, drive, model_state_line, progress_html, run_handler, stop_button
+from studio.ui.common import (
+    control,
+    drive,
+    model_state_line,
+    progress_html,
+    run_handler,
+    stop_button,
+    user_errors,
+)
 
 GENERATE, REFINE, EDIT = "text2image", "text2image-refine", "text2image-edit"
 TASKS = (GENERATE, REFINE, EDIT)
@@ -389,4 +397,5 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
                      api_name="t2i_refine")
     edit_btn.click(run_handler(h.edit), [current, selected, edit_prompt, history, *controls_of(EDIT)], run_outputs,
                    api_name="t2i_edit")
-    upload.upload(h.restore, upload, [comps[key] for key in restore_keys(specs)] + [info], api_name="t2i_restore")
+    upload.upload(user_errors(h.restore), upload, [comps[key] for key in restore_keys(specs)] + [info],
+                  api_name="t2i_restore")
