@@ -257,9 +257,11 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                                 "cached).")
                     else:
                         top = ", ".join(f"{name}[{c}] {r:+.2f}" for name, c, r in out.top_channels[:5])
+                        down = " (down: see the notice above)" if sc["clip_score"] < sc["clip_score_before"] else ""
                         info = (f"{out.num_channels} channels moved (α {out.settings['alpha']:g}, β "
                                 f"{out.settings['beta']:g}); CLIPScore for “{out.target}”: "
-                                f"{sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}; "
+                                f"{sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}"
+                                f"{down}; "
                                 f"{1000 * out.timings['edit_s']:.0f} ms. Top channels: {top}")
                     return (shown(out.original), shown(out.image), bar.end(out), info,
                             notice_markdown(out.notice))
