@@ -103,12 +103,13 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
         return {"generator": gen, "clip": clip_spec, "result": result}
 
     with gr.Tab("Latent Editing", id="latent"):
-        gr.Markdown("Edit a generated or uploaded image with words (StyleCLIP, Patashnik et al. 2021): "
-                    "optimise its latent towards a prompt, or move it along a global direction from a neutral "
-                    "to a target text. **Stop** ends any run with its best result so far. " + OFFLINE_HELP)
+        gr.Markdown("Edit an image with words (StyleCLIP, Patashnik et al. 2021): optimise its latent towards a "
+                    "prompt, or move it along a global direction. **Stop** keeps the best result so far.")
+        with gr.Accordion("Generators and checkpoints", open=False):
+            gr.Markdown(OFFLINE_HELP)
         with gr.Row():
-            generator = gr.Dropdown(generator_choices, value=default_generator, label="Generator",
-                                    allow_custom_value=True, info="a name or a checkpoint path")
+            generator = gr.Dropdown(generator_choices, value=default_generator, allow_custom_value=True,
+                                    label="Generator (a name or a checkpoint path)")
             clip = gr.Dropdown(clip_choices, value=default_clip, label="CLIP model", allow_custom_value=True)
         model_state_line([generator, clip], model_state)
         notice = gr.Markdown()
@@ -123,14 +124,15 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     seed = make(EDIT, "seed")
                     truncation = make(EDIT, "truncation")
                 sample_btn = gr.Button("Random sample", variant="primary")
-                upload = image_upload("Or upload an image")
-                invert_steps = make(INVERT, "num_steps")
-                with gr.Row():
-                    invert_btn = gr.Button("Invert upload")
-                    stop_button(token, api_name="latent_stop_invert")
+                with gr.Accordion("Or invert an uploaded image", open=False):  # optional: folded
+                    upload = image_upload("Image to invert")
+                    invert_steps = make(INVERT, "num_steps")
+                    with gr.Row():
+                        invert_btn = gr.Button("Invert upload")
+                        stop_button(token, api_name="latent_stop_invert")
                 invert_progress = gr.HTML()
             with gr.Column():
-                current = gr.Image(label="Image to edit", type="numpy", interactive=False, height=IMAGE_HEIGHT)
+                current = gr.Image(label="Image to edit", type="numpy", interactive=False, height=MIN_SHOWN)
                 source_info = gr.Markdown()
 
         @user_errors
@@ -166,11 +168,11 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
             with gr.Row():
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", placeholder="a red circle / a smiling face")
-                    edit_controls = [make(EDIT, name) for name in EDIT_FIELDS]
                     with gr.Row():
                         run = gr.Button("Edit", variant="primary")
                         stop_button(token, api_name="latent_stop_edit")
                     edit_progress = gr.HTML()
+                    edit_controls = [make(EDIT, name) for name in EDIT_FIELDS]
                 with gr.Column():
                     preview = gr.Image(label="Live preview", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                     with gr.Row():
@@ -213,14 +215,14 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     with gr.Row():
                         neutral = gr.Textbox(label="Neutral text", placeholder="a circle / a face")
                         target = gr.Textbox(label="Target text", placeholder="a red circle / a smiling face")
-                    alpha = make(GLOBAL, "alpha")
-                    beta = make(GLOBAL, "beta")
-                    num_samples = make(RELEVANCE, "num_samples")
                     with gr.Row():
-                        precompute = gr.Button("Precompute relevance")
                         apply_btn = gr.Button("Apply", variant="primary")
                         stop_button(token, api_name="latent_stop_global")
                     g_progress = gr.HTML()
+                    alpha = make(GLOBAL, "alpha")
+                    beta = make(GLOBAL, "beta")
+                    num_samples = make(RELEVANCE, "num_samples")
+                    precompute = gr.Button("Precompute relevance")
                     rel_md = gr.Markdown()
                 with gr.Column():
                     with gr.Row():
