@@ -193,7 +193,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
 
     name = os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
 
-    def state() -> str:  # what will really run, shown before the first click (asked again on each page load)
+    def t2i_state() -> str:  # what will really run, shown before the first click (asked again on each page load)
         return f"Model: {diffusers_state(name)}  \nCLIP (reranking): {clip_state(clip)}"
 
     local = os.path.isdir(os.path.expanduser(name)) or hf_cached_file(name, ("model_index.json",)) is not None
@@ -201,7 +201,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
         try:
             resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
         except (RuntimeError, ValueError, OSError) as err:
-            return {"load_error": str(err), "model": name, "model_state": state}
+            return {"load_error": str(err), "model": name, "model_state": t2i_state}
     task_specs = {"text2image": specs(Text2ImageConfig.for_model(name)),
                   "text2image-refine": get_task("text2image-refine").specs(),
                   "text2image-edit": get_task("text2image-edit").specs()}
@@ -232,7 +232,8 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
         return (yield from pipeline().iter_edit(*args, **kwargs))
 
     return {"generate": generate, "refine": refine, "edit": edit, "specs": task_specs, "model": name,
-            "clip_model": clip, "one_step": (preset_for(name) or MULTI_STEP_PRESET).one_step, "model_state": state}
+            "clip_model": clip, "one_step": (preset_for(name) or MULTI_STEP_PRESET).one_step,
+            "model_state": t2i_state}
 
 
 def _on_cpu(dev) -> bool:

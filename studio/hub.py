@@ -227,7 +227,9 @@ def clip_state(spec: str) -> str:
     allowed, the Hub's reachability (a 3-second probe, remembered for a minute)."""
     try:
         source = resolve_clip(spec, allow_demo=True, download=False)
-    except (ValueError, WeightsNotFoundError) as err:
+    except WeightsNotFoundError as err:
+        return f"`{spec}`: no weights ({'; '.join(err.tried)}), so it cannot be loaded"
+    except ValueError as err:
         return f"`{spec}`: {str(err).splitlines()[0]}"
     if source.kind == "demo" and spec.strip() == DEMO_CLIP:
         return f"`{spec}`: the bundled demo CLIP (it knows shapes, colours and positions, nothing else)"
