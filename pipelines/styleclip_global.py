@@ -646,7 +646,11 @@ class GlobalDirectionMixin:
                 yield Progress(total, total, to_pil(img1), {"clip_score": after}, stage="edit")
             t_edit = time.perf_counter()
 
-        # 4. package
+        # 4. package; an edit that lowered the target's CLIPScore says so (issue 16: it said nothing)
+        worse = None if stopped or after >= before else (
+            f"The edit lowered the CLIPScore for “{target}” ({before:.1f} → {after:.1f}): along this direction the "
+            "image moves away from the target. Try a smaller α or its opposite sign, another β, or neutral and target "
+            "texts that differ only in what should change.")
         yield GlobalDirectionOutput(
             image=to_pil(img1), original=to_pil(original), image_tensor=img1, original_tensor=original,
             latent=start.latent.cpu(), styles=[s.cpu() for s in edited], direction=[d.cpu() for d in delta_layers],
@@ -656,7 +660,7 @@ class GlobalDirectionMixin:
             timings={"start_s": t_start - t0, "relevance_s": t_rel - t_start, "edit_s": t_edit - t_rel,
                      "total_s": time.perf_counter() - t0},
             seed=cfg.seed, settings={"neutral": neutral, "target": target, **json_safe(dataclasses.asdict(cfg))},
-            stopped=stopped, steps_run=steps, notice=self.scorer.notice)
+            stopped=stopped, steps_run=steps, notice=" ".join(n for n in (worse, self.scorer.notice) if n) or None)
 
     def global_direction(self: StyleCLIPPipeline, latent_or_image: Any = None, neutral: str = "", target: str = "",
                          *, callback: Any = None, **settings: Any) -> GlobalDirectionOutput:

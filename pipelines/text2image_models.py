@@ -94,14 +94,14 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
     """
     from diffusers import AutoPipelineForText2Image
 
-    from studio.hub import WeightsNotFoundError, hub_reachable, offline
+    from studio.hub import WeightsNotFoundError, download_command, hub_reachable, offline
 
     name = model or os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return _from_pretrained(AutoPipelineForText2Image, expanded, **load_kwargs), name, f"local folder {expanded}"
-    how = (f"fetch the diffusers folder on a machine with internet (e.g. `huggingface-cli download "
-           f"{DEFAULT_MODEL if _looks_like_path(name) else name} --local-dir ./model`), then pass that folder to "
+    fetch = download_command(DEFAULT_MODEL if _looks_like_path(name) else name, "./model")
+    how = (f"fetch the diffusers folder on a machine with internet (e.g. `{fetch}`), then pass that folder to "
            f"Text2ImagePipeline.from_pretrained(...) or set STUDIO_T2I_MODEL=/path/to/folder")
     if _looks_like_path(name):
         raise WeightsNotFoundError(name, [f"local folder {expanded}: does not exist (a diffusers folder holds "

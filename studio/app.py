@@ -74,6 +74,13 @@ def model_state(spec: str) -> str:
     return "Model: " + clip_state(spec)
 
 
+def latent_state(generator: str, clip: str) -> str:
+    """What the Latent Editing tab's generator and CLIP will really run, shown before the first click."""
+    from studio.generators import generator_state
+
+    return f"Generator: {generator_state(generator)}  \nCLIP: {clip_state(clip)}"
+
+
 def make_lens_functions(device: str | None, policy: Policy | None = None, index: str | None = None) -> dict:
     """CLIP Lens handlers: classify returns the labels; search and arithmetic are the task generators. Every model
     spec is checked against the server's `policy` first (a public server loads only the operator's list).
@@ -240,6 +247,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
         SampleOutput,
         StyleCLIPPipeline,
     )
+    from studio.generators import generator_state
     from studio.tasks import get_task
 
     pipes: dict = {}
@@ -253,8 +261,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
             # Build on first use, and again when the pipeline's CLIP is no longer the resident one (the demo model
             # stood in and the real weights have since arrived, or the scorer was released to make room).
             if pipe is None or pipe.scorer is not get_scorer(clip, device=device):
-                gr.Info(f"Loading generator {generator!r} and CLIP {clip!r} (first use: a registry checkpoint "
-                        "is downloaded once)…")
+                gr.Info(f"Loading generator {generator_state(generator)}; CLIP {clip_state(clip)}…")
                 pipe = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)  # a failure keeps the old
                 pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
                 pipes[(generator, clip)] = pipe
@@ -329,16 +336,20 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
 
     from pipelines.text2image import Text2ImageConfig, Text2ImagePipeline
     from pipelines.text2image_models import DEFAULT_MODEL, MULTI_STEP_PRESET, preset_for, resolve_pipeline
-    from studio.hub import hf_cached_file, hub_reachable, offline
+    from studio.hub import diffusers_state, hf_cached_file, hub_reachable, offline
     from studio.tasks import get_task, specs
 
     name = os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
+
+    def t2i_state() -> str:  # what will really run, shown before the first click (asked again on each page load)
+        return f"Model: {diffusers_state(name)}  \nCLIP (reranking): {clip_state(clip)}"
+
     local = os.path.isdir(os.path.expanduser(name)) or hf_cached_file(name, ("model_index.json",)) is not None
     if not local and (offline() or not hub_reachable()):
         try:
             resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
         except (RuntimeError, ValueError, OSError) as err:
-            return {"load_error": str(err), "model": name}
+            return {"load_error": str(err), "model": name, "model_state": t2i_state}
     task_specs = {"text2image": specs(Text2ImageConfig.for_model(name)),
                   "text2image-refine": get_task("text2image-refine").specs(),
                   "text2image-edit": get_task("text2image-edit").specs()}
@@ -348,7 +359,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     def pipeline() -> Text2ImagePipeline:
         with lock:
             if "pipe" not in state:
-                gr.Info(f"Loading {name} (first use: loading the weights, or downloading them once)…")
+                gr.Info(f"Loading {diffusers_state(name)}…")
                 state["pipe"] = Text2ImagePipeline.from_pretrained(name, scorer=get_scorer(clip, device=device),
                                                                    device=device)
             pipe = state["pipe"]
@@ -369,7 +380,8 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
         return (yield from pipeline().iter_edit(*args, **kwargs))
 
     return {"generate": generate, "refine": refine, "edit": edit, "specs": task_specs, "model": name,
-            "clip_model": clip, "one_step": (preset_for(name) or MULTI_STEP_PRESET).one_step}
+            "clip_model": clip, "one_step": (preset_for(name) or MULTI_STEP_PRESET).one_step,
+            "model_state": t2i_state}
 
 
 def _on_cpu(dev) -> bool:
@@ -414,7 +426,8 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             latent_ui.build(**make_latent_functions(device, policy),
                             generator_choices=policy.generator_choices(available_generators()),
                             default_generator=generator, clip_choices=choices,
-                            default_clip="shapes-clip" if generator == "demo-shapes" else clip, cpu=cpu)
+                            default_clip="shapes-clip" if generator == "demo-shapes" else clip, cpu=cpu,
+                            model_state=latent_state)
     one_gpu_queue(demo)  # one GPU job at a time across every tab, not per endpoint
     return demo
 

@@ -212,27 +212,63 @@ def download_command(repo_id: str, local_dir: str | None = None) -> str:
     return f"{tool} download {repo_id}" + (f" --local-dir {local_dir}" if local_dir else "")
 
 
+def download_blocker() -> str | None:
+    """Why a download would not happen now (HF_HUB_OFFLINE, or the Hub cannot be reached), or None when it would:
+    the wording every model-state line and loading notice uses. The reachability probe is remembered a minute."""
+    if offline():
+        return "downloads are off (HF_HUB_OFFLINE)"
+    if not hub_reachable():
+        return "the Hugging Face Hub cannot be reached"
+    return None
+
+
+def hub_file_state(sources: Sequence[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
+    """Where `fetch_hub_file(sources, ...)` would get its file now, without downloading: ("cache", path),
+    ("download", "") or ("missing", why a download would not happen)."""
+    for repo_id, names in sources:
+        cached = hf_cached_file(repo_id, names)
+        if cached is not None:
+            return "cache", str(cached)
+    why = download_blocker()
+    return ("download", "") if why is None else ("missing", why)
+
+
 def clip_state(spec: str) -> str:
     """What a CLIP spec will really run, said before anything loads: cached real weights, a download to come, the
     demo model standing in (and why), or random weights. Looks only at local files and, where downloads are
     allowed, the Hub's reachability (a 3-second probe, remembered for a minute)."""
     try:
         source = resolve_clip(spec, allow_demo=True, download=False)
-    except (ValueError, WeightsNotFoundError) as err:
+    except WeightsNotFoundError as err:
+        return f"`{spec}`: no weights ({'; '.join(err.tried)}), so it cannot be loaded"
+    except ValueError as err:
         return f"`{spec}`: {str(err).splitlines()[0]}"
     if source.kind == "demo" and spec.strip() == DEMO_CLIP:
         return f"`{spec}`: the bundled demo CLIP (it knows shapes, colours and positions, nothing else)"
     if source.kind == "demo":
-        if offline():
-            why = "downloads are off (HF_HUB_OFFLINE)"
-        elif not hub_reachable():
-            why = "the Hugging Face Hub cannot be reached"
-        else:
+        why = download_blocker()
+        if why is None:
             return f"`{spec}`: not cached here; downloaded once on first use, then cached"
         return f"`{spec}`: not cached here and {why}, so the bundled demo CLIP `{DEMO_CLIP}` will stand in"
     if source.kind == "random":
         return f"`{spec}`: random weights (it has learnt nothing; its answers are close to uniform)"
     return f"`{spec}`: real weights, {'cached' if source.kind == 'cache' else 'a local file'}; loaded on first use"
+
+
+def diffusers_state(name: str) -> str:
+    """What a diffusers model name will really load, said before anything loads (as `clip_state` says it for a
+    CLIP): a local folder, the Hugging Face cache, a download to come, or what is missing and why."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return f"`{name}`: a local folder; loaded on first use"
+    if name.startswith((os.sep, ".", "~")) or name.count("/") > 1:  # a path, not a Hub repo id
+        return f"`{name}`: no such folder"
+    kind, why = hub_file_state([(name, ("model_index.json",))])
+    if kind == "cache":
+        return f"`{name}`: cached here; loaded on first use"
+    if kind == "download":
+        return f"`{name}`: not cached here; downloaded once on first use (several GB), then cached"
+    return f"`{name}`: not cached here and {why}, so it cannot be loaded"
 
 
 def real_weights_within_reach(spec: str) -> bool:

@@ -1,7 +1,15 @@
-"""End to end: the real app on a free port, driven through gradio_client and through headless Chromium."""
+"""End to end: the real app on a free port, driven through gradio_client and through headless Chromium.
+
+The browser tests walk every tab the way a first-time user would (issue 16): what each model choice will really
+run is on the page before the first click; a renamed non-image gets our reader's message; Stop mid-run keeps a
+result with its downloads and says "stopped at step k of n"; a setup error is still on the page 15 s later
+(one wait covers every tab's). Settings are tiny (tiny CLIP, tiny diffusers model, the demo generator).
+"""
 
 import os
+import re
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -12,10 +20,23 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_configs):
+def app_url(tiny_configs, tmp_path_factory):
+    from t2i_tiny import make_tiny_sd
+
     from studio import app
 
-    demo = app.build_app(clip="tiny-test-vit", device="cpu")
+    root = tmp_path_factory.mktemp("t2i")
+    folder = root / "tiny-sd"
+    make_tiny_sd(root / "tok").save_pretrained(folder)
+    old = os.environ.get("STUDIO_T2I_MODEL")
+    os.environ["STUDIO_T2I_MODEL"] = str(folder)
+    try:
+        demo = app.build_app(clip="tiny-test-vit", device="cpu")
+    finally:
+        if old is None:
+            os.environ.pop("STUDIO_T2I_MODEL")
+        else:
+            os.environ["STUDIO_T2I_MODEL"] = old
     url = launch_local(demo)
     yield url
     demo.close()
@@ -27,6 +48,13 @@ def red_png(tmp_path_factory):
     arr = np.full((64, 64, 3), 255, np.uint8)
     arr[16:48, 16:48] = (220, 20, 20)
     Image.fromarray(arr).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def fake_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fake") / "fake.png"
+    path.write_text("this is not an image")
     return str(path)
 
 
@@ -49,10 +77,14 @@ def test_lens_through_gradio_client(app_url, red_png):
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                    reason="Debian chromium not installed (.ci/run installs it)")
+STEP = re.compile(r"step (\d+) / (\d+)")
+STOPPED = re.compile(r"stopped at step \d+ of \d+")
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (.ci/run installs it)")
-def test_lens_in_a_real_browser(app_url, red_png, tmp_path):
+@pytest.fixture(scope="module")
+def page(app_url):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
@@ -60,28 +92,200 @@ def test_lens_in_a_real_browser(app_url, red_png, tmp_path):
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
         for tab in ("CLIP Lens", "Vector Sketch", "Text to Image", "Latent Editing"):
-            expect(page.get_by_role("tab", name=tab, exact=True)).to_be_visible(timeout=60_000)
-        # What the chosen CLIP will really run is on the page before the first click (issue 16).
-        expect(page.get_by_text("tiny-test-vit: random weights").first).to_be_visible(timeout=30_000)
-        # A non-image renamed .png reaches our reader and its message, not Gradio's preprocess error (issue 16).
-        fake = tmp_path / "fake.png"
-        fake.write_text("this is not an image")
-        page.locator("input[type=file]").first.set_input_files(str(fake))
-        expect(page.get_by_text("could not be read as an image").first).to_be_visible(timeout=30_000)
-        expect(page.get_by_text("Could not preprocess")).to_have_count(0)
-        page.get_by_label("Clear").first.click()
-        page.locator("input[type=file]").first.set_input_files(red_png)
-        page.get_by_label("Candidate labels (comma or newline separated)").fill("a red square, a blue circle")
-        page.get_by_role("button", name="Rank labels", exact=True).click()
-        table = page.locator("#lens-table")
-        expect(table).to_contain_text("a blue circle", timeout=60_000)
-        expect(table).to_contain_text("a red square", timeout=60_000)
-        # Bad input shows Gradio's error toast with our message instead of breaking the page.
-        page.get_by_label("Candidate labels (comma or newline separated)").fill(" , ")
-        page.get_by_role("button", name="Rank labels", exact=True).click()
-        expect(page.get_by_text("must name at least one label")).to_be_visible(timeout=30_000)
-        page.screenshot(path=str(tmp_path / "lens.png"), full_page=True)
+            expect(pg.get_by_role("tab", name=tab, exact=True)).to_be_visible(timeout=60_000)
+        yield pg
         browser.close()
+
+
+def visible(locator):
+    return locator.locator("visible=true")
+
+
+def tab(page, *names):
+    for name in names:
+        page.get_by_role("tab", name=name, exact=True).click()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """Type a value into a control's number box (a slider's box, or a number field) and leave it."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def upload_fake(page, fake_png, index: int = 0):
+    """Upload the renamed non-image to the visible upload box `index`: our reader's message, not Gradio's."""
+    from playwright.sync_api import expect
+
+    file_input(page, index).set_input_files(fake_png)
+    expect(visible(page.get_by_text("could not be read as an image")).first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Could not preprocess")).to_have_count(0)
+    clear = visible(page.get_by_label("Clear"))
+    if clear.count():
+        clear.first.click()
+
+
+def file_input(page, index: int = 0):
+    """The `index`-th file input of an upload box on screen (the inputs themselves are hidden)."""
+    return [el for el in page.locator("input[type=file]").all() if _shown(el)][index]
+
+
+def _shown(el) -> bool:
+    """Whether a (hidden) file input belongs to an upload box on screen."""
+    return el.evaluate("e => { const box = e.closest('.block') || e.parentElement; return !!box && "
+                       "box.getClientRects().length > 0 }")
+
+
+def expect_download(page, name) -> None:
+    """A file offered for download on the visible tab (a row of a file box; its name is split over elements)."""
+    from playwright.sync_api import expect
+
+    expect(visible(page.get_by_role("cell", name=name)).first).to_be_visible(timeout=30_000)
+
+
+def stop_mid_run(page, run_button: str, after_step: int = 1) -> None:
+    """Click a run button, wait for the bar to pass `after_step`, then press the visible Stop; the bar must say
+    "stopped at step k of n" with k < n."""
+    from playwright.sync_api import expect
+
+    visible(page.get_by_role("button", name=run_button, exact=True)).first.click()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        steps = [STEP.search(t) for t in visible(page.locator("progress").locator("xpath=..")).all_inner_texts()]
+        if any(m and int(m.group(1)) > after_step for m in steps):
+            break
+        page.wait_for_timeout(100)
+    visible(page.get_by_role("button", name="Stop", exact=True)).first.click()
+    bar = visible(page.get_by_text(STOPPED)).first
+    expect(bar).to_be_visible(timeout=120_000)
+    step, total = (int(x) for x in re.search(r"(\d+) of (\d+)", bar.inner_text()).groups())
+    assert 0 < step < total, bar.inner_text()
+
+
+@needs_chromium
+def test_lens_in_a_real_browser(page, red_png, fake_png, tmp_path):
+    from playwright.sync_api import expect
+
+    tab(page, "CLIP Lens", "Zero-shot labels")
+    # What the chosen CLIP will really run is on the page before the first click (issue 16).
+    expect(visible(page.get_by_text("tiny-test-vit: random weights")).first).to_be_visible(timeout=30_000)
+    upload_fake(page, fake_png)
+    file_input(page).set_input_files(red_png)
+    page.get_by_label("Candidate labels (comma or newline separated)").fill("a red square, a blue circle")
+    page.get_by_role("button", name="Rank labels", exact=True).click()
+    table = page.locator("#lens-table")
+    expect(table).to_contain_text("a blue circle", timeout=60_000)
+    expect(table).to_contain_text("a red square", timeout=60_000)
+    # Bad input shows Gradio's error toast with our message instead of breaking the page.
+    page.get_by_label("Candidate labels (comma or newline separated)").fill(" , ")
+    page.get_by_role("button", name="Rank labels", exact=True).click()
+    expect(page.get_by_text("must name at least one label")).to_be_visible(timeout=30_000)
+
+    # Search: Stop mid-run shows the ranking of the images embedded so far, with its downloads.
+    tab(page, "Search and arithmetic")
+    files = []
+    for i in range(64):
+        files.append(str(tmp_path / f"{i:02d}.png"))
+        Image.new("RGB", (24, 24), (4 * i, 255 - 4 * i, 128)).save(files[-1])
+    file_input(page).set_input_files(files)
+    page.get_by_label("Search text").fill("a green square")
+    stop_mid_run(page, "Search")
+    expect_download(page, re.compile(r"lens-[a-z-]+\.json"))
+
+
+@needs_chromium
+def test_vector_sketch_in_a_real_browser(page, fake_png):
+    from playwright.sync_api import expect
+
+    tab(page, "Vector Sketch", "Text → drawing (CLIPDraw)")
+    expect(visible(page.get_by_text("tiny-test-vit: random weights")).first).to_be_visible(timeout=30_000)
+    # A negative seed gets the studio's wording (the API's and the CLI's), not Gradio's "Value -7 is less than ..."
+    set_number(page, "clipdraw--seed", -7)
+    page.get_by_role("button", name="Draw", exact=True).click()
+    expect(page.get_by_text("`seed` must be an integer in [0, 4294967295], got -7")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("is less than minimum value")).to_have_count(0)
+    set_number(page, "clipdraw--seed", 0)
+    set_number(page, "clipdraw--num_strokes", 4)
+    set_number(page, "clipdraw--canvas_size", 64)
+    set_number(page, "clipdraw--num_steps", 2000)
+    stop_mid_run(page, "Draw")
+    expect_download(page, "clipdraw.svg")
+    expect_download(page, "clipdraw.png")
+    # The optimisation video is shown at its last frame (the result), not at the random start strokes.
+    video = visible(page.locator("#clipdraw-video video")).first
+    expect(video).to_be_visible(timeout=30_000)
+    page.wait_for_function("() => { const v = document.querySelector('#clipdraw-video video');"
+                           " return v && v.duration > 0 && v.currentTime >= v.duration - 1e-3 }", timeout=30_000)
+
+    tab(page, "Photo → sketch (CLIPasso)")
+    upload_fake(page, fake_png)
+
+
+@needs_chromium
+def test_text_to_image_in_a_real_browser(page, fake_png):
+    from playwright.sync_api import expect
+
+    tab(page, "Text to Image")
+    expect(visible(page.get_by_text("a local folder; loaded on first use")).first).to_be_visible(timeout=30_000)
+    expect(visible(page.get_by_text("tiny-test-vit: random weights")).first).to_be_visible(timeout=30_000)
+    # A PNG that is not one: our message (the restore reads it with our reader).
+    file_input(page).set_input_files(fake_png)
+    expect(page.get_by_text("Could not restore settings")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Could not preprocess")).to_have_count(0)
+    visible(page.get_by_label("Prompt", exact=True)).first.fill("a red square")
+    page.get_by_text("Advanced", exact=True).click()
+    for name, value in (("num_images", 8), ("batch_size", 1), ("num_steps", 100), ("width", 32), ("height", 32)):
+        set_number(page, f"text2image--{name}", value)
+    stop_mid_run(page, "Generate", after_step=105)  # past the first image: a finished one is kept
+    expect(visible(page.get_by_text("stopped early")).first).to_be_visible(timeout=30_000)
+    expect_download(page, "text2image-0.png")
+
+
+@needs_chromium
+def test_latent_editing_in_a_real_browser(page, fake_png):
+    from playwright.sync_api import expect
+
+    tab(page, "Latent Editing")
+    expect(visible(page.get_by_text("the bundled demo generator")).first).to_be_visible(timeout=30_000)
+    expect(visible(page.get_by_text("shapes-clip: the bundled demo CLIP")).first).to_be_visible(timeout=30_000)
+    page.get_by_text("Or invert an uploaded image", exact=True).click()
+    upload_fake(page, fake_png)
+    tab(page, "Latent optimisation")
+    visible(page.get_by_placeholder("a red circle / a smiling face")).first.fill("a red circle")
+    set_number(page, "styleclip-edit--num_steps", 1000)
+    stop_mid_run(page, "Edit")
+    expect_download(page, re.compile(r"\.gif$"))
+    expect_download(page, "styleclip-edit.png")
+
+
+@needs_chromium
+def test_setup_errors_stay_on_the_page(page):
+    """Setup errors (missing weights, a missing checkpoint) stay until dismissed, where a toast goes after 10 s. One
+    15 s wait covers the CLIP of Lens (Vector Sketch's is the same code) and Latent Editing's generator; Text to Image
+    shows a missing model on the tab itself (tests/test_app_t2i.py)."""
+    from playwright.sync_api import expect
+
+    missing_clip = "ViT-B-32:/nonexistent/weights.safetensors"
+    tab(page, "CLIP Lens", "Zero-shot labels")
+    lens_model = visible(page.get_by_label("CLIP model")).first
+    lens_model.fill(missing_clip)
+    lens_model.press("Enter")
+    expect(visible(page.get_by_text("/nonexistent/weights.safetensors (missing)")).first).to_be_visible(
+        timeout=30_000)  # the state line says so before the click
+    page.get_by_role("button", name="Rank labels", exact=True).click()
+    tab(page, "Latent Editing")
+    generator = visible(page.get_by_label("Generator (a name or a checkpoint path)")).first
+    generator.fill("cat-256")
+    generator.press("Enter")
+    expect(visible(page.get_by_text("so it cannot be loaded")).first).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Random sample", exact=True).click()
+    toasts = page.locator(".toast-body")
+    expect(toasts.filter(has_text="No weights found for 'ViT-B-32:/nonexistent")).to_have_count(1, timeout=60_000)
+    expect(toasts.filter(has_text="cat-256")).to_have_count(1, timeout=60_000)
+    page.wait_for_timeout(15_000)
+    expect(toasts.filter(has_text="No weights found for 'ViT-B-32:/nonexistent")).to_be_visible()
+    expect(toasts.filter(has_text="cat-256")).to_be_visible()
+    page.screenshot(path=str(os.environ.get("STUDIO_E2E_SHOT", "/tmp/studio-e2e.png")), full_page=False)

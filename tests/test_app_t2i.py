@@ -64,7 +64,8 @@ def test_unavailable_model_becomes_a_message(monkeypatch):
     monkeypatch.setenv("STUDIO_T2I_MODEL", "nobody/no-such-model")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     functions = app.make_text2image_functions("cpu", "tiny-test-vit")
-    assert set(functions) == {"load_error", "model"} and functions["model"] == "nobody/no-such-model"
+    assert set(functions) == {"load_error", "model", "model_state"} and functions["model"] == "nobody/no-such-model"
+    assert "downloads are off (HF_HUB_OFFLINE), so it cannot be loaded" in functions["model_state"]()
     msg = functions["load_error"]
     assert "nobody/no-such-model" in msg and "HF_HUB_OFFLINE" in msg and "STUDIO_T2I_MODEL" in msg
     from studio.ui.text2image import _as_markdown, build

@@ -178,7 +178,7 @@ def test_tab_builds_from_the_task_configs_and_never_imports_torch():
             continue
         if isinstance(component, gr.Dropdown):
             assert [c[1] if isinstance(c, (list, tuple)) else c for c in component.choices] == list(spec.choices)
-        else:
+        elif isinstance(component, gr.Slider):  # a number box (the seed) leaves its range to the task's check
             assert (component.minimum, component.maximum) == (spec.ui_lo, spec.ui_hi), elem_id
 
 

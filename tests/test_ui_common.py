@@ -129,3 +129,72 @@ def test_setup_problems_stay_on_the_page_and_user_errors_do_not():
         bad()
     assert setup.value.duration is None and "ffhq-1024" in str(setup.value)
     assert user.value.duration is not None
+
+
+def test_number_boxes_leave_out_of_range_values_to_the_tasks_check():
+    """Issue 16: a negative seed got Gradio's "Value -7 is less than minimum value 0." while other fields said
+    what was wrong in the studio's words (the API's and the CLI's)."""
+    from studio.tasks import check_value, get_task
+    from studio.ui.common import control
+
+    spec = get_task("clipdraw").specs()["seed"]
+    with gr.Blocks():
+        box = control("clipdraw", spec)
+    assert isinstance(box, gr.Number) and box.info == "from 0 to 4294967295"
+    assert box.preprocess(-7) == -7  # Gradio passes it on instead of answering in its own words
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[0, 4294967295\], got -7"):
+        check_value(spec, box.preprocess(-7))
+
+
+def test_the_server_log_holds_one_line_per_user_error_and_a_traceback_only_for_bugs(capfd, caplog):
+    """Issue 16: every expected user error printed two full tracebacks in the server log."""
+    import logging
+
+    from conftest import launch_local
+    from gradio_client import Client
+
+    from studio.hub import WeightsNotFoundError
+
+    @user_errors
+    def bad_input(x):
+        raise ValueError(f"`num_steps` must be an integer in [1, 10000], got {x}")
+
+    @user_errors
+    def setup(x):
+        raise WeightsNotFoundError("ffhq-1024", ["cache: missing"], "put the file in ...")
+
+    @user_errors
+    def page_error(x):
+        raise gr.Error("Generate an image first")
+
+    @user_errors
+    def bug(x):
+        return {}["missing"]
+
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        for fn in (bad_input, setup, page_error, bug):
+            gr.Button(fn.__name__).click(fn, box, box, api_name=fn.__name__)
+    url = launch_local(demo)
+    try:
+        client = Client(url, verbose=False)
+        capfd.readouterr()
+        with caplog.at_level(logging.INFO, logger="studio.ui"):
+            for name, said in (("bad_input", "num_steps"), ("setup", "ffhq-1024"), ("page_error", "first")):
+                with pytest.raises(Exception, match=said):
+                    client.predict("0", api_name=f"/{name}")
+            expected = capfd.readouterr().err
+            lines = [r for r in caplog.records if r.name == "studio.ui"]
+            caplog.clear()
+            with pytest.raises(Exception, match="Something went wrong"):
+                client.predict("0", api_name="/bug")
+            buggy = capfd.readouterr().err
+            bug_records = [r for r in caplog.records if r.name == "studio.ui"]
+    finally:
+        demo.close()
+    assert "Traceback" not in expected
+    assert [(r.levelname, r.getMessage().count("\n")) for r in lines] == [("INFO", 0)] * 3
+    assert "got 0" in lines[0].getMessage() and "ffhq-1024" in lines[1].getMessage()
+    assert "Traceback" not in buggy  # Gradio's own print: none
+    assert len(bug_records) == 1 and bug_records[0].levelname == "ERROR"
+    assert bug_records[0].getMessage().count("Traceback") == 1 and "KeyError" in bug_records[0].getMessage()

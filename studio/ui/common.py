@@ -41,25 +41,36 @@ def _message(err: Exception) -> str:
     return text
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Whether an error is an expected one with a message for users (see `user_errors`), not a bug."""
+    return (isinstance(err, (ValueError, FileNotFoundError)) or getattr(err, "setup_problem", False)
+            or getattr(err, "user_facing", False))
+
+
 def user_errors(fn: Callable) -> Callable:
     """Wrap a handler so that bad input and failures reach the page as `gr.Error`, never a dead worker.
 
-    ValueError (bad input) and RuntimeError (missing weights, out of memory) carry messages written for users;
-    anything else is logged with its traceback and reported briefly. An error that explains a setup problem (its
-    class has `setup_problem = True`: missing weights, a checkpoint of the wrong layout) stays on the page until
-    the user dismisses it, instead of vanishing after a few seconds; a user error is logged as one line.
+    Expected errors carry messages written for users: ValueError and FileNotFoundError (bad input), and the
+    studio's own errors that say so (`setup_problem = True`: missing weights, a checkpoint of the wrong layout;
+    `user_facing = True`: out of memory); each is logged as ONE line. Anything else (a torch RuntimeError, a
+    KeyError: our bugs) is logged with its traceback and reported briefly. Gradio prints no traceback of its own
+    for either (`print_exception=False`), so the server log holds one line per user error and one traceback per
+    bug. A setup problem stays on the page until the user dismisses it, instead of vanishing after a few seconds.
     """
 
     def convert(err: Exception) -> gr.Error:
-        if isinstance(err, gr.Error):
+        if isinstance(err, gr.Error):  # raised by a handler itself: already worded for the page
+            log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
+            err.print_exception = False
             return err
-        if isinstance(err, (ValueError, RuntimeError, FileNotFoundError)):
+        if is_user_error(err):
             log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
             if getattr(err, "setup_problem", False):
-                return gr.Error(_message(err), duration=None, title="Setup needed")
-            return gr.Error(_message(err))
+                return gr.Error(_message(err), duration=None, title="Setup needed", print_exception=False)
+            return gr.Error(_message(err), print_exception=False)
         log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the server log.")
+        return gr.Error(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the server log.",
+                        print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -279,11 +290,21 @@ def control(task: str, spec: Any, *, cpu: bool = False, label: str | None = None
     if spec.kind in ("int", "float"):
         lo, hi = spec.ui_lo, spec.ui_hi
         if lo is None or hi is None or hi - lo > 1e6:  # seeds and unbounded numbers: a number box
-            return gr.Number(value=value, precision=0 if spec.kind == "int" else None, minimum=lo, maximum=hi,
-                             **common)
+            # No minimum/maximum for Gradio to enforce: it would answer -7 with its own "Value -7 is less than
+            # minimum value 0." before the task's check could say "`seed` must be an integer in [0, ...], got -7",
+            # the wording of the API and the CLI (issue 16). The range is said under the box instead.
+            if lo is not None or hi is not None:
+                common.setdefault("info", f"from {_number(lo, '−∞')} to {_number(hi, '∞')}")
+            return gr.Number(value=value, precision=0 if spec.kind == "int" else None, **common)
         step = spec.step or (1 if spec.kind == "int" else (hi - lo) / 100)
         return gr.Slider(lo, hi, value=value, step=step, **common)
     return gr.Textbox(value=value, **common)
+
+
+def _number(value: float | None, none: str) -> str:
+    if value is None:
+        return none
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def controls(task: str, task_specs: dict[str, Any], names: Sequence[str], *, cpu: bool = False,
@@ -308,19 +329,27 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
             return gr.update(value=None, visible=False)
         try:
             return gr.update(value=load_image(path, name), visible=True)
-        except ValueError as err:
-            raise gr.Error(str(err)) from None
+        except ValueError as err:  # a user error: one log line, no traceback
+            log.info("%s upload: %s", name, _message(err).splitlines()[0][:300])
+            raise gr.Error(str(err), print_exception=False) from None
 
     box.upload(show, box, seen, api_visibility="private")
     box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
     return box
 
 
-def model_state_line(dropdown: gr.Dropdown, model_state: Callable[[str], str] | None) -> gr.Markdown | None:
-    """A line under a model dropdown saying what its choice will really run (the demo stand-in, cached real weights,
-    a download to come), shown before the first click and updated when the choice changes."""
+def model_state_line(inputs: gr.components.Component | Sequence[gr.components.Component] | None,
+                     model_state: Callable[..., str] | None) -> gr.Markdown | None:
+    """A line under a tab's model choice saying what it will really run (the demo stand-in, cached real weights, a
+    download to come, what is missing), shown before the first click. `model_state(*values)` takes the values of
+    `inputs` (a dropdown, several, or none for a model fixed at start-up) and is asked again when one changes;
+    with no inputs it is asked on every page load, so the line follows a download made since."""
     if model_state is None:
         return None
-    line = gr.Markdown(model_state(dropdown.value), elem_classes=["model-state"])
-    dropdown.change(model_state, dropdown, line, queue=False, api_visibility="private")
+    comps = [] if inputs is None else [inputs] if isinstance(inputs, gr.components.Component) else list(inputs)
+    if not comps:
+        return gr.Markdown(model_state, elem_classes=["model-state"])
+    line = gr.Markdown(model_state(*(c.value for c in comps)), elem_classes=["model-state"])
+    for comp in comps:
+        comp.change(model_state, comps, line, queue=False, api_visibility="private")
     return line

@@ -22,6 +22,7 @@ from studio.ui.common import (
     drive,
     gpu_bound,
     image_upload,
+    model_state_line,
     notice_markdown,
     progress_html,
     run_handler,
@@ -90,7 +91,7 @@ class _Bar:
 def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callable, global_edit: Callable,
           specs: dict[str, dict[str, Any]], generator_choices: list[str], default_generator: str,
           clip_choices: list[str], default_clip: str, cpu: bool = False, train_mapper: Callable | None = None,
-          apply_mapper: Callable | None = None) -> None:
+          apply_mapper: Callable | None = None, model_state: Callable[[str, str], str] | None = None) -> None:
     """Add the Latent Editing tab to the current Blocks.
 
     sample(generator, clip, settings) -> a result (`.image` PIL, `.seed`, `.settings`, `.notice`)
@@ -108,6 +109,7 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
     specs: {task name: {setting: ParamSpec}} for styleclip-edit, -global, -invert and -relevance (and -mapper,
     -mapper-apply when the mapper functions are given); the controls come from them. `state` is what the tab keeps
     between runs: {"generator", "clip", "result"}, read by the functions.
+    model_state(generator, clip) -> what that pair will really run (shown under the dropdowns before the first click).
     """
     def make(task: str, name: str) -> gr.components.Component:
         return control(task, specs[task][name], cpu=cpu)
@@ -116,15 +118,17 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
         return {"generator": gen, "clip": clip_spec, "result": result}
 
     with gr.Tab("Latent Editing", id="latent"):
-        gr.Markdown("Edit a generated or uploaded image with words (StyleCLIP, Patashnik et al. 2021): "
-                    "optimise its latent towards a prompt, or move it along a global direction from a neutral "
-                    "to a target text. **Stop** ends any run with its best result so far. " + OFFLINE_HELP)
+        gr.Markdown("Edit an image with words (StyleCLIP, Patashnik et al. 2021): optimise its latent towards a "
+                    "prompt, or move it along a global direction. **Stop** keeps the best result so far.")
+        with gr.Accordion("Generators and checkpoints", open=False):
+            gr.Markdown(OFFLINE_HELP)
         with gr.Row():
-            generator = gr.Dropdown(generator_choices, value=default_generator, label="Generator",
-                                    allow_custom_value=LIMITS.custom_models,
-                                    info="a name or a checkpoint path" if LIMITS.custom_models else None)
+            generator = gr.Dropdown(generator_choices, value=default_generator, allow_custom_value=LIMITS.custom_models,
+                                    label="Generator (a name or a checkpoint path)" if LIMITS.custom_models
+                                    else "Generator")
             clip = gr.Dropdown(clip_choices, value=default_clip, label="CLIP model",
                                allow_custom_value=LIMITS.custom_models)
+        model_state_line([generator, clip], model_state)
         notice = gr.Markdown()
         state = gr.State(None)
         token = gr.State(None)  # the running run, for the Stop buttons
@@ -137,17 +141,18 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     seed = make(EDIT, "seed")
                     truncation = make(EDIT, "truncation")
                 sample_btn = gr.Button("Random sample", variant="primary")
-                upload = image_upload("Or upload an image")
-                invert_steps = make(INVERT, "num_steps")
-                with gr.Row():
-                    invert_perceptual = make(INVERT, "perceptual_weight")
-                    invert_init = make(INVERT, "init")
-                with gr.Row():
-                    invert_btn = gr.Button("Invert upload")
-                    stop_button(token, api_name="latent_stop_invert")
+                with gr.Accordion("Or invert an uploaded image", open=False):  # optional: folded
+                    upload = image_upload("Image to invert")
+                    invert_steps = make(INVERT, "num_steps")
+                    with gr.Row():
+                        invert_perceptual = make(INVERT, "perceptual_weight")
+                        invert_init = make(INVERT, "init")
+                    with gr.Row():
+                        invert_btn = gr.Button("Invert upload")
+                        stop_button(token, api_name="latent_stop_invert")
                 invert_progress = gr.HTML()
             with gr.Column():
-                current = gr.Image(label="Image to edit", type="numpy", interactive=False, height=IMAGE_HEIGHT)
+                current = gr.Image(label="Image to edit", type="numpy", interactive=False, height=MIN_SHOWN)
                 source_info = gr.Markdown()
 
         @user_errors
@@ -188,11 +193,11 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
             with gr.Row():
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", placeholder="a red circle / a smiling face")
-                    edit_controls = [make(EDIT, name) for name in EDIT_FIELDS]
                     with gr.Row():
                         run = gr.Button("Edit", variant="primary")
                         stop_button(token, api_name="latent_stop_edit")
                     edit_progress = gr.HTML()
+                    edit_controls = [make(EDIT, name) for name in EDIT_FIELDS]
                 with gr.Column():
                     preview = gr.Image(label="Live preview", type="numpy", interactive=False, height=IMAGE_HEIGHT)
                     with gr.Row():
@@ -235,14 +240,14 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     with gr.Row():
                         neutral = gr.Textbox(label="Neutral text", placeholder="a circle / a face")
                         target = gr.Textbox(label="Target text", placeholder="a red circle / a smiling face")
-                    alpha = make(GLOBAL, "alpha")
-                    beta = make(GLOBAL, "beta")
-                    num_samples = make(RELEVANCE, "num_samples")
                     with gr.Row():
-                        precompute = gr.Button("Precompute relevance")
                         apply_btn = gr.Button("Apply", variant="primary")
                         stop_button(token, api_name="latent_stop_global")
                     g_progress = gr.HTML()
+                    alpha = make(GLOBAL, "alpha")
+                    beta = make(GLOBAL, "beta")
+                    num_samples = make(RELEVANCE, "num_samples")
+                    precompute = gr.Button("Precompute relevance")
                     rel_md = gr.Markdown()
                 with gr.Column():
                     with gr.Row():
@@ -283,9 +288,11 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                         top = ", ".join(f"{name}[{c}] {r:+.2f}" for name, c, r in out.top_channels[:5])
                         origin = ("StyleCLIP's published directions" if out.directions == "published"
                                   else "computed relevance")
+                        down = " (down: see the notice above)" if sc["clip_score"] < sc["clip_score_before"] else ""
                         info = (f"{out.num_channels} channels moved ({origin}; α {out.settings['alpha']:g}, β "
                                 f"{out.settings['beta']:g}); CLIPScore for “{out.target}”: "
-                                f"{sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}; "
+                                f"{sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}"
+                                f"{down}; "
                                 f"{1000 * out.timings['edit_s']:.0f} ms. Top channels: {top}")
                     return (shown(out.original), shown(out.image), bar.end(out), info,
                             notice_markdown(out.notice))

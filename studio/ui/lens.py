@@ -174,8 +174,9 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
                 with gr.Column():
                     image = image_upload("Image")
                     labels = gr.Textbox(EXAMPLE_LABELS, lines=3, label="Candidate labels (comma or newline separated)")
-                    templates = control("lens-classify", specs["lens-classify"]["templates"])
                     run = gr.Button("Rank labels", variant="primary")
+                    with gr.Accordion("Prompt templates", open=False):
+                        templates = control("lens-classify", specs["lens-classify"]["templates"])
                 with gr.Column():
                     top = gr.Label(num_top_classes=5, label="Top labels", elem_id="lens-top")
                     table = gr.Dataframe(headers=["label", "probability"], datatype=["str", "number"],
@@ -199,16 +200,17 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
                     files = gr.File(file_count="multiple", file_types=["image"],
                                     label=f"Your images (up to {max_gallery})")
                     query = gr.Textbox(label="Search text", placeholder="a photo of a cat")
-                    search_btn = gr.Button("Search", variant="primary")
-                    gr.Markdown("**Arithmetic**: a query image, minus one text, plus another.")
-                    query_image = image_upload("Query image", name="query_image")
                     with gr.Row():
-                        minus = gr.Textbox(label="minus", placeholder="dog")
-                        plus = gr.Textbox(label="plus", placeholder="cat")
-                    weight = control("lens-arithmetic", specs["lens-arithmetic"]["weight"])
-                    arith_btn = gr.Button("Rank by image − text + text")
-                    image_btn = gr.Button("Rank by the query image alone") if image_search else None
-                    stop_button(token, api_name="lens_stop")
+                        search_btn = gr.Button("Search", variant="primary")
+                        stop_button(token, api_name="lens_stop")
+                    with gr.Accordion("A query image: alone, or minus one text plus another", open=False):
+                        query_image = image_upload("Query image", name="query_image")
+                        with gr.Row():
+                            minus = gr.Textbox(label="minus", placeholder="dog")
+                            plus = gr.Textbox(label="plus", placeholder="cat")
+                        weight = control("lens-arithmetic", specs["lens-arithmetic"]["weight"])
+                        arith_btn = gr.Button("Rank by image − text + text")
+                        image_btn = gr.Button("Rank by the query image alone") if image_search else None
                 with gr.Column():
                     progress = gr.HTML()
                     results = gr.Gallery(label="Ranked images", columns=4, height="auto")

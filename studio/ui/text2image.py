@@ -23,7 +23,15 @@ import gradio as gr
 
 from studio.media import read_png_metadata
 from studio.tasks import check_value
-from studio.ui.common import control, drive, progress_html, run_handler, stop_button
+from studio.ui.common import (
+    control,
+    drive,
+    model_state_line,
+    progress_html,
+    run_handler,
+    stop_button,
+    user_errors,
+)
 
 GENERATE, REFINE, EDIT = "text2image", "text2image-refine", "text2image-edit"
 TASKS = (GENERATE, REFINE, EDIT)
@@ -263,14 +271,15 @@ class Handlers:
 def build(generate: Callable[..., Iterator] | None = None, refine: Callable[..., Iterator] | None = None,
           edit: Callable[..., Iterator] | None = None, *, specs: dict[str, dict[str, Any]] | None = None,
           model: str = "(no model)", clip_model: str | None = None, one_step: bool = True,
-          load_error: str | None = None) -> gr.Blocks | None:
+          load_error: str | None = None, model_state: Callable[[], str] | None = None) -> gr.Blocks | None:
     """Add the "Text to Image" tab to the current Blocks (or to a new `gr.Blocks`, which is then returned).
 
     `generate`, `refine`, `edit`: `Text2ImagePipeline.iter_generate / iter_refine / iter_edit` (or wrappers of them,
     e.g. `spaces.GPU`); `specs`: {task name: its `ParamSpec`s} for text2image (the model family's:
     `specs(Text2ImageConfig.for_model(model))`), text2image-refine and text2image-edit; `model`, `clip_model`:
     what the page names; `one_step`: the model makes an image in one step (refine applies; no scheduler choice);
-    `load_error`: the message to show instead when the model could not be loaded (nothing fake is produced).
+    `load_error`: the message to show instead when the model could not be loaded (nothing fake is produced);
+    `model_state()`: what the model and its CLIP will really run, shown before the first click.
     """
     from gradio.context import Context
 
@@ -279,7 +288,7 @@ def build(generate: Callable[..., Iterator] | None = None, refine: Callable[...,
     h = Handlers(generate, refine, edit, specs, load_error=load_error) if specs is not None else None
 
     def layout() -> None:
-        _layout(h, specs, model, clip_model, one_step, load_error)
+        _layout(h, specs, model, clip_model, one_step, load_error, model_state)
 
     if Context.block is None:
         with gr.Blocks(title="Text to Image") as demo:
@@ -303,8 +312,9 @@ def _as_markdown(message: str) -> str:
 
 
 def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: str, clip_model: str | None,
-            one_step: bool, load_error: str | None) -> None:
+            one_step: bool, load_error: str | None, model_state: Callable[[], str] | None = None) -> None:
     gr.Markdown(f"### Text to Image · `{model}`" + (f" · reranked by CLIP `{clip_model}`" if clip_model else ""))
+    model_state_line(None, model_state)
     if load_error:  # no controls that could only fail: say what is missing and how to supply it
         gr.Markdown(f"**The text-to-image model is not available.**\n\n{_as_markdown(load_error)}\n\n"
                     "Set `STUDIO_T2I_MODEL` to a downloaded diffusers folder (or run once with network access so "
@@ -387,4 +397,5 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
                      api_name="t2i_refine")
     edit_btn.click(run_handler(h.edit), [current, selected, edit_prompt, history, *controls_of(EDIT)], run_outputs,
                    api_name="t2i_edit")
-    upload.upload(h.restore, upload, [comps[key] for key in restore_keys(specs)] + [info], api_name="t2i_restore")
+    upload.upload(user_errors(h.restore), upload, [comps[key] for key in restore_keys(specs)] + [info],
+                  api_name="t2i_restore")

@@ -35,6 +35,15 @@ DRAW_SETTINGS = ("num_strokes", "num_steps", "canvas_size", "max_stroke_width", 
 SKETCH_SETTINGS = ("num_strokes", "num_steps", "num_seeds", "stroke_width", "mask_background", "seed")
 
 
+def park_at_end(elem_id: str) -> str:
+    """Browser code that shows the video of `#elem_id` at its last frame (the result) once it has loaded, instead of
+    its first (the random start strokes, which read as a result); play starts it from the beginning. Gradio 6's
+    `playback_position` is not applied to a new value, hence this."""
+    return ("() => { for (const v of document.querySelectorAll('#" + elem_id + " video')) {"
+            " const park = () => { if (isFinite(v.duration)) v.currentTime = v.duration; };"
+            " if (v.readyState >= 1) park(); else v.addEventListener('loadedmetadata', park, {once: true}); } }")
+
+
 def stream(run: Iterator, flag: threading.Event, video: str = "mp4") -> Iterator[tuple]:
     """Drive a run generator: yield (preview, progress html, svg, png, video, score text) tuples for the page.
 
@@ -119,14 +128,16 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
             if msg:
                 gr.Info(msg)
 
-        def outputs_column():
+        def outputs_column(name: str):
             preview = gr.Image(label="Live preview", type="pil", interactive=False, height=360)
             progress = gr.HTML()
             score = gr.Markdown()
             with gr.Row():
                 svg = gr.File(label="SVG")
                 png = gr.File(label="PNG")
-            video = gr.Video(label="Optimisation", interactive=False, autoplay=True)
+            # no autoplay, and parked on its last frame (`park_at_end`): the first frame read as a result
+            video = gr.Video(label="Optimisation (shown at its end; press play to watch it)", interactive=False,
+                             elem_id=f"{name}-video")
             return preview, progress, svg, png, video, score
 
         with gr.Tab("Text → drawing (CLIPDraw)"):
@@ -137,9 +148,10 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     with gr.Row():
                         draw_btn = gr.Button("Draw", variant="primary")
                         stop_button(draw_token, api_name="sketch_clipdraw_stop")
-                    negatives = gr.Textbox("", label="Negative prompts (one per line, weight "
-                                                     f"{draw_specs['negative_weight'].default:g} each)", lines=2,
-                                           placeholder="A badly drawn sketch.\nMany ugly, messy drawings.")
+                    with gr.Accordion("Negative prompts (optional)", open=False):
+                        negatives = gr.Textbox("", label="Negative prompts (one per line, weight "
+                                                         f"{draw_specs['negative_weight'].default:g} each)", lines=2,
+                                               placeholder="A badly drawn sketch.\nMany ugly, messy drawings.")
                     draw = {n: control("clipdraw", draw_specs[n], cpu=cpu) for n in DRAW_SETTINGS}
                     with gr.Row():
                         colours = gr.Dropdown(list(colour_modes) + [CUSTOM], value=draw_specs["colors"].default,
@@ -148,7 +160,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     with gr.Accordion("Start from an SVG (optional)", open=False):
                         svg_in = gr.File(label="SVG file", file_types=[".svg"])
                 with gr.Column():
-                    draw_out = outputs_column()
+                    draw_out = outputs_column("clipdraw")
 
             def on_draw(spec, p, neg, col, cust, svg_file, *values, flag):
                 announce(spec)
@@ -163,7 +175,8 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
 
             draw_btn.click(run_handler(on_draw), [model, prompt, negatives, colours, custom, svg_in,
                                                   *draw.values()],
-                           [draw_token, *draw_out], api_name="sketch_clipdraw")
+                           [draw_token, *draw_out], api_name="sketch_clipdraw").then(
+                None, js=park_at_end("clipdraw-video"))
 
         with gr.Tab("Photo → sketch (CLIPasso)"):
             sketch_token = gr.State(None)
@@ -175,11 +188,12 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                         sketch_btn = gr.Button("Sketch", variant="primary")
                         stop_button(sketch_token, api_name="sketch_clipasso_stop")
                     sketch = {n: control("clipasso", sketch_specs[n], cpu=cpu) for n in SKETCH_SETTINGS}
-                    loss_model = gr.Dropdown(loss_choices, value=default_loss_model or SAME_MODEL,
-                                             label="Loss CLIP (a ResNet, e.g. RN101, as in the paper)",
-                                             allow_custom_value=LIMITS.custom_models)
+                    with gr.Accordion("Loss CLIP (optional)", open=False):
+                        loss_model = gr.Dropdown(loss_choices, value=default_loss_model or SAME_MODEL,
+                                                 label="Loss CLIP (a ResNet, e.g. RN101, as in the paper)",
+                                                 allow_custom_value=LIMITS.custom_models)
                 with gr.Column():
-                    sketch_out = outputs_column()
+                    sketch_out = outputs_column("clipasso")
 
             def on_sketch(spec, loss_spec, img, *values, flag):
                 if img is None:
@@ -191,4 +205,5 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                 yield from stream(clipasso(spec, loss, img, dict(zip(SKETCH_SETTINGS, values))), flag)
 
             sketch_btn.click(run_handler(on_sketch), [model, loss_model, photo, *sketch.values()],
-                             [sketch_token, *sketch_out], api_name="sketch_clipasso")
+                             [sketch_token, *sketch_out], api_name="sketch_clipasso").then(
+                None, js=park_at_end("clipasso-video"))
