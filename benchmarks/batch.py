@@ -1,14 +1,17 @@
-"""Items per minute of `clip-studio run`: separate invocations vs one run vs accelerate processes; print a table.
+"""Items per minute of `clip-studio run`: separate invocations vs one run vs batched seeds vs accelerate processes.
 
-    python benchmarks/batch.py [--items 8] [--steps 20]
+    python benchmarks/batch.py [--items 8] [--steps 20] [--batch 4] [--clip shapes-clip] [--device cpu]
+    python benchmarks/batch.py --clip ViT-B-32/random --device cuda --steps 100     # on a GPU
 
-CLIPDraw on the bundled demo CLIP (small settings: 16 strokes, 64² canvas), `--items` prompt × seed items:
+CLIPDraw (small settings: 16 strokes, 64² canvas), `--items` items of 2 prompts × items/2 seeds:
 - `separate`: one `clip-studio run` per item (what a shell loop over prompts does: every item pays the start-up,
   imports and model load);
 - `one run`: all items in one `clip-studio run` (the model loads once);
-- `accelerate ×2`: `accelerate launch --num_processes 2 --cpu`, one torch thread per process.
-The first two use one torch thread as well, so the comparison is of the same compute. Start-up is included:
-it is what a user waits for. The machine's load average is printed with the table.
+- `one run --batch K`: K seeds of a prompt optimised together (their views encoded in one call where that is exact,
+  `CLIPScorer.batch_invariant`, which the table reports);
+- `accelerate ×2`: `accelerate launch --num_processes 2 --cpu`, one torch thread per process (CPU only).
+All use one torch thread per process, so the comparison is of the same compute. Start-up is included: it is what
+a user waits for. The machine's load average is printed with the table.
 """
 
 from __future__ import annotations
@@ -35,15 +38,31 @@ def _run(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
+def _encoder(a) -> str:
+    """Whether --batch encodes the seeds' views together (exact on this machine) or seed by seed."""
+    import torch
+
+    torch.set_num_threads(1)
+    from studio.scorer import get_scorer
+
+    scorer = get_scorer(a.clip, device=a.device)
+    if a.device != "cpu":
+        return "encoded together"
+    return "encoded together" if scorer.batch_invariant(4, a.batch) else "encoded seed by seed"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--clip", default="shapes-clip", help="CLIP spec (ARCH/random for a real architecture)")
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
-    prompts = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
+    prompts = ["a red circle", "a blue square"]
     n_prompts = min(len(prompts), a.items)
     seeds = -(-a.items // n_prompts)
-    base = [sys.executable, "-m", "studio", "run", "clipdraw", "--clip", "shapes-clip", "--device", "cpu",
+    base = [sys.executable, "-m", "studio", "run", "clipdraw", "--clip", a.clip, "--device", a.device,
             "--num-strokes", "16", "--num-steps", str(a.steps), "--canvas-size", "64", "--quiet"]
     items = [(pr, s) for s in range(seeds) for pr in prompts[:n_prompts]][: a.items]
     tmp = Path(tempfile.mkdtemp(prefix="studio-batch-bench-"))
@@ -55,16 +74,21 @@ def main() -> None:
         many = [x for pr in prompts[:n_prompts] for x in ("--prompt", pr)]
         seed_arg = ["--seeds", f"0-{seeds - 1}"]
         rows.append(("one run", _run(base + many + seed_arg + ["--out", str(tmp / "one")])))
+        rows.append((f"one run --batch {a.batch} ({_encoder(a)})",
+                     _run(base + many + seed_arg + ["--batch", str(a.batch), "--out", str(tmp / "batch")])))
+        same = all((tmp / "batch" / f.relative_to(tmp / "one")).read_bytes() == f.read_bytes()
+                   for f in (tmp / "one").glob("0*/clipdraw.svg"))
         accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-        if accelerate:
+        if accelerate and a.device == "cpu":
             cmd = [accelerate, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
                    "--mixed_precision", "no", "--dynamo_backend", "no"] + base[1:]
             rows.append(("accelerate ×2 processes", _run(cmd + many + seed_arg + ["--out", str(tmp / "acc")])))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
-    print(f"CLIPDraw, demo CLIP, 16 strokes × {a.steps} steps at 64², {len(items)} items; {os.cpu_count()} CPUs, "
-          f"1 torch thread per process; load average {load}")
+    print(f"CLIPDraw, {a.clip} on {a.device}, 16 strokes × {a.steps} steps at 64², {len(items)} items; "
+          f"{os.cpu_count()} CPUs, 1 torch thread per process; load average {load}; batched SVGs equal one-seed "
+          f"runs' byte for byte: {same}")
     print("| how | wall s | items / min | vs separate |")
     print("|---|---:|---:|---:|")
     for name, t in rows:

@@ -474,7 +474,7 @@ class CLIPassoPipeline:
 
 register(Task(
     name="clipasso", title="Photo → sketch (CLIPasso)", config=CLIPassoConfig, pipeline=CLIPassoPipeline,
-    method="iterate", models=("clip", "loss_clip"), supports_batch=True,
+    method="iterate", models=("clip", "loss_clip"),
     inputs=(Input("image", "image", help="the photo to sketch"),),
     load=lambda clip=None, loss_clip=None, device=None: CLIPassoPipeline.from_pretrained(clip, loss_clip,
                                                                                          device=device)))

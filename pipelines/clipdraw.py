@@ -27,7 +27,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path as FilePath
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, 
 
 MAX_FRAMES = 120  # frames kept for the video; more only makes the file bigger
 MAX_NEGATIVES = 8
+MAX_SEED_BATCH = 32  # seeds in one iterate_seeds call (each holds a graph of its own)
 
 NAMED_PALETTES: dict[str, tuple[str, ...]] = {
     # Small palettes users can pick by name; any list of "#rrggbb" strings or RGB triples works too.
@@ -233,8 +234,43 @@ class CLIPDrawPipeline:
         settings: any `CLIPDrawConfig` field (num_strokes, num_steps, canvas_size, colors, seed, ...).
         """
         t0 = time.perf_counter()
-        # 1. check inputs
         prompt, cfg = self.check_inputs(prompt, init_svg, settings)
+        outs = yield from self._optimise(prompt, [cfg], init_svg, exact=True, t0=t0)
+        yield outs[0]
+
+    def iterate_seeds(self, prompt: str, *, seeds: Sequence[int], init_svg: str | None = None,
+                      exact: bool | None = None, **settings: Any) -> Iterator[Progress | SeedBatch]:
+        """Several seeds of one prompt optimised together: yields progress (the preview shows every seed side by
+        side), then a `SeedBatch` whose `results[i]` is seed `seeds[i]`'s `CLIPDrawOutput`.
+
+        Each seed keeps its own random stream, parameters and optimiser; their renders' augmented views go through
+        the image encoder in one call where that is bit-for-bit the same as encoding them one seed at a time
+        (`CLIPScorer.batch_invariant`), else seed by seed. So with `exact` (the default on the CPU) every result
+        equals `iterate(prompt, seed=s, ...)`'s, byte for byte; `exact=False` (the default on GPUs, whose BLAS
+        picks kernels by batch shape) always encodes in one call, equal to the single runs up to float rounding.
+        Timings are each seed's share of the batch. Stop ends every seed, each with its best drawing so far.
+        """
+        t0 = time.perf_counter()
+        if isinstance(seeds, (int, str)) or not isinstance(seeds, Sequence) or not 1 <= len(seeds) <= MAX_SEED_BATCH:
+            raise ValueError(f"`seeds` must be a list of 1 to {MAX_SEED_BATCH} seeds, got {seeds!r:.80}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"`seeds` must not repeat a seed, got {list(seeds)}")
+        settings.pop("seed", None)
+        cfgs = []
+        for s in seeds:
+            prompt, c = self.check_inputs(prompt, init_svg, {**settings, "seed": s})
+            cfgs.append(c)
+        if exact is None:
+            exact = self.scorer.device.type == "cpu"
+        outs = yield from self._optimise(prompt, cfgs, init_svg, exact=exact, t0=t0)
+        yield SeedBatch(results=outs, seed=outs[0].seed, settings=outs[0].settings, stopped=outs[0].stopped,
+                        steps_run=outs[0].steps_run, notice=outs[0].notice, timings=dict(outs[0].timings))
+
+    def _optimise(self, prompt: str, cfgs: list[CLIPDrawConfig], init_svg: str | None, exact: bool, t0: float
+                  ) -> Generator[Progress, Any, list[CLIPDrawOutput]]:
+        """The optimisation of one drawing per config (the configs differ only by seed); returns their outputs."""
+        cfg = cfgs[0]
+        k = len(cfgs)
         palette = parse_palette(cfg.colors)
         size, total = cfg.canvas_size, cfg.num_steps
         base = _read_svg(init_svg, size) if init_svg is not None else None
@@ -244,20 +280,142 @@ class CLIPDrawPipeline:
                              f"1024, got {total_paths}")
         every = cfg.preview_every or max(1, total // 60)
         dev = self.scorer.device
-        gen = torch.Generator().manual_seed(cfg.seed)
+        # 1. each seed's drawing: strokes drawn on the CPU with the seed's own generator (the same seed draws the
+        # same strokes anywhere), its own optimiser
+        runs = [_SeedRun.start(c, size, palette, base, dev) for c in cfgs]
+        negs = list(cfg.negative_prompts)
+        with torch.no_grad():
+            text = self.scorer.encode_text([prompt])  # (1, D)
+            neg = self.scorer.encode_text(negs) if negs else None  # (K, D)
+        together = k > 1 and (not exact or self.scorer.batch_invariant(cfg.num_augs, k))
 
-        # 2. initialise strokes (on the CPU with our generator, so the same seed draws the same strokes anywhere)
+        def draw(s: Scene) -> torch.Tensor:
+            return to_image(render(s, backend=self.backend))  # (1, 3, H, W)
+
+        def objectives(imgs: list[torch.Tensor]) -> list[torch.Tensor]:
+            """The notebook's loss of each seed's render: −cos with the prompt over augmented views, + negatives."""
+            views = [self.scorer.augment(img, cfg.num_augs, cfg.distortion, tuple(cfg.crop), generator=r.gen)
+                     for img, r in zip(imgs, runs)]
+            if together:
+                embs = self.scorer.encode_image(torch.cat(views)).split(cfg.num_augs)  # (num_augs, D) each
+            else:
+                embs = [self.scorer.encode_image(v) for v in views]
+            out = []
+            for emb in embs:
+                loss = -(emb @ text.t()).mean()
+                if neg is not None:
+                    loss = loss + (emb @ neg.t()).mean(0).sum() * cfg.negative_weight
+                out.append(loss)
+            return out
+
+        with torch.no_grad():
+            for r in runs:
+                init_img = draw(r.scene(hard=True))
+                r.score_init = float(self.scorer.score(init_img, [prompt])[0, 0])
+                r.frames.append(to_uint8(init_img))
+        t_setup = time.perf_counter() - t0
+
+        # 2. optimise. The best drawing so far is the one with the lowest loss, the method's own objective: each
+        # step's loss is that of the drawing before its update, so keeping it costs a copy of the parameters when
+        # it improves, and no extra forward pass (scoring previews with CLIPScore cost 8 % a step on short runs).
+        stopped = False
+        step = 0
+        t1 = time.perf_counter()
+        with oom_guard("CLIPDraw"):
+            for step in range(1, total + 1):
+                for r in runs:
+                    for frac, lr in cfg.lr_schedule:  # notebook: anneal the points' lr at fixed fractions of the run
+                        if step - 1 == int(total * frac):
+                            r.opt.param_groups[0]["lr"] = lr
+                    r.opt.zero_grad(set_to_none=True)
+                losses = objectives([draw(r.scene()) for r in runs])
+                for r, loss in zip(runs, losses):
+                    r.record(float(loss.detach()), step - 1)  # the drawing after step - 1 updates
+                torch.stack(losses).sum().backward()  # the seeds are independent: each gets its own gradient
+                previews = []
+                for r in runs:
+                    r.opt.step()
+                    with torch.no_grad():
+                        _clamp(r.params, cfg.min_stroke_width, cfg.max_stroke_width)
+                    if step % every == 0 or step == total:
+                        with torch.no_grad():
+                            shown = draw(r.scene(hard=True))
+                        if len(r.frames) < MAX_FRAMES or step == total:
+                            r.frames.append(to_uint8(shown))
+                        previews.append(to_pil(shown))
+                metric = sum(r.losses[-1] for r in runs) / k
+                cmd = yield Progress(step, total, _side_by_side(previews) if previews else None, {"loss": metric})
+                if cmd == "stop":
+                    stopped = True
+                    break
+        t_opt = time.perf_counter() - t1
+        with torch.no_grad(), oom_guard("CLIPDraw"):  # the last update's drawing has not been measured yet
+            for r, loss in zip(runs, objectives([draw(r.scene()) for r in runs])):
+                r.record(float(loss), step, history=False)
+
+        # 3. package each seed's best drawing
+        outs = []
+        for r in runs:
+            with torch.no_grad():
+                for name, v in r.best.items():
+                    r.params[name].copy_(v)
+                final = r.scene(hard=True).detach()
+                img = draw(final)
+                clip_score = float(self.scorer.score(img, [prompt])[0, 0])
+            frames = r.frames
+            if len(frames) > MAX_FRAMES - 1:  # keep the first, the last and an even spread between
+                keep = np.linspace(0, len(frames) - 1, MAX_FRAMES - 1).round().astype(int)
+                frames = [frames[i] for i in keep]
+            frames.append(to_uint8(img))  # the video ends on the result
+            total_s = time.perf_counter() - t0
+            outs.append(CLIPDrawOutput(
+                image=to_pil(img), svg=to_svg(final), frames=frames, seed=r.cfg.seed, prompt=prompt,
+                losses=r.losses,
+                scores={"clip_score": clip_score, "clip_score_init": r.score_init, "loss": r.best_loss,
+                        "best_step": r.best_step},
+                timings={"setup_s": t_setup / k, "optimise_s": t_opt / k, "total_s": total_s / k,
+                         "per_step_s": t_opt / k / max(1, step)},
+                settings=run_settings(r.cfg, prompt=prompt), steps_run=step, stopped=stopped,
+                notice=self.scorer.notice))
+        return outs
+
+
+@dataclass
+class SeedBatch(Result):
+    """Several seeds of one CLIPDraw prompt run together (`CLIPDrawPipeline.iterate_seeds`): `results[i]` is the
+    i-th seed's `CLIPDrawOutput`; the other fields repeat the first one's."""
+
+    task = "clipdraw"
+    results: list[CLIPDrawOutput] = field(default_factory=list)
+
+
+@dataclass
+class _SeedRun:
+    """One seed's drawing inside a (possibly batched) run: its generator, parameters, optimiser and best so far."""
+
+    cfg: CLIPDrawConfig
+    gen: torch.Generator
+    params: dict[str, Any]
+    opt: torch.optim.Optimizer
+    gradients: list
+    size: int
+    best_loss: float = math.inf
+    best_step: int = 0
+    best: dict[str, torch.Tensor] = field(default_factory=dict)
+    score_init: float = 0.0
+    frames: list[np.ndarray] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, cfg: CLIPDrawConfig, size: int, palette: torch.Tensor | None, base: Scene | None,
+              dev: torch.device) -> _SeedRun:
+        gen = torch.Generator().manual_seed(cfg.seed)
         params = _init_params(cfg.num_strokes, size, gen, cfg, palette, cfg.filled, base)
         if base is not None:  # an SVG's widths start inside the range every later step projects them to
             params["widths"] = params["widths"].clamp(cfg.min_stroke_width, cfg.max_stroke_width)
         _check_work(params, size, cfg, "init_svg" if base is not None else "num_strokes")
         params = {k: v.to(dev).requires_grad_(k in params["trainable"]) if torch.is_tensor(v) else v
                   for k, v in params.items()}
-        topo: Topology = params["topology"]
-        negs = list(cfg.negative_prompts)
-        with torch.no_grad():
-            text = self.scorer.encode_text([prompt])  # (1, D)
-            neg = self.scorer.encode_text(negs) if negs else None  # (K, D)
         groups = [{"params": [params["points"]], "lr": cfg.lr_points}]
         if "widths" in params["trainable"]:
             groups.append({"params": [params["widths"]], "lr": cfg.lr_widths})
@@ -267,98 +425,42 @@ class CLIPDrawPipeline:
             groups.append({"params": [params[k] for k in colour_keys], "lr": cfg.lr_colors})
         if "logits" in params["trainable"]:
             groups.append({"params": [params["logits"]], "lr": cfg.lr_palette})
-        opt = torch.optim.Adam(groups)
-
         gradients = [g.map(lambda x: x.to(dev)) for g in params.get("gradients", ())]
+        run = cls(cfg, gen, params, torch.optim.Adam(groups), gradients, size)
+        run.best = run.snapshot()
+        return run
 
-        def scene(hard: bool = False) -> Scene:
-            strokes, fills = _colours(params, hard)
-            grads = tuple(replace(g, colors=params[f"grad{i}_colors"], offsets=params[f"grad{i}_offsets"])
-                          for i, g in enumerate(gradients))
-            return Scene(topo, params["points"], params["widths"], strokes, fills, width=size, height=size,
-                         background=(1.0, 1.0, 1.0, 1.0), fill_rule=params.get("fill_rule", "nonzero"),
-                         gradients=grads)
+    def scene(self, hard: bool = False) -> Scene:
+        p = self.params
+        strokes, fills = _colours(p, hard)
+        grads = tuple(replace(g, colors=p[f"grad{i}_colors"], offsets=p[f"grad{i}_offsets"])
+                      for i, g in enumerate(self.gradients))
+        return Scene(p["topology"], p["points"], p["widths"], strokes, fills, width=self.size, height=self.size,
+                     background=(1.0, 1.0, 1.0, 1.0), fill_rule=p.get("fill_rule", "nonzero"), gradients=grads)
 
-        def draw(s: Scene) -> torch.Tensor:
-            return to_image(render(s, backend=self.backend))  # (1, 3, H, W)
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: self.params[k].detach().clone() for k in self.params["trainable"]}
 
-        def objective(img: torch.Tensor) -> torch.Tensor:
-            """The notebook's loss of a render: −cos with the prompt over augmented views, + negatives."""
-            views = self.scorer.augment(img, cfg.num_augs, cfg.distortion, tuple(cfg.crop), generator=gen)
-            emb = self.scorer.encode_image(views)  # (num_augs, D)
-            loss = -(emb @ text.t()).mean()
-            if neg is not None:
-                loss = loss + (emb @ neg.t()).mean(0).sum() * cfg.negative_weight
-            return loss
+    def record(self, loss: float, step: int, history: bool = True) -> None:
+        """A measured loss of the drawing after `step` updates: kept in the history (a step's own loss; not the
+        final drawing's, measured after the loop) and kept as the best when it is the lowest so far."""
+        if history:
+            self.losses.append(loss)
+        if loss < self.best_loss:
+            self.best_loss, self.best_step, self.best = loss, step, self.snapshot()
 
-        def snapshot() -> dict[str, torch.Tensor]:
-            return {k: params[k].detach().clone() for k in params["trainable"]}
 
-        with torch.no_grad():
-            init_img = draw(scene(hard=True))
-            score_init = float(self.scorer.score(init_img, [prompt])[0, 0])
-        # The best drawing so far is the one with the lowest loss, the method's own objective: each step's loss is
-        # that of the drawing before its update, so keeping it costs a copy of the parameters when it improves,
-        # and no extra forward pass (scoring previews with CLIPScore cost 8 % a step on short runs).
-        best_loss, best_step, best = math.inf, 0, snapshot()
-        frames = [to_uint8(init_img)]
-        losses: list[float] = []
-        t_setup = time.perf_counter() - t0
+def _side_by_side(images: list) -> Any:
+    """One preview image of several seeds' previews, left to right (the single preview itself for one seed)."""
+    if len(images) == 1:
+        return images[0]
+    from PIL import Image
 
-        # 3. optimise
-        stopped = False
-        step = 0
-        t1 = time.perf_counter()
-        with oom_guard("CLIPDraw"):
-            for step in range(1, total + 1):
-                for frac, lr in cfg.lr_schedule:  # notebook: anneal the points' lr at fixed fractions of the run
-                    if step - 1 == int(total * frac):
-                        opt.param_groups[0]["lr"] = lr
-                opt.zero_grad(set_to_none=True)
-                loss = objective(draw(scene()))
-                losses.append(float(loss.detach()))
-                if losses[-1] < best_loss:  # the drawing after step - 1 updates
-                    best_loss, best_step, best = losses[-1], step - 1, snapshot()
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    _clamp(params, cfg.min_stroke_width, cfg.max_stroke_width)
-                preview = None
-                if step % every == 0 or step == total:
-                    with torch.no_grad():
-                        shown = draw(scene(hard=True))
-                    if len(frames) < MAX_FRAMES or step == total:
-                        frames.append(to_uint8(shown))
-                    preview = to_pil(shown)
-                cmd = yield Progress(step, total, preview, {"loss": losses[-1]})
-                if cmd == "stop":
-                    stopped = True
-                    break
-        t_opt = time.perf_counter() - t1
-        with torch.no_grad(), oom_guard("CLIPDraw"):  # the last update's drawing has not been measured yet
-            last = float(objective(draw(scene())))
-        if last < best_loss:
-            best_loss, best_step, best = last, step, snapshot()
-
-        # 4. package the best drawing seen
-        with torch.no_grad():
-            for k, v in best.items():
-                params[k].copy_(v)
-            final = scene(hard=True).detach()
-            img = draw(final)
-            clip_score = float(self.scorer.score(img, [prompt])[0, 0])
-        if len(frames) > MAX_FRAMES - 1:  # keep the first, the last and an even spread between
-            keep = np.linspace(0, len(frames) - 1, MAX_FRAMES - 1).round().astype(int)
-            frames = [frames[i] for i in keep]
-        frames.append(to_uint8(img))  # the video ends on the result
-        yield CLIPDrawOutput(
-            image=to_pil(img), svg=to_svg(final), frames=frames, seed=cfg.seed, prompt=prompt, losses=losses,
-            scores={"clip_score": clip_score, "clip_score_init": score_init, "loss": best_loss,
-                    "best_step": best_step},
-            timings={"setup_s": t_setup, "optimise_s": t_opt, "total_s": time.perf_counter() - t0,
-                     "per_step_s": t_opt / max(1, step)},
-            settings=run_settings(cfg, prompt=prompt), steps_run=step, stopped=stopped,
-            notice=self.scorer.notice)
+    w, h = images[0].size
+    strip = Image.new("RGB", (w * len(images), h), "white")
+    for i, im in enumerate(images):
+        strip.paste(im, (i * w, 0))
+    return strip
 
 
 def _read_svg(svg: str | bytes | FilePath, canvas_size: int) -> Scene:
@@ -494,7 +596,7 @@ def _clamp(p: dict[str, Any], min_width: float, max_width: float) -> None:
 
 register(Task(
     name="clipdraw", title="Text → drawing (CLIPDraw)", config=CLIPDrawConfig, pipeline=CLIPDrawPipeline,
-    method="iterate", models=("clip",),
+    method="iterate", models=("clip",), batch_method="iterate_seeds",
     inputs=(Input("prompt", "text", help="what to draw"),
             Input("init_svg", "svg", required=False, help="an SVG whose paths start the drawing")),
     load=lambda clip=None, device=None: CLIPDrawPipeline.from_pretrained(clip, device=device)))

@@ -485,7 +485,7 @@ def _load(t2i: str | None = None, clip: str | None = None, device: str | None = 
 
 register(Task(
     name="text2image", title="Text → image (diffusers, reranked by CLIP)", config=Text2ImageConfig,
-    pipeline=Text2ImagePipeline, method="iter_generate", models=("t2i", "clip"), load=_load, supports_batch=True,
+    pipeline=Text2ImagePipeline, method="iter_generate", models=("t2i", "clip"), load=_load,
     inputs=(Input("prompt", "text", help="what to draw"),)))
 register(Task(
     name="text2image-refine", title="Text → image: CLIP refine (ReNO)", config=Text2ImageRefineConfig,

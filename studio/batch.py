@@ -274,13 +274,40 @@ class Interrupt:
 def run_items(task: Task, pipe: Any, items: Iterable[Item], out: Path, manifest: Path, *, force: bool,
               meta: dict[str, Any], load_input: Callable[[str, str], Any], interrupt: Interrupt,
               on_step: Callable[[Item, Any], None] | None = None,
-              on_item: Callable[[Item, dict, str], None] | None = None, video: str = "mp4") -> Summary:
+              on_item: Callable[[Item, dict, str], None] | None = None, video: str = "mp4",
+              batch: int = 1) -> Summary:
     """Run `items` on `pipe`; append a manifest line per item to `manifest`. `load_input(kind, value)` turns a
     JSON input (an image path) into what the task takes; `on_step(item, progress)` and `on_item(item, line,
-    status)` report progress ("done", "skipped", "failed")."""
+    status)` report progress ("done", "skipped", "failed"). `batch` > 1 runs up to that many consecutive items that
+    differ only by seed as one batched optimisation (`Task.iterate_seeds`); their files and lines are those of
+    one-by-one runs."""
+    if batch > 1 and task.batch_method is None:
+        task.iterate_seeds(pipe, [])  # raises the ValueError that names the tasks that can
     summary = Summary()
     previous = read_manifest(out / MANIFEST)
     previous.update(read_manifest(manifest))
+    group: list[Item] = []
+
+    def flush() -> bool:
+        """Run the pending group and record it; False when an interrupt cut it short (nothing recorded)."""
+        if not group:
+            return True
+        t0 = time.perf_counter()
+        outcomes = _run_group(task, pipe, group, load_input, interrupt, on_step)
+        if interrupt.flag:  # the items were cut short: not recorded, so a rerun runs them again
+            return False
+        share = (time.perf_counter() - t0) / len(group)
+        for item, (result, error) in zip(group, outcomes):
+            line = _record(task, item, result, error, out, manifest, meta, video, share, len(group))
+            summary.lines.append(line)
+            status = "done" if error is None else "failed"
+            summary.done += error is None
+            summary.failed += error is not None
+            if on_item:
+                on_item(item, line, status)
+        group.clear()
+        return True
+
     for item in items:
         if interrupt.flag:
             summary.interrupted = True
@@ -292,56 +319,77 @@ def run_items(task: Task, pipe: Any, items: Iterable[Item], out: Path, manifest:
             if on_item:
                 on_item(item, old, "skipped")
             continue
-        line = {"index": item.index, "folder": item.folder, "key": item.key, "task": task.name,
-                "inputs": item.inputs, **meta}
-        t0 = time.perf_counter()
-        result = None
-        error = item.error
-        if error is None:
-            try:
-                kwargs = {k: load_input(_kind_of(task, k), v) for k, v in item.inputs.items()}
-                gen = task.iterate(pipe, **kwargs, **item.settings)
-                try:
-                    progress = next(gen)
-                    while not progress.done:
-                        if on_step:
-                            on_step(item, progress)
-                        progress = gen.send("stop" if interrupt.flag else None)
-                finally:
-                    gen.close()
-                result = progress
-            except ValueError as err:  # a bad item: its line says why, the run goes on
-                error = str(err)
-            except RuntimeError as err:  # out of memory, missing weights: also this item's error
-                error = f"{type(err).__name__}: {err}"
-        if interrupt.flag:  # the item was cut short: not recorded, so a rerun runs it again
-            summary.interrupted = True
-            break
-        if error is None:
-            tmp = out / f".partial-{item.folder}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            paths = result.save(tmp, video=video)
-            final = out / item.folder
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            line.update(settings=json_safe(result.settings), seed=result.seed,
-                        scores={k: v for k, v in json_safe(result.scores).items()},
-                        timings={k: round(v, 4) for k, v in result.timings.items()},
-                        files={k: f"{item.folder}/{Path(p).name}" for k, p in paths.items()},
-                        notice=result.notice, error=None)
-            summary.done += 1
-            status = "done"
-        else:
-            line.update(settings=json_safe(item.settings), seed=item.settings.get("seed"), scores={}, timings={},
-                        files={}, error=error)
-            summary.failed += 1
-            status = "failed"
-        line["timings"]["item_s"] = round(time.perf_counter() - t0, 4)
-        append_line(manifest, line)
-        summary.lines.append(line)
-        if on_item:
-            on_item(item, line, status)
+        if group and not (len(group) < batch and item.error is None and _same_but_seed(group[0], item)):
+            if not flush():
+                summary.interrupted = True
+                break
+        group.append(item)
+    if not summary.interrupted and not flush():
+        summary.interrupted = True
     return summary
+
+
+def _same_but_seed(a: Item, b: Item) -> bool:
+    """Two items that one batched run can take: the same inputs and settings, another seed."""
+    if a.error is not None or b.error is not None or a.inputs != b.inputs:
+        return False
+    strip = lambda s: {k: v for k, v in s.items() if k != "seed"}  # noqa: E731
+    return strip(a.settings) == strip(b.settings) and a.settings.get("seed") != b.settings.get("seed")
+
+
+def _run_group(task: Task, pipe: Any, group: list[Item], load_input: Callable[[str, str], Any],
+               interrupt: Interrupt, on_step: Callable[[Item, Any], None] | None) -> list[tuple[Any, str | None]]:
+    """(result, error) per item of `group`: one run of the task, or one batched run of its seeds."""
+    first = group[0]
+    if first.error is not None:
+        return [(None, first.error)]
+    try:
+        kwargs = {k: load_input(_kind_of(task, k), v) for k, v in first.inputs.items()}
+        if len(group) == 1:
+            gen = task.iterate(pipe, **kwargs, **first.settings)
+        else:
+            settings = {k: v for k, v in first.settings.items() if k != "seed"}
+            gen = task.iterate_seeds(pipe, [i.settings["seed"] for i in group], **kwargs, **settings)
+        try:
+            progress = next(gen)
+            while not progress.done:
+                if on_step:
+                    on_step(first, progress)
+                progress = gen.send("stop" if interrupt.flag else None)
+        finally:
+            gen.close()
+    except ValueError as err:  # a bad item: its line says why, the run goes on
+        return [(None, str(err))] * len(group)
+    except RuntimeError as err:  # out of memory, missing weights: also this item's error
+        return [(None, f"{type(err).__name__}: {err}")] * len(group)
+    results = progress.results if len(group) > 1 else [progress]
+    return [(r, None) for r in results]
+
+
+def _record(task: Task, item: Item, result: Any, error: str | None, out: Path, manifest: Path, meta: dict[str, Any],
+            video: str, seconds: float, batched: int) -> dict:
+    """Write an item's files (into a temporary folder renamed into place when complete) and its manifest line."""
+    line = {"index": item.index, "folder": item.folder, "key": item.key, "task": task.name,
+            "inputs": item.inputs, **meta}
+    if error is None:
+        tmp = out / f".partial-{item.folder}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        paths = result.save(tmp, video=video)
+        final = out / item.folder
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        line.update(settings=json_safe(result.settings), seed=result.seed,
+                    scores={k: v for k, v in json_safe(result.scores).items()},
+                    timings={k: round(v, 4) for k, v in result.timings.items()},
+                    files={k: f"{item.folder}/{Path(p).name}" for k, p in paths.items()},
+                    notice=result.notice, error=None)
+    else:
+        line.update(settings=json_safe(item.settings), seed=item.settings.get("seed"), scores={}, timings={},
+                    files={}, error=error)
+    line["timings"]["item_s"] = round(seconds, 4)
+    line["batch"] = batched  # seeds optimised together with this one (1: alone)
+    append_line(manifest, line)
+    return line
 
 
 def merge_manifests(out: Path, items: list[Item], shards: list[Path]) -> list[dict]:

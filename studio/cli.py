@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+MAX_BATCH = 32  # seeds in one batched run (pipelines.clipdraw.MAX_SEED_BATCH; each seed holds its own graph)
 MODEL_FLAGS = {  # model kind (Task.models) -> (flag, environment variable, default, help)
     "clip": ("--clip", "STUDIO_CLIP", "ViT-B-32/openai", "CLIP spec: ARCH/TAG, ARCH:/path/weights or shapes-clip"),
     "loss_clip": ("--loss-clip", None, None, "CLIPasso's loss CLIP (a ResNet such as RN101/openai; default: --clip)"),
@@ -123,6 +124,10 @@ def run_parser(task, prog: str) -> argparse.ArgumentParser:
                    help="override any setting for the whole run (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume)")
     p.add_argument("--force", action="store_true", help="rerun items that are already done")
+    p.add_argument("--batch", type=int, default=1, metavar="K",
+                   help="optimise K seeds of the same prompt together in one batched run"
+                   + (" (on the CPU each result equals its one-seed run's, byte for byte; on a GPU up to float "
+                      "rounding)" if task.batch_method else f"; {task.name} runs one seed at a time, so only 1"))
     p.add_argument("--quiet", action="store_true", help="a log line per item instead of a progress bar")
     p.add_argument("--video", choices=("mp4", "gif"), default="mp4", help="video format of the frames")
     p.add_argument("--device", default=os.environ.get("STUDIO_DEVICE"), help="auto, cpu, cuda[:N], mps "
@@ -218,6 +223,10 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
 
     resolve(task.config(), {**settings, "seed": seeds[0]})
     items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models)
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise ValueError(f"`--batch` must be in [1, {MAX_BATCH}], got {args.batch}")
+    if args.batch > 1 and task.batch_method is None:
+        task.iterate_seeds(None, [])  # the ValueError naming the tasks that batch seeds, before any model loads
 
     state = _accelerate_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
@@ -257,7 +266,7 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     with batch.Interrupt() as interrupt:
         summary = batch.run_items(task, pipe, mine, out, shard, force=args.force, meta=meta,
                                   load_input=lambda kind, v: v, interrupt=interrupt, on_step=on_step,
-                                  on_item=on_item, video=args.video)
+                                  on_item=on_item, video=args.video, batch=args.batch)
     if bar is not None:
         bar.close()
     if state is not None and world > 1:

@@ -229,10 +229,18 @@ class Task:
     inputs: tuple[Input, ...]
     models: tuple[str, ...]
     load: Callable[..., Any]
-    supports_batch: bool = False  # several seeds in one batched run
+    # the pipeline method that runs several seeds of one item together, `method(seeds=[...], **kwargs)`, ending
+    # with a result whose `results[i]` is seed i's, each equal to its own run's (None: one seed at a time)
+    batch_method: str | None = None
 
     def iterate(self, pipe: Any, **kwargs: Any) -> Iterator:
         return getattr(pipe, self.method)(**kwargs)
+
+    def iterate_seeds(self, pipe: Any, seeds: list[int], **kwargs: Any) -> Iterator:
+        if self.batch_method is None:
+            raise ValueError(f"task {self.name!r} runs one seed at a time; tasks that batch seeds: "
+                             f"{', '.join(n for n in task_names() if get_task(n).batch_method) or 'none'}")
+        return getattr(pipe, self.batch_method)(seeds=seeds, **kwargs)
 
     def run(self, pipe: Any, callback: Callable | None = None, **kwargs: Any) -> Any:
         from studio.progress import drain

@@ -150,3 +150,92 @@ def test_accelerate_two_processes_cover_every_item_once_with_identical_files(tmp
         for kind in ("svg", "png"):
             assert (two / ln["files"][kind]).read_bytes() == (one / ln["files"][kind]).read_bytes()
     assert not list(two.glob(".manifest.rank*"))
+
+
+# ------------------------------------------------------------------------------------------- seeds in one batch
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.glob("0*/*"))}
+
+
+def test_batch_of_seeds_gives_the_files_and_lines_of_one_seed_runs(tmp_path):
+    args = ["clipdraw", "--prompt", "a red circle", "--prompt", "a blue square", "--seeds", "0-2", *FAST]
+    single, batched = tmp_path / "single", tmp_path / "batched"
+    assert run(*args, "--out", single) == 0
+    assert run(*args, "--out", batched, "--batch", "2") == 0
+    files = _files(single)
+    assert len(files) == 6 * 3 and _files(batched) == files  # svg, png and mp4 of every item, byte for byte
+    lines = manifest(batched)
+    assert [ln["batch"] for ln in lines] == [2, 2, 1, 2, 2, 1]  # seeds 0-1 together, 2 alone, per prompt
+    strip = lambda ls: [{k: v for k, v in ln.items() if k not in ("timings", "batch")} for ln in ls]  # noqa: E731
+    assert strip(lines) == strip(manifest(single))
+    assert run(*args, "--out", batched, "--batch", "2") == 0  # a rerun, batched or not, skips them all
+    assert run(*args, "--out", single, "--batch", "3") == 0 and _files(single) == files
+
+
+def test_batch_is_refused_by_name_for_a_task_that_runs_one_seed_at_a_time(tmp_path, capsys):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), "white").save(img)
+    assert run("clipasso", "--images", img, "--out", tmp_path / "o", "--batch", "2", *FAST[:4]) == 2
+    err = capsys.readouterr().err
+    assert "runs one seed at a time" in err and "clipdraw" in err and err.count("\n") == 1
+    assert run("clipdraw", "--prompt", "a", "--out", tmp_path / "o", "--batch", "0", *FAST) == 2
+    assert "`--batch` must be in [1, 32], got 0" in capsys.readouterr().err
+
+
+def test_iterate_seeds_equals_one_seed_runs_and_encodes_together_only_where_exact(demo_scorer, monkeypatch):
+    from pipelines.clipdraw import CLIPDrawPipeline
+    from studio.progress import drain
+
+    pipe = CLIPDrawPipeline(demo_scorer)
+    kw = dict(num_strokes=6, num_steps=4, canvas_size=32, negative_prompts=["a blue square"])
+    singles = [pipe("a red circle", seed=s, **kw) for s in (3, 5)]
+    calls = []
+    encode = demo_scorer.encode_image
+    monkeypatch.setattr(demo_scorer, "encode_image", lambda x: calls.append(len(x)) or encode(x))
+    for invariant in (True, False):
+        monkeypatch.setattr(demo_scorer, "batch_invariant", lambda n, k, v=invariant: v)
+        calls.clear()
+        out = drain(pipe.iterate_seeds("a red circle", seeds=[3, 5], **kw))
+        assert [r.seed for r in out.results] == [3, 5]
+        if invariant:  # where the probe says so, both seeds' 4 views go through the encoder in one call
+            assert 8 in calls and 4 not in calls
+            continue
+        assert 8 not in calls  # else seed by seed, which is exactly what the single runs did
+        for r, s in zip(out.results, singles):
+            assert r.svg == s.svg and r.losses == s.losses and r.scores == s.scores
+            assert [f.tobytes() for f in r.frames] == [f.tobytes() for f in s.frames]
+    calls.clear()
+    drain(pipe.iterate_seeds("a red circle", seeds=[3, 5], exact=False, **kw))
+    assert 8 in calls  # not exact: always together (a GPU's default)
+
+
+def test_batch_invariance_probe_tells_the_truth_on_other_images(demo_scorer):
+    import torch
+
+    torch.manual_seed(7)
+    for n, k in ((4, 2), (4, 4), (3, 3)):
+        x = torch.rand(n * k, 3, demo_scorer.image_size, demo_scorer.image_size)
+        with torch.no_grad():
+            same = torch.equal(demo_scorer.encode_image(x),
+                               torch.cat([demo_scorer.encode_image(x[i * n:(i + 1) * n]) for i in range(k)]))
+        if demo_scorer.batch_invariant(n, k):  # the probe said exact: it must hold on images it never saw
+            assert same
+    assert demo_scorer.batch_invariant(5, 1)
+
+
+def test_iterate_seeds_stop_keeps_every_seeds_best_and_bad_seeds_are_refused(demo_scorer):
+    from pipelines.clipdraw import CLIPDrawPipeline
+
+    pipe = CLIPDrawPipeline(demo_scorer)
+    gen = pipe.iterate_seeds("a red circle", seeds=[0, 1, 2], num_strokes=4, num_steps=50, canvas_size=32)
+    for _ in range(3):
+        p = next(gen)
+    assert p.step == 3 and p.preview.size == (96, 32)  # the three seeds side by side
+    out = gen.send("stop")
+    assert out.done and [r.steps_run for r in out.results] == [3, 3, 3] and all(r.stopped for r in out.results)
+    assert all(r.svg.startswith("<svg") and len(r.losses) == 3 for r in out.results)
+    for bad in ([], [1, 1], 4, list(range(33))):
+        with pytest.raises(ValueError, match="`seeds`"):
+            next(pipe.iterate_seeds("a red circle", seeds=bad, num_steps=2))
+    with pytest.raises(ValueError, match="`num_steps`"):
+        next(pipe.iterate_seeds("a red circle", seeds=[0], num_steps=0))
