@@ -479,8 +479,10 @@ class Text2ImagePipeline:
         return _edit.iter_edit(self, latents, source_prompt, edit_prompt, **settings)
 
 
-def _load(t2i: str | None = None, clip: str | None = None, device: str | None = None) -> Text2ImagePipeline:
-    return Text2ImagePipeline.from_pretrained(t2i, scorer=get_scorer(clip, device=device), device=device)
+def _load(t2i: str | None = None, clip: str | None = None, device: str | None = None,
+          one_step: bool | None = None) -> Text2ImagePipeline:
+    return Text2ImagePipeline.from_pretrained(t2i, scorer=get_scorer(clip, device=device), device=device,
+                                              one_step=one_step)
 
 
 register(Task(

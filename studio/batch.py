@@ -124,9 +124,12 @@ class Item:
     key: str = ""  # settings hash
     folder: str = ""
 
-    def label(self) -> str:
-        text = self.inputs.get("prompt") or Path(str(self.inputs.get("image", ""))).name or "item"
-        return str(text)
+    def label(self, text_input: Any = None) -> str:
+        """What the item's folder is named after: its text, else its image's (or video's) file name."""
+        text = self.inputs.get(text_input.name) if text_input is not None else None
+        files = [v for v in self.inputs.values() if isinstance(v, str) and Path(v).suffix.lower() in
+                 IMAGE_SUFFIXES + VIDEO_SUFFIXES]
+        return str(text or self.inputs.get("prompt") or (Path(files[0]).stem if files else "") or "item")
 
 
 def _slug(text: str, n: int = 32) -> str:
@@ -145,49 +148,76 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def primary_text(task: Task):
+    """The text input that `--prompts` / `--prompt` feed: the last required one (the target of a global direction,
+    the edit of a text-to-image edit: what a sweep varies), else the last optional one; None when there is none."""
+    texts = [i for i in task.inputs if i.kind == "text"]
+    required = [i for i in texts if i.required]
+    return (required or texts or [None])[-1]
+
+
+def fixed_inputs(task: Task) -> list:
+    """The inputs a run gives once for all its items, each by a flag of its name: the other text inputs
+    (`--neutral TEXT`), folders (`--folder DIR`) and states (`--latents FILE`: a .safetensors or .npy latent, or an
+    image); a per-item JSON line may set them too."""
+    primary = primary_text(task)
+    return [i for i in task.inputs if (i.kind == "text" and i is not primary) or i.kind in ("folder", "state")]
+
+
 def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Path] | None, seeds: list[int],
-         settings: dict[str, Any], models: dict[str, Any]) -> list[Item]:
-    """Items = inputs × seeds in input order. Text inputs come from `prompts`; an image input takes one image per
-    item from `images`, an "images" input (a gallery) takes them all in every item."""
+         settings: dict[str, Any], models: dict[str, Any], fixed: dict[str, Any] | None = None) -> list[Item]:
+    """Items = inputs × seeds in input order. The primary text input (`primary_text`) comes from `prompts`, whose
+    JSON lines may also set other inputs by name; an image input takes one image per item from `images`, an
+    "images" input (a gallery) takes them all in every item; `fixed` inputs are the same in every item."""
+    fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
+    names = {i.name for i in task.inputs}
     kinds = {i.kind: i for i in task.inputs}
-    required = [i for i in task.inputs if i.required]
-    supported = {"text", "image", "images", "video"}
-    missing = [i.name for i in required if i.kind not in supported]
+    supported = {"text", "image", "images", "video", "folder", "state"}
+    missing = [i.name for i in task.inputs if i.required and i.kind not in supported]
     if missing:
         raise ValueError(f"task {task.name!r} takes {', '.join(missing)}, which the command line cannot supply")
     base: list[tuple[dict[str, Any], dict[str, Any], str | None]] = []
-    text_input = kinds.get("text")
+    text_input = primary_text(task)
     image_input = kinds.get("image") or kinds.get("video")  # one file per item
     gallery = kinds.get("images")
     if text_input is not None and text_input.required and not prompts:
-        raise ValueError(f"task {task.name!r} needs `--prompts FILE` or `--prompt TEXT` ({text_input.help})")
+        raise ValueError(f"task {task.name!r} needs `--prompts FILE` or `--prompt TEXT` ({text_input.name}: "
+                         f"{text_input.help})")
     if (image_input is not None and image_input.required or gallery is not None and gallery.required) and not images:
         flag = "--videos FILE_OR_GLOB" if image_input is not None and image_input.kind == "video" else \
             "--images DIR_OR_GLOB"
         raise ValueError(f"task {task.name!r} needs `{flag}`")
+    per_line = bool(prompts) and any(set(extra) & names for _, extra in prompts)
+    for i in fixed_inputs(task):
+        if i.required and i.name not in fixed and not per_line:
+            raise ValueError(f"task {task.name!r} needs `--{i.name.replace('_', '-')}` ({i.help})")
     texts = prompts if (text_input is not None and prompts) else [(None, {})]
     pics = [str(p) for p in images] if (image_input is not None and images) else [None]
     for prompt, extra in texts:
         for pic in pics:
-            inputs: dict[str, Any] = {}
+            inputs: dict[str, Any] = dict(fixed)
             error = None
             if isinstance(prompt, Exception):
                 error = str(prompt)
             elif prompt is not None:
                 if not isinstance(prompt, str) or not prompt.strip():
-                    error = f"`prompt` must be non-empty text, got {prompt!r:.80}"
+                    error = f"`{text_input.name}` must be non-empty text, got {prompt!r:.80}"
                 elif len(prompt) > MAX_PROMPT_CHARS:
-                    error = f"`prompt` must be at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}"
+                    error = f"`{text_input.name}` must be at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}"
                 inputs[text_input.name] = prompt
             if pic is not None:
                 inputs[image_input.name] = pic
             if gallery is not None and images:
                 inputs[gallery.name] = [str(p) for p in images]
-            base.append((inputs, dict(extra), error))
-    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images", "video")}
+            inputs.update({k: v for k, v in extra.items() if k in names})  # a JSON line's own inputs
+            lacking = [i.name for i in fixed_inputs(task) if i.required and i.name not in inputs]
+            if error is None and lacking:
+                error = f"`{lacking[0]}` is required: give `--{lacking[0].replace('_', '-')}` or a {lacking[0]!r} key"
+            base.append((inputs, {k: v for k, v in extra.items() if k not in names}, error))
+    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images", "video", "state")}
     items = []
     for inputs, extra, error in base:
-        # the images' contents, not only their names, decide whether an earlier run's files still stand
+        # the files' contents, not only their names, decide whether an earlier run's files still stand
         digests = {k: (_file_digest(v) if isinstance(v, str) else [_file_digest(x) for x in v])
                    for k, v in inputs.items() if k in file_inputs}
         for seed in seeds:
@@ -197,9 +227,36 @@ def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Pat
             item.key = hashlib.sha256(settings_json({"task": task.name, "inputs": inputs, "digests": digests,
                                                      "settings": item_settings, "models": models}).encode()
                                       ).hexdigest()[:20]
-            item.folder = f"{i:04d}-{_slug(item.label())}-s{seed}"
+            item.folder = f"{i:04d}-{_slug(item.label(text_input))}-s{seed}"
             items.append(item)
     return items
+
+
+def load_state(path: str) -> Any:
+    """A state input given as a file: a .safetensors file holding one tensor, a .npy array (never a pickle), or an
+    image (its path, which the task reads)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return str(p)
+    if suffix not in (".safetensors", ".npy"):
+        raise ValueError(f"a state file must be .safetensors, .npy or an image, got {path!r}")
+    try:
+        if suffix == ".npy":
+            import numpy as np
+            import torch
+
+            return torch.from_numpy(np.load(p, allow_pickle=False))
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(p))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path!r} could not be read ({type(err).__name__}: {err})") from None
+    except Exception as err:  # safetensors' own errors on a corrupt file
+        raise ValueError(f"{path!r} is not a safetensors file ({type(err).__name__}: {err})") from None
+    if len(tensors) != 1:
+        raise ValueError(f"{path!r} must hold one tensor, got {sorted(tensors)}")
+    return next(iter(tensors.values()))
 
 
 def _kind_of(task: Task, name: str) -> str:
@@ -438,7 +495,8 @@ def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) ->
     cards = []
     for ln in ok:
         png = _first_png(ln)
-        label = ln["inputs"].get("prompt") or Path(str(ln["inputs"].get("image", ""))).name
+        texts = [v for v in ln["inputs"].values() if isinstance(v, str)]
+        label = ln["inputs"].get("prompt") or (Path(texts[0]).name if texts else "")
         score = _score(ln)
         links = " ".join(f'<a href="{html.escape(p)}">{html.escape(k)}</a>' for k, p in ln["files"].items())
         cards.append(f'<figure><a href="{html.escape(png)}"><img src="{html.escape(png)}" width="{thumb}"></a>'

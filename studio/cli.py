@@ -109,11 +109,23 @@ def _range(spec) -> str:
 def run_parser(task, prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"{prog} run {task.name}", description=f"{task.title}. Items are the inputs "
                                 "× the seeds; each gets a folder under --out and a line in manifest.jsonl.")
+    from studio.batch import fixed_inputs, primary_text
+
     kinds = {i.kind for i in task.inputs}
-    if "text" in kinds:
-        p.add_argument("--prompts", metavar="FILE", help="one prompt per line, or JSON Lines with per-item "
-                       "settings ({\"prompt\": ..., \"num_steps\": ...})")
-        p.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
+    text = primary_text(task)
+    if text is not None:
+        p.add_argument("--prompts", metavar="FILE", help=f"one {text.name} per line, or JSON Lines with per-item "
+                       "settings and inputs ({\"prompt\": ..., \"num_steps\": ...})")
+        p.add_argument("--prompt", action="append", metavar="TEXT", help=f"a {text.name}: {text.help} (repeatable)"
+                       .replace("%", "%%"))
+    for i in fixed_inputs(task):
+        if i.name in task.models:  # a model flag of the same name (--mapper) supplies it
+            continue
+        meta = {"text": "TEXT", "folder": "DIR", "state": "FILE"}[i.kind]
+        extra = " (.safetensors or .npy latent, or an image)" if i.kind == "state" else ""
+        p.add_argument(_flag(i.name), dest=f"input_{i.name}", metavar=meta, default=None,
+                       help=f"{i.help}{extra}; the same for every item{'' if i.required else ' (optional)'}"
+                       .replace("%", "%%"))
     if kinds & {"image", "images"}:
         p.add_argument("--images", metavar="DIR_OR_GLOB", help="a folder of images or a glob pattern")
     if "video" in kinds:
@@ -136,6 +148,10 @@ def run_parser(task, prog: str) -> argparse.ArgumentParser:
         flag, env, default, text = MODEL_FLAGS[kind]
         p.add_argument(flag, dest=kind, default=os.environ.get(env) if env else None, help=text
                        + (f"; env {env}" if env else "") + (f"; default {default}" if default else ""))
+    if "t2i" in task.models:
+        p.add_argument("--one-step", action=argparse.BooleanOptionalAction, default=None,
+                       help="treat --model as a one-step model like sd-turbo (refine needs one); default: the known "
+                       "models' presets decide, any other model is multi-step")
     group = p.add_argument_group("settings (from the task's config; default shown)")
     for name, spec in task.specs().items():
         limits = f"; {_range(spec)}" if _range(spec) else ""
@@ -218,11 +234,16 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     seeds = batch.parse_seeds(args.seeds) if args.seeds else [int(settings.get("seed", task.specs()["seed"].default))]
     settings.pop("seed", None)
     models = {kind: getattr(args, kind) or MODEL_FLAGS[kind][2] for kind in task.models}
+    load_options = {}
+    if getattr(args, "one_step", None) is not None:  # part of what made the results, so part of their hash
+        load_options["one_step"] = models["one_step"] = args.one_step
     # check the shared settings once, before any model loads (a per-item JSON setting is checked per item)
     from studio.tasks import resolve
 
     resolve(task.config(), {**settings, "seed": seeds[0]})
-    items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models)
+    fixed = {i.name: getattr(args, f"input_{i.name}", None) for i in batch.fixed_inputs(task)}
+    items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models,
+                       fixed=fixed)
     if not 1 <= args.batch <= MAX_BATCH:
         raise ValueError(f"`--batch` must be in [1, {MAX_BATCH}], got {args.batch}")
     if args.batch > 1 and task.batch_method is None:
@@ -234,7 +255,7 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     device = str(state.device) if state is not None and world > 1 else args.device
     logging.getLogger("studio").setLevel(logging.WARNING)
     try:
-        pipe = task.load(**models, device=device)
+        pipe = task.load(**{k: v for k, v in models.items() if k in task.models}, **load_options, device=device)
     except (RuntimeError, OSError) as err:  # weights that cannot be found or loaded: say which, how to fix
         print(f"{prog} run: error: {str(err).splitlines()[0] if args.quiet else err}", file=sys.stderr)
         return 2
@@ -265,7 +286,7 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
 
     with batch.Interrupt() as interrupt:
         summary = batch.run_items(task, pipe, mine, out, shard, force=args.force, meta=meta,
-                                  load_input=lambda kind, v: v, interrupt=interrupt, on_step=on_step,
+                                  load_input=_load_input, interrupt=interrupt, on_step=on_step,
                                   on_item=on_item, video=args.video, batch=args.batch)
     if bar is not None:
         bar.close()
@@ -285,6 +306,16 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     if summary.interrupted:
         return 130
     return 1 if counts[2] else 0
+
+
+def _load_input(kind: str, value: Any) -> Any:
+    """An item's JSON input as the task takes it: state files are read (`studio.batch.load_state`), the rest (text,
+    image and folder paths) go as they are."""
+    if kind == "state" and isinstance(value, str):
+        from studio.batch import load_state
+
+        return load_state(value)
+    return value
 
 
 def _accelerate_state():

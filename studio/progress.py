@@ -113,6 +113,30 @@ class Result:
         if len(self.frames) > 1:
             paths["video"] = (save_mp4 if video == "mp4" else save_gif)(self.frames, out / f"{self.task}.{video}",
                                                                         fps=fps)
+        paths.update(self._save_latents(out, meta))
+        return paths
+
+    def _save_latents(self, out: Path, meta: dict[str, Any]) -> dict[str, Path]:
+        """The result's latent (StyleCLIP: `latent`) or latents (Text to Image: `latents`, one per image) as
+        `<task>-latent.safetensors` / `<task>-latents[-i].safetensors`, so that a later run can start from them
+        (`clip-studio run styleclip-edit --latent-or-image FILE`, `text2image-edit --latents FILE`)."""
+        import torch
+        from safetensors.torch import save_file
+
+        info = {"task": self.task, "settings": json.dumps(json_safe(meta), sort_keys=True)}
+        paths: dict[str, Path] = {}
+        latent = getattr(self, "latent", None)
+        if isinstance(latent, torch.Tensor):
+            paths["latent"] = out / f"{self.task}-latent.safetensors"
+            save_file({"latent": latent.detach().float().cpu().contiguous()}, str(paths["latent"]), metadata=info)
+        latents = getattr(self, "latents", None)
+        if isinstance(latents, torch.Tensor) and latents.ndim == 4 and len(latents):
+            for i in range(len(latents)):
+                key = "latents" if len(latents) == 1 else f"latents{i}"
+                name = f"{self.task}-latents" + ("" if len(latents) == 1 else f"-{i}") + ".safetensors"
+                paths[key] = out / name
+                save_file({"latents": latents[i:i + 1].detach().float().cpu().contiguous()}, str(paths[key]),
+                          metadata=info)
         return paths
 
     def image_metadata(self, i: int) -> dict[str, Any]:

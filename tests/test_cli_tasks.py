@@ -1,0 +1,184 @@
+"""`clip-studio run TASK` for every registered task: two inputs × two seeds (or two seeds where the task takes no
+per-item input) on the demo CLIP, the demo generator and a tiny diffusers model; files, manifest lines and the
+contact sheet. Chained tasks start from an earlier task's files (a mapper, text-to-image latents, a StyleCLIP
+latent), which is how a user runs them from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.cli import run_main
+from studio.tasks import task_names
+
+MODELS = ["--clip", "shapes-clip", "--device", "cpu", "--quiet"]
+GAN = ["--generator", "demo-shapes"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Two shape photos, two short videos, a tiny diffusers model folder."""
+    from t2i_tiny import make_tiny_sd
+
+    from studio.demo.scenes import Appearance, write_shapes_video
+    from studio.demo.shapes import make_sample
+
+    root = tmp_path_factory.mktemp("cli-tasks")
+    photos = root / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(make_sample(i, image_size=48).image).save(photos / f"shape{i}.png")
+    videos = root / "videos"
+    videos.mkdir()
+    for i, colour in enumerate(("red", "blue")):
+        write_shapes_video(videos / f"v{i}.mp4", [Appearance(colour, "circle", 1.0, 2.0)], 2.0, fps=5, size=(96, 64))
+    make_tiny_sd(root / "tok").save_pretrained(root / "tiny-sd")
+    return {"photos": photos, "videos": videos, "sd": root / "tiny-sd", "root": root}
+
+
+def _sets(**kw) -> list[str]:
+    return [x for k, v in kw.items() for x in ("--set", f"{k}={json.dumps(v)}")]
+
+
+TWO_PROMPTS = ["--prompt", "a red circle", "--prompt", "a blue square"]
+T2I = _sets(num_steps=1, guidance_scale=0.0, width=32, height=32, num_images=1)
+
+
+def _args(name: str, f: dict, out_of) -> list[str]:
+    """The command line of each task (its two items); `out_of(task)` runs another task first for chained inputs."""
+    photos, videos = str(f["photos"]), str(f["videos"])
+    sd = ["--model", str(f["sd"])]
+    if name == "clipdraw":
+        return TWO_PROMPTS + _sets(num_strokes=4, num_steps=2, canvas_size=32)
+    if name == "clipasso":
+        return ["--images", photos] + _sets(num_strokes=3, num_steps=2, num_seeds=1, canvas_size=32)
+    if name == "lens-classify":
+        return ["--images", photos, "--prompt", "red, blue, green"]
+    if name == "lens-search":
+        return ["--images", photos] + TWO_PROMPTS
+    if name == "lens-image-search":
+        return ["--images", photos]
+    if name == "lens-arithmetic":
+        return ["--images", photos, "--minus", "circle", "--prompt", "square"] + _sets(weight=0.5)
+    if name == "lens-detect":
+        return ["--images", photos, "--prompt", "a blue square"] + _sets(batch_size=4, threshold=0.0)
+    if name == "lens-video":
+        return ["--videos", videos, "--prompt", "a red circle"] + _sets(patch_size=48, batch_frames=1, threshold=0.0)
+    if name == "lens-index":
+        return ["--folder", photos]
+    if name == "lens-index-search":
+        out_of("lens-index")  # indexes the photos folder in place
+        return ["--folder", photos] + TWO_PROMPTS + _sets(top_k=2)
+    if name == "styleclip-edit":
+        return GAN + TWO_PROMPTS + _sets(num_steps=2)
+    if name == "styleclip-global":
+        return GAN + ["--neutral", "a circle"] + TWO_PROMPTS + _sets(num_samples=2, use_cache=False, beta=0.0)
+    if name == "styleclip-invert":
+        return GAN + ["--images", photos] + _sets(num_steps=2)
+    if name == "styleclip-relevance":
+        return GAN + _sets(num_samples=2, use_cache=False)
+    if name == "styleclip-mapper":
+        return GAN + TWO_PROMPTS + _sets(num_steps=2, batch_size=2, num_eval=2)
+    if name == "styleclip-mapper-apply":
+        mapper = out_of("styleclip-mapper")[0]["files"]["mapper"]
+        return GAN + ["--mapper", str(f["root"] / "styleclip-mapper" / mapper)] + _sets(strength=0.8)
+    if name == "text2image":
+        return sd + TWO_PROMPTS + T2I
+    if name == "text2image-refine":
+        return sd + ["--one-step"] + TWO_PROMPTS + _sets(num_steps=2, width=32, height=32)
+    if name == "text2image-edit":
+        latents = out_of("text2image")[0]["files"]["latents"]
+        return sd + ["--latents", str(f["root"] / "text2image" / latents), "--source-prompt", "a red circle",
+                     "--prompt", "a blue circle", "--prompt", "a green circle"] + _sets(num_steps=2)
+    raise KeyError(name)
+
+
+TASKS = ["clipdraw", "clipasso", "lens-arithmetic", "lens-classify", "lens-detect", "lens-image-search", "lens-index",
+         "lens-index-search", "lens-search", "lens-video", "styleclip-edit", "styleclip-global", "styleclip-invert",
+         "styleclip-mapper", "styleclip-mapper-apply", "styleclip-relevance", "text2image", "text2image-edit",
+         "text2image-refine"]
+
+
+def test_every_registered_task_has_a_command_line_case():
+    assert sorted(TASKS) == task_names()
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_run_every_task_over_two_items_and_two_seeds(name, files, monkeypatch):
+    monkeypatch.setenv("STUDIO_CACHE", str(files["root"] / "cache"))
+    done: dict[str, list[dict]] = {}
+
+    def out_of(task: str) -> list[dict]:
+        """Run `task` first (once per module) and return its manifest lines."""
+        out = files["root"] / task
+        if not (out / "manifest.jsonl").is_file():
+            assert run_main([task, *_args(task, files, out_of), "--seeds", "0", "--out", str(out), *MODELS]) == 0
+        done[task] = _manifest(out)
+        return done[task]
+
+    args = _args(name, files, out_of)
+    out = files["root"] / f"{name}-2x2"
+    assert run_main([name, *args, "--seeds", "0-1", "--out", str(out), *MODELS]) == 0
+    lines = _manifest(out)
+    inputs = {json.dumps(ln["inputs"], sort_keys=True) for ln in lines}
+    n_inputs = 1 if name in ("lens-index", "styleclip-relevance", "styleclip-mapper-apply") else 2
+    assert len(lines) == 2 * n_inputs and len(inputs) == n_inputs  # inputs × seeds, each once
+    assert sorted(ln["seed"] for ln in lines) == sorted([0, 1] * n_inputs)
+    for ln in lines:
+        assert ln["error"] is None and ln["files"], ln
+        assert all((out / p).is_file() and (out / p).stat().st_size > 0 for p in ln["files"].values())
+        assert ln["task"] == name and ln["models"]["clip"] == "shapes-clip" and ln["studio_version"]
+    assert (out / "index.html").is_file() and (out / "grid.png").is_file()
+    html = (out / "index.html").read_text()
+    pngs = [p for ln in lines for p in ln["files"].values() if p.endswith(".png")]
+    assert pngs and any(p in html for p in pngs)
+    # a rerun trusts what is there
+    assert run_main([name, *args, "--seeds", "0-1", "--out", str(out), *MODELS]) == 0
+    assert [ln["key"] for ln in _manifest(out)] == [ln["key"] for ln in lines]
+
+
+def test_state_files_are_read_without_pickle_and_bad_ones_named(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from studio.batch import load_state
+
+    save_file({"latents": torch.ones(1, 4, 2, 2)}, str(tmp_path / "z.safetensors"))
+    assert torch.equal(load_state(str(tmp_path / "z.safetensors")), torch.ones(1, 4, 2, 2))
+    np.save(tmp_path / "w.npy", np.zeros((1, 8), dtype=np.float32))
+    assert load_state(str(tmp_path / "w.npy")).shape == (1, 8)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="obj.npy"):
+        load_state(str(tmp_path / "obj.npy"))
+    save_file({"a": torch.ones(1), "b": torch.ones(1)}, str(tmp_path / "two.safetensors"))
+    with pytest.raises(ValueError, match=r"must hold one tensor, got \['a', 'b'\]"):
+        load_state(str(tmp_path / "two.safetensors"))
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        load_state(str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="must be .safetensors, .npy or an image"):
+        load_state(str(tmp_path / "x.pt"))
+    assert load_state(str(tmp_path / "photo.PNG")) == str(tmp_path / "photo.PNG")
+
+
+def test_a_required_secondary_input_is_asked_for_by_its_flag(tmp_path, capsys):
+    assert run_main(["styleclip-global", "--prompt", "a red circle", "--out", str(tmp_path), *MODELS, *GAN]) == 2
+    err = capsys.readouterr().err
+    assert "needs `--neutral`" in err and err.count("\n") == 1
+    lines = tmp_path / "p.jsonl"
+    lines.write_text('{"prompt": "a red circle", "neutral": "a circle"}\n{"prompt": "a blue circle"}\n')
+    from studio.batch import plan, read_prompts
+    from studio.tasks import get_task
+
+    items = plan(get_task("styleclip-global"), prompts=read_prompts(lines), images=None, seeds=[0], settings={},
+                 models={})
+    assert items[0].error is None and items[0].inputs == {"target": "a red circle", "neutral": "a circle"}
+    assert "`neutral` is required" in items[1].error
