@@ -367,6 +367,9 @@ def _quiet_random_init_warning():
         root.removeFilter(drop)
 
 
+RANDOM_WEIGHTS_SEED = 0  # the seed of `ARCH/random` models
+
+
 def _register_demo_config() -> None:
     import open_clip
 
@@ -380,7 +383,10 @@ def _build(source: ClipSource, device: torch.device, dtype: torch.dtype) -> CLIP
     if source.is_demo:
         _register_demo_config()
     quiet = _quiet_random_init_warning() if source.weights is not None else contextlib.nullcontext()
-    with quiet:  # the weights are loaded right below, so open_clip's 'initialized randomly' would mislead
+    # Random weights (ARCH/random) come from a fixed seed, without touching the caller's random state: the same
+    # spec is the same model in every process (accelerate's, a rerun's), so its results reproduce like real ones.
+    with quiet, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model = open_clip.create_model(source.arch, pretrained=None, load_weights=False,
                                        force_quick_gelu=source.quick_gelu, device="cpu")
     if source.weights is not None:

@@ -376,3 +376,32 @@ def test_a_text_longer_than_clips_context_is_refused_not_cut(demo_scorer):
     assert demo_scorer.encode_text([fits]).shape[0] == 1
     with pytest.raises(ValueError, match=rf"is {context + 1} tokens long; CLIP reads {context} tokens"):
         demo_scorer.encode_text([fits + " red"])
+
+
+def test_random_weights_are_the_same_model_in_every_process_and_leave_the_callers_rng_alone(tiny_configs):
+    """`ARCH/random` was initialised from the global RNG: two processes (accelerate's, or a rerun) got different
+    models, so a batch of random-weight runs was not reproducible."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from studio import scorer as sc
+    from studio.hub import resolve_clip
+
+    source = resolve_clip("tiny-test-vit/random")
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = sc._build(source, torch.device("cpu"), torch.float32)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's stream goes on as if nothing was built
+    torch.manual_seed(999)
+    b = sc._build(source, torch.device("cpu"), torch.float32)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    # and in another process (ViT-B-32's real architecture, whose random init used to differ run to run)
+    code = ("import torch; from studio import scorer as sc; from studio.hub import resolve_clip; "
+            "m = sc._build(resolve_clip('RN50/random'), torch.device('cpu'), torch.float32).model; "
+            "print(float(sum(p.double().sum() for p in m.parameters())))")
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    local = float(sum(p.double().sum() for p in sc._build(resolve_clip("RN50/random"), torch.device("cpu"),
+                                                          torch.float32).model.parameters()))
+    assert there == str(local)
