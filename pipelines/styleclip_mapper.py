@@ -33,11 +33,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from pipelines.styleclip import StyleCLIPPipeline
-from pipelines.styleclip_invert import InversionOutput, Start, StartConfig, cap_frames, staged
+from pipelines.styleclip import EditOutput, StyleCLIPPipeline
+from pipelines.styleclip_invert import Start, StartConfig, cap_frames, staged
 from studio.generators import DEMO_GENERATOR
 from studio.generators.stylegan2 import EqualLinear, PixelNorm
 from studio.images import to_pil, to_uint8
@@ -269,18 +268,11 @@ class MapperTrainOutput(Result):
 
 
 @dataclass
-class MapperEditOutput(Result):
-    """A mapper edit. `image` / `original`: the edit at `strength` / the start; scores: clip_score and
-    clip_score_before for the mapper's prompt. `latent` is the edit, `start_latent` the start."""
+class MapperEditOutput(EditOutput):
+    """A mapper edit (`EditOutput`'s fields: `image` / `original` the edit at `strength` / the start, `latent` /
+    `start_latent`, `prompt` the mapper's). scores: clip_score and clip_score_before for the mapper's prompt."""
 
     task = "styleclip-mapper-apply"
-    original: Image.Image | None = None
-    image_tensor: torch.Tensor | None = None  # (1, 3, H, W) in [0, 1], CPU
-    original_tensor: torch.Tensor | None = None
-    latent: torch.Tensor | None = None
-    start_latent: torch.Tensor | None = None
-    prompt: str = ""
-    inversion: InversionOutput | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------

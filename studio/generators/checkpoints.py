@@ -174,11 +174,27 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
     model.load_state_dict(state, strict=True)
 
 
+def load_weights_only(path: str | os.PathLike, what: str, expected: str) -> dict:
+    """The dict a `torch.save` file holds, read with `torch.load(weights_only=True)`: tensors and plain containers
+    only, plus `argparse.Namespace` (rosinality's `train.py` and pSp-style training scripts store their arguments
+    in the checkpoint; a plain attribute bag, no code runs). Anything else the file would import is refused
+    before it runs, as a ValueError naming `what` the file should be; so is a file that holds no dict (`expected`
+    says what it should hold)."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError and friends: say what we accept
+            raise ValueError(f"cannot read {str(path)!r} as a weights-only {what} (tensors and plain containers "
+                             f"only): {read_error(path, err)}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(raw).__name__}, expected {expected}")  # noqa: TRY004
+    return raw
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """(g_ema state dict, latent_avg or None) from a rosinality `.pt` or a `.safetensors` file.
 
-    `.pt` files load with `torch.load(weights_only=True)`; `argparse.Namespace` is allowed because rosinality's
-    `train.py` stores its arguments in the checkpoint (a plain attribute bag, no code runs).
+    `.pt` files load with `load_weights_only` (`torch.load(weights_only=True)`).
     """
     path = Path(path)
     if not path.is_file():
@@ -189,14 +205,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], t
         raw: dict = load_file(str(path))
         latent_avg = raw.pop("latent_avg", None)
         return {k.removeprefix("g_ema."): v for k, v in raw.items()}, latent_avg
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:  # UnpicklingError and friends: say what we accept
-            raise ValueError(f"cannot read {str(path)!r} as a weights-only rosinality checkpoint: "
-                             f"{read_error(path, err)}") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(raw).__name__}, expected a dict with 'g_ema'")  # noqa: TRY004
+    raw = load_weights_only(path, "rosinality checkpoint", "a dict with 'g_ema'")
     if "g_ema" in raw:
         state, latent_avg = raw["g_ema"], raw.get("latent_avg")
     elif "style.1.weight" in raw:  # a bare generator state dict
@@ -307,6 +316,6 @@ def checkpoint_dir() -> Path:
 
 __all__ = [
     "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "checkpoint_dir", "file_hash", "infer_config",
-    "load_generator", "load_state_dict_strict", "read_checkpoint", "resolve_hub_checkpoint",
+    "load_generator", "load_state_dict_strict", "load_weights_only", "read_checkpoint", "resolve_hub_checkpoint",
     "resolve_named_checkpoint", "save_generator", "state_dict_hash",
 ]
