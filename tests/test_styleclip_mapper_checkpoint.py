@@ -232,3 +232,35 @@ def test_opts_as_a_namespace_and_without_a_description_load(pipe, tmp_path, cach
     assert mapper.prompt == "" and mapper.settings["styleclip_opts"]["mapper_type"] == "LevelsMapper"
     out = pipe.apply_mapper(None, str(path), seed=2)  # scored against an empty prompt: it still edits
     assert out.prompt == "" and out.image is not None
+
+
+def test_the_tab_takes_a_styleclip_checkpoint_upload(tmp_path, monkeypatch):
+    """The Latent mapper sub-tab: its upload box takes `.pt` files, and an uploaded StyleCLIP checkpoint gives the
+    same edit of the image to edit as the same weights given as our mapper."""
+    import gradio as gr
+    import numpy as np
+
+    from studio.app import make_latent_functions
+    from studio.ui import latent_editing
+
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "cache"))
+    functions = make_latent_functions("cpu")
+    demo_names = ("demo-shapes", "shapes-clip")
+    with gr.Blocks() as demo:
+        latent_editing.build(**functions, generator_choices=[demo_names[0]], default_generator=demo_names[0],
+                             clip_choices=[demo_names[1]], default_clip=demo_names[1])
+    uploads = [b for b in demo.blocks.values() if isinstance(b, gr.File)]
+    assert any(".pt" in (b.file_types or []) and ".safetensors" in b.file_types for b in uploads)
+    (apply,) = [f.fn for f in demo.fns.values() if f.api_name == "latent_mapper_apply"]
+    sample = functions["sample"](*demo_names, {"seed": 2})
+    state = {"generator": demo_names[0], "clip": demo_names[1], "result": sample}
+    weights = styleclip_weights(5)
+    path = write_checkpoint(tmp_path / "curly_hair.pt", weights, ShapesGenerator())
+    ours = LatentMapper(6, D, ("coarse", "medium"))
+    ours.load_state_dict(weights, strict=True)
+    # generator, clip, state, seed, truncation, trained mapper, uploaded file, strength
+    *_, (_, before, after, _, info, _) = apply(*demo_names, state, 2, 0.7, None, str(path), 1.0)
+    *_, (_, _, expected, *_) = apply(*demo_names, state, 2, 0.7, ours, None, 1.0)
+    assert f"“{PROMPT}”" in info and not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, expected)
+    assert len(list((tmp_path / "cache" / "styleclip" / "mappers").glob("*.safetensors"))) == 1
