@@ -189,7 +189,7 @@ def load_mapper(path: str | os.PathLike, generator: nn.Module | None = None,
     if generator is not None and (n_latent, style_dim) != (generator.n_latent, generator.style_dim):
         raise ValueError(f"{source} maps W+ of {n_latent} x {style_dim}; this generator has {generator.n_latent} x "
                          f"{generator.style_dim}")
-    decoder = {k: shapes.pop(k) for k in [k for k in shapes if k.removeprefix("decoder.") in DECODER_PROBE]}
+    decoder = {k: shapes.pop(k) for k in [f"decoder.{k}" for k in DECODER_PROBE] if k in shapes}
     with torch.device("meta"):
         probe = LatentMapper(n_latent, style_dim, groups)
     check_strict({k: tuple(v.shape) for k, v in probe.state_dict().items()}, shapes, source,
@@ -272,13 +272,16 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     raw = load_weights_only(path, "StyleCLIP mapper checkpoint", expected)
     state, opts = raw.get("state_dict"), raw.get("opts")
     opts = vars(opts) if isinstance(opts, argparse.Namespace) else opts if isinstance(opts, dict) else {}
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise ValueError(f"{source} has no 'state_dict' of tensors (keys: {sorted(map(str, raw))[:8]}); expected "
                          f"{expected}")
     mapper_type = opts.get("mapper_type", "LevelsMapper")
-    if mapper_type != "LevelsMapper" or any(k.startswith("mapper.mapping.") for k in state):
-        raise ValueError(f"{source} is a StyleCLIP {mapper_type!r} (opts mapper_type); only its 'LevelsMapper' "
-                         "(coarse, medium and fine mappers, the published ones) is supported")
+    if any(k.startswith("mapper.mapping.") for k in state):  # SingleMapper's one MLP over all of W+
+        mapper_type = "SingleMapper"
+    if mapper_type != "LevelsMapper":
+        raise ValueError(f"{source} is a StyleCLIP {mapper_type!r}; only its 'LevelsMapper' (coarse, medium and "
+                         "fine mappers, the published ones) is supported")
     if opts.get("work_in_stylespace"):
         raise ValueError(f"{source} was trained in StyleSpace (opts work_in_stylespace); only W+ mappers "
                          "(StyleCLIP's default, the published ones) are supported")

@@ -202,8 +202,9 @@ def test_wrong_keys_shapes_and_kinds_are_refused_by_name(pipe, tmp_path, cache):
     refused("fine", styleclip_weights(modules=("course_mapping", "fine_mapping")),
             r"unexpected keys \(8\): mapper\.fine_mapping\.mapping\.1\.bias")
     refused("other", good, r"unexpected keys \(1\): latent_avg", extra={"latent_avg": torch.zeros(D)})
-    refused("single", {"mapping.mapping.1.weight": torch.zeros(D, D)}, "'LevelsMapper'",
-            opts=styleclip_opts(mapper_type="SingleMapper"))
+    refused("single", {"mapping.mapping.1.weight": torch.zeros(D, D)}, "a StyleCLIP 'SingleMapper'; only its "
+            "'LevelsMapper'", opts=styleclip_opts(mapper_type="SingleMapper"))
+    refused("single-keys", {"mapping.mapping.1.weight": torch.zeros(D, D)}, "a StyleCLIP 'SingleMapper'")
     refused("stylespace", good, "StyleSpace", opts=styleclip_opts(work_in_stylespace=True))
     # a checkpoint trained with another generator (its decoder's mapping network differs) edits nothing here
     path = write_checkpoint(tmp_path / "other-gen.pt", good, ShapesGenerator(seed=1))
@@ -221,6 +222,16 @@ def test_wrong_keys_shapes_and_kinds_are_refused_by_name(pipe, tmp_path, cache):
     torch.save({"state_dict": {"decoder.style.1.weight": torch.zeros(D, D)}}, tmp_path / "nomapper.pt")
     with pytest.raises(ValueError, match=r"no mapper weights \('mapper\.course_mapping\.mapping\.1\.weight'"):
         load_mapper(tmp_path / "nomapper.pt", g)
+    # our own format is strict too: a generator weight outside decoder.* is an unexpected key, not a probe
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    ours = save_mapper(LatentMapper(6, D, ("coarse", "medium")).reset_parameters(0), tmp_path / "ours.safetensors")
+    with safe_open(str(ours), framework="pt") as f:
+        meta = f.metadata()
+    save_file({**load_file(str(ours)), "style.1.weight": torch.zeros(D, D)}, str(ours), metadata=meta)
+    with pytest.raises(ValueError, match=r"unexpected keys \(1\): style\.1\.weight"):
+        load_mapper(ours, g)
     assert not list(cache.glob("*"))  # nothing refused was converted
 
 
