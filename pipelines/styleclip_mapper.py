@@ -163,7 +163,8 @@ def load_mapper(path: str | os.PathLike, generator: nn.Module | None = None,
     the checkpoint carries) must be the ones the mapper was trained for."""
     from safetensors import safe_open
 
-    from studio.generators.e4e import DECODER_PROBE, check_strict
+    from studio.generators.checkpoints import check_strict
+    from studio.generators.e4e import DECODER_PROBE
 
     path = Path(path)
     if not path.is_file():
@@ -233,7 +234,7 @@ def check_generator(mapper: LatentMapper, generator: nn.Module, source: str = "t
 
 STYLECLIP_SUFFIXES = (".pt", ".pth")
 MAX_STYLECLIP_BYTES = 1 << 30  # a published FFHQ mapper, generator included, is ~145 MB
-MAX_CONVERTED = 16  # converted mappers kept in the cache, oldest dropped first
+MAX_CONVERTED = 16  # converted mappers kept in the cache, the least recently used dropped first
 # StyleCLIP's training options worth keeping with a converted mapper (mapper/options/train_options.py)
 STYLECLIP_OPTS = ("description", "mapper_type", "no_coarse_mapper", "no_medium_mapper", "no_fine_mapper",
                   "learning_rate", "optim_name", "clip_lambda", "latent_l2_lambda", "id_lambda", "batch_size",
@@ -256,8 +257,8 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     `opts["stylegan_size"]` (2 log2(size) - 2: 18 at 1024). Refused, naming what was expected: a file that is not
     such a dict, one whose unpickling would import anything (nothing from it runs), a `SingleMapper` or StyleSpace
     mapper, and any missing, unexpected or mis-shaped key."""
-    from studio.generators.checkpoints import load_weights_only
-    from studio.generators.e4e import DECODER_PROBE, check_strict
+    from studio.generators.checkpoints import check_strict, load_weights_only
+    from studio.generators.e4e import DECODER_PROBE
     from studio.progress import json_safe
 
     path = Path(path)

@@ -90,26 +90,26 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
 
 
 class CheckpointMismatchError(ValueError):
-    """A state dict that does not match the generator's parameter names or shapes."""
+    """A state dict that does not match a model's parameter names or shapes (`what`: the model, in words)."""
 
     setup_problem = True  # the page keeps this message on screen until dismissed
 
     def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]],
-                 source: str = "checkpoint"):
+                 source: str = "checkpoint", what: str = "the StyleGAN2 generator (rosinality format)"):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
 
         def listing(items: list[str], limit: int = 12) -> str:
             more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
             return ", ".join(items[:limit]) + more
 
-        parts = [f"{source} does not match the StyleGAN2 generator (rosinality format, strict):"]
+        parts = [f"{source} does not match {what} (strict):"]
         if missing:
             parts.append(f"  missing keys ({len(missing)}): {listing(missing)}")
         if unexpected:
             parts.append(f"  unexpected keys ({len(unexpected)}): {listing(unexpected)}")
         if mismatched:
             parts.append(f"  shape mismatches ({len(mismatched)}): "
-                         + listing([f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched]))
+                         + listing([f"{k} file {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched]))
         super().__init__("\n".join(parts))
 
 
@@ -156,16 +156,23 @@ def infer_config(state: dict[str, torch.Tensor]) -> StyleGAN2Config:
                            max_channels=max_channels)
 
 
+def check_strict(own: dict[str, tuple], state: dict[str, torch.Tensor | tuple], source: str = "checkpoint",
+                 what: str = "the StyleGAN2 generator (rosinality format)") -> None:
+    """Refuse `state` (tensors, or their shapes) unless its keys are exactly `own`'s (name -> shape) and every shape
+    matches: a `CheckpointMismatchError` listing every missing, unexpected and mis-shaped key."""
+    state = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in state.items()}
+    own = {k: tuple(v) for k, v in own.items()}
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    mismatched = [(k, state[k], own[k]) for k in sorted(own) if k in state and state[k] != own[k]]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(missing, unexpected, mismatched, source, what)
+
+
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Refuse any missing/unexpected key or shape mismatch of `state` against `model`, with all of them listed
     (`model` may live on the meta device: only its shapes are read)."""
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in sorted(own)
-                  if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(missing, unexpected, mismatched, source)
+    check_strict({k: tuple(v.shape) for k, v in model.state_dict().items()}, state, source)
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -315,7 +322,8 @@ def checkpoint_dir() -> Path:
 
 
 __all__ = [
-    "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "checkpoint_dir", "file_hash", "infer_config",
+    "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "check_state_dict", "check_strict", "checkpoint_dir",
+    "file_hash", "infer_config",
     "load_generator", "load_state_dict_strict", "load_weights_only", "read_checkpoint", "resolve_hub_checkpoint",
     "resolve_named_checkpoint", "save_generator", "state_dict_hash",
 ]

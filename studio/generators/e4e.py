@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from studio.generators.checkpoints import check_strict
 from studio.generators.stylegan2 import EqualLinear
 
 # The released e4e encoders for the registry's generators (omertov/encoder4editing README, "Pretrained Models").
@@ -265,26 +266,6 @@ def load_encoder(path: str | os.PathLike, generator: nn.Module | None = None,
     return model.to(device).eval().requires_grad_(False)
 
 
-def check_strict(own: dict[str, tuple], state: dict[str, torch.Tensor | tuple], source: str, what: str) -> None:
-    """Refuse `state` (tensors, or their shapes) unless its keys are exactly `own`'s and every shape matches; the
-    message lists them all."""
-    state = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in state.items()}
-
-    def listing(items: list[str], limit: int = 12) -> str:
-        return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = [f"{k} file {state[k]} vs model {own[k]}" for k in sorted(own) if k in state and state[k] != own[k]]
-    if missing or unexpected or mismatched:
-        parts = [f"{source} does not match {what} (strict):"]
-        for name, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches", mismatched)):
-            if items:
-                parts.append(f"  {name} ({len(items)}): {listing(items)}")
-        raise ValueError("\n".join(parts))
-
-
 DECODER_PROBE = ("style.1.weight", "style.1.bias", "input.input")  # a generator's weights that no edit trains
 
 
@@ -343,5 +324,5 @@ def how_to_get(generator: nn.Module) -> str:
 
 
 __all__ = ["DECODER_PROBE", "E4EConfig", "E4E_FILES", "Encoder4Editing", "GradualStyleBlock", "encoder_dir",
-           "find_encoder", "check_decoder", "check_strict", "how_to_get", "infer_e4e_config", "load_encoder",
+           "find_encoder", "check_decoder", "how_to_get", "infer_e4e_config", "load_encoder",
            "save_encoder"]
