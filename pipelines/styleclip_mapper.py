@@ -255,8 +255,10 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
 
     `n_latent`: the W+ length of the generator it will edit (the weights do not depend on it); default from
     `opts["stylegan_size"]` (2 log2(size) - 2: 18 at 1024). Refused, naming what was expected: a file that is not
-    such a dict, one whose unpickling would import anything (nothing from it runs), a `SingleMapper` or StyleSpace
-    mapper, and any missing, unexpected or mis-shaped key."""
+    such a dict, one whose unpickling would import anything (nothing from it runs), one over `MAX_STYLECLIP_BYTES`
+    on disk or unpacked, one in torch's legacy (pre-1.6) format (StyleCLIP's setup installs torch 1.7.1, which
+    writes the zip format; a legacy file would have to be unpickled to learn its tensor sizes), a `SingleMapper`
+    or StyleSpace mapper, and any missing, unexpected or mis-shaped key."""
     from studio.generators.checkpoints import check_strict, load_weights_only
     from studio.generators.e4e import DECODER_PROBE
     from studio.progress import json_safe
@@ -266,11 +268,8 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
         raise FileNotFoundError(f"StyleCLIP mapper checkpoint not found: {str(path)!r}")
     source = f"StyleCLIP mapper checkpoint {path.name!r}"
     expected = "StyleCLIP's {'state_dict': StyleCLIPMapper.state_dict(), 'opts': vars(opts)}"
-    size = path.stat().st_size
-    if size > MAX_STYLECLIP_BYTES:
-        raise ValueError(f"{source} is {size / 2**20:.0f} MiB; a StyleCLIP mapper checkpoint is under "
-                         f"{MAX_STYLECLIP_BYTES >> 20} MiB")
-    raw = load_weights_only(path, "StyleCLIP mapper checkpoint", expected)
+    raw = load_weights_only(path, "StyleCLIP mapper checkpoint", expected, max_bytes=MAX_STYLECLIP_BYTES,
+                            zip_only=True)
     state, opts = raw.get("state_dict"), raw.get("opts")
     opts = vars(opts) if isinstance(opts, argparse.Namespace) else opts if isinstance(opts, dict) else {}
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)

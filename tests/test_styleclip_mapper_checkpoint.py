@@ -235,6 +235,35 @@ def test_wrong_keys_shapes_and_kinds_are_refused_by_name(pipe, tmp_path, cache):
     assert not list(cache.glob("*"))  # nothing refused was converted
 
 
+def test_a_checkpoint_too_big_or_in_the_legacy_format_is_refused(pipe, tmp_path, cache, monkeypatch):
+    import zipfile
+
+    g = pipe.generator
+    path = write_checkpoint(tmp_path / "big.pt", styleclip_weights(), g, extra={"decoder.pad": torch.zeros(2**20)})
+    monkeypatch.setattr(sm, "MAX_STYLECLIP_BYTES", path.stat().st_size - 1)
+    with pytest.raises(ValueError, match="holds 4 MiB; a StyleCLIP mapper checkpoint is at most"):
+        load_mapper(path, g)
+    # the same entries deflated: a small file that would unpack past the bound (read from the zip directory)
+    small = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(small, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        unpacked = sum(info.file_size for info in src.infolist())
+    monkeypatch.setattr(sm, "MAX_STYLECLIP_BYTES", 1 << 30)
+    assert load_mapper(small, g).prompt == PROMPT  # torch reads deflated entries: the bound must look inside
+    for converted in cache.glob("*"):
+        converted.unlink()
+    monkeypatch.setattr(sm, "MAX_STYLECLIP_BYTES", unpacked - 1)
+    assert small.stat().st_size < unpacked // 4
+    with pytest.raises(ValueError, match="holds 4 MiB; a StyleCLIP mapper checkpoint is at most"):
+        load_mapper(small, g)
+    # torch's legacy format is not read: its tensor sizes are known only by unpickling
+    torch.save({"state_dict": {}, "opts": {}}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match="not torch's zip format"):
+        load_mapper(tmp_path / "legacy.pt", g)
+    assert not list(cache.glob("*"))
+
+
 def test_opts_as_a_namespace_and_without_a_description_load(pipe, tmp_path, cache):
     opts = styleclip_opts()
     del opts["description"]

@@ -181,12 +181,29 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
     model.load_state_dict(state, strict=True)
 
 
-def load_weights_only(path: str | os.PathLike, what: str, expected: str) -> dict:
+def load_weights_only(path: str | os.PathLike, what: str, expected: str, max_bytes: int | None = None,
+                      zip_only: bool = False) -> dict:
     """The dict a `torch.save` file holds, read with `torch.load(weights_only=True)`: tensors and plain containers
     only, plus `argparse.Namespace` (rosinality's `train.py` and pSp-style training scripts store their arguments
     in the checkpoint; a plain attribute bag, no code runs). Anything else the file would import is refused
     before it runs, as a ValueError naming `what` the file should be; so is a file that holds no dict (`expected`
-    says what it should hold)."""
+    says what it should hold). `max_bytes` bounds the file and, for torch's zip format, what its entries unpack
+    to (checked from the zip directory before anything is read). `zip_only` refuses torch's legacy (pre-1.6)
+    format, whose tensor sizes are only known by unpickling (a tiny file could make it allocate any amount)."""
+    import zipfile
+
+    is_zip = zipfile.is_zipfile(path)
+    if zip_only and not is_zip:
+        raise ValueError(f"cannot read {str(path)!r} as a {what}: not torch's zip format (torch.save since 1.6); "
+                         "files in the legacy format are not read here")
+    if max_bytes is not None:
+        size = Path(path).stat().st_size
+        if is_zip:
+            with zipfile.ZipFile(path) as archive:
+                size = max(size, sum(info.file_size for info in archive.infolist()))
+        if size > max_bytes:
+            raise ValueError(f"{str(path)!r} holds {size / 2**20:.0f} MiB; a {what} is at most "
+                             f"{max_bytes / 2**20:.0f} MiB")
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
