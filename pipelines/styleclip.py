@@ -104,23 +104,31 @@ class SampleOutput(Result):
 
 
 @dataclass
-class LatentEditOutput(Result):
-    """A latent optimisation. `image` / `original`: the edit at `strength` / the start (PIL). scores: clip_score and
-    clip_score_before (CLIPScore, 100 max(cos, 0), of edit / start for the prompt), loss, clip_loss and l2 of the
-    kept latent (the lowest total loss seen), best_step. `latent` is the edit at `strength`, `start_latent` where it
-    began; `frames`: the start, then the previews."""
+class EditOutput(Result):
+    """What a prompt's edit of one latent gives (latent optimisation, the latent mapper): `image` / `original`: the
+    edit at `strength` / the start (PIL; `image_tensor` / `original_tensor` the same as (1, 3, H, W) in [0, 1] on
+    the CPU); `latent` the edited W+, `start_latent` the start; `prompt`; `inversion`: the inversion the start came
+    from, when an image was edited."""
 
-    task = "styleclip-edit"
     original: Image.Image | None = None
-    image_tensor: torch.Tensor | None = None  # (1, 3, H, W) in [0, 1], CPU
+    image_tensor: torch.Tensor | None = None
     original_tensor: torch.Tensor | None = None
     latent: torch.Tensor | None = None
     start_latent: torch.Tensor | None = None
     prompt: str = ""
+    inversion: InversionOutput | None = None
+
+
+@dataclass
+class LatentEditOutput(EditOutput):
+    """A latent optimisation (`EditOutput`'s fields and these). scores: clip_score and clip_score_before (CLIPScore,
+    100 max(cos, 0), of edit / start for the prompt), loss, clip_loss and l2 of the kept latent (the lowest total
+    loss seen), best_step. `latent` is the edit at `strength`; `frames`: the start, then the previews."""
+
+    task = "styleclip-edit"
     losses: list[float] = field(default_factory=list)  # total loss per step
     clip_losses: list[float] = field(default_factory=list)  # 1 - cos per step
     l2_distances: list[float] = field(default_factory=list)  # ||w - w0||^2 (or ||s - s0||^2) per step
-    inversion: InversionOutput | None = None
     styles: list[torch.Tensor] = field(default_factory=list)  # with work_in_stylespace: the edited style vectors
 
 
@@ -248,7 +256,8 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
 
         None: a random start from `cfg.seed` and `cfg.truncation`. A W (D,) / (1, D) or W+ (n_latent, D) /
         (1, n_latent, D) latent. A `SampleOutput` or `InversionOutput` (its latent and noise maps), a
-        `LatentEditOutput` (its edited latent) or `GlobalDirectionOutput` (its start). Anything else is an image."""
+        `EditOutput` (a latent optimisation's or a mapper's: its edited latent) or `GlobalDirectionOutput` (its
+        start). Anything else is an image."""
         g = self.generator
         x = latent_or_image
         if x is None:
@@ -257,7 +266,7 @@ class StyleCLIPPipeline(InversionMixin, GlobalDirectionMixin):
             return Start.of(x, self.device)
         if isinstance(x, SampleOutput):
             return Start(x.latent.to(self.device))
-        if isinstance(x, (LatentEditOutput, GlobalDirectionOutput)):
+        if isinstance(x, (EditOutput, GlobalDirectionOutput)):
             inv = x.inversion
             noise = [n.to(self.device) for n in inv.noise] if inv is not None and inv.noise else None
             return Start(x.latent.to(self.device), noise, inv)
@@ -418,6 +427,6 @@ register(Task(name="styleclip-relevance", title="Channel relevance (StyleCLIP)",
               pipeline=StyleCLIPPipeline, method="iter_relevance", models=_MODELS, load=_load, inputs=()))
 
 
-__all__ = ["ChannelRelevance", "EditConfig", "GlobalDirectionConfig", "GlobalDirectionOutput", "InversionOutput",
-           "InvertConfig", "LatentEditOutput", "RelevanceConfig", "RelevanceOutput", "SampleConfig", "SampleOutput",
-           "StyleCLIPPipeline", "get_lr", "noise_regularize"]
+__all__ = ["ChannelRelevance", "EditConfig", "EditOutput", "GlobalDirectionConfig", "GlobalDirectionOutput",
+           "InversionOutput", "InvertConfig", "LatentEditOutput", "RelevanceConfig", "RelevanceOutput", "SampleConfig",
+           "SampleOutput", "StyleCLIPPipeline", "get_lr", "noise_regularize"]

@@ -18,10 +18,18 @@ same seeded stream, so never trained on) give the result's scores and previews. 
 far. `save` writes `styleclip-mapper.safetensors` with the prompt, the generator's hash and the settings in its
 metadata; `load_mapper` reads it back, checking every key and shape, and the pipeline refuses a mapper trained for
 another generator.
+
+StyleCLIP's own checkpoints (its published pretrained mappers for FFHQ, `afro.pt`, `bobcut.pt`, `purple_hair.pt`,
+...) load too, wherever a mapper file is taken: `read_styleclip_mapper` reads one with `torch.load(weights_only=True)`
+(no code from the file runs), checks its keys and shapes strictly against this `LatentMapper` (the same
+parameterisation, so the same edit), keeps its prompt (`opts["description"]`) and a few of the generator weights it
+carries (to refuse another generator), and `convert_styleclip_mapper` writes it once as our safetensors file in the
+cache (`$STUDIO_CACHE/styleclip/mappers`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -33,11 +41,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from pipelines.styleclip import StyleCLIPPipeline
-from pipelines.styleclip_invert import InversionOutput, Start, StartConfig, cap_frames, staged
+from pipelines.styleclip import EditOutput, StyleCLIPPipeline
+from pipelines.styleclip_invert import Start, StartConfig, cap_frames, staged
 from studio.generators import DEMO_GENERATOR
 from studio.generators.stylegan2 import EqualLinear, PixelNorm
 from studio.images import to_pil, to_uint8
@@ -103,6 +110,9 @@ class LatentMapper(nn.Module):
         self.prompt: str = ""
         self.generator_hash: str | None = None
         self.settings: dict[str, Any] = {}
+        # a StyleCLIP checkpoint's own generator weights (`DECODER_PROBE`, keys without "decoder."): the generator
+        # it was trained with, which the generator in use must match (`check_generator`); empty for ours
+        self.decoder_probe: dict[str, torch.Tensor] = {}
 
     def reset_parameters(self, seed: int) -> LatentMapper:
         """EqualLinear's initialisation (weights N(0, 1) / lr_mul, biases 0) drawn from `seed`."""
@@ -138,22 +148,29 @@ def save_mapper(mapper: LatentMapper, path: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    save_file({k: v.detach().cpu().contiguous() for k, v in mapper.state_dict().items()}, str(path),
-              metadata=mapper.metadata())
+    tensors = {k: v.detach().cpu().contiguous() for k, v in mapper.state_dict().items()}
+    tensors.update({f"decoder.{k}": v.detach().cpu().contiguous() for k, v in mapper.decoder_probe.items()})
+    save_file(tensors, str(path), metadata=mapper.metadata())
     return path
 
 
-def load_mapper(path: str | os.PathLike, generator: nn.Module | None = None) -> LatentMapper:
-    """Read a mapper written by `save_mapper`. Every key and shape is checked (from the file's header, before any
-    tensor is read) against the mapper its metadata describes; with `generator`, its W+ shape and hash must be the
-    ones the mapper was trained for."""
+def load_mapper(path: str | os.PathLike, generator: nn.Module | None = None,
+                cache_dir: str | os.PathLike | None = None) -> LatentMapper:
+    """Read a mapper written by `save_mapper`, or one of StyleCLIP's own `.pt` checkpoints (its published
+    pretrained mappers: converted once by `convert_styleclip_mapper` into `cache_dir`, then read from there).
+    Every key and shape is checked (from the file's header, before any tensor is read) against the mapper its
+    metadata describes; with `generator`, its W+ shape and hash (or, for StyleCLIP's files, the generator weights
+    the checkpoint carries) must be the ones the mapper was trained for."""
     from safetensors import safe_open
 
-    from studio.generators.e4e import check_strict
+    from studio.generators.checkpoints import check_strict
+    from studio.generators.e4e import DECODER_PROBE
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mapper file not found: {str(path)!r}")
+    if path.suffix in STYLECLIP_SUFFIXES:
+        path = convert_styleclip_mapper(path, generator, cache_dir=cache_dir)
     source = f"mapper file {path.name!r}"
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -173,14 +190,19 @@ def load_mapper(path: str | os.PathLike, generator: nn.Module | None = None) -> 
     if generator is not None and (n_latent, style_dim) != (generator.n_latent, generator.style_dim):
         raise ValueError(f"{source} maps W+ of {n_latent} x {style_dim}; this generator has {generator.n_latent} x "
                          f"{generator.style_dim}")
+    decoder = {k: shapes.pop(k) for k in [f"decoder.{k}" for k in DECODER_PROBE] if k in shapes}
     with torch.device("meta"):
         probe = LatentMapper(n_latent, style_dim, groups)
     check_strict({k: tuple(v.shape) for k, v in probe.state_dict().items()}, shapes, source,
                  f"a StyleCLIP mapper for W+ {n_latent} x {style_dim} with groups {list(groups)}")
+    if any(math.prod(shape) > MAX_STYLE_DIM * MAX_STYLE_DIM for shape in decoder.values()):
+        raise ValueError(f"{source}: its generator weights {sorted(decoder)} are larger than a StyleGAN2's")
     from safetensors.torch import load_file
 
+    tensors = load_file(str(path))
     mapper = LatentMapper(n_latent, style_dim, groups)
-    mapper.load_state_dict(load_file(str(path)), strict=True)
+    mapper.decoder_probe = {k.removeprefix("decoder."): tensors.pop(k).float() for k in decoder}
+    mapper.load_state_dict(tensors, strict=True)
     mapper.prompt, mapper.generator_hash = meta.get("prompt", ""), meta.get("generator_hash") or None
     mapper.settings = settings if isinstance(settings, dict) else {}
     if generator is not None:
@@ -189,13 +211,157 @@ def load_mapper(path: str | os.PathLike, generator: nn.Module | None = None) -> 
 
 
 def check_generator(mapper: LatentMapper, generator: nn.Module, source: str = "the mapper") -> None:
-    """Refuse a mapper trained for another generator (its recorded hash is not the generator's `identity()`)."""
+    """Refuse a mapper trained for another generator: its recorded hash is not the generator's `identity()`, or
+    (StyleCLIP's checkpoints, which carry their generator) the generator's mapping network and constant input are
+    not the checkpoint's."""
+    from studio.generators.e4e import check_decoder
+
     if (mapper.n_latent, mapper.style_dim) != (generator.n_latent, generator.style_dim):
         raise ValueError(f"{source} maps W+ of {mapper.n_latent} x {mapper.style_dim}; this generator has "
                          f"{generator.n_latent} x {generator.style_dim}")
     if mapper.generator_hash and mapper.generator_hash != generator.identity():
         raise ValueError(f"{source} was trained for another generator (hash {mapper.generator_hash[:12]}…, this "
                          f"one is {generator.identity()[:12]}…): train a mapper for this generator")
+    if mapper.decoder_probe:
+        check_decoder({f"decoder.{k}": v for k, v in mapper.decoder_probe.items()}, generator, source,
+                      "a StyleCLIP mapper edits only the generator it was trained with (StyleCLIP's published "
+                      "mappers: FFHQ config-f at 1024, `ffhq-1024`)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# StyleCLIP's own checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+
+STYLECLIP_SUFFIXES = (".pt", ".pth")
+MAX_STYLECLIP_BYTES = 1 << 30  # a published FFHQ mapper, generator included, is ~145 MB
+MAX_CONVERTED = 16  # converted mappers kept in the cache, the least recently used dropped first
+# StyleCLIP's training options worth keeping with a converted mapper (mapper/options/train_options.py)
+STYLECLIP_OPTS = ("description", "mapper_type", "no_coarse_mapper", "no_medium_mapper", "no_fine_mapper",
+                  "learning_rate", "optim_name", "clip_lambda", "latent_l2_lambda", "id_lambda", "batch_size",
+                  "max_steps", "stylegan_size", "work_in_stylespace")
+
+
+def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) -> LatentMapper:
+    """A `LatentMapper` from one of StyleCLIP's own mapper checkpoints, read without running any code from it.
+
+    The file is what orpatashnik/StyleCLIP `mapper/training/coach.py` saves: `{"state_dict":
+    StyleCLIPMapper.state_dict(), "opts": vars(opts)}` (its published pretrained mappers, `afro.pt`, `bobcut.pt`,
+    `purple_hair.pt`, ..., are such files), read with `torch.load(weights_only=True)`: tensors and plain values
+    only. `state_dict` holds the `LevelsMapper` as `mapper.course_mapping.mapping.{1-4}.{weight,bias}` (and
+    `medium_mapping`, `fine_mapping`; a group trained with `--no_*_mapper` is absent) and the generator it was
+    trained with as `decoder.*`, of which only `DECODER_PROBE` is kept (to refuse another generator later). Our
+    `LatentMapper` has StyleCLIP's parameterisation (PixelNorm, EqualLinear with lr_mul 0.01 and fused leaky ReLU,
+    the edit w + 0.1 M(w)), so the weights are used as they are. The prompt is `opts["description"]`.
+
+    `n_latent`: the W+ length of the generator it will edit (the weights do not depend on it); default from
+    `opts["stylegan_size"]` (2 log2(size) - 2: 18 at 1024). Refused, naming what was expected: a file that is not
+    such a dict, one whose unpickling would import anything (nothing from it runs), one over `MAX_STYLECLIP_BYTES`
+    on disk or unpacked, one in torch's legacy (pre-1.6) format (StyleCLIP's setup installs torch 1.7.1, which
+    writes the zip format; a legacy file would have to be unpickled to learn its tensor sizes), a `SingleMapper`
+    or StyleSpace mapper, and any missing, unexpected or mis-shaped key."""
+    from studio.generators.checkpoints import check_strict, load_weights_only
+    from studio.generators.e4e import DECODER_PROBE
+    from studio.progress import json_safe
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"StyleCLIP mapper checkpoint not found: {str(path)!r}")
+    source = f"StyleCLIP mapper checkpoint {path.name!r}"
+    expected = "StyleCLIP's {'state_dict': StyleCLIPMapper.state_dict(), 'opts': vars(opts)}"
+    raw = load_weights_only(path, "StyleCLIP mapper checkpoint", expected, max_bytes=MAX_STYLECLIP_BYTES,
+                            zip_only=True)
+    state, opts = raw.get("state_dict"), raw.get("opts")
+    opts = vars(opts) if isinstance(opts, argparse.Namespace) else opts if isinstance(opts, dict) else {}
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{source} has no 'state_dict' of tensors (keys: {sorted(map(str, raw))[:8]}); expected "
+                         f"{expected}")
+    mapper_type = opts.get("mapper_type", "LevelsMapper")
+    if any(k.startswith("mapper.mapping.") for k in state):  # SingleMapper's one MLP over all of W+
+        mapper_type = "SingleMapper"
+    if mapper_type != "LevelsMapper":
+        raise ValueError(f"{source} is a StyleCLIP {mapper_type!r}; only its 'LevelsMapper' (coarse, medium and "
+                         "fine mappers, the published ones) is supported")
+    if opts.get("work_in_stylespace"):
+        raise ValueError(f"{source} was trained in StyleSpace (opts work_in_stylespace); only W+ mappers "
+                         "(StyleCLIP's default, the published ones) are supported")
+    weights = {k.removeprefix("mapper."): v for k, v in state.items() if k.startswith("mapper.")}
+    others = sorted(k for k in state if not k.startswith(("mapper.", "decoder.")))
+    groups = tuple(name for name in MODULES if f"{MODULES[name]}.mapping.1.weight" in weights)
+    if not groups:
+        raise ValueError(f"{source} has no mapper weights ('mapper.course_mapping.mapping.1.weight', "
+                         f"'mapper.medium_mapping...', 'mapper.fine_mapping...'); keys: {sorted(state)[:8]}")
+    key = f"{MODULES[groups[0]]}.mapping.1.weight"
+    if weights[key].ndim != 2:
+        raise ValueError(f"{source}: mapper.{key} has shape {tuple(weights[key].shape)}, expected (D, D)")
+    style_dim = int(weights[key].shape[-1])
+    if n_latent is None:
+        size_opt = opts.get("stylegan_size")
+        if not isinstance(size_opt, int) or size_opt < 4 or size_opt & (size_opt - 1):
+            raise ValueError(f"{source}: its opts name no stylegan_size (got {size_opt!r}); give the generator "
+                             "it edits (n_latent)")
+        n_latent = 2 * int(math.log2(size_opt)) - 2
+    what = (f"StyleCLIP's LevelsMapper for W+ {n_latent} x {style_dim} with groups {list(groups)} (keys "
+            "mapper.<course|medium|fine>_mapping.mapping.<1-4>.<weight (D, D)|bias (D,)>, plus decoder.*)")
+    with torch.device("meta"):
+        probe = LatentMapper(n_latent, style_dim, groups)  # refuses a style_dim or n_latent out of bounds
+    own = {f"mapper.{k}": tuple(v.shape) for k, v in probe.state_dict().items()}
+    check_strict(own, {**{f"mapper.{k}": v for k, v in weights.items()}, **{k: state[k] for k in others}},
+                 source, what)
+    mapper = LatentMapper(n_latent, style_dim, groups)
+    mapper.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
+    mapper.decoder_probe = {k: state[f"decoder.{k}"].float().clone() for k in DECODER_PROBE
+                            if f"decoder.{k}" in state}
+    description = opts.get("description")
+    mapper.prompt = description if isinstance(description, str) else ""
+    mapper.settings = {"prompt": mapper.prompt, "converted_from": path.name,
+                       "styleclip_opts": json_safe({k: opts[k] for k in STYLECLIP_OPTS if k in opts})}
+    return mapper.eval().requires_grad_(False)
+
+
+def converted_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where converted StyleCLIP mappers are kept: `<cache_dir>/mappers` (default `$STUDIO_CACHE/styleclip`)."""
+    from pipelines.styleclip_global import default_cache_dir
+
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / "mappers"
+
+
+def convert_styleclip_mapper(path: str | os.PathLike, generator: nn.Module | None = None, *,
+                             n_latent: int | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A StyleCLIP mapper checkpoint -> our `.safetensors` mapper file (`read_styleclip_mapper`, then `save_mapper`),
+    converted once: the file is named by the checkpoint's sha256 and the W+ length (`generator.n_latent`, else
+    `n_latent`, else from its opts) in `converted_dir(cache_dir)`, and the next load reads it with no pickle at
+    all. With `generator`, a mapper it cannot use (`check_generator`) is refused before anything is written. At
+    most `MAX_CONVERTED` files are kept, the least recently used dropped first."""
+    import re
+    import threading
+
+    from studio.generators.checkpoints import file_hash
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"StyleCLIP mapper checkpoint not found: {str(path)!r}")
+    folder = converted_dir(cache_dir)
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem)[:40] or "mapper"
+    if generator is not None:
+        n_latent = generator.n_latent
+    digest = file_hash(path)
+    tag = f"-w{n_latent}" if n_latent is not None else ""
+    out = folder / f"{stem}-{digest[:16]}{tag}.safetensors"
+    if out.is_file():
+        os.utime(out)  # recently used: kept longest
+        return out
+    mapper = read_styleclip_mapper(path, n_latent)
+    if generator is not None:
+        check_generator(mapper, generator, f"StyleCLIP mapper checkpoint {path.name!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
+    save_mapper(mapper, tmp)
+    os.replace(tmp, out)
+    kept = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in kept[MAX_CONVERTED:]:
+        old.unlink(missing_ok=True)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,18 +435,11 @@ class MapperTrainOutput(Result):
 
 
 @dataclass
-class MapperEditOutput(Result):
-    """A mapper edit. `image` / `original`: the edit at `strength` / the start; scores: clip_score and
-    clip_score_before for the mapper's prompt. `latent` is the edit, `start_latent` the start."""
+class MapperEditOutput(EditOutput):
+    """A mapper edit (`EditOutput`'s fields: `image` / `original` the edit at `strength` / the start, `latent` /
+    `start_latent`, `prompt` the mapper's). scores: clip_score and clip_score_before for the mapper's prompt."""
 
     task = "styleclip-mapper-apply"
-    original: Image.Image | None = None
-    image_tensor: torch.Tensor | None = None  # (1, 3, H, W) in [0, 1], CPU
-    original_tensor: torch.Tensor | None = None
-    latent: torch.Tensor | None = None
-    start_latent: torch.Tensor | None = None
-    prompt: str = ""
-    inversion: InversionOutput | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -313,8 +472,9 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
         return out
 
     def load_mapper(self, mapper: Any) -> LatentMapper:
-        """A mapper for this generator from a `LatentMapper`, a `MapperTrainOutput` or a `.safetensors` path (refused
-        when trained for another generator); it becomes the default of `apply_mapper`. Returns it."""
+        """A mapper for this generator from a `LatentMapper`, a `MapperTrainOutput`, a `.safetensors` path or one of
+        StyleCLIP's own `.pt` checkpoints (its published mappers: converted once into `cache_dir/mappers`); refused
+        when trained for another generator. It becomes the default of `apply_mapper`. Returns it."""
         self.mapper = self._mapper(mapper)
         return self.mapper
 
@@ -327,10 +487,10 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
         if isinstance(mapper, MapperTrainOutput):
             mapper = mapper.mapper
         if isinstance(mapper, (str, os.PathLike)):
-            mapper = load_mapper(mapper, self.generator)
+            mapper = load_mapper(mapper, self.generator, cache_dir=self.cache_dir)
         if not isinstance(mapper, LatentMapper):
-            raise ValueError(f"`mapper` must be a LatentMapper, a trained mapper's result or a .safetensors path, "
-                             f"got {type(mapper).__name__}")
+            raise ValueError(f"`mapper` must be a LatentMapper, a trained mapper's result, a .safetensors path or "
+                             f"a StyleCLIP .pt checkpoint, got {type(mapper).__name__}")
         check_generator(mapper, self.generator)
         return mapper.to(self.device).eval()
 
@@ -533,8 +693,9 @@ register(Task(name="styleclip-mapper-apply", title="Latent mapper edit (StyleCLI
                             help="None (a random start from the seed), a latent, an earlier result, or an image to "
                                  "invert first"),
                       Input("mapper", "state", required=False,
-                            help="a trained mapper (result, LatentMapper or .safetensors path); default: the one "
-                                 "loaded with the pipeline (--mapper)"))))
+                            help="a trained mapper (result, LatentMapper, .safetensors path or a StyleCLIP .pt "
+                                 "checkpoint); default: the one loaded with the pipeline (--mapper)"))))
 
 __all__ = ["GROUPS", "LatentMapper", "MapperApplyConfig", "MapperConfig", "MapperEditOutput", "MapperTrainOutput",
-           "StyleCLIPMapperPipeline", "check_generator", "load_mapper", "save_mapper"]
+           "StyleCLIPMapperPipeline", "check_generator", "convert_styleclip_mapper", "converted_dir", "load_mapper",
+           "read_styleclip_mapper", "save_mapper"]

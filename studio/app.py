@@ -305,7 +305,8 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
         yield from pipe.iter_global_direction(start(generator, clip, state), neutral, target, **settings)
 
     # StyleCLIP's latent mapper, on the same generator and CLIP: the mapper to apply is the one trained on the page
-    # (the tab keeps its result) or an uploaded .safetensors file, refused when it was trained for another generator
+    # (the tab keeps its result) or an uploaded file (ours, or a StyleCLIP .pt checkpoint, converted once), refused
+    # when it was trained for another generator
     from pipelines.styleclip_mapper import StyleCLIPMapperPipeline
 
     @gpu("styleclip-mapper")
@@ -317,7 +318,8 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
     def apply_mapper(generator, clip, state, trained, upload, settings):
         mapper = upload or trained
         if mapper is None:
-            raise ValueError("`mapper` is missing: train a mapper first, or upload a .safetensors mapper")
+            raise ValueError("`mapper` is missing: train a mapper first, or upload a mapper (.safetensors, or a "
+                             "StyleCLIP .pt checkpoint)")
         pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
         yield from pipe.iter_apply_mapper(start(generator, clip, state), mapper, **settings)
 

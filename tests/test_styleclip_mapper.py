@@ -121,6 +121,9 @@ def test_apply_is_one_forward_pass_with_a_strength_control(pipe, trained):
     pipe.load_mapper(trained)
     w = pipe.random_latent(seed=3)
     torch.testing.assert_close(pipe.apply_mapper(w[0]).latent, full.latent)
+    # a mapper edit starts the next edit from its edited latent (as a latent optimisation's result does)
+    again = pipe.apply_mapper(full, strength=0.0)
+    torch.testing.assert_close(again.start_latent, full.latent, rtol=0, atol=0)
     # an image is inverted first (the "invert" stage), then mapped
     seen = []
     photo = pipe.to_unit(pipe.render(w))[0]

@@ -244,7 +244,7 @@ def test_ada_pickles_of_other_kinds_are_refused_with_a_message(tmp_path, nvidia_
     bad = tiny_generator()
     write_ada_pickle(tmp_path / "bad.pkl", bad, nvidia_modules,
                      extra={"synthesis.b8.conv1.affine.bias": torch.zeros(5)})
-    with pytest.raises(CheckpointMismatchError, match=r"convs.1.conv.modulation.bias checkpoint \(5,\)"):
+    with pytest.raises(CheckpointMismatchError, match=r"convs.1.conv.modulation.bias file \(5,\)"):
         load_generator(tmp_path / "bad.pkl")
     # not a network pickle, a torch.save file, and a plain pickle of something else
     with open(tmp_path / "list.pkl", "wb") as f:

@@ -90,26 +90,26 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
 
 
 class CheckpointMismatchError(ValueError):
-    """A state dict that does not match the generator's parameter names or shapes."""
+    """A state dict that does not match a model's parameter names or shapes (`what`: the model, in words)."""
 
     setup_problem = True  # the page keeps this message on screen until dismissed
 
     def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]],
-                 source: str = "checkpoint"):
+                 source: str = "checkpoint", what: str = "the StyleGAN2 generator (rosinality format)"):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
 
         def listing(items: list[str], limit: int = 12) -> str:
             more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
             return ", ".join(items[:limit]) + more
 
-        parts = [f"{source} does not match the StyleGAN2 generator (rosinality format, strict):"]
+        parts = [f"{source} does not match {what} (strict):"]
         if missing:
             parts.append(f"  missing keys ({len(missing)}): {listing(missing)}")
         if unexpected:
             parts.append(f"  unexpected keys ({len(unexpected)}): {listing(unexpected)}")
         if mismatched:
             parts.append(f"  shape mismatches ({len(mismatched)}): "
-                         + listing([f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched]))
+                         + listing([f"{k} file {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched]))
         super().__init__("\n".join(parts))
 
 
@@ -156,16 +156,23 @@ def infer_config(state: dict[str, torch.Tensor]) -> StyleGAN2Config:
                            max_channels=max_channels)
 
 
+def check_strict(own: dict[str, tuple], state: dict[str, torch.Tensor | tuple], source: str = "checkpoint",
+                 what: str = "the StyleGAN2 generator (rosinality format)") -> None:
+    """Refuse `state` (tensors, or their shapes) unless its keys are exactly `own`'s (name -> shape) and every shape
+    matches: a `CheckpointMismatchError` listing every missing, unexpected and mis-shaped key."""
+    state = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in state.items()}
+    own = {k: tuple(v) for k, v in own.items()}
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    mismatched = [(k, state[k], own[k]) for k in sorted(own) if k in state and state[k] != own[k]]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(missing, unexpected, mismatched, source, what)
+
+
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Refuse any missing/unexpected key or shape mismatch of `state` against `model`, with all of them listed
     (`model` may live on the meta device: only its shapes are read)."""
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in sorted(own)
-                  if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(missing, unexpected, mismatched, source)
+    check_strict({k: tuple(v.shape) for k, v in model.state_dict().items()}, state, source)
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -174,11 +181,44 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
     model.load_state_dict(state, strict=True)
 
 
+def load_weights_only(path: str | os.PathLike, what: str, expected: str, max_bytes: int | None = None,
+                      zip_only: bool = False) -> dict:
+    """The dict a `torch.save` file holds, read with `torch.load(weights_only=True)`: tensors and plain containers
+    only, plus `argparse.Namespace` (rosinality's `train.py` and pSp-style training scripts store their arguments
+    in the checkpoint; a plain attribute bag, no code runs). Anything else the file would import is refused
+    before it runs, as a ValueError naming `what` the file should be; so is a file that holds no dict (`expected`
+    says what it should hold). `max_bytes` bounds the file and, for torch's zip format, what its entries unpack
+    to (checked from the zip directory before anything is read). `zip_only` refuses torch's legacy (pre-1.6)
+    format, whose tensor sizes are only known by unpickling (a tiny file could make it allocate any amount)."""
+    import zipfile
+
+    is_zip = zipfile.is_zipfile(path)
+    if zip_only and not is_zip:
+        raise ValueError(f"cannot read {str(path)!r} as a {what}: not torch's zip format (torch.save since 1.6); "
+                         "files in the legacy format are not read here")
+    if max_bytes is not None:
+        size = Path(path).stat().st_size
+        if is_zip:
+            with zipfile.ZipFile(path) as archive:
+                size = max(size, sum(info.file_size for info in archive.infolist()))
+        if size > max_bytes:
+            raise ValueError(f"{str(path)!r} holds {size / 2**20:.0f} MiB; a {what} is at most "
+                             f"{max_bytes / 2**20:.0f} MiB")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError and friends: say what we accept
+            raise ValueError(f"cannot read {str(path)!r} as a weights-only {what} (tensors and plain containers "
+                             f"only): {read_error(path, err)}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(raw).__name__}, expected {expected}")  # noqa: TRY004
+    return raw
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """(g_ema state dict, latent_avg or None) from a rosinality `.pt` or a `.safetensors` file.
 
-    `.pt` files load with `torch.load(weights_only=True)`; `argparse.Namespace` is allowed because rosinality's
-    `train.py` stores its arguments in the checkpoint (a plain attribute bag, no code runs).
+    `.pt` files load with `load_weights_only` (`torch.load(weights_only=True)`).
     """
     path = Path(path)
     if not path.is_file():
@@ -189,14 +229,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], t
         raw: dict = load_file(str(path))
         latent_avg = raw.pop("latent_avg", None)
         return {k.removeprefix("g_ema."): v for k, v in raw.items()}, latent_avg
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:  # UnpicklingError and friends: say what we accept
-            raise ValueError(f"cannot read {str(path)!r} as a weights-only rosinality checkpoint: "
-                             f"{read_error(path, err)}") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(raw).__name__}, expected a dict with 'g_ema'")  # noqa: TRY004
+    raw = load_weights_only(path, "rosinality checkpoint", "a dict with 'g_ema'")
     if "g_ema" in raw:
         state, latent_avg = raw["g_ema"], raw.get("latent_avg")
     elif "style.1.weight" in raw:  # a bare generator state dict
@@ -306,7 +339,8 @@ def checkpoint_dir() -> Path:
 
 
 __all__ = [
-    "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "checkpoint_dir", "file_hash", "infer_config",
-    "load_generator", "load_state_dict_strict", "read_checkpoint", "resolve_hub_checkpoint",
+    "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "check_state_dict", "check_strict", "checkpoint_dir",
+    "file_hash", "infer_config",
+    "load_generator", "load_state_dict_strict", "load_weights_only", "read_checkpoint", "resolve_hub_checkpoint",
     "resolve_named_checkpoint", "save_generator", "state_dict_hash",
 ]

@@ -21,7 +21,6 @@ into the wrong latent space). `find_encoder` looks for the file: `STUDIO_E4E` (a
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from studio.generators.checkpoints import check_strict
 from studio.generators.stylegan2 import EqualLinear
 
 # The released e4e encoders for the registry's generators (omertov/encoder4editing README, "Pretrained Models").
@@ -221,15 +221,9 @@ def _read(path: Path) -> dict:
         from safetensors.torch import load_file
 
         return {"state_dict": load_file(str(path))}
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:  # UnpicklingError and friends: say what we accept
-            raise ValueError(f"cannot read {str(path)!r} as a weights-only e4e checkpoint (tensors and plain "
-                             f"containers only): {err}") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(raw).__name__}, expected e4e's dict with 'state_dict'")
-    return raw
+    from studio.generators.checkpoints import load_weights_only
+
+    return load_weights_only(path, "e4e checkpoint", "e4e's dict with 'state_dict'")
 
 
 def load_encoder(path: str | os.PathLike, generator: nn.Module | None = None,
@@ -267,43 +261,28 @@ def load_encoder(path: str | os.PathLike, generator: nn.Module | None = None,
                              f"({cfg.n_latent}, {cfg.style_dim}) or ({cfg.style_dim},)")
         model.latent_avg.copy_(avg.expand(cfg.n_latent, -1))
     if generator is not None:
-        _check_decoder(full, generator, source)
+        check_decoder(full, generator, source)
     model.source = str(path)
     return model.to(device).eval().requires_grad_(False)
 
 
-def check_strict(own: dict[str, tuple], state: dict[str, torch.Tensor | tuple], source: str, what: str) -> None:
-    """Refuse `state` (tensors, or their shapes) unless its keys are exactly `own`'s and every shape matches; the
-    message lists them all."""
-    state = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in state.items()}
-
-    def listing(items: list[str], limit: int = 12) -> str:
-        return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = [f"{k} file {state[k]} vs model {own[k]}" for k in sorted(own) if k in state and state[k] != own[k]]
-    if missing or unexpected or mismatched:
-        parts = [f"{source} does not match {what} (strict):"]
-        for name, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches", mismatched)):
-            if items:
-                parts.append(f"  {name} ({len(items)}): {listing(items)}")
-        raise ValueError("\n".join(parts))
+DECODER_PROBE = ("style.1.weight", "style.1.bias", "input.input")  # a generator's weights that no edit trains
 
 
-def _check_decoder(full: dict, generator: nn.Module, source: str) -> None:
-    """Refuse an e4e checkpoint trained with another generator: its `decoder.*` mapping network and constant
-    input must equal the generator's (where the file has them and the generator has such parameters)."""
+def check_decoder(full: dict, generator: nn.Module, source: str,
+                  advice: str = "use the e4e encoder made for this generator") -> None:
+    """Refuse a checkpoint trained with another generator (e4e's, StyleCLIP's mapper's): its `decoder.*` mapping
+    network and constant input (`DECODER_PROBE`) must equal the generator's, where the file has them and the
+    generator has such parameters."""
     own = dict(generator.named_parameters())
-    for key in ("style.1.weight", "style.1.bias", "input.input"):
+    for key in DECODER_PROBE:
         theirs = full.get(f"decoder.{key}")
         if theirs is None or key not in own:
             continue
         mine = own[key].detach().float().cpu()
         if tuple(theirs.shape) != tuple(mine.shape) or not torch.allclose(theirs.float(), mine, atol=1e-5):
             raise ValueError(f"{source} was trained with another generator (its decoder's {key} differs from this "
-                             "generator's): use the e4e encoder made for this generator")
+                             f"generator's): {advice}")
 
 
 def save_encoder(model: Encoder4Editing, path: str | os.PathLike) -> None:
@@ -344,5 +323,6 @@ def how_to_get(generator: nn.Module) -> str:
             f"{str(encoder_dir())!r}, or set STUDIO_E4E=/path/to/e4e.pt")
 
 
-__all__ = ["E4EConfig", "E4E_FILES", "Encoder4Editing", "GradualStyleBlock", "encoder_dir", "find_encoder",
-           "check_strict", "how_to_get", "infer_e4e_config", "load_encoder", "save_encoder"]
+__all__ = ["DECODER_PROBE", "E4EConfig", "E4E_FILES", "Encoder4Editing", "GradualStyleBlock", "encoder_dir",
+           "find_encoder", "check_decoder", "how_to_get", "infer_e4e_config", "load_encoder",
+           "save_encoder"]

@@ -325,7 +325,8 @@ def _mapper_tab(make: Callable, token: gr.State, generator: gr.Dropdown, clip: g
                 seed: gr.components.Component, truncation: gr.components.Component, notice: gr.Markdown,
                 train_mapper: Callable, apply_mapper: Callable) -> None:
     """The "Latent mapper" sub-tab (StyleCLIP's method 2): train a mapper for a prompt, then edit the image to edit
-    with it in one forward pass, at a strength; or upload a mapper trained before."""
+    with it in one forward pass, at a strength; or upload a mapper trained before (ours, or one of StyleCLIP's
+    `.pt` checkpoints)."""
     with gr.Tab("Latent mapper"):
         gr.Markdown("Train a mapper for one prompt on random samples of the generator (StyleCLIP's second method); "
                     "it then edits any image in one forward pass. **Stop** keeps the mapper trained so far.")
@@ -339,7 +340,8 @@ def _mapper_tab(make: Callable, token: gr.State, generator: gr.Dropdown, clip: g
                 m_progress = gr.HTML()
                 m_info = gr.Markdown()
                 m_file = gr.File(label="The mapper (.safetensors, prompt and settings inside)", interactive=False)
-                m_upload = gr.File(label="Or upload a mapper (.safetensors)", file_types=[".safetensors"],
+                m_upload = gr.File(label="Or upload a mapper (.safetensors, or a StyleCLIP .pt such as its "
+                                         "published FFHQ mappers)", file_types=[".safetensors", ".pt"],
                                    type="filepath")
                 m_strength = make(APPLY, "strength")
                 apply_btn = gr.Button("Apply mapper to the image to edit", variant="primary")
