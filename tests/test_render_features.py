@@ -502,3 +502,40 @@ def test_groups_must_nest():
         Topology((1, 1, 1), (False,) * 3, groups=((0, 2, 0.5), (1, 3, 0.5)))
     with pytest.raises(ValueError, match="groups"):
         Topology((1,), (False,), groups=((0, 2, 0.5),))
+
+
+# ---------------------------------------------------------------------------------------------- group clips
+@pytest.mark.parametrize("groups", [[(0, 2, 1.0, (20.5, 15.25, 70.0, 60.0))], [(0, 3, 0.6, (5, 5, 95, 50)),
+                                                                           (1, 3, 0.5, (40.3, 0, 100, 80))]])
+def test_group_clip_rectangles_match_resvg(groups):
+    scene = Scene.from_paths(_overlapping(), 100, 80, groups=groups)
+    assert differing_fraction(scene) < MAX_FRACTION
+    assert 'overflow="hidden"' in to_svg(scene)
+    unclipped = Scene.from_paths(_overlapping(), 100, 80, groups=[g[:3] for g in groups])
+    assert (render(unclipped) - render(scene)).abs().amax(-1).gt(TOL).float().mean() > 0.05  # the clip matters
+    torch.testing.assert_close(render(scene, backend="reference"), render(scene), atol=1e-4, rtol=0)
+
+
+def test_clip_mask_is_the_pixel_area_inside_the_rectangle():
+    scene = Scene.from_paths([Path([(0, 0), (20, 0), (20, 10), (0, 10)], degrees=1, closed=True, fill=(0, 0, 0, 1),
+                                   stroke_width=0, stroke=(0, 0, 0, 0))], 20, 10, background=None,
+                             groups=[(0, 1, 1.0, (2.25, 1.5, 12.0, 8.0))])
+    alpha = render(scene)[0, ..., 3]
+    assert alpha.sum().item() == pytest.approx((12 - 2.25) * (8 - 1.5), abs=1e-4)
+    assert alpha[4, 2].item() == pytest.approx(0.75) and alpha[1, 5].item() == pytest.approx(0.5)
+
+
+def test_clipped_group_gradients_match_finite_differences():
+    paths = [Path(circle(20.3, 22.1, 12.2), closed=True, fill=(0.9, 0.1, 0.1, 1), stroke_width=2.3,
+                  stroke=(0.1, 0.1, 0.1, 1)),
+             Path(circle(29.7, 26.4, 10.1), closed=True, fill=(0.1, 0.3, 0.9, 0.8), stroke_width=0,
+                  stroke=(0, 0, 0, 0))]
+    scene = Scene.from_paths(paths, 44, 40, groups=[(0, 2, 0.6, (12.3, 10.7, 33.4, 38.0))], dtype=torch.float64)
+    _fd_check(scene, ["points", "widths", "fill_colors"])
+
+
+@pytest.mark.parametrize("clip", [(1, 2, 3), (0, 0, -1, 4), (0, 0, float("inf"), 1), "abcd"])
+def test_bad_group_clips_are_refused(clip):
+    with pytest.raises(ValueError, match="clip"):
+        Topology((1,), (False,), groups=((0, 1, 0.5, clip),))
+

@@ -61,7 +61,7 @@ def _draw_range(scene: Scene, start: int, stop: int, groups, draw) -> torch.Tens
             end = g[1]
     pieces, cursor = [], start
     for i in top:
-        a, b, _ = groups[i]
+        a, b = groups[i][:2]
         if cursor < a:
             pieces.append((cursor, a, None))
         pieces.append((a, b, i))
@@ -75,8 +75,21 @@ def _draw_range(scene: Scene, start: int, stop: int, groups, draw) -> torch.Tens
         else:  # the groups inside this one (it excluded), on a layer of their own
             inner = tuple(g for j, g in enumerate(groups) if j != i and a <= g[0] and g[1] <= b)
             layer = _draw_range(scene, a, b, inner, draw) * groups[i][2]
+            if len(groups[i]) > 3 and groups[i][3] is not None:
+                layer = layer * clip_mask(groups[i][3], scene.width, scene.height, layer)
         img = layer if img is None else layer + img * (1 - layer[..., 3:])
     return img
+
+
+def clip_mask(rect, width: int, height: int, like: torch.Tensor) -> torch.Tensor:
+    """(H, W, 1) box-filtered coverage of each pixel by the axis-aligned rectangle (x0, y0, x1, y1): the area of
+    pixel [i, i+1] x [j, j+1] inside it (exact for the one-pixel box filter the renderer uses everywhere)."""
+    x0, y0, x1, y1 = rect
+    xs = torch.arange(width, device=like.device, dtype=like.dtype)
+    ys = torch.arange(height, device=like.device, dtype=like.dtype)
+    cx = (torch.clamp(xs + 1, max=x1) - torch.clamp(xs, min=x0)).clamp(0, 1)
+    cy = (torch.clamp(ys + 1, max=y1) - torch.clamp(ys, min=y0)).clamp(0, 1)
+    return (cy[:, None] * cx[None, :])[..., None]
 
 
 def render_one(scene: Scene, index: int = 0, **kwargs) -> torch.Tensor:

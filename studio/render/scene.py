@@ -110,7 +110,9 @@ class Topology:
     and dash pattern), one colour. `filled` is per path (only paths with `filled=True` get a fill layer, and only
     if the scene has fill colours). `styles` is one `PathStyle` per path (None: all `PathStyle()`, round and solid).
     `groups` are (first path, end path, opacity) ranges, nested or disjoint: each is drawn on its own transparent
-    layer and composited with its opacity as one layer (SVG group opacity), not multiplied into its paths.
+    layer and composited with its opacity as one layer (SVG group opacity), not multiplied into its paths. A fourth
+    entry `clip` = (x0, y0, x1, y1) in canvas pixels clips the layer to that axis-aligned rectangle (box-filtered
+    coverage mask; a nested `<svg>` viewport's overflow clip); without it (or None) nothing is clipped.
     """
 
     num_segments: tuple[int, ...]
@@ -118,7 +120,7 @@ class Topology:
     filled: tuple[bool, ...] | None = None  # None: no path is filled
     subpaths: tuple[int, ...] | None = None  # None: one subpath per path
     styles: tuple[PathStyle, ...] | None = None  # None: PathStyle() for every path
-    groups: tuple[tuple[int, int, float], ...] | None = None  # (first path, end path, opacity): one layer each
+    groups: tuple[tuple, ...] | None = None  # (first path, end path, opacity[, clip rect]): one layer each
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_segments", tuple(int(n) for n in self.num_segments))
@@ -151,14 +153,21 @@ class Topology:
             for g in self.groups:
                 try:
                     a, b, op = int(g[0]), int(g[1]), float(g[2])
+                    clip = None if len(g) < 4 or g[3] is None else tuple(float(v) for v in g[3])
+                    if len(g) > 4 or (clip is not None and len(clip) != 4):
+                        raise ValueError
                 except (TypeError, ValueError, IndexError):
-                    raise ValueError(f"`groups` must hold (first path, end path, opacity) triples, got {g!r}") \
-                        from None
+                    raise ValueError(f"`groups` must hold (first path, end path, opacity[, clip]) entries with clip "
+                                     f"None or (x0, y0, x1, y1), got {g!r}") from None
                 if not (0 <= a < b <= p) or not (math.isfinite(op) and 0 <= op <= 1):
                     raise ValueError(f"`groups` entry {g!r} must have 0 <= first < end <= {p} and opacity in [0, 1]")
-                groups.append((a, b, op))
+                if clip is not None and not (all(math.isfinite(v) for v in clip) and clip[0] <= clip[2]
+                                             and clip[1] <= clip[3]):
+                    raise ValueError(f"`groups` entry {g!r}: clip must be finite (x0, y0, x1, y1) with x0 <= x1 and "
+                                     "y0 <= y1")
+                groups.append((a, b, op) if clip is None else (a, b, op, clip))
             groups.sort(key=lambda g: (g[0], -g[1]))
-            stack: list[tuple[int, int, float]] = []
+            stack: list[tuple] = []
             for g in groups:  # properly nested or disjoint, as SVG's <g> elements are
                 while stack and stack[-1][1] <= g[0]:
                     stack.pop()
@@ -229,7 +238,8 @@ class Topology:
         """The topology of paths [start, stop) (groups inside the range kept, shifted; the others dropped)."""
         counts = self.subpath_counts
         c0, c1 = sum(counts[:start]), sum(counts[:stop])
-        groups = tuple((a - start, b - start, o) for a, b, o in (self.groups or ()) if start <= a and b <= stop)
+        groups = tuple((g[0] - start, g[1] - start, *g[2:]) for g in (self.groups or ())
+                       if start <= g[0] and g[1] <= stop)
         return Topology(self.num_segments[c0:c1], self.closed[c0:c1],
                         None if self.filled is None else self.filled[start:stop], counts[start:stop],
                         None if self.styles is None else self.styles[start:stop], groups or None)
@@ -243,7 +253,7 @@ class Topology:
         if self.styles is not None or other.styles is not None:
             styles = self.all_styles + other.all_styles
         n = self.num_paths
-        groups = (self.groups or ()) + tuple((a + n, b + n, o) for a, b, o in (other.groups or ()))
+        groups = (self.groups or ()) + tuple((g[0] + n, g[1] + n, *g[2:]) for g in (other.groups or ()))
         return Topology(self.num_segments + other.num_segments, self.closed + other.closed, filled,
                         self.subpath_counts + other.subpath_counts, styles, groups or None)
 
@@ -604,9 +614,10 @@ class Scene:
     def from_paths(cls, paths: Sequence[Path], width: int = 224, height: int = 224,
                    background: Sequence[float] | None = (1.0, 1.0, 1.0, 1.0), fill_rule: str = "nonzero",
                    device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-                   groups: Sequence[tuple[int, int, float]] | None = None) -> "Scene":
+                   groups: Sequence[tuple] | None = None) -> "Scene":
         """A one-scene batch from `Path` descriptions (lines and quadratics are elevated to cubics). `groups` are
-        (first path, end path, opacity) ranges composited as one layer each (SVG's `opacity` on a `<g>`)."""
+        (first path, end path, opacity[, clip]) ranges composited as one layer each (SVG's `opacity` on a `<g>`),
+        clipped to the axis-aligned rectangle clip = (x0, y0, x1, y1) in pixels when given (a viewport's clip)."""
         if len(paths) == 0:
             raise ValueError("`paths` must hold at least one Path, got none")
         pts, nseg, closed, counts, widths, strokes, fills, styles = [], [], [], [], [], [], [], []
