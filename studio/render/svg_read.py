@@ -24,10 +24,15 @@ Refused by name: text, tspan, textPath, image, foreignObject (outside a switch t
 animation elements, any unknown element in the SVG namespace; properties that would change the drawing unless
 they keep their initial value: clip-path, mask, filter, marker(-start/-mid/-end), mix-blend-mode,
 vector-effect, shape-rendering other than auto/geometricPrecision, color-interpolation linearRGB,
-transform-box other than view-box, miter-clip / arcs joins; `opacity` below 1 on an element that draws more
-than one overlapping layer (the renderer has no group layers; exact when it draws one layer or disjoint ones);
-strokes under non-uniform transforms; content overflowing a nested viewport that clips it; `transform` or
-geometry properties set in CSS; em/ex units; pattern paints; missing references; unknown properties.
+transform-box other than view-box, miter-clip / arcs joins; strokes under non-uniform transforms; content
+overflowing a rotated or skewed nested viewport that clips it; more than `MAX_GROUPS` composited layers; `transform`
+or geometry properties set in CSS; em/ex units; pattern paints; missing references; unknown properties.
+
+`opacity` below 1 composites the element as one layer (a `Topology.groups` range over the paths it drew: nested
+groups, `<use>` of a group, a path with both fill and stroke); on an element that draws a single layer it is
+multiplied into that layer's alpha (the same drawing). A nested `<svg>` (or `<symbol>` through `<use>`) whose
+overflow clips (the default) and whose content reaches outside its viewport gets a group with the viewport as an
+axis-aligned clip rectangle in canvas pixels; content entirely inside needs no clip and gets none.
 
 Untrusted input is read defensively: `defusedxml` refuses DTDs, entity declarations (billion laughs) and
 external references; the text size, element count (counting every `<use>` expansion), nesting depth, path
@@ -62,7 +67,7 @@ from .svg_path import (
 )
 
 __all__ = ["from_svg", "MAX_SVG_CHARS", "MAX_ELEMENTS", "MAX_DEPTH", "MAX_COMMANDS", "MAX_PATHS", "MAX_COORD",
-           "MAX_USE_EXPANSION"]
+           "MAX_USE_EXPANSION", "MAX_GROUPS"]
 
 MAX_SVG_CHARS = 4_000_000  # ~4 MB of markup: far more than a drawing needs, little enough to parse in a second
 MAX_ELEMENTS = 20_000  # elements in the document, and elements drawn after expanding every <use>
@@ -72,6 +77,7 @@ MAX_USE_EXPANSION = 5_000  # <use> instantiations summed over the document (a us
 MAX_HREF_CHAIN = 16  # gradients inheriting from gradients
 MAX_DASHES = 64
 MAX_STOPS = 256
+MAX_GROUPS = 256  # composited layers (each one is a render of its own): group opacity and viewport clips
 
 _SVG_NS = "{http://www.w3.org/2000/svg}"
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -349,6 +355,7 @@ class _Reader:
         self._declared: dict = {}
         self._doc_style: dict = {}
         self.shapes: list[_Shape] = []
+        self.groups: dict[tuple[int, int], list] = {}  # (first shape, end shape) -> [opacity, clip rect | None]
         self.uses = 0
         self.drawn_elements = 0
         self.budget = Budget()
@@ -546,10 +553,15 @@ class _Reader:
             raise ValueError(f"SVG overflow {overflow[:30]!r} on <{tag}> is not supported")
         if overflow in ("hidden", "scroll", "clip", "inherit", "initial", "unset"):
             corners = apply(ctm, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
-            for s in self.shapes[start:]:
-                if not _inside(s.bbox, corners):
-                    raise ValueError(f"SVG <{s.tag}> overflows the viewport of its <{tag}>, which clips it; "
-                                     "clipping is not supported (set overflow=\"visible\" or keep it inside)")
+            outside = [s for s in self.shapes[start:] if not _inside(s.bbox, corners)
+                       and not _inside_viewport(s, ctm, (x, y, x + w, y + h))]
+            if outside:  # clipped: an axis-aligned rectangle in canvas pixels is a layer's coverage mask
+                xs, ys = sorted({round(c[0], 6) for c in corners}), sorted({round(c[1], 6) for c in corners})
+                if len(xs) > 2 or len(ys) > 2:
+                    raise ValueError(f"SVG <{outside[0].tag}> overflows the viewport of its <{tag}>, which clips "
+                                     "it, and the viewport is rotated or skewed: only axis-aligned viewport clips "
+                                     "are drawn (set overflow=\"visible\" or keep the content inside)")
+                self.group(start, len(self.shapes), 1.0, (xs[0], ys[0], xs[-1], ys[-1]), tag)
 
     def use(self, el, st, ctm, viewport, depth, active) -> None:
         ref = _href(el)
@@ -599,21 +611,34 @@ class _Reader:
             p = self.matcher.parent.get(p)
 
     def group_opacity(self, el, tag, st, start: int) -> None:
-        """`opacity` composites an element as one layer; multiplying it into each layer is the same only when the
-        layers do not overlap (the renderer has no layer groups)."""
+        """`opacity` composites an element as one layer: a group over the shapes it drew (multiplied into the one
+        shape instead when it draws a single layer, which is the same drawing)."""
         op = _fraction(st["opacity"], f"<{tag}> opacity")
         if op >= 1:
             return
         drawn = self.shapes[start:]
-        if len(drawn) > 1 or any(s.layers() > 1 for s in drawn):
-            boxes = [s.bbox for s in drawn]
-            if any(s.layers() > 1 for s in drawn) or len(boxes) > 256 or _any_overlap(boxes):
-                raise ValueError(f"SVG opacity {st['opacity'][:20]} on <{tag}> over overlapping layers (several "
-                                 "shapes, or a fill and a stroke) is not supported: group opacity needs layer "
-                                 "compositing, which the renderer does not do")
-        for s in drawn:
-            s.fill_opacity *= op
-            s.stroke_opacity *= op
+        if len(drawn) == 1 and drawn[0].layers() == 1:  # a clip on it commutes with the multiplication
+            drawn[0].fill_opacity *= op
+            drawn[0].stroke_opacity *= op
+        elif drawn:
+            self.group(start, len(self.shapes), op, None, tag)
+
+    def group(self, start: int, end: int, opacity: float, clip, tag: str) -> None:
+        """A layer over shapes [start, end): one entry per range (a group of a group of the same shapes is one
+        layer with the product of the opacities and the intersection of the clips)."""
+        entry = self.groups.get((start, end))
+        if entry is None:
+            if len(self.groups) >= MAX_GROUPS:
+                raise ValueError(f"SVG has more than {MAX_GROUPS} layers to composite (group opacity on overlapping "
+                                 f"shapes, clipping viewports; the last one a <{tag}>); refusing to draw it")
+            self.groups[(start, end)] = [opacity, clip]
+            return
+        entry[0] *= opacity
+        if clip is not None:
+            old = entry[1]
+            entry[1] = clip if old is None else (max(old[0], clip[0]), max(old[1], clip[1]),
+                                                 max(min(old[2], clip[2]), max(old[0], clip[0])),
+                                                 max(min(old[3], clip[3]), max(old[1], clip[1])))
 
     # -- shapes ----------------------------------------------------------------------------------------------------
     def shape(self, el, tag, st, ctm, viewport) -> None:
@@ -857,13 +882,27 @@ def _inside(box, quad) -> bool:
     return True
 
 
-def _any_overlap(boxes) -> bool:
-    for i in range(len(boxes)):
-        for j in range(i):
-            a, b = boxes[i], boxes[j]
-            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                return True
-    return False
+def _inside_viewport(shape: _Shape, ctm: Matrix, rect) -> bool:
+    """Whether the shape (its stroke's reach included) lies inside the viewport `rect` (x0, y0, x1, y1) of the
+    coordinate system `ctm` maps to pixels: tested in that system, so a rotated viewport is not judged by the
+    pixel-space bounding box of its content."""
+    a, b, c, d, e, f = ctm
+    det = a * d - b * c
+    if abs(det) < 1e-12:
+        return False
+    inv = (d / det, -b / det, -c / det, a / det, (c * f - d * e) / det, (b * e - a * f) / det)
+    x0, y0, x1, y1 = bounding_box([(apply(inv, pts), closed) for pts, closed in shape.subs])
+    if shape.stroke is not None:
+        half = shape.width / 2
+        tips = apply(inv, list(_miter_tips(shape.subs, half, shape.miter_limit))) if shape.join == "miter" else []
+        for tx, ty in tips:
+            x0, y0, x1, y1 = min(x0, tx), min(y0, ty), max(x1, tx), max(y1, ty)
+        p, q = (a * a + b * b + c * c + d * d) / 2, abs(det)
+        s_min = math.sqrt(max(p - math.sqrt(max(p * p - q * q, 0.0)), 1e-24))  # the least scale ctm applies
+        grow = half * (math.sqrt(2) if shape.cap == "square" else 1.0) / s_min
+        x0, y0, x1, y1 = x0 - grow, y0 - grow, x1 + grow, y1 + grow
+    slack = 0.01 / math.sqrt(abs(det))
+    return x0 >= rect[0] - slack and y0 >= rect[1] - slack and x1 <= rect[2] + slack and y1 <= rect[3] + slack
 
 
 def _shape_data(tag: str, el, viewport) -> str | None:
@@ -987,10 +1026,11 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
         ox, oy = reader.origin(st["transform-origin"], (float(width), float(height)))
         base = compose(compose(compose(translate(ox, oy), t), translate(-ox, -oy)), base)
     background = None
+    root_opacity = _fraction(st["opacity"], "<svg> opacity")
     if st["display"].strip().lower() != "none":
         for child in root:
             if background is None and not reader.shapes and _local(child.tag) == "rect" \
-                    and child.get("id") == "background":
+                    and child.get("id") == "background" and root_opacity >= 1:
                 background = _background(reader, child, st, base, viewport, width, height)
                 if background is not None:
                     continue
@@ -998,22 +1038,25 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
         reader.group_opacity(root, "svg", st, 0)
     if not reader.shapes:
         raise ValueError("SVG contains no paths or shapes to draw")
-    return _to_scene(reader.shapes, width, height, background, device, dtype or torch.float32)
+    groups = [(a, b, op) if clip is None else (a, b, op, clip) for (a, b), (op, clip) in reader.groups.items()
+              if op < 1 or clip is not None]
+    return _to_scene(reader.shapes, width, height, background, device, dtype or torch.float32, groups)
 
 
 def _background(reader: _Reader, el, parent, base, viewport, width, height):
     """A full-canvas, solid, unstroked first `<rect id="background">` as the scene background (or None)."""
-    start = len(reader.shapes)
+    start, groups = len(reader.shapes), dict(reader.groups)
     reader.walk(el, parent, base, viewport, 1)
     drawn = reader.shapes[start:]
     if len(drawn) != 1:
         del reader.shapes[start:]
+        reader.groups = groups
         return None
     s = drawn[0]
     x0, y0, x1, y1 = s.bbox
     del reader.shapes[start:]
-    if s.stroke is not None or not isinstance(s.fill, tuple) or max(abs(x0), abs(y0), abs(x1 - width),
-                                                                     abs(y1 - height)) > 0.5 \
+    if (start, start + 1) in reader.groups or s.stroke is not None or not isinstance(s.fill, tuple) \
+            or max(abs(x0), abs(y0), abs(x1 - width), abs(y1 - height)) > 0.5 \
             or len(s.subs) != 1 or len(s.subs[0][0]) != 12:
         reader.shapes.append(s)
         return ()  # drawn as an ordinary shape
@@ -1021,7 +1064,7 @@ def _background(reader: _Reader, el, parent, base, viewport, width, height):
     return (r, g, b, a * s.fill_opacity)
 
 
-def _to_scene(shapes: list[_Shape], width: int, height: int, background, device, dtype) -> Scene:
+def _to_scene(shapes: list[_Shape], width: int, height: int, background, device, dtype, groups=()) -> Scene:
     rules = {s.fill_rule for s in shapes if s.fill is not None}
     scene_rule = "evenodd" if rules == {"evenodd"} else "nonzero"
     paths = []
@@ -1034,4 +1077,4 @@ def _to_scene(shapes: list[_Shape], width: int, height: int, background, device,
                           fill_rule=None if s.fill_rule == scene_rule else s.fill_rule,
                           fill_opacity=s.fill_opacity, stroke_opacity=s.stroke_opacity))
     return Scene.from_paths(paths, width=width, height=height, background=background or None,
-                            fill_rule=scene_rule, device=device, dtype=dtype)
+                            fill_rule=scene_rule, device=device, dtype=dtype, groups=groups or None)
