@@ -539,3 +539,11 @@ def test_bad_group_clips_are_refused(clip):
     with pytest.raises(ValueError, match="clip"):
         Topology((1,), (False,), groups=((0, 1, 0.5, clip),))
 
+
+
+def test_render_work_counts_a_canvas_per_group():
+    from studio.render.cost import render_work
+
+    plain = Scene.from_paths(_overlapping(), 100, 80)
+    grouped = Scene.from_paths(_overlapping(), 100, 80, groups=[(0, 3, 0.6, (5, 5, 95, 50)), (1, 3, 0.5)])
+    assert render_work(grouped) - render_work(plain) == 2 * 25 * 20  # two layers of 25 x 20 tiles of 4 px
