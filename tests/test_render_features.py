@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -317,7 +318,8 @@ def _fd_check(scene: Scene, names: list[str], seed: int = 0, backend: str = "tor
     weight = torch.rand(1, h, w, 4, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     tensors = [t.clone().requires_grad_() for t in base.tensors()]
     all_names = ["points", "widths", "stroke_colors"] + (["fill_colors"] if base.fill_colors is not None else []) \
-        + [f"g{k}.{n}" for k in range(len(base.gradients)) for n in ("offsets", "colors", "geometry", "transform")]
+        + [f"g{k}.{n}" for k in range(len(base.gradients)) for n in ("offsets", "colors", "geometry", "transform")] \
+        + (["dash_offsets"] if base.dash_offsets is not None else [])
 
     def build(ts):
         it = iter(ts)
@@ -325,7 +327,7 @@ def _fd_check(scene: Scene, names: list[str], seed: int = 0, backend: str = "tor
         fc = next(it) if base.fill_colors is not None else None
         grads = tuple(Gradient(g.kind, next(it), next(it), next(it), next(it), g.spread) for g in base.gradients)
         return Scene(base.topology, pts, wid, sc, fc, width=w, height=h, background=base.background,
-                     gradients=grads)
+                     gradients=grads, dash_offsets=next(it, None))
 
     def loss(ts):
         return (render(build(ts), backend=backend) * weight).sum()
@@ -357,6 +359,39 @@ def test_dash_gradients_match_finite_differences(cap):
                                    join="miter", dash=(3.3, 2.1, 1.2, 1.9), dash_offset=1.7)], 32, 18,
                              dtype=torch.float64)
     _fd_check(scene, ["points", "widths"])
+
+
+@pytest.mark.parametrize("cap", ["butt", "round", "square"])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_dash_offset_gradients_match_finite_differences(cap, backend):
+    """With `Scene.dash_offsets` the offset is a tensor: moving it slides the dashes along the path, including the
+    first and last dash where the subpath's ends cut them (two subpaths, one closed)."""
+    scene = Scene.from_paths([
+        Path([(2.3, 4.2), (12.7, 14.1), (20.2, 3.6), (28.9, 12.3)], stroke_width=2.7, cap=cap, join="miter",
+             dash=(3.3, 2.1, 1.2, 1.9), dash_offset=1.7,
+             subpaths=[Subpath([(4.1, 15.2), (14.3, 16.1), (9.2, 11.7)], degrees=1, closed=True)]),
+        Path([(18.4, 15.9), (30.1, 16.3)], degrees=1, stroke_width=2.1, cap=cap, dash=(2.6, 1.7), dash_offset=-0.8),
+    ], 32, 18, dtype=torch.float64).with_dash_offsets()
+    assert scene.dash_offsets.tolist() == [[1.7, -0.8]]
+    _fd_check(scene, ["dash_offsets", "points"], backend=backend)
+
+
+def test_dash_offsets_tensor_draws_as_the_style_and_round_trips():
+    paths = [Path(ZIGZAG, degrees=1, stroke_width=5, cap="butt", join="miter", dash=(8, 4), dash_offset=3),
+             Path(WAVE, stroke_width=3, cap="round", dash=(5, 6, 2), dash_offset=-4)]
+    plain = Scene.from_paths(paths, 100, 80)
+    scene = plain.with_dash_offsets()
+    torch.testing.assert_close(render(scene), render(plain))
+    assert scene.tensors()[-1] is scene.dash_offsets and len(scene.tensors()) == len(plain.tensors()) + 1
+    moved = replace(scene, dash_offsets=torch.tensor([[7.5, 1.0]]))
+    assert (render(moved) - render(scene)).abs().amax(-1).gt(TOL).float().mean() > 0.01
+    back = from_svg(to_svg(moved))
+    assert [back.topology.style(p).dash_offset for p in range(2)] == pytest.approx([7.5, 1.0])
+    assert differing_fraction(moved) < MAX_FRACTION
+    both = Scene.stack([moved, scene])
+    torch.testing.assert_close(render(both)[0], render(moved)[0])
+    with pytest.raises(ValueError, match="dash_offsets"):
+        replace(scene, dash_offsets=torch.zeros(1, 3))
 
 
 def test_gradient_stop_gradients_match_finite_differences():

@@ -31,7 +31,8 @@ def render(scene: Scene, backend: str = "torch", *, tolerance: float = DEFAULT_T
         raise ValueError(f"`scene` must be a Scene, got {type(scene).__name__}")
     if not isinstance(tolerance, (int, float)) or not 1e-3 <= tolerance <= 10:
         raise ValueError(f"`tolerance` must be in [0.001, 10] pixels, got {tolerance!r}")
-    for name, t in (("points", scene.points), ("widths", scene.widths)):
+    for name, t in (("points", scene.points), ("widths", scene.widths)) + (
+            (("dash_offsets", scene.dash_offsets),) if scene.dash_offsets is not None else ()):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"`scene.{name}` must be finite, got NaN or infinite values")
     def draw(s: Scene) -> torch.Tensor:

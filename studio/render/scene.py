@@ -481,7 +481,9 @@ class Scene:
     (not premultiplied) RGBA. Colours outside [0, 1] are rendered as given (pipelines clamp after each step,
     as CLIPDraw does). `background` is RGB or RGBA in [0, 1], or None for transparent. `fill_rule` is the rule of
     paths whose `PathStyle.fill_rule` is None. `gradients` are the gradient paints the styles' `fill_paint` /
-    `stroke_paint` indices name (each batched with the same B).
+    `stroke_paint` indices name (each batched with the same B). `dash_offsets (B, P)`, when given, replaces every
+    path's `PathStyle.dash_offset` (pixels) with a tensor, so the dash offset can be optimised
+    (`scene.with_dash_offsets()` makes it from the styles); None: the styles' constants.
     """
 
     topology: Topology
@@ -494,6 +496,7 @@ class Scene:
     background: tuple[float, float, float, float] | None = (1.0, 1.0, 1.0, 1.0)
     fill_rule: str = "nonzero"
     gradients: tuple[Gradient, ...] = ()
+    dash_offsets: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         t = self.topology
@@ -528,6 +531,13 @@ class Scene:
             if v.device != self.points.device:
                 raise ValueError(f"`{name}` is on {v.device} but `points` is on {self.points.device}")
         self.gradients = tuple(self.gradients)
+        if self.dash_offsets is not None:
+            d = self.dash_offsets
+            if not torch.is_tensor(d) or tuple(d.shape) != (b, p) or not d.is_floating_point():
+                raise ValueError(f"`dash_offsets` must be a floating-point tensor of shape {(b, p)}, got "
+                                 f"{tuple(d.shape) if torch.is_tensor(d) else type(d).__name__}")
+            if d.device != self.points.device:
+                raise ValueError(f"`dash_offsets` is on {d.device} but `points` is on {self.points.device}")
         for i, g in enumerate(self.gradients):
             if not isinstance(g, Gradient):
                 raise ValueError(f"`gradients[{i}]` must be a Gradient, got {type(g).__name__}")
@@ -567,19 +577,31 @@ class Scene:
         return replace(self, topology=t.select_paths(start, stop), points=self.points[:, p0:p1],
                        widths=self.widths[:, start:stop], stroke_colors=self.stroke_colors[:, start:stop],
                        fill_colors=None if self.fill_colors is None else self.fill_colors[:, start:stop],
-                       background=background)
+                       background=background,
+                       dash_offsets=None if self.dash_offsets is None else self.dash_offsets[:, start:stop])
 
     def tensors(self) -> list[torch.Tensor]:
         """The optimisable tensors: points, widths, stroke colours, fill colours if any, then each gradient's
-        offsets, colours, geometry and transform."""
+        offsets, colours, geometry and transform, then the dash offsets if the scene has them as a tensor."""
         out = [self.points, self.widths, self.stroke_colors]
         out += [self.fill_colors] if self.fill_colors is not None else []
-        return out + [t for g in self.gradients for t in g.tensors()]
+        out += [t for g in self.gradients for t in g.tensors()]
+        return out + ([self.dash_offsets] if self.dash_offsets is not None else [])
+
+    def with_dash_offsets(self) -> "Scene":
+        """This scene with `dash_offsets` as a (B, P) tensor (from the styles' `dash_offset` unless it has one
+        already), so an optimiser can move the dash patterns along their paths (`scene.tensors()` lists it)."""
+        if self.dash_offsets is not None:
+            return self
+        offs = torch.tensor([s.dash_offset for s in self.topology.all_styles], device=self.device,
+                            dtype=self.points.dtype)
+        return replace(self, dash_offsets=offs.expand(self.batch_size, -1).clone())
 
     def _map(self, fn) -> "Scene":
         return replace(self, points=fn(self.points), widths=fn(self.widths), stroke_colors=fn(self.stroke_colors),
                        fill_colors=None if self.fill_colors is None else fn(self.fill_colors),
-                       gradients=tuple(g.map(fn) for g in self.gradients))
+                       gradients=tuple(g.map(fn) for g in self.gradients),
+                       dash_offsets=None if self.dash_offsets is None else fn(self.dash_offsets))
 
     def detach(self) -> "Scene":
         return self._map(lambda x: x.detach())
@@ -668,12 +690,12 @@ class Scene:
 
         def sig(s):
             return (s.topology, s.width, s.height, s.background, s.fill_rule, s.fill_colors is None,
-                    tuple(g.signature() for g in s.gradients))
+                    tuple(g.signature() for g in s.gradients), s.dash_offsets is None)
 
         for i, s in enumerate(scenes):
             if sig(s) != sig(first):
                 raise ValueError(f"`scenes[{i}]` differs from `scenes[0]` in topology, canvas, background, fill "
-                                 "rule, fills or gradients; only scenes of one topology can be batched")
+                                 "rule, fills, gradients or dash offsets; only scenes of one topology can be batched")
         cat = lambda get: torch.cat([get(s) for s in scenes])  # noqa: E731
         grads = tuple(replace(g, **{name: cat(lambda s, k=k, name=name: getattr(s.gradients[k], name))
                                     for name in ("offsets", "colors", "geometry", "transform")})
@@ -681,4 +703,5 @@ class Scene:
         return replace(first, points=cat(lambda s: s.points), widths=cat(lambda s: s.widths),
                        stroke_colors=cat(lambda s: s.stroke_colors),
                        fill_colors=None if first.fill_colors is None else cat(lambda s: s.fill_colors),
-                       gradients=grads)
+                       gradients=grads,
+                       dash_offsets=None if first.dash_offsets is None else cat(lambda s: s.dash_offsets))

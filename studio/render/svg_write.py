@@ -48,14 +48,14 @@ def _gradient(scene: Scene, k: int, index: int) -> str:
     return "".join(out)
 
 
-def _stroke_style(style: PathStyle) -> str:
+def _stroke_style(style: PathStyle, offset: float) -> str:
     out = f'stroke-linecap="{style.cap}" stroke-linejoin="{style.join}"'
     if style.join == "miter":
         out += f' stroke-miterlimit="{_num(style.miter_limit)}"'
     if style.dash:
         out += f' stroke-dasharray="{" ".join(_num(d) for d in style.dash)}"'
-        if style.dash_offset:
-            out += f' stroke-dashoffset="{_num(style.dash_offset)}"'
+        if offset:
+            out += f' stroke-dashoffset="{_num(offset)}"'
     return out
 
 
@@ -69,6 +69,8 @@ def to_svg(scene: Scene, index: int = 0) -> str:
     widths = scene.widths[index].detach().double().cpu().tolist()
     strokes = scene.stroke_colors[index].detach().double().cpu().tolist()
     fills = None if scene.fill_colors is None else scene.fill_colors[index].detach().double().cpu().tolist()
+    dash_offsets = [s.dash_offset for s in topo.all_styles] if scene.dash_offsets is None else \
+        scene.dash_offsets[index].detach().double().cpu().tolist()
     w, h = scene.width, scene.height
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">']
     if scene.gradients:
@@ -117,7 +119,7 @@ def to_svg(scene: Scene, index: int = 0) -> str:
         spaint = _hex(stroke[:3]) if style.stroke_paint is None else f"url(#g{style.stroke_paint})"
         out.append(f'<path d="{" ".join(d_of[p])}" {fill} stroke="{spaint}" '
                    f'stroke-opacity="{_opacity(stroke[3])}" stroke-width="{_num(widths[p])}" '
-                   f'{_stroke_style(style)}/>')
+                   f'{_stroke_style(style, dash_offsets[p])}/>')
         while open_groups and open_groups[-1][0][1] == p + 1:
             out.append(open_groups.pop()[1])
     out.append("</svg>")
