@@ -740,3 +740,30 @@ def _random_document(seed: int) -> str:
 @pytest.mark.parametrize("seed", range(8))
 def test_random_documents_match_resvg(seed):
     assert differing(_random_document(seed)) < TOLERANCE
+
+
+@pytest.mark.parametrize("shape, path", [
+    ('<line x1="3.3" y1="4.1" x2="50.7" y2="33"/>', "M 3.3 4.1 L 50.7 33"),
+    ('<polyline points="1,2 30.5,4 7,60.25"/>', "M 1 2 L 30.5 4 L 7 60.25"),
+    ('<polygon points="10,10 50,12 30,50"/>', "M 10 10 L 50 12 L 30 50 Z"),
+    ('<polygon points="10,10 50,12 10,10"/>', "M 10 10 L 50 12 L 10 10 Z"),
+    ('<rect x="3.1" y="4.7" width="40.3" height="20.9"/>', "M 3.1 4.7 H 43.4 V 25.6 H 3.1 Z"),
+    ('<circle cx="30" cy="20" r="10"/>', "M 40 20 C 40 25.522847498307936 35.522847498307936 30 30 30 "
+     "C 24.477152501692064 30 20 25.522847498307936 20 20 C 20 14.477152501692064 24.477152501692064 10 30 10 "
+     "C 35.522847498307936 10 40 14.477152501692064 40 20 Z"),
+])
+def test_basic_shapes_read_as_their_path_equivalents(shape, path):
+    """Basic shapes become subpaths directly (not through path text): the same points as the path SVG 2 says
+    they equal."""
+    style = ' fill="teal" stroke="black"/>'
+    a = from_svg(doc(shape.replace("/>", style)))
+    b = from_svg(doc(f'<path d="{path}"' + style))
+    assert a.topology == b.topology
+    torch.testing.assert_close(a.points, b.points, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", ['<rect x="9e5" width="2e5" height="4"/>', '<circle cx="9.9e5" r="2e4"/>',
+                                   '<ellipse cy="-9.9e5" rx="5" ry="2e4"/>'])
+def test_basic_shapes_beyond_the_coordinate_bound_are_refused(shape):
+    with pytest.raises(ValueError, match="magnitude"):
+        from_svg(doc(shape))

@@ -419,11 +419,11 @@ class Path:
     fill_opacity: float = 1.0
     stroke_opacity: float = 1.0
 
-    def cubic_points(self) -> tuple[list[list[float]], int]:
+    def cubic_points(self) -> tuple[list, int]:
         """The first subpath as cubic control points in the `Scene` layout, and its number of segments."""
         return _cubic_points(self.points, self.degrees, self.closed)
 
-    def all_subpaths(self) -> list[tuple[list[list[float]], int, bool]]:
+    def all_subpaths(self) -> list[tuple[list, int, bool]]:
         """Every subpath as (cubic control points, number of segments, closed)."""
         out = [(*self.cubic_points(), bool(self.closed))]
         for i, sp in enumerate(self.subpaths):
@@ -433,8 +433,8 @@ class Path:
         return out
 
 
-def _cubic_points(points, degrees, closed) -> tuple[list[list[float]], int]:
-    pts = [[float(x), float(y)] for x, y in points]
+def _cubic_points(points, degrees, closed) -> tuple[list, int]:
+    pts = [(float(x), float(y)) for x, y in points]
     n = len(pts)
     if isinstance(degrees, int):
         per = degrees
@@ -444,6 +444,8 @@ def _cubic_points(points, degrees, closed) -> tuple[list[list[float]], int]:
         if body < 1 or body % per:
             raise ValueError(f"`points` must hold {'k' if closed else '1 + k'}*{per} points for a "
                              f"{'closed' if closed else 'open'} path of degree {per}, got {n}")
+        if per == 3:  # already the Scene layout
+            return pts, body // 3
         degrees = [per] * (body // per)
     else:
         degrees = [int(d) for d in degrees]

@@ -41,6 +41,7 @@ commands, coordinates, style-sheet rules and selector work are capped, and no hr
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -60,6 +61,7 @@ from .svg_path import (
     apply,
     bounding_box,
     compose,
+    lerp,
     number,
     parse_transform,
     subpaths,
@@ -119,8 +121,8 @@ _DEFAULT_ONLY = {
     "color-interpolation": ({"auto", "srgb"}, "linearRGB interpolation"),
     "transform-box": ({"view-box"}, "other transform boxes"), "clip": ({"auto"}, "clip rectangles"),
 }
-_INHERITED_NAMES = tuple(k for k, (_, inh) in PROPERTIES.items() if inh)
 _NOT_INHERITED_INITIAL = {k: v for k, (v, inh) in PROPERTIES.items() if not inh}
+_INHERITED_INITIAL = {k: v for k, (v, inh) in PROPERTIES.items() if inh}
 IGNORED_PROPERTIES = frozenset({
     # text and fonts (text is refused, so these never change a drawn shape)
     "font", "font-family", "font-size", "font-size-adjust", "font-stretch", "font-style", "font-variant",
@@ -159,6 +161,26 @@ def _length(text: str | None, what: str, ref: float | None = None) -> float | No
     """A length in user units: a number with px, pt, pc, mm, cm, in or Q, or a percentage of `ref`."""
     if text is None:
         return None
+    if len(text) <= _CACHED_CHARS:  # documents repeat their lengths; the cache keeps short texts only
+        return _cached_length(text, what, ref)
+    return _parse_length(text, what, ref)
+
+
+_CACHED_CHARS = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_length(text: str, what: str, ref: float | None) -> float:
+    return _parse_length(text, what, ref)
+
+
+@functools.lru_cache(maxsize=4096)
+def _colour(text: str, what: str, current: RGBA | None = None) -> RGBA:
+    """`parse_color`, remembered (colour texts are at most `svg_color.MAX_COLOUR_CHARS` long)."""
+    return parse_color(text, what, current)
+
+
+def _parse_length(text: str, what: str, ref: float | None) -> float:
     num, unit = _split_unit(text)
     if NUMBER_RE.fullmatch(num) is None:
         raise ValueError(f"SVG {what} must be a length, got {text[:40]!r}")
@@ -405,9 +427,8 @@ class _Reader:
 
     def computed(self, el, tag: str, parent: dict[str, str]) -> dict[str, str]:
         decl = self.declared(el, tag)
-        cs = dict(_NOT_INHERITED_INITIAL)
-        for prop in _INHERITED_NAMES:
-            cs[prop] = parent.get(prop, PROPERTIES[prop][0])
+        # a parent's computed style holds every property: its inherited values carry over, the others restart
+        cs = {**(parent or _INHERITED_INITIAL), **_NOT_INHERITED_INITIAL}
         for prop, v in decl.items():
             low = v.lower()
             if low in ("inherit", "unset") and (low == "inherit" or PROPERTIES[prop][1]):
@@ -653,14 +674,18 @@ class _Reader:
             raise ValueError(f"SVG visibility {visibility[:30]!r} on <{tag}> is not supported")
         if not d or visibility in ("hidden", "collapse"):
             return
-        subs_user = list(subpaths(d, self.budget))
+        if isinstance(d, list):  # a basic shape, already as subpaths: its commands count as path data would
+            self.budget.spend(sum(2 * len(pts) // 3 + 1 for pts, _ in d))
+            subs_user = d
+        else:
+            subs_user = list(subpaths(d, self.budget))
         if not subs_user:
             return
         if len(self.shapes) >= MAX_PATHS:
             raise ValueError(f"SVG has more than {MAX_PATHS} shapes; refusing to read it")
         vw, vh = viewport
         diag = math.sqrt((vw * vw + vh * vh) / 2)
-        color = parse_color(st["color"], "color")
+        color = _colour(st["color"], "color")
         bbox_user = _Lazy(lambda: bounding_box(subs_user))
         fill = self.paint(st["fill"], "fill", tag, color, bbox_user, ctm, viewport)
         stroke = self.paint(st["stroke"], "stroke", tag, color, bbox_user, ctm, viewport)
@@ -686,14 +711,16 @@ class _Reader:
         rule = st["fill-rule"].strip().lower()
         if rule not in ("nonzero", "evenodd"):
             raise ValueError(f"SVG fill-rule {rule[:30]!r} on <{tag}> is not supported")
+        if fill is None and stroke is None:
+            return
         subs = []
         for pts, closed in subs_user:
             q = apply(ctm, pts)
-            if any(not math.isfinite(v) or abs(v) > MAX_COORD for xy in q for v in xy):
+            flat = [v for xy in q for v in xy]
+            # the sum of bounded numbers is finite unless one is NaN or infinite (min/max alone miss NaN)
+            if not (math.isfinite(sum(flat)) and -MAX_COORD <= min(flat) and max(flat) <= MAX_COORD):
                 raise ValueError(f"SVG coordinates must stay within +-{MAX_COORD:g} pixels after transforms")
             subs.append((q, closed))
-        if fill is None and stroke is None:
-            return
         shape = _Shape(tag, subs, fill, stroke, width * scale, rule, cap, join, miter, dash, offset,
                        _fraction(st["fill-opacity"], f"<{tag}> fill-opacity"),
                        _fraction(st["stroke-opacity"], f"<{tag}> stroke-opacity"))
@@ -722,7 +749,7 @@ class _Reader:
         if kind == "none":
             return None
         if kind == "color":
-            return parse_color(v, f"<{tag}> {prop}", color)
+            return _colour(v, f"<{tag}> {prop}", color)
         target = self.ids.get(v)
         if target is None:
             if fallback is not None:
@@ -766,7 +793,7 @@ class _Reader:
             sst = self.doc_style(s)
             off = max(_fraction(s.get("offset", "0"), "<stop> offset"), last)
             last = off
-            c = parse_color(sst["stop-color"], "<stop> stop-color", parse_color(sst["color"], "color"))
+            c = _colour(sst["stop-color"], "<stop> stop-color", _colour(sst["color"], "color"))
             stops.append((off, (c[0], c[1], c[2], c[3] * _fraction(sst["stop-opacity"], "<stop> stop-opacity"))))
         if not stops:
             return None
@@ -905,21 +932,40 @@ def _inside_viewport(shape: _Shape, ctm: Matrix, rect) -> bool:
     return x0 >= rect[0] - slack and y0 >= rect[1] - slack and x1 <= rect[2] + slack and y1 <= rect[3] + slack
 
 
-def _shape_data(tag: str, el, viewport) -> str | None:
-    """Basic shapes as path data (SVG 2 section 10 equivalences); lengths may be percentages of the viewport."""
+def _lines(pts: list, closed: bool) -> list:
+    """The subpath `M p0 L p1 ... [Z]` reads as (what `subpaths` makes of that text, without the text)."""
+    q = [pts[0]]
+    for a, b in zip(pts, pts[1:]):
+        q += [lerp(a, b, 1 / 3), lerp(a, b, 2 / 3), b]
+    if closed:
+        if math.dist(q[-1], q[0]) > 1e-9:  # close with a straight line
+            q += [lerp(q[-1], q[0], 1 / 3), lerp(q[-1], q[0], 2 / 3), q[0]]
+        q = q[:-1]
+    return [(q, closed)]
+
+
+def _bounded(subs: list, tag: str) -> list:
+    flat = [v for pts, _ in subs for xy in pts for v in xy]
+    if not (math.isfinite(sum(flat)) and -MAX_COORD <= min(flat) and max(flat) <= MAX_COORD):
+        raise ValueError(f"SVG <{tag}> coordinates must be finite with magnitude <= {MAX_COORD:g}")
+    return subs
+
+
+def _shape_data(tag: str, el, viewport) -> str | list | None:
+    """Basic shapes (SVG 2 section 10 equivalences) as their subpaths in the `subpaths` layout, or as path data
+    for a rounded rect; lengths may be percentages of the viewport."""
     vw, vh = viewport
     diag = math.sqrt((vw * vw + vh * vh) / 2)
     ref = {"x": vw, "y": vh, "width": vw, "height": vh, "cx": vw, "cy": vh, "r": diag, "rx": vw, "ry": vh,
            "x1": vw, "x2": vw, "y1": vh, "y2": vh}
     g = lambda k, default=None: _length(el.get(k, default), f"<{tag}> {k}", ref[k])  # noqa: E731
     if tag == "line":
-        return f"M {g('x1', '0')} {g('y1', '0')} L {g('x2', '0')} {g('y2', '0')}"
+        return _bounded(_lines([(g("x1", "0"), g("y1", "0")), (g("x2", "0"), g("y2", "0"))], False), tag)
     if tag in ("polyline", "polygon"):
-        nums = [f"{v!r}" for v in _points(el.get("points", ""), tag)]
+        nums = _points(el.get("points", ""), tag)
         if len(nums) < 4:
             return None
-        d = "M " + " ".join(nums[:2]) + " L " + " ".join(nums[2:])
-        return d + (" Z" if tag == "polygon" else "")
+        return _lines(list(zip(nums[::2], nums[1::2])), tag == "polygon")  # each number is bounded already
     if tag == "rect":
         x, y, w, h = g("x", "0"), g("y", "0"), g("width", "0"), g("height", "0")
         if w < 0 or h < 0:
@@ -934,7 +980,7 @@ def _shape_data(tag: str, el, viewport) -> str | None:
         rx, ry = (rx if rx is not None else ry or 0.0), (ry if ry is not None else rx or 0.0)
         rx, ry = min(rx, w / 2), min(ry, h / 2)
         if rx <= 0 or ry <= 0:
-            return f"M {x} {y} H {x + w} V {y + h} H {x} Z"
+            return _bounded(_lines([(x, y), (x + w, y), (x + w, y + h), (x, y + h)], True), tag)
         return (f"M {x + rx} {y} H {x + w - rx} A {rx} {ry} 0 0 1 {x + w} {y + ry} V {y + h - ry} "
                 f"A {rx} {ry} 0 0 1 {x + w - rx} {y + h} H {x + rx} A {rx} {ry} 0 0 1 {x} {y + h - ry} "
                 f"V {y + ry} A {rx} {ry} 0 0 1 {x + rx} {y} Z")
@@ -952,10 +998,9 @@ def _shape_data(tag: str, el, viewport) -> str | None:
         if rx == 0 or ry == 0:
             return None
         kx, ky = rx * _KAPPA, ry * _KAPPA
-        return (f"M {cx + rx} {cy} C {cx + rx} {cy + ky} {cx + kx} {cy + ry} {cx} {cy + ry} "
-                f"C {cx - kx} {cy + ry} {cx - rx} {cy + ky} {cx - rx} {cy} "
-                f"C {cx - rx} {cy - ky} {cx - kx} {cy - ry} {cx} {cy - ry} "
-                f"C {cx + kx} {cy - ry} {cx + rx} {cy - ky} {cx + rx} {cy} Z")
+        return _bounded([([(cx + rx, cy), (cx + rx, cy + ky), (cx + kx, cy + ry), (cx, cy + ry),
+                           (cx - kx, cy + ry), (cx - rx, cy + ky), (cx - rx, cy), (cx - rx, cy - ky),
+                           (cx - kx, cy - ry), (cx, cy - ry), (cx + kx, cy - ry), (cx + rx, cy - ky)], True)], tag)
     return None
 
 
