@@ -582,3 +582,18 @@ def test_render_work_counts_a_canvas_per_group():
     plain = Scene.from_paths(_overlapping(), 100, 80)
     grouped = Scene.from_paths(_overlapping(), 100, 80, groups=[(0, 3, 0.6, (5, 5, 95, 50)), (1, 3, 0.5)])
     assert render_work(grouped) - render_work(plain) == 2 * 25 * 20  # two layers of 25 x 20 tiles of 4 px
+
+
+def test_group_layers_drawn_on_a_crop_equal_the_full_canvas():
+    """A group's layer is drawn on the canvas window its paths can reach and padded back: with opacity 1 and no
+    clip it must equal drawing the same paths without the group (gradient paints, miter tips, paths leaving the
+    canvas, a batch of two)."""
+    lin = Gradient.make("linear", [(0, (0.9, 0.1, 0.2, 1)), (1, (0.1, 0.3, 0.9, 0.7))], (20, 10, 60, 40))
+    paths = [Path([(-6, 10), (30, 4), (12, 30)], degrees=1, closed=True, fill=lin, stroke_width=5,
+                  stroke=(0.1, 0.1, 0.1, 1), cap="butt", join="miter", miter_limit=10),
+             Path(circle(70, 50, 12), closed=True, fill=(0.2, 0.7, 0.3, 0.8), stroke_width=0, stroke=(0, 0, 0, 0)),
+             Path(WAVE, stroke_width=4, cap="square", stroke=(0.8, 0.2, 0.1, 1))]
+    plain = Scene.from_paths(paths, 100, 80)
+    plain = Scene.stack([plain, replace(plain, points=plain.points + 3.5)])
+    grouped = replace(plain, topology=replace(plain.topology, groups=((0, 2, 1.0), (1, 2, 1.0), (2, 3, 1.0))))
+    torch.testing.assert_close(render(grouped), render(plain), atol=1e-4, rtol=0)  # float32 rounding of the shift
