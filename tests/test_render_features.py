@@ -597,3 +597,21 @@ def test_group_layers_drawn_on_a_crop_equal_the_full_canvas():
     plain = Scene.stack([plain, replace(plain, points=plain.points + 3.5)])
     grouped = replace(plain, topology=replace(plain.topology, groups=((0, 2, 1.0), (1, 2, 1.0), (2, 3, 1.0))))
     torch.testing.assert_close(render(grouped), render(plain), atol=1e-4, rtol=0)  # float32 rounding of the shift
+
+
+def test_resized_scales_points_lengths_gradients_and_clips():
+    """`Scene.resized` equals importing the same document onto the larger canvas (a viewBox does the scaling)."""
+    body = ('<defs><linearGradient id="g" x1="0" x2="1"><stop offset="0" stop-color="gold"/><stop offset="1" '
+            'stop-color="navy"/></linearGradient></defs><svg x="5" y="4" width="30" height="20"><circle cx="20" '
+            'cy="10" r="14" fill="url(#g)" stroke="black" stroke-width="2"/></svg><path d="M4 34 L46 30" '
+            'stroke="crimson" stroke-width="3" stroke-dasharray="5 2" stroke-dashoffset="1.5"/>')
+    ns = 'xmlns="http://www.w3.org/2000/svg"'
+    small = from_svg(f'<svg {ns} width="50" height="40">{body}</svg>').with_dash_offsets()
+    big = from_svg(f'<svg {ns} width="100" height="80" viewBox="0 0 50 40">{body}</svg>')
+    resized = small.resized(100, 80)
+    assert resized.topology.groups == big.topology.groups and resized.topology.styles == big.topology.styles
+    assert resized.dash_offsets.tolist() == [[0.0, 3.0]]
+    diff = (render(resized) - render(big)).abs()
+    assert diff.amax().item() < 1e-3
+    with pytest.raises(ValueError, match="width"):
+        small.resized(0, 10)

@@ -633,6 +633,31 @@ class Scene:
                              f"batch_size={batch_size}")
         return self._map(lambda x: x.detach().repeat(batch_size, *([1] * (x.dim() - 1))))
 
+    def resized(self, width: int, height: int) -> "Scene":
+        """The scene scaled onto a `width` x `height` canvas: points by (sx, sy), gradient transforms and group clip
+        rectangles with them, and lengths (stroke widths, dash patterns and offsets) by the mean factor
+        sqrt(sx * sy) (exact for a uniform scale, which is what keeps strokes as drawn). Shares no storage."""
+        for name, v in (("width", width), ("height", height)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_CANVAS:
+                raise ValueError(f"`{name}` must be an int in [1, {MAX_CANVAS}], got {v!r}")
+        sx, sy = width / self.width, height / self.height
+        k = math.sqrt(sx * sy)
+        t = self.topology
+        styles = None if t.styles is None else tuple(
+            replace(st, dash=tuple(d * k for d in st.dash), dash_offset=st.dash_offset * k) for st in t.styles)
+        groups = None if t.groups is None else tuple(
+            g if len(g) < 4 or g[3] is None else (g[0], g[1], g[2], (g[3][0] * sx, g[3][1] * sy, g[3][2] * sx,
+                                                                     g[3][3] * sy)) for g in t.groups)
+        topo = replace(t, styles=styles, groups=groups)
+        dev, dt = self.device, self.points.dtype
+        scale = torch.tensor([[sx, 0.0], [0.0, sy]], device=dev, dtype=dt)
+        grads = tuple(replace(g.map(lambda x: x.detach().clone()), transform=scale.to(g.transform.dtype)
+                              @ g.transform.detach()) for g in self.gradients)
+        c = self.clone()
+        return replace(c, topology=topo, points=c.points * torch.tensor([sx, sy], device=dev, dtype=dt),
+                       widths=c.widths * k, width=width, height=height, gradients=grads,
+                       dash_offsets=None if c.dash_offsets is None else c.dash_offsets * k)
+
     # -- construction --------------------------------------------------------------------------------------------
     @classmethod
     def from_paths(cls, paths: Sequence[Path], width: int = 224, height: int = 224,
