@@ -20,7 +20,8 @@ Scene model (`Scene`, `Topology`, `Path`, `Subpath`, `PathStyle`, `Gradient`)
     plus `width`, `height` (ints), `background` (RGB(A) tuple, or None for transparent), `fill_rule` (the default
     for paths whose style has none). Build one with `Scene(topology, points, ...)` or `Scene.from_paths([Path(...)])`
     (lines and quadratics are elevated to cubics). `scene.select(i)`, `Scene.stack([...])`, `scene.repeat(B)`,
-    `scene.detach()`, `scene.clone()`, `scene.to(device)`, `scene.requires_grad_()`. Without styles every path is
+    `scene.detach()`, `scene.clone()`, `scene.to(device)`, `scene.requires_grad_()`, `scene.resized(w, h)` (onto
+    another canvas, clips and gradients included), `scene.with_dash_offsets()`. Without styles every path is
     round-capped, round-joined and solid: the CLIPDraw/CLIPasso look, drawn by the distance-only fast path.
 
 Rendering
