@@ -452,6 +452,9 @@ CLIPS = {
     "nested viewports": ('<svg x="4" y="4" width="50" height="50"><svg x="20" y="-10" width="40" height="40">'
                          '<rect width="60" height="60" fill="#36c"/></svg><circle cx="10" cy="50" r="12" '
                          'fill="#c63"/></svg>', [(4.0, 4.0, 54.0, 54.0), (24.0, -6.0, 64.0, 34.0)]),
+    "one content, two viewports": ('<svg x="4" y="4" width="40" height="40"><svg x="10" y="-10" width="40" '
+                                   'height="40"><rect width="64" height="64" fill="#c36"/></svg></svg>',
+                                   [(14.0, 4.0, 44.0, 34.0)]),  # one layer, the clips intersected
     "scaled, axis-aligned": ('<g transform="translate(60 2) rotate(90) scale(0.5)"><svg width="80" height="60" '
                              'overflow="scroll"><circle cx="40" cy="30" r="45" fill="#2a7"/></svg></g>',
                              [(30.0, 2.0, 60.0, 42.0)]),

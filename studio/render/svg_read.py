@@ -655,11 +655,11 @@ class _Reader:
             self.groups[(start, end)] = [opacity, clip]
             return
         entry[0] *= opacity
-        if clip is not None:
-            old = entry[1]
-            entry[1] = clip if old is None else (max(old[0], clip[0]), max(old[1], clip[1]),
-                                                 max(min(old[2], clip[2]), max(old[0], clip[0])),
-                                                 max(min(old[3], clip[3]), max(old[1], clip[1])))
+        if clip is not None and entry[1] is not None:  # the intersection (empty: x1 = x0 or y1 = y0)
+            x0, y0 = max(entry[1][0], clip[0]), max(entry[1][1], clip[1])
+            entry[1] = (x0, y0, max(min(entry[1][2], clip[2]), x0), max(min(entry[1][3], clip[3]), y0))
+        elif clip is not None:
+            entry[1] = clip
 
     # -- shapes ----------------------------------------------------------------------------------------------------
     def shape(self, el, tag, st, ctm, viewport) -> None:
