@@ -15,6 +15,7 @@ functions of the current importer.
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import gc
 import importlib.util
@@ -22,6 +23,7 @@ import io
 import os
 import platform
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,6 +65,7 @@ def snapshot_importer(commit: str):
     """`from_svg` of the renderer package `studio/render` as it was at `commit` (read with `git archive` into a
     temporary folder and imported under a name of its own, so it runs beside the current one), or None."""
     folder = tempfile.mkdtemp(prefix="svg_import_bench_")
+    atexit.register(shutil.rmtree, folder, True)
     try:
         tar = subprocess.run(["git", "archive", commit, "studio/render"], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", folder], input=tar, check=True, capture_output=True)
