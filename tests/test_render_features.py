@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -317,7 +318,8 @@ def _fd_check(scene: Scene, names: list[str], seed: int = 0, backend: str = "tor
     weight = torch.rand(1, h, w, 4, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     tensors = [t.clone().requires_grad_() for t in base.tensors()]
     all_names = ["points", "widths", "stroke_colors"] + (["fill_colors"] if base.fill_colors is not None else []) \
-        + [f"g{k}.{n}" for k in range(len(base.gradients)) for n in ("offsets", "colors", "geometry", "transform")]
+        + [f"g{k}.{n}" for k in range(len(base.gradients)) for n in ("offsets", "colors", "geometry", "transform")] \
+        + (["dash_offsets"] if base.dash_offsets is not None else [])
 
     def build(ts):
         it = iter(ts)
@@ -325,7 +327,7 @@ def _fd_check(scene: Scene, names: list[str], seed: int = 0, backend: str = "tor
         fc = next(it) if base.fill_colors is not None else None
         grads = tuple(Gradient(g.kind, next(it), next(it), next(it), next(it), g.spread) for g in base.gradients)
         return Scene(base.topology, pts, wid, sc, fc, width=w, height=h, background=base.background,
-                     gradients=grads)
+                     gradients=grads, dash_offsets=next(it, None))
 
     def loss(ts):
         return (render(build(ts), backend=backend) * weight).sum()
@@ -357,6 +359,39 @@ def test_dash_gradients_match_finite_differences(cap):
                                    join="miter", dash=(3.3, 2.1, 1.2, 1.9), dash_offset=1.7)], 32, 18,
                              dtype=torch.float64)
     _fd_check(scene, ["points", "widths"])
+
+
+@pytest.mark.parametrize("cap", ["butt", "round", "square"])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_dash_offset_gradients_match_finite_differences(cap, backend):
+    """With `Scene.dash_offsets` the offset is a tensor: moving it slides the dashes along the path, including the
+    first and last dash where the subpath's ends cut them (two subpaths, one closed)."""
+    scene = Scene.from_paths([
+        Path([(2.3, 4.2), (12.7, 14.1), (20.2, 3.6), (28.9, 12.3)], stroke_width=2.7, cap=cap, join="miter",
+             dash=(3.3, 2.1, 1.2, 1.9), dash_offset=1.7,
+             subpaths=[Subpath([(4.1, 15.2), (14.3, 16.1), (9.2, 11.7)], degrees=1, closed=True)]),
+        Path([(18.4, 15.9), (30.1, 16.3)], degrees=1, stroke_width=2.1, cap=cap, dash=(2.6, 1.7), dash_offset=-0.8),
+    ], 32, 18, dtype=torch.float64).with_dash_offsets()
+    assert scene.dash_offsets.tolist() == [[1.7, -0.8]]
+    _fd_check(scene, ["dash_offsets", "points"], backend=backend)
+
+
+def test_dash_offsets_tensor_draws_as_the_style_and_round_trips():
+    paths = [Path(ZIGZAG, degrees=1, stroke_width=5, cap="butt", join="miter", dash=(8, 4), dash_offset=3),
+             Path(WAVE, stroke_width=3, cap="round", dash=(5, 6, 2), dash_offset=-4)]
+    plain = Scene.from_paths(paths, 100, 80)
+    scene = plain.with_dash_offsets()
+    torch.testing.assert_close(render(scene), render(plain))
+    assert scene.tensors()[-1] is scene.dash_offsets and len(scene.tensors()) == len(plain.tensors()) + 1
+    moved = replace(scene, dash_offsets=torch.tensor([[7.5, 1.0]]))
+    assert (render(moved) - render(scene)).abs().amax(-1).gt(TOL).float().mean() > 0.01
+    back = from_svg(to_svg(moved))
+    assert [back.topology.style(p).dash_offset for p in range(2)] == pytest.approx([7.5, 1.0])
+    assert differing_fraction(moved) < MAX_FRACTION
+    both = Scene.stack([moved, scene])
+    torch.testing.assert_close(render(both)[0], render(moved)[0])
+    with pytest.raises(ValueError, match="dash_offsets"):
+        replace(scene, dash_offsets=torch.zeros(1, 3))
 
 
 def test_gradient_stop_gradients_match_finite_differences():
@@ -502,3 +537,81 @@ def test_groups_must_nest():
         Topology((1, 1, 1), (False,) * 3, groups=((0, 2, 0.5), (1, 3, 0.5)))
     with pytest.raises(ValueError, match="groups"):
         Topology((1,), (False,), groups=((0, 2, 0.5),))
+
+
+# ---------------------------------------------------------------------------------------------- group clips
+@pytest.mark.parametrize("groups", [[(0, 2, 1.0, (20.5, 15.25, 70.0, 60.0))], [(0, 3, 0.6, (5, 5, 95, 50)),
+                                                                           (1, 3, 0.5, (40.3, 0, 100, 80))]])
+def test_group_clip_rectangles_match_resvg(groups):
+    scene = Scene.from_paths(_overlapping(), 100, 80, groups=groups)
+    assert differing_fraction(scene) < MAX_FRACTION
+    assert 'overflow="hidden"' in to_svg(scene)
+    unclipped = Scene.from_paths(_overlapping(), 100, 80, groups=[g[:3] for g in groups])
+    assert (render(unclipped) - render(scene)).abs().amax(-1).gt(TOL).float().mean() > 0.05  # the clip matters
+    torch.testing.assert_close(render(scene, backend="reference"), render(scene), atol=1e-4, rtol=0)
+
+
+def test_clip_mask_is_the_pixel_area_inside_the_rectangle():
+    scene = Scene.from_paths([Path([(0, 0), (20, 0), (20, 10), (0, 10)], degrees=1, closed=True, fill=(0, 0, 0, 1),
+                                   stroke_width=0, stroke=(0, 0, 0, 0))], 20, 10, background=None,
+                             groups=[(0, 1, 1.0, (2.25, 1.5, 12.0, 8.0))])
+    alpha = render(scene)[0, ..., 3]
+    assert alpha.sum().item() == pytest.approx((12 - 2.25) * (8 - 1.5), abs=1e-4)
+    assert alpha[4, 2].item() == pytest.approx(0.75) and alpha[1, 5].item() == pytest.approx(0.5)
+
+
+def test_clipped_group_gradients_match_finite_differences():
+    paths = [Path(circle(20.3, 22.1, 12.2), closed=True, fill=(0.9, 0.1, 0.1, 1), stroke_width=2.3,
+                  stroke=(0.1, 0.1, 0.1, 1)),
+             Path(circle(29.7, 26.4, 10.1), closed=True, fill=(0.1, 0.3, 0.9, 0.8), stroke_width=0,
+                  stroke=(0, 0, 0, 0))]
+    scene = Scene.from_paths(paths, 44, 40, groups=[(0, 2, 0.6, (12.3, 10.7, 33.4, 38.0))], dtype=torch.float64)
+    _fd_check(scene, ["points", "widths", "fill_colors"])
+
+
+@pytest.mark.parametrize("clip", [(1, 2, 3), (0, 0, -1, 4), (0, 0, float("inf"), 1), "abcd"])
+def test_bad_group_clips_are_refused(clip):
+    with pytest.raises(ValueError, match="clip"):
+        Topology((1,), (False,), groups=((0, 1, 0.5, clip),))
+
+
+
+def test_render_work_counts_a_canvas_per_group():
+    from studio.render.cost import render_work
+
+    plain = Scene.from_paths(_overlapping(), 100, 80)
+    grouped = Scene.from_paths(_overlapping(), 100, 80, groups=[(0, 3, 0.6, (5, 5, 95, 50)), (1, 3, 0.5)])
+    assert render_work(grouped) - render_work(plain) == 2 * 25 * 20  # two layers of 25 x 20 tiles of 4 px
+
+
+def test_group_layers_drawn_on_a_crop_equal_the_full_canvas():
+    """A group's layer is drawn on the canvas window its paths can reach and padded back: with opacity 1 and no
+    clip it must equal drawing the same paths without the group (gradient paints, miter tips, paths leaving the
+    canvas, a batch of two)."""
+    lin = Gradient.make("linear", [(0, (0.9, 0.1, 0.2, 1)), (1, (0.1, 0.3, 0.9, 0.7))], (20, 10, 60, 40))
+    paths = [Path([(-6, 10), (30, 4), (12, 30)], degrees=1, closed=True, fill=lin, stroke_width=5,
+                  stroke=(0.1, 0.1, 0.1, 1), cap="butt", join="miter", miter_limit=10),
+             Path(circle(70, 50, 12), closed=True, fill=(0.2, 0.7, 0.3, 0.8), stroke_width=0, stroke=(0, 0, 0, 0)),
+             Path(WAVE, stroke_width=4, cap="square", stroke=(0.8, 0.2, 0.1, 1))]
+    plain = Scene.from_paths(paths, 100, 80)
+    plain = Scene.stack([plain, replace(plain, points=plain.points + 3.5)])
+    grouped = replace(plain, topology=replace(plain.topology, groups=((0, 2, 1.0), (1, 2, 1.0), (2, 3, 1.0))))
+    torch.testing.assert_close(render(grouped), render(plain), atol=1e-4, rtol=0)  # float32 rounding of the shift
+
+
+def test_resized_scales_points_lengths_gradients_and_clips():
+    """`Scene.resized` equals importing the same document onto the larger canvas (a viewBox does the scaling)."""
+    body = ('<defs><linearGradient id="g" x1="0" x2="1"><stop offset="0" stop-color="gold"/><stop offset="1" '
+            'stop-color="navy"/></linearGradient></defs><svg x="5" y="4" width="30" height="20"><circle cx="20" '
+            'cy="10" r="14" fill="url(#g)" stroke="black" stroke-width="2"/></svg><path d="M4 34 L46 30" '
+            'stroke="crimson" stroke-width="3" stroke-dasharray="5 2" stroke-dashoffset="1.5"/>')
+    ns = 'xmlns="http://www.w3.org/2000/svg"'
+    small = from_svg(f'<svg {ns} width="50" height="40">{body}</svg>').with_dash_offsets()
+    big = from_svg(f'<svg {ns} width="100" height="80" viewBox="0 0 50 40">{body}</svg>')
+    resized = small.resized(100, 80)
+    assert resized.topology.groups == big.topology.groups and resized.topology.styles == big.topology.styles
+    assert resized.dash_offsets.tolist() == [[0.0, 3.0]]
+    diff = (render(resized) - render(big)).abs()
+    assert diff.amax().item() < 1e-3
+    with pytest.raises(ValueError, match="width"):
+        small.resized(0, 10)

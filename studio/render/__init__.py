@@ -15,10 +15,13 @@ Scene model (`Scene`, `Topology`, `Path`, `Subpath`, `PathStyle`, `Gradient`)
         stroke_colors (B, P, 4)           straight (not premultiplied) RGBA in [0, 1]
         fill_colors   (B, P, 4) or None   used for paths with `topology.filled[p]`; fill is painted below stroke
         gradients     tuple of Gradient   offsets (B, S), colors (B, S, 4), geometry, transform (B, 2, 3)
+        dash_offsets  (B, P) or None      the dash offsets as a tensor (`scene.with_dash_offsets()`), else the
+                                          styles' constants
     plus `width`, `height` (ints), `background` (RGB(A) tuple, or None for transparent), `fill_rule` (the default
     for paths whose style has none). Build one with `Scene(topology, points, ...)` or `Scene.from_paths([Path(...)])`
     (lines and quadratics are elevated to cubics). `scene.select(i)`, `Scene.stack([...])`, `scene.repeat(B)`,
-    `scene.detach()`, `scene.clone()`, `scene.to(device)`, `scene.requires_grad_()`. Without styles every path is
+    `scene.detach()`, `scene.clone()`, `scene.to(device)`, `scene.requires_grad_()`, `scene.resized(w, h)` (onto
+    another canvas, clips and gradients included), `scene.with_dash_offsets()`. Without styles every path is
     round-capped, round-joined and solid: the CLIPDraw/CLIPasso look, drawn by the distance-only fast path.
 
 Rendering
@@ -27,9 +30,10 @@ Rendering
         channel is 1 and RGB is the final image). Anti-aliased (one-pixel box filter of the distance to the curve;
         butt/square caps and dashes by a 1-D box filter along the path, miter/bevel joins by the joins' edges;
         fills by winding number with the same filter at the boundary), painter's order, differentiable w.r.t.
-        points, widths, colours and gradients. "torch" is the tiled fast path (cost grows with covered area),
-        "reference" the brute-force oracle, "diffvg" uses pydiffvg when installed (ValueError otherwise; round
-        solid strokes and flat colours only).
+        points, widths, colours, gradients and dash offsets (when a tensor). `topology.groups` ranges are drawn
+        on layers of their own, composited with their opacity and clipped to their rectangle. "torch" is the
+        tiled fast path (cost grows with covered area), "reference" the brute-force oracle, "diffvg" uses pydiffvg
+        when installed (ValueError otherwise; round solid strokes and flat colours only).
         Deterministic on CPU; on CUDA the backward pass accumulates gradients with atomic adds (index backward),
         so gradients can differ in the last bits between runs unless `torch.use_deterministic_algorithms(True)`.
     render_one(scene, index=0, **kw) -> (H, W, 4)

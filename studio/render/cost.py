@@ -3,9 +3,10 @@
 The tiled rasteriser (`tiled.py`) evaluates one 4 × 4 tile of pixels for every (edge chunk, tile) pair whose padded
 box overlaps the tile, and keeps a layer per (tile, path) for the backward pass; its memory and time grow with that
 pair count, not with the number of paths. `render_work` counts the pairs from the flattened edges' boxes (padded by
-half the stroke width and the filter, clipped to the canvas), plus the tiles of every filled path's box, without
-building the layers. Measured on CPU (forward + backward, `benchmarks/render.py` scenes and long wide strokes):
-about 0.5 to 3 KB of peak memory per pair, so `MAX_RENDER_WORK` (4 M pairs) is a few GB at most.
+half the stroke width and the filter, clipped to the canvas), plus the tiles of every filled path's box and one
+canvas of tiles per group (`Topology.groups`: each is a layer of its own), without building the layers. Measured
+on CPU (forward + backward, `benchmarks/render.py` scenes and long wide strokes): about 0.5 to 3 KB of peak memory
+per pair, so `MAX_RENDER_WORK` (4 M pairs) is a few GB at most.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def render_work(scene: Scene, widths: torch.Tensor | None = None, tolerance: flo
             if filled[p]:
                 seg = pts[:, off:off + n]
                 work += float(_tiles(seg.amin(1), seg.amax(1), scene.width, scene.height, tile).sum())
+    # every group (opacity layer, clip) is drawn and composited over the whole canvas of every scene
+    ntiles = -(-scene.width // tile) * -(-scene.height // tile)
+    work += len(scene.topology.groups or ()) * ntiles * scene.batch_size
     return int(work)
 
 

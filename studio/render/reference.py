@@ -38,14 +38,14 @@ def _stroke_alpha(px, py, a, b, half_width):
     return stroke_coverage(distance(d2), half_width)
 
 
-def _styled_stroke_alpha(px, py, poly, sg, st, first, count, path, half_width):
+def _styled_stroke_alpha(px, py, poly, sg, st, first, count, path, half_width, offset=None):
     """Nearest edge of the path for every pixel by brute force, then the shared styled coverage."""
     a, b = poly.a[first:first + count], poly.b[first:first + count]
     with torch.no_grad():
         e = segment_distance2(px, py, a[:, 0], a[:, 1], b[:, 0], b[:, 1]).argmin(dim=1) + first  # (HW,)
     gp = torch.tensor([path], device=px.device)
     return styled_coverage(px.reshape(1, -1), py.reshape(1, -1), e[None], poly, sg, gp, half_width.reshape(1, 1),
-                           st)[0]
+                           st, None if offset is None else offset.reshape(1, 1))[0]
 
 
 def _fill_alpha(px, py, a, b, fill_rule: str):
@@ -100,7 +100,8 @@ def render_reference(scene: Scene, tolerance: float = DEFAULT_TOLERANCE) -> torc
                                  use_reentrant=False)
             colour = _colour(scene, style.stroke_paint, i, scene.stroke_colors[i, p], px, py)
             if styled:
-                cov = _styled_stroke_alpha(px, py, poly, sg, st, s, n, p, half)
+                cov = _styled_stroke_alpha(px, py, poly, sg, st, s, n, p, half,
+                                           None if scene.dash_offsets is None else scene.dash_offsets[i, p])
                 img = _over(img, cov, colour)
             else:  # recomputed in backward: keeps memory at one image per path
                 img = checkpoint(_stroke_step, img, px, py, poly.a[s:s + n], poly.b[s:s + n], half, colour,

@@ -110,7 +110,9 @@ class Topology:
     and dash pattern), one colour. `filled` is per path (only paths with `filled=True` get a fill layer, and only
     if the scene has fill colours). `styles` is one `PathStyle` per path (None: all `PathStyle()`, round and solid).
     `groups` are (first path, end path, opacity) ranges, nested or disjoint: each is drawn on its own transparent
-    layer and composited with its opacity as one layer (SVG group opacity), not multiplied into its paths.
+    layer and composited with its opacity as one layer (SVG group opacity), not multiplied into its paths. A fourth
+    entry `clip` = (x0, y0, x1, y1) in canvas pixels clips the layer to that axis-aligned rectangle (box-filtered
+    coverage mask; a nested `<svg>` viewport's overflow clip); without it (or None) nothing is clipped.
     """
 
     num_segments: tuple[int, ...]
@@ -118,7 +120,7 @@ class Topology:
     filled: tuple[bool, ...] | None = None  # None: no path is filled
     subpaths: tuple[int, ...] | None = None  # None: one subpath per path
     styles: tuple[PathStyle, ...] | None = None  # None: PathStyle() for every path
-    groups: tuple[tuple[int, int, float], ...] | None = None  # (first path, end path, opacity): one layer each
+    groups: tuple[tuple, ...] | None = None  # (first path, end path, opacity[, clip rect]): one layer each
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_segments", tuple(int(n) for n in self.num_segments))
@@ -151,14 +153,21 @@ class Topology:
             for g in self.groups:
                 try:
                     a, b, op = int(g[0]), int(g[1]), float(g[2])
+                    clip = None if len(g) < 4 or g[3] is None else tuple(float(v) for v in g[3])
+                    if len(g) > 4 or (clip is not None and len(clip) != 4):
+                        raise ValueError
                 except (TypeError, ValueError, IndexError):
-                    raise ValueError(f"`groups` must hold (first path, end path, opacity) triples, got {g!r}") \
-                        from None
+                    raise ValueError(f"`groups` must hold (first path, end path, opacity[, clip]) entries with clip "
+                                     f"None or (x0, y0, x1, y1), got {g!r}") from None
                 if not (0 <= a < b <= p) or not (math.isfinite(op) and 0 <= op <= 1):
                     raise ValueError(f"`groups` entry {g!r} must have 0 <= first < end <= {p} and opacity in [0, 1]")
-                groups.append((a, b, op))
+                if clip is not None and not (all(math.isfinite(v) for v in clip) and clip[0] <= clip[2]
+                                             and clip[1] <= clip[3]):
+                    raise ValueError(f"`groups` entry {g!r}: clip must be finite (x0, y0, x1, y1) with x0 <= x1 and "
+                                     "y0 <= y1")
+                groups.append((a, b, op) if clip is None else (a, b, op, clip))
             groups.sort(key=lambda g: (g[0], -g[1]))
-            stack: list[tuple[int, int, float]] = []
+            stack: list[tuple] = []
             for g in groups:  # properly nested or disjoint, as SVG's <g> elements are
                 while stack and stack[-1][1] <= g[0]:
                     stack.pop()
@@ -229,7 +238,8 @@ class Topology:
         """The topology of paths [start, stop) (groups inside the range kept, shifted; the others dropped)."""
         counts = self.subpath_counts
         c0, c1 = sum(counts[:start]), sum(counts[:stop])
-        groups = tuple((a - start, b - start, o) for a, b, o in (self.groups or ()) if start <= a and b <= stop)
+        groups = tuple((g[0] - start, g[1] - start, *g[2:]) for g in (self.groups or ())
+                       if start <= g[0] and g[1] <= stop)
         return Topology(self.num_segments[c0:c1], self.closed[c0:c1],
                         None if self.filled is None else self.filled[start:stop], counts[start:stop],
                         None if self.styles is None else self.styles[start:stop], groups or None)
@@ -243,7 +253,7 @@ class Topology:
         if self.styles is not None or other.styles is not None:
             styles = self.all_styles + other.all_styles
         n = self.num_paths
-        groups = (self.groups or ()) + tuple((a + n, b + n, o) for a, b, o in (other.groups or ()))
+        groups = (self.groups or ()) + tuple((g[0] + n, g[1] + n, *g[2:]) for g in (other.groups or ()))
         return Topology(self.num_segments + other.num_segments, self.closed + other.closed, filled,
                         self.subpath_counts + other.subpath_counts, styles, groups or None)
 
@@ -409,11 +419,11 @@ class Path:
     fill_opacity: float = 1.0
     stroke_opacity: float = 1.0
 
-    def cubic_points(self) -> tuple[list[list[float]], int]:
+    def cubic_points(self) -> tuple[list, int]:
         """The first subpath as cubic control points in the `Scene` layout, and its number of segments."""
         return _cubic_points(self.points, self.degrees, self.closed)
 
-    def all_subpaths(self) -> list[tuple[list[list[float]], int, bool]]:
+    def all_subpaths(self) -> list[tuple[list, int, bool]]:
         """Every subpath as (cubic control points, number of segments, closed)."""
         out = [(*self.cubic_points(), bool(self.closed))]
         for i, sp in enumerate(self.subpaths):
@@ -423,8 +433,8 @@ class Path:
         return out
 
 
-def _cubic_points(points, degrees, closed) -> tuple[list[list[float]], int]:
-    pts = [[float(x), float(y)] for x, y in points]
+def _cubic_points(points, degrees, closed) -> tuple[list, int]:
+    pts = [(float(x), float(y)) for x, y in points]
     n = len(pts)
     if isinstance(degrees, int):
         per = degrees
@@ -434,6 +444,8 @@ def _cubic_points(points, degrees, closed) -> tuple[list[list[float]], int]:
         if body < 1 or body % per:
             raise ValueError(f"`points` must hold {'k' if closed else '1 + k'}*{per} points for a "
                              f"{'closed' if closed else 'open'} path of degree {per}, got {n}")
+        if per == 3:  # already the Scene layout
+            return pts, body // 3
         degrees = [per] * (body // per)
     else:
         degrees = [int(d) for d in degrees]
@@ -471,7 +483,9 @@ class Scene:
     (not premultiplied) RGBA. Colours outside [0, 1] are rendered as given (pipelines clamp after each step,
     as CLIPDraw does). `background` is RGB or RGBA in [0, 1], or None for transparent. `fill_rule` is the rule of
     paths whose `PathStyle.fill_rule` is None. `gradients` are the gradient paints the styles' `fill_paint` /
-    `stroke_paint` indices name (each batched with the same B).
+    `stroke_paint` indices name (each batched with the same B). `dash_offsets (B, P)`, when given, replaces every
+    path's `PathStyle.dash_offset` (pixels) with a tensor, so the dash offset can be optimised
+    (`scene.with_dash_offsets()` makes it from the styles); None: the styles' constants.
     """
 
     topology: Topology
@@ -484,6 +498,7 @@ class Scene:
     background: tuple[float, float, float, float] | None = (1.0, 1.0, 1.0, 1.0)
     fill_rule: str = "nonzero"
     gradients: tuple[Gradient, ...] = ()
+    dash_offsets: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         t = self.topology
@@ -518,6 +533,13 @@ class Scene:
             if v.device != self.points.device:
                 raise ValueError(f"`{name}` is on {v.device} but `points` is on {self.points.device}")
         self.gradients = tuple(self.gradients)
+        if self.dash_offsets is not None:
+            d = self.dash_offsets
+            if not torch.is_tensor(d) or tuple(d.shape) != (b, p) or not d.is_floating_point():
+                raise ValueError(f"`dash_offsets` must be a floating-point tensor of shape {(b, p)}, got "
+                                 f"{tuple(d.shape) if torch.is_tensor(d) else type(d).__name__}")
+            if d.device != self.points.device:
+                raise ValueError(f"`dash_offsets` is on {d.device} but `points` is on {self.points.device}")
         for i, g in enumerate(self.gradients):
             if not isinstance(g, Gradient):
                 raise ValueError(f"`gradients[{i}]` must be a Gradient, got {type(g).__name__}")
@@ -557,19 +579,31 @@ class Scene:
         return replace(self, topology=t.select_paths(start, stop), points=self.points[:, p0:p1],
                        widths=self.widths[:, start:stop], stroke_colors=self.stroke_colors[:, start:stop],
                        fill_colors=None if self.fill_colors is None else self.fill_colors[:, start:stop],
-                       background=background)
+                       background=background,
+                       dash_offsets=None if self.dash_offsets is None else self.dash_offsets[:, start:stop])
 
     def tensors(self) -> list[torch.Tensor]:
         """The optimisable tensors: points, widths, stroke colours, fill colours if any, then each gradient's
-        offsets, colours, geometry and transform."""
+        offsets, colours, geometry and transform, then the dash offsets if the scene has them as a tensor."""
         out = [self.points, self.widths, self.stroke_colors]
         out += [self.fill_colors] if self.fill_colors is not None else []
-        return out + [t for g in self.gradients for t in g.tensors()]
+        out += [t for g in self.gradients for t in g.tensors()]
+        return out + ([self.dash_offsets] if self.dash_offsets is not None else [])
+
+    def with_dash_offsets(self) -> "Scene":
+        """This scene with `dash_offsets` as a (B, P) tensor (from the styles' `dash_offset` unless it has one
+        already), so an optimiser can move the dash patterns along their paths (`scene.tensors()` lists it)."""
+        if self.dash_offsets is not None:
+            return self
+        offs = torch.tensor([s.dash_offset for s in self.topology.all_styles], device=self.device,
+                            dtype=self.points.dtype)
+        return replace(self, dash_offsets=offs.expand(self.batch_size, -1).clone())
 
     def _map(self, fn) -> "Scene":
         return replace(self, points=fn(self.points), widths=fn(self.widths), stroke_colors=fn(self.stroke_colors),
                        fill_colors=None if self.fill_colors is None else fn(self.fill_colors),
-                       gradients=tuple(g.map(fn) for g in self.gradients))
+                       gradients=tuple(g.map(fn) for g in self.gradients),
+                       dash_offsets=None if self.dash_offsets is None else fn(self.dash_offsets))
 
     def detach(self) -> "Scene":
         return self._map(lambda x: x.detach())
@@ -599,14 +633,40 @@ class Scene:
                              f"batch_size={batch_size}")
         return self._map(lambda x: x.detach().repeat(batch_size, *([1] * (x.dim() - 1))))
 
+    def resized(self, width: int, height: int) -> "Scene":
+        """The scene scaled onto a `width` x `height` canvas: points by (sx, sy), gradient transforms and group clip
+        rectangles with them, and lengths (stroke widths, dash patterns and offsets) by the mean factor
+        sqrt(sx * sy) (exact for a uniform scale, which is what keeps strokes as drawn). Shares no storage."""
+        for name, v in (("width", width), ("height", height)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_CANVAS:
+                raise ValueError(f"`{name}` must be an int in [1, {MAX_CANVAS}], got {v!r}")
+        sx, sy = width / self.width, height / self.height
+        k = math.sqrt(sx * sy)
+        t = self.topology
+        styles = None if t.styles is None else tuple(
+            replace(st, dash=tuple(d * k for d in st.dash), dash_offset=st.dash_offset * k) for st in t.styles)
+        groups = None if t.groups is None else tuple(
+            g if len(g) < 4 or g[3] is None else (g[0], g[1], g[2], (g[3][0] * sx, g[3][1] * sy, g[3][2] * sx,
+                                                                     g[3][3] * sy)) for g in t.groups)
+        topo = replace(t, styles=styles, groups=groups)
+        dev, dt = self.device, self.points.dtype
+        scale = torch.tensor([[sx, 0.0], [0.0, sy]], device=dev, dtype=dt)
+        grads = tuple(replace(g.map(lambda x: x.detach().clone()), transform=scale.to(g.transform.dtype)
+                              @ g.transform.detach()) for g in self.gradients)
+        c = self.clone()
+        return replace(c, topology=topo, points=c.points * torch.tensor([sx, sy], device=dev, dtype=dt),
+                       widths=c.widths * k, width=width, height=height, gradients=grads,
+                       dash_offsets=None if c.dash_offsets is None else c.dash_offsets * k)
+
     # -- construction --------------------------------------------------------------------------------------------
     @classmethod
     def from_paths(cls, paths: Sequence[Path], width: int = 224, height: int = 224,
                    background: Sequence[float] | None = (1.0, 1.0, 1.0, 1.0), fill_rule: str = "nonzero",
                    device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-                   groups: Sequence[tuple[int, int, float]] | None = None) -> "Scene":
+                   groups: Sequence[tuple] | None = None) -> "Scene":
         """A one-scene batch from `Path` descriptions (lines and quadratics are elevated to cubics). `groups` are
-        (first path, end path, opacity) ranges composited as one layer each (SVG's `opacity` on a `<g>`)."""
+        (first path, end path, opacity[, clip]) ranges composited as one layer each (SVG's `opacity` on a `<g>`),
+        clipped to the axis-aligned rectangle clip = (x0, y0, x1, y1) in pixels when given (a viewport's clip)."""
         if len(paths) == 0:
             raise ValueError("`paths` must hold at least one Path, got none")
         pts, nseg, closed, counts, widths, strokes, fills, styles = [], [], [], [], [], [], [], []
@@ -657,12 +717,12 @@ class Scene:
 
         def sig(s):
             return (s.topology, s.width, s.height, s.background, s.fill_rule, s.fill_colors is None,
-                    tuple(g.signature() for g in s.gradients))
+                    tuple(g.signature() for g in s.gradients), s.dash_offsets is None)
 
         for i, s in enumerate(scenes):
             if sig(s) != sig(first):
                 raise ValueError(f"`scenes[{i}]` differs from `scenes[0]` in topology, canvas, background, fill "
-                                 "rule, fills or gradients; only scenes of one topology can be batched")
+                                 "rule, fills, gradients or dash offsets; only scenes of one topology can be batched")
         cat = lambda get: torch.cat([get(s) for s in scenes])  # noqa: E731
         grads = tuple(replace(g, **{name: cat(lambda s, k=k, name=name: getattr(s.gradients[k], name))
                                     for name in ("offsets", "colors", "geometry", "transform")})
@@ -670,4 +730,5 @@ class Scene:
         return replace(first, points=cat(lambda s: s.points), widths=cat(lambda s: s.widths),
                        stroke_colors=cat(lambda s: s.stroke_colors),
                        fill_colors=None if first.fill_colors is None else cat(lambda s: s.fill_colors),
-                       gradients=grads)
+                       gradients=grads,
+                       dash_offsets=None if first.dash_offsets is None else cat(lambda s: s.dash_offsets))

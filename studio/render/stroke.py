@@ -16,7 +16,8 @@ from the same nearest edge, in the frame of that edge (Porter & Duff style "one 
 
 The dash measure of a periodic pattern is closed-form (floor of the period count plus the partial period), so it
 is differentiable w.r.t. the points (through the arclength), the widths (square caps) and nothing else
-(the pattern and the offset are constants of the `PathStyle`).
+and the dash offset when the scene carries it as a tensor (`Scene.dash_offsets`; otherwise the offset, like the
+pattern, is a constant of the `PathStyle`).
 """
 
 from __future__ import annotations
@@ -170,9 +171,11 @@ def _dash_bounds(sub_len: torch.Tensor, offset: torch.Tensor, c: torch.Tensor, d
 
 
 def styled_coverage(px: torch.Tensor, py: torch.Tensor, e: torch.Tensor, poly: Polyline, sg: StrokeGeometry,
-                    gp: torch.Tensor, half: torch.Tensor, st: dict[str, torch.Tensor]) -> torch.Tensor:
+                    gp: torch.Tensor, half: torch.Tensor, st: dict[str, torch.Tensor],
+                    offset: torch.Tensor | None = None) -> torch.Tensor:
     """Coverage (G, N) of stroke layers: pixels (px, py) (G, N), their nearest edges `e` (G, N), the layer's path
-    `gp` (G,) and half width `half` (G, 1); differentiable w.r.t. the edges and the widths."""
+    `gp` (G,) and half width `half` (G, 1); `offset` (G, 1) the layers' dash offsets (default: the styles'
+    constants). Differentiable w.r.t. the edges, the widths and `offset`."""
     a, b = poly.a[e], poly.b[e]  # (G, N, 2)
     ab = b - a
     length = torch.sqrt((ab * ab).sum(-1) + _EPS)
@@ -231,9 +234,10 @@ def styled_coverage(px: torch.Tensor, py: torch.Tensor, e: torch.Tensor, poly: P
     first, last = torch.zeros_like(sub_len), sub_len  # the on-set's extent along an open subpath
     if any_dash:
         c, dl, valid = st["dash_start"][gp], st["dash_len"][gp], st["dash_valid"][gp]
-        period, offset = st["period"][gp][:, None], st["offset"][gp][:, None]
-        with torch.no_grad():
-            df, dla = _dash_bounds(sub_len.detach(), offset, c, dl, valid, period)
+        period = st["period"][gp][:, None]
+        offset = st["offset"][gp][:, None] if offset is None else offset
+        # where the first and last dash start and end move with the offset (slope -1), not with the length
+        df, dla = _dash_bounds(sub_len.detach(), offset, c, dl, valid, period)
         # the last dash ends at the subpath's end (moving with it) or at a fixed place of the pattern before it
         first = torch.where(dashed, df, first)
         last = torch.where(dashed & (dla < sub_len.detach()), dla, last)

@@ -161,14 +161,21 @@ def subpaths(d: str, budget: Budget) -> Iterator[tuple[list[tuple[float, float]]
     """Parse path data into subpaths: (cubic control points in the `Scene` layout, closed)."""
     tokens: list[str | float] = []
     for match in _TOKEN.finditer(d):  # lazily, so oversized data is refused before it is all tokenised
-        cmd, num, _space, bad = match.groups()
-        if bad:
-            raise ValueError(f"SVG path data has an unexpected character {bad!r}")
-        if cmd:
+        kind = match.lastindex  # 1 command, 2 number, 3 separators, 4 anything else
+        if kind == 3:
+            continue
+        if kind == 4:
+            raise ValueError(f"SVG path data has an unexpected character {match.group(4)!r}")
+        if kind == 1:
             budget.spend(1)
-            tokens.append(cmd)
-        elif num:
-            tokens.append(number(num, "path coordinate"))
+            tokens.append(match.group(1))
+        else:  # the pattern already matched a number: only its magnitude is left to check
+            num = match.group(2)
+            v = float(num)
+            if not abs(v) <= MAX_COORD:
+                raise ValueError(f"SVG path coordinate must be finite with magnitude <= {MAX_COORD:g}, got "
+                                 f"{num[:40]!r}")
+            tokens.append(v)
             if len(tokens) > 8 * MAX_COMMANDS:  # implicit repeats: numbers without command letters
                 raise ValueError(f"SVG path data has more than {8 * MAX_COMMANDS} numbers; refusing to read it")
     i, cur, start = 0, (0.0, 0.0), (0.0, 0.0)
@@ -183,7 +190,7 @@ def subpaths(d: str, budget: Budget) -> Iterator[tuple[list[tuple[float, float]]
             q = pts
             if closed:
                 if math.dist(q[-1], q[0]) > 1e-9:  # close with a straight line
-                    q = q + [_lerp(q[-1], q[0], 1 / 3), _lerp(q[-1], q[0], 2 / 3), q[0]]
+                    q = q + [lerp(q[-1], q[0], 1 / 3), lerp(q[-1], q[0], 2 / 3), q[0]]
                 q = q[:-1]
             out = (q, closed)
         pts = []
@@ -204,7 +211,7 @@ def subpaths(d: str, budget: Budget) -> Iterator[tuple[list[tuple[float, float]]
             raise ValueError("SVG path data must start with a command (M), got a number")
         n = _ARITY[cmd.upper()]
         args = tokens[i:i + n]
-        if len(args) < n or any(isinstance(a, str) for a in args):
+        if len(args) < n or str in map(type, args):
             raise ValueError(f"SVG path command {cmd!r} needs {n} numbers")
         i += n
         rel = cmd.islower()
@@ -230,7 +237,7 @@ def subpaths(d: str, budget: Budget) -> Iterator[tuple[list[tuple[float, float]]
                 end = (args[0] + (cur[0] if rel else 0.0), cur[1])
             else:
                 end = (cur[0], args[0] + (cur[1] if rel else 0.0))
-            pts += [_lerp(cur, end, 1 / 3), _lerp(cur, end, 2 / 3), end]
+            pts += [lerp(cur, end, 1 / 3), lerp(cur, end, 2 / 3), end]
             last_ctrl = None
         elif up in "CS":
             if up == "C":
@@ -250,7 +257,7 @@ def subpaths(d: str, budget: Budget) -> Iterator[tuple[list[tuple[float, float]]
             else:
                 q1 = (2 * cur[0] - last_ctrl[0], 2 * cur[1] - last_ctrl[1]) if last_cmd in "QT" and last_ctrl else cur
                 end = (args[0] + ox, args[1] + oy)
-            pts += [_lerp(cur, q1, 2 / 3), _lerp(end, q1, 2 / 3), end]
+            pts += [lerp(cur, q1, 2 / 3), lerp(end, q1, 2 / 3), end]
             last_ctrl = q1
         else:  # A
             end = (args[5] + ox, args[6] + oy)
@@ -265,7 +272,7 @@ def subpaths(d: str, budget: Budget) -> Iterator[tuple[list[tuple[float, float]]
         yield sp
 
 
-def _lerp(a, b, t):
+def lerp(a, b, t):
     return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
 
 

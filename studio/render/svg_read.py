@@ -24,10 +24,15 @@ Refused by name: text, tspan, textPath, image, foreignObject (outside a switch t
 animation elements, any unknown element in the SVG namespace; properties that would change the drawing unless
 they keep their initial value: clip-path, mask, filter, marker(-start/-mid/-end), mix-blend-mode,
 vector-effect, shape-rendering other than auto/geometricPrecision, color-interpolation linearRGB,
-transform-box other than view-box, miter-clip / arcs joins; `opacity` below 1 on an element that draws more
-than one overlapping layer (the renderer has no group layers; exact when it draws one layer or disjoint ones);
-strokes under non-uniform transforms; content overflowing a nested viewport that clips it; `transform` or
-geometry properties set in CSS; em/ex units; pattern paints; missing references; unknown properties.
+transform-box other than view-box, miter-clip / arcs joins; strokes under non-uniform transforms; content
+overflowing a rotated or skewed nested viewport that clips it; more than `MAX_GROUPS` composited layers; `transform`
+or geometry properties set in CSS; em/ex units; pattern paints; missing references; unknown properties.
+
+`opacity` below 1 composites the element as one layer (a `Topology.groups` range over the paths it drew: nested
+groups, `<use>` of a group, a path with both fill and stroke); on an element that draws a single layer it is
+multiplied into that layer's alpha (the same drawing). A nested `<svg>` (or `<symbol>` through `<use>`) whose
+overflow clips (the default) and whose content reaches outside its viewport gets a group with the viewport as an
+axis-aligned clip rectangle in canvas pixels; content entirely inside needs no clip and gets none.
 
 Untrusted input is read defensively: `defusedxml` refuses DTDs, entity declarations (billion laughs) and
 external references; the text size, element count (counting every `<use>` expansion), nesting depth, path
@@ -36,6 +41,7 @@ commands, coordinates, style-sheet rules and selector work are capped, and no hr
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -55,6 +61,7 @@ from .svg_path import (
     apply,
     bounding_box,
     compose,
+    lerp,
     number,
     parse_transform,
     subpaths,
@@ -62,7 +69,7 @@ from .svg_path import (
 )
 
 __all__ = ["from_svg", "MAX_SVG_CHARS", "MAX_ELEMENTS", "MAX_DEPTH", "MAX_COMMANDS", "MAX_PATHS", "MAX_COORD",
-           "MAX_USE_EXPANSION"]
+           "MAX_USE_EXPANSION", "MAX_GROUPS"]
 
 MAX_SVG_CHARS = 4_000_000  # ~4 MB of markup: far more than a drawing needs, little enough to parse in a second
 MAX_ELEMENTS = 20_000  # elements in the document, and elements drawn after expanding every <use>
@@ -72,6 +79,7 @@ MAX_USE_EXPANSION = 5_000  # <use> instantiations summed over the document (a us
 MAX_HREF_CHAIN = 16  # gradients inheriting from gradients
 MAX_DASHES = 64
 MAX_STOPS = 256
+MAX_GROUPS = 64  # composited layers (each is a render of its own, ~15-50 ms on this CPU): group opacity, clips
 
 _SVG_NS = "{http://www.w3.org/2000/svg}"
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -113,8 +121,8 @@ _DEFAULT_ONLY = {
     "color-interpolation": ({"auto", "srgb"}, "linearRGB interpolation"),
     "transform-box": ({"view-box"}, "other transform boxes"), "clip": ({"auto"}, "clip rectangles"),
 }
-_INHERITED_NAMES = tuple(k for k, (_, inh) in PROPERTIES.items() if inh)
 _NOT_INHERITED_INITIAL = {k: v for k, (v, inh) in PROPERTIES.items() if not inh}
+_INHERITED_INITIAL = {k: v for k, (v, inh) in PROPERTIES.items() if inh}
 IGNORED_PROPERTIES = frozenset({
     # text and fonts (text is refused, so these never change a drawn shape)
     "font", "font-family", "font-size", "font-size-adjust", "font-stretch", "font-style", "font-variant",
@@ -153,6 +161,26 @@ def _length(text: str | None, what: str, ref: float | None = None) -> float | No
     """A length in user units: a number with px, pt, pc, mm, cm, in or Q, or a percentage of `ref`."""
     if text is None:
         return None
+    if len(text) <= _CACHED_CHARS:  # documents repeat their lengths; the cache keeps short texts only
+        return _cached_length(text, what, ref)
+    return _parse_length(text, what, ref)
+
+
+_CACHED_CHARS = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_length(text: str, what: str, ref: float | None) -> float:
+    return _parse_length(text, what, ref)
+
+
+@functools.lru_cache(maxsize=4096)
+def _colour(text: str, what: str, current: RGBA | None = None) -> RGBA:
+    """`parse_color`, remembered (colour texts are at most `svg_color.MAX_COLOUR_CHARS` long)."""
+    return parse_color(text, what, current)
+
+
+def _parse_length(text: str, what: str, ref: float | None) -> float:
     num, unit = _split_unit(text)
     if NUMBER_RE.fullmatch(num) is None:
         raise ValueError(f"SVG {what} must be a length, got {text[:40]!r}")
@@ -349,6 +377,7 @@ class _Reader:
         self._declared: dict = {}
         self._doc_style: dict = {}
         self.shapes: list[_Shape] = []
+        self.groups: dict[tuple[int, int], list] = {}  # (first shape, end shape) -> [opacity, clip rect | None]
         self.uses = 0
         self.drawn_elements = 0
         self.budget = Budget()
@@ -398,9 +427,8 @@ class _Reader:
 
     def computed(self, el, tag: str, parent: dict[str, str]) -> dict[str, str]:
         decl = self.declared(el, tag)
-        cs = dict(_NOT_INHERITED_INITIAL)
-        for prop in _INHERITED_NAMES:
-            cs[prop] = parent.get(prop, PROPERTIES[prop][0])
+        # a parent's computed style holds every property: its inherited values carry over, the others restart
+        cs = {**(parent or _INHERITED_INITIAL), **_NOT_INHERITED_INITIAL}
         for prop, v in decl.items():
             low = v.lower()
             if low in ("inherit", "unset") and (low == "inherit" or PROPERTIES[prop][1]):
@@ -546,10 +574,15 @@ class _Reader:
             raise ValueError(f"SVG overflow {overflow[:30]!r} on <{tag}> is not supported")
         if overflow in ("hidden", "scroll", "clip", "inherit", "initial", "unset"):
             corners = apply(ctm, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
-            for s in self.shapes[start:]:
-                if not _inside(s.bbox, corners):
-                    raise ValueError(f"SVG <{s.tag}> overflows the viewport of its <{tag}>, which clips it; "
-                                     "clipping is not supported (set overflow=\"visible\" or keep it inside)")
+            outside = [s for s in self.shapes[start:] if not _inside(s.bbox, corners)
+                       and not _inside_viewport(s, ctm, (x, y, x + w, y + h))]
+            if outside:  # clipped: an axis-aligned rectangle in canvas pixels is a layer's coverage mask
+                xs, ys = sorted({round(c[0], 6) for c in corners}), sorted({round(c[1], 6) for c in corners})
+                if len(xs) > 2 or len(ys) > 2:
+                    raise ValueError(f"SVG <{outside[0].tag}> overflows the viewport of its <{tag}>, which clips "
+                                     "it, and the viewport is rotated or skewed: only axis-aligned viewport clips "
+                                     "are drawn (set overflow=\"visible\" or keep the content inside)")
+                self.group(start, len(self.shapes), 1.0, (xs[0], ys[0], xs[-1], ys[-1]), tag)
 
     def use(self, el, st, ctm, viewport, depth, active) -> None:
         ref = _href(el)
@@ -599,21 +632,34 @@ class _Reader:
             p = self.matcher.parent.get(p)
 
     def group_opacity(self, el, tag, st, start: int) -> None:
-        """`opacity` composites an element as one layer; multiplying it into each layer is the same only when the
-        layers do not overlap (the renderer has no layer groups)."""
+        """`opacity` composites an element as one layer: a group over the shapes it drew (multiplied into the one
+        shape instead when it draws a single layer, which is the same drawing)."""
         op = _fraction(st["opacity"], f"<{tag}> opacity")
         if op >= 1:
             return
         drawn = self.shapes[start:]
-        if len(drawn) > 1 or any(s.layers() > 1 for s in drawn):
-            boxes = [s.bbox for s in drawn]
-            if any(s.layers() > 1 for s in drawn) or len(boxes) > 256 or _any_overlap(boxes):
-                raise ValueError(f"SVG opacity {st['opacity'][:20]} on <{tag}> over overlapping layers (several "
-                                 "shapes, or a fill and a stroke) is not supported: group opacity needs layer "
-                                 "compositing, which the renderer does not do")
-        for s in drawn:
-            s.fill_opacity *= op
-            s.stroke_opacity *= op
+        if len(drawn) == 1 and drawn[0].layers() == 1:  # a clip on it commutes with the multiplication
+            drawn[0].fill_opacity *= op
+            drawn[0].stroke_opacity *= op
+        elif drawn:
+            self.group(start, len(self.shapes), op, None, tag)
+
+    def group(self, start: int, end: int, opacity: float, clip, tag: str) -> None:
+        """A layer over shapes [start, end): one entry per range (a group of a group of the same shapes is one
+        layer with the product of the opacities and the intersection of the clips)."""
+        entry = self.groups.get((start, end))
+        if entry is None:
+            if len(self.groups) >= MAX_GROUPS:
+                raise ValueError(f"SVG has more than {MAX_GROUPS} layers to composite (group opacity on overlapping "
+                                 f"shapes, clipping viewports; the last one a <{tag}>); refusing to draw it")
+            self.groups[(start, end)] = [opacity, clip]
+            return
+        entry[0] *= opacity
+        if clip is not None and entry[1] is not None:  # the intersection (empty: x1 = x0 or y1 = y0)
+            x0, y0 = max(entry[1][0], clip[0]), max(entry[1][1], clip[1])
+            entry[1] = (x0, y0, max(min(entry[1][2], clip[2]), x0), max(min(entry[1][3], clip[3]), y0))
+        elif clip is not None:
+            entry[1] = clip
 
     # -- shapes ----------------------------------------------------------------------------------------------------
     def shape(self, el, tag, st, ctm, viewport) -> None:
@@ -628,14 +674,18 @@ class _Reader:
             raise ValueError(f"SVG visibility {visibility[:30]!r} on <{tag}> is not supported")
         if not d or visibility in ("hidden", "collapse"):
             return
-        subs_user = list(subpaths(d, self.budget))
+        if isinstance(d, list):  # a basic shape, already as subpaths: its commands count as path data would
+            self.budget.spend(sum(2 * len(pts) // 3 + 1 for pts, _ in d))
+            subs_user = d
+        else:
+            subs_user = list(subpaths(d, self.budget))
         if not subs_user:
             return
         if len(self.shapes) >= MAX_PATHS:
             raise ValueError(f"SVG has more than {MAX_PATHS} shapes; refusing to read it")
         vw, vh = viewport
         diag = math.sqrt((vw * vw + vh * vh) / 2)
-        color = parse_color(st["color"], "color")
+        color = _colour(st["color"], "color")
         bbox_user = _Lazy(lambda: bounding_box(subs_user))
         fill = self.paint(st["fill"], "fill", tag, color, bbox_user, ctm, viewport)
         stroke = self.paint(st["stroke"], "stroke", tag, color, bbox_user, ctm, viewport)
@@ -661,14 +711,16 @@ class _Reader:
         rule = st["fill-rule"].strip().lower()
         if rule not in ("nonzero", "evenodd"):
             raise ValueError(f"SVG fill-rule {rule[:30]!r} on <{tag}> is not supported")
+        if fill is None and stroke is None:
+            return
         subs = []
         for pts, closed in subs_user:
             q = apply(ctm, pts)
-            if any(not math.isfinite(v) or abs(v) > MAX_COORD for xy in q for v in xy):
+            flat = [v for xy in q for v in xy]
+            # the sum of bounded numbers is finite unless one is NaN or infinite (min/max alone miss NaN)
+            if not (math.isfinite(sum(flat)) and -MAX_COORD <= min(flat) and max(flat) <= MAX_COORD):
                 raise ValueError(f"SVG coordinates must stay within +-{MAX_COORD:g} pixels after transforms")
             subs.append((q, closed))
-        if fill is None and stroke is None:
-            return
         shape = _Shape(tag, subs, fill, stroke, width * scale, rule, cap, join, miter, dash, offset,
                        _fraction(st["fill-opacity"], f"<{tag}> fill-opacity"),
                        _fraction(st["stroke-opacity"], f"<{tag}> stroke-opacity"))
@@ -697,7 +749,7 @@ class _Reader:
         if kind == "none":
             return None
         if kind == "color":
-            return parse_color(v, f"<{tag}> {prop}", color)
+            return _colour(v, f"<{tag}> {prop}", color)
         target = self.ids.get(v)
         if target is None:
             if fallback is not None:
@@ -741,7 +793,7 @@ class _Reader:
             sst = self.doc_style(s)
             off = max(_fraction(s.get("offset", "0"), "<stop> offset"), last)
             last = off
-            c = parse_color(sst["stop-color"], "<stop> stop-color", parse_color(sst["color"], "color"))
+            c = _colour(sst["stop-color"], "<stop> stop-color", _colour(sst["color"], "color"))
             stops.append((off, (c[0], c[1], c[2], c[3] * _fraction(sst["stop-opacity"], "<stop> stop-opacity"))))
         if not stops:
             return None
@@ -857,30 +909,63 @@ def _inside(box, quad) -> bool:
     return True
 
 
-def _any_overlap(boxes) -> bool:
-    for i in range(len(boxes)):
-        for j in range(i):
-            a, b = boxes[i], boxes[j]
-            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                return True
-    return False
+def _inside_viewport(shape: _Shape, ctm: Matrix, rect) -> bool:
+    """Whether the shape (its stroke's reach included) lies inside the viewport `rect` (x0, y0, x1, y1) of the
+    coordinate system `ctm` maps to pixels: tested in that system, so a rotated viewport is not judged by the
+    pixel-space bounding box of its content."""
+    a, b, c, d, e, f = ctm
+    det = a * d - b * c
+    if abs(det) < 1e-12:
+        return False
+    inv = (d / det, -b / det, -c / det, a / det, (c * f - d * e) / det, (b * e - a * f) / det)
+    x0, y0, x1, y1 = bounding_box([(apply(inv, pts), closed) for pts, closed in shape.subs])
+    if shape.stroke is not None:
+        half = shape.width / 2
+        tips = apply(inv, list(_miter_tips(shape.subs, half, shape.miter_limit))) if shape.join == "miter" else []
+        for tx, ty in tips:
+            x0, y0, x1, y1 = min(x0, tx), min(y0, ty), max(x1, tx), max(y1, ty)
+        p, q = (a * a + b * b + c * c + d * d) / 2, abs(det)
+        s_min = math.sqrt(max(p - math.sqrt(max(p * p - q * q, 0.0)), 1e-24))  # the least scale ctm applies
+        grow = half * (math.sqrt(2) if shape.cap == "square" else 1.0) / s_min
+        x0, y0, x1, y1 = x0 - grow, y0 - grow, x1 + grow, y1 + grow
+    slack = 0.01 / math.sqrt(abs(det))
+    return x0 >= rect[0] - slack and y0 >= rect[1] - slack and x1 <= rect[2] + slack and y1 <= rect[3] + slack
 
 
-def _shape_data(tag: str, el, viewport) -> str | None:
-    """Basic shapes as path data (SVG 2 section 10 equivalences); lengths may be percentages of the viewport."""
+def _lines(pts: list, closed: bool) -> list:
+    """The subpath `M p0 L p1 ... [Z]` reads as (what `subpaths` makes of that text, without the text)."""
+    q = [pts[0]]
+    for a, b in zip(pts, pts[1:]):
+        q += [lerp(a, b, 1 / 3), lerp(a, b, 2 / 3), b]
+    if closed:
+        if math.dist(q[-1], q[0]) > 1e-9:  # close with a straight line
+            q += [lerp(q[-1], q[0], 1 / 3), lerp(q[-1], q[0], 2 / 3), q[0]]
+        q = q[:-1]
+    return [(q, closed)]
+
+
+def _bounded(subs: list, tag: str) -> list:
+    flat = [v for pts, _ in subs for xy in pts for v in xy]
+    if not (math.isfinite(sum(flat)) and -MAX_COORD <= min(flat) and max(flat) <= MAX_COORD):
+        raise ValueError(f"SVG <{tag}> coordinates must be finite with magnitude <= {MAX_COORD:g}")
+    return subs
+
+
+def _shape_data(tag: str, el, viewport) -> str | list | None:
+    """Basic shapes (SVG 2 section 10 equivalences) as their subpaths in the `subpaths` layout, or as path data
+    for a rounded rect; lengths may be percentages of the viewport."""
     vw, vh = viewport
     diag = math.sqrt((vw * vw + vh * vh) / 2)
     ref = {"x": vw, "y": vh, "width": vw, "height": vh, "cx": vw, "cy": vh, "r": diag, "rx": vw, "ry": vh,
            "x1": vw, "x2": vw, "y1": vh, "y2": vh}
     g = lambda k, default=None: _length(el.get(k, default), f"<{tag}> {k}", ref[k])  # noqa: E731
     if tag == "line":
-        return f"M {g('x1', '0')} {g('y1', '0')} L {g('x2', '0')} {g('y2', '0')}"
+        return _bounded(_lines([(g("x1", "0"), g("y1", "0")), (g("x2", "0"), g("y2", "0"))], False), tag)
     if tag in ("polyline", "polygon"):
-        nums = [f"{v!r}" for v in _points(el.get("points", ""), tag)]
+        nums = _points(el.get("points", ""), tag)
         if len(nums) < 4:
             return None
-        d = "M " + " ".join(nums[:2]) + " L " + " ".join(nums[2:])
-        return d + (" Z" if tag == "polygon" else "")
+        return _lines(list(zip(nums[::2], nums[1::2])), tag == "polygon")  # each number is bounded already
     if tag == "rect":
         x, y, w, h = g("x", "0"), g("y", "0"), g("width", "0"), g("height", "0")
         if w < 0 or h < 0:
@@ -895,7 +980,7 @@ def _shape_data(tag: str, el, viewport) -> str | None:
         rx, ry = (rx if rx is not None else ry or 0.0), (ry if ry is not None else rx or 0.0)
         rx, ry = min(rx, w / 2), min(ry, h / 2)
         if rx <= 0 or ry <= 0:
-            return f"M {x} {y} H {x + w} V {y + h} H {x} Z"
+            return _bounded(_lines([(x, y), (x + w, y), (x + w, y + h), (x, y + h)], True), tag)
         return (f"M {x + rx} {y} H {x + w - rx} A {rx} {ry} 0 0 1 {x + w} {y + ry} V {y + h - ry} "
                 f"A {rx} {ry} 0 0 1 {x + w - rx} {y + h} H {x + rx} A {rx} {ry} 0 0 1 {x} {y + h - ry} "
                 f"V {y + ry} A {rx} {ry} 0 0 1 {x + rx} {y} Z")
@@ -913,10 +998,9 @@ def _shape_data(tag: str, el, viewport) -> str | None:
         if rx == 0 or ry == 0:
             return None
         kx, ky = rx * _KAPPA, ry * _KAPPA
-        return (f"M {cx + rx} {cy} C {cx + rx} {cy + ky} {cx + kx} {cy + ry} {cx} {cy + ry} "
-                f"C {cx - kx} {cy + ry} {cx - rx} {cy + ky} {cx - rx} {cy} "
-                f"C {cx - rx} {cy - ky} {cx - kx} {cy - ry} {cx} {cy - ry} "
-                f"C {cx + kx} {cy - ry} {cx + rx} {cy - ky} {cx + rx} {cy} Z")
+        return _bounded([([(cx + rx, cy), (cx + rx, cy + ky), (cx + kx, cy + ry), (cx, cy + ry),
+                           (cx - kx, cy + ry), (cx - rx, cy + ky), (cx - rx, cy), (cx - rx, cy - ky),
+                           (cx - kx, cy - ry), (cx, cy - ry), (cx + kx, cy - ry), (cx + rx, cy - ky)], True)], tag)
     return None
 
 
@@ -987,10 +1071,11 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
         ox, oy = reader.origin(st["transform-origin"], (float(width), float(height)))
         base = compose(compose(compose(translate(ox, oy), t), translate(-ox, -oy)), base)
     background = None
+    root_opacity = _fraction(st["opacity"], "<svg> opacity")
     if st["display"].strip().lower() != "none":
         for child in root:
             if background is None and not reader.shapes and _local(child.tag) == "rect" \
-                    and child.get("id") == "background":
+                    and child.get("id") == "background" and root_opacity >= 1:
                 background = _background(reader, child, st, base, viewport, width, height)
                 if background is not None:
                     continue
@@ -998,22 +1083,25 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
         reader.group_opacity(root, "svg", st, 0)
     if not reader.shapes:
         raise ValueError("SVG contains no paths or shapes to draw")
-    return _to_scene(reader.shapes, width, height, background, device, dtype or torch.float32)
+    groups = [(a, b, op) if clip is None else (a, b, op, clip) for (a, b), (op, clip) in reader.groups.items()
+              if op < 1 or clip is not None]
+    return _to_scene(reader.shapes, width, height, background, device, dtype or torch.float32, groups)
 
 
 def _background(reader: _Reader, el, parent, base, viewport, width, height):
     """A full-canvas, solid, unstroked first `<rect id="background">` as the scene background (or None)."""
-    start = len(reader.shapes)
+    start, groups = len(reader.shapes), dict(reader.groups)
     reader.walk(el, parent, base, viewport, 1)
     drawn = reader.shapes[start:]
     if len(drawn) != 1:
         del reader.shapes[start:]
+        reader.groups = groups
         return None
     s = drawn[0]
     x0, y0, x1, y1 = s.bbox
     del reader.shapes[start:]
-    if s.stroke is not None or not isinstance(s.fill, tuple) or max(abs(x0), abs(y0), abs(x1 - width),
-                                                                     abs(y1 - height)) > 0.5 \
+    if (start, start + 1) in reader.groups or s.stroke is not None or not isinstance(s.fill, tuple) \
+            or max(abs(x0), abs(y0), abs(x1 - width), abs(y1 - height)) > 0.5 \
             or len(s.subs) != 1 or len(s.subs[0][0]) != 12:
         reader.shapes.append(s)
         return ()  # drawn as an ordinary shape
@@ -1021,7 +1109,7 @@ def _background(reader: _Reader, el, parent, base, viewport, width, height):
     return (r, g, b, a * s.fill_opacity)
 
 
-def _to_scene(shapes: list[_Shape], width: int, height: int, background, device, dtype) -> Scene:
+def _to_scene(shapes: list[_Shape], width: int, height: int, background, device, dtype, groups=()) -> Scene:
     rules = {s.fill_rule for s in shapes if s.fill is not None}
     scene_rule = "evenodd" if rules == {"evenodd"} else "nonzero"
     paths = []
@@ -1034,4 +1122,4 @@ def _to_scene(shapes: list[_Shape], width: int, height: int, background, device,
                           fill_rule=None if s.fill_rule == scene_rule else s.fill_rule,
                           fill_opacity=s.fill_opacity, stroke_opacity=s.stroke_opacity))
     return Scene.from_paths(paths, width=width, height=height, background=background or None,
-                            fill_rule=scene_rule, device=device, dtype=dtype)
+                            fill_rule=scene_rule, device=device, dtype=dtype, groups=groups or None)

@@ -1,7 +1,8 @@
 """SVG out: `to_svg`, following SVG 1.1 (https://www.w3.org/TR/SVG11/).
 
 `to_svg` writes one `<path>` per scene path (all its subpaths in one `d`) with what the renderer draws: its caps,
-joins, miter limit, dash pattern and offset, fill rule, group opacity (`<g opacity>`), and gradient paints (in
+joins, miter limit, dash pattern and offset, fill rule, group opacity (`<g opacity>`), group clips (a nested `<svg>`
+viewport with `overflow="hidden"` and an identity viewBox), and gradient paints (in
 `<defs>`, user-space units, with the gradient-to-canvas matrix as `gradientTransform`), so independent renderers
 (resvg, browsers) agree with our raster and `from_svg` reads the same scene back. The reader is `svg_read`.
 """
@@ -47,14 +48,14 @@ def _gradient(scene: Scene, k: int, index: int) -> str:
     return "".join(out)
 
 
-def _stroke_style(style: PathStyle) -> str:
+def _stroke_style(style: PathStyle, offset: float) -> str:
     out = f'stroke-linecap="{style.cap}" stroke-linejoin="{style.join}"'
     if style.join == "miter":
         out += f' stroke-miterlimit="{_num(style.miter_limit)}"'
     if style.dash:
         out += f' stroke-dasharray="{" ".join(_num(d) for d in style.dash)}"'
-        if style.dash_offset:
-            out += f' stroke-dashoffset="{_num(style.dash_offset)}"'
+        if offset:
+            out += f' stroke-dashoffset="{_num(offset)}"'
     return out
 
 
@@ -68,6 +69,8 @@ def to_svg(scene: Scene, index: int = 0) -> str:
     widths = scene.widths[index].detach().double().cpu().tolist()
     strokes = scene.stroke_colors[index].detach().double().cpu().tolist()
     fills = None if scene.fill_colors is None else scene.fill_colors[index].detach().double().cpu().tolist()
+    dash_offsets = [s.dash_offset for s in topo.all_styles] if scene.dash_offsets is None else \
+        scene.dash_offsets[index].detach().double().cpu().tolist()
     w, h = scene.width, scene.height
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">']
     if scene.gradients:
@@ -92,8 +95,18 @@ def to_svg(scene: Scene, index: int = 0) -> str:
     groups, open_groups = list(topo.groups or ()), []
     for p in range(topo.num_paths):
         while groups and groups[0][0] == p:  # outermost first
-            out.append(f'<g opacity="{_opacity(groups[0][2])}">')
-            open_groups.append(groups.pop(0))
+            g = groups.pop(0)
+            close = ""
+            if g[2] < 1 or len(g) < 4 or g[3] is None:
+                out.append(f'<g opacity="{_opacity(g[2])}">')
+                close = "</g>"
+            if len(g) > 3 and g[3] is not None:  # a clip: a nested viewport of identity mapping (overflow hidden)
+                x0, y0, x1, y1 = (_num(v) for v in g[3])
+                vb = f"{x0} {y0} {_num(g[3][2] - g[3][0])} {_num(g[3][3] - g[3][1])}"
+                out.append(f'<svg x="{x0}" y="{y0}" width="{vb.split()[2]}" height="{vb.split()[3]}" '
+                           f'viewBox="{vb}" overflow="hidden">')
+                close = "</svg>" + close
+            open_groups.append((g, close))
         style = topo.style(p)
         filled = fills is not None and topo.filled is not None and topo.filled[p]
         if filled:
@@ -106,9 +119,8 @@ def to_svg(scene: Scene, index: int = 0) -> str:
         spaint = _hex(stroke[:3]) if style.stroke_paint is None else f"url(#g{style.stroke_paint})"
         out.append(f'<path d="{" ".join(d_of[p])}" {fill} stroke="{spaint}" '
                    f'stroke-opacity="{_opacity(stroke[3])}" stroke-width="{_num(widths[p])}" '
-                   f'{_stroke_style(style)}/>')
-        while open_groups and open_groups[-1][1] == p + 1:
-            out.append("</g>")
-            open_groups.pop()
+                   f'{_stroke_style(style, dash_offsets[p])}/>')
+        while open_groups and open_groups[-1][0][1] == p + 1:
+            out.append(open_groups.pop()[1])
     out.append("</svg>")
     return "\n".join(out) + "\n"

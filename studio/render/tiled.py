@@ -146,8 +146,9 @@ def _stroke_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int
             ea, eb = poly.a.detach()[edges], poly.b.detach()[edges]
             d2 = segment_distance2(px[:, 0], py[:, 0], ea[..., 0], ea[..., 1], eb[..., 0], eb[..., 1])
             rows = torch.nonzero(d2 < pad[edges] ** 2, as_tuple=True)
+        offset = None if scene.dash_offsets is None else scene.dash_offsets[gscene, gpath][rows[0]][:, None]
         live = styled_coverage(px[:, 0][rows][:, None], py[:, 0][rows][:, None], edges[rows][:, None], poly, sg,
-                               gpath[rows[0]], half[rows[0]], st)[:, 0]
+                               gpath[rows[0]], half[rows[0]], st, offset)[:, 0]
         cov = torch.zeros(edges.shape, dtype=live.dtype, device=dev).index_put(rows, live)
     else:
         cov = stroke_coverage(_edge_distance(poly.a, poly.b, edges, px, py), half)
