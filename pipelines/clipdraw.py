@@ -479,17 +479,8 @@ def _read_svg(svg: str | bytes | FilePath, canvas_size: int) -> Scene:
         s = from_svg(svg)
     except ValueError as err:
         raise ValueError(f"`init_svg` is not a usable SVG: {err}") from None
-    sx, sy = canvas_size / s.width, canvas_size / s.height
-    k = math.sqrt(sx * sy)  # lengths (widths, dashes) scale by the mean factor
-    pts = s.points * torch.tensor([sx, sy])
-    scale = torch.tensor([[sx, 0.0], [0.0, sy]], dtype=s.points.dtype)
-    grads = tuple(replace(g, transform=scale @ g.transform) for g in s.gradients)  # gradient space -> new canvas
-    topo = s.topology
-    if topo.styles is not None:
-        topo = replace(topo, styles=tuple(replace(st, dash=tuple(d * k for d in st.dash),
-                                                  dash_offset=st.dash_offset * k) for st in topo.styles))
-    return Scene(topo, pts, s.widths * k, s.stroke_colors, s.fill_colors, width=canvas_size, height=canvas_size,
-                 fill_rule=s.fill_rule, gradients=grads)
+    # points, gradients and group clip rectangles per axis; widths, dashes and dash offsets by the mean factor
+    return s.resized(canvas_size, canvas_size)
 
 
 def _init_params(num_paths: int, size: int, gen: torch.Generator, cfg: CLIPDrawConfig, palette: torch.Tensor | None,

@@ -184,3 +184,22 @@ def test_the_result_is_the_lowest_loss_drawing_of_the_run_stopped_or_not(pipe):
     stopped = gen.send("stop")
     assert stopped.stopped and stopped.steps_run == 3
     assert stopped.scores["loss"] <= min(stopped.losses) + 1e-9 and stopped.scores["best_step"] <= 3
+
+
+def test_an_svg_with_a_clipping_viewport_starts_scaled_with_its_clip(pipe):
+    """The SVG is drawn on the canvas as the same document at the canvas's size would be: its nested viewport's
+    clip scales with it (the rescaling once moved points and gradients but left clip rectangles behind)."""
+    from studio.render import render, to_image
+
+    def doc(size: int) -> str:
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" viewBox="0 0 32 32">'
+                '<rect width="32" height="32" fill="#ffffff"/>'
+                '<svg x="4" y="4" width="12" height="12"><rect x="-8" y="-8" width="40" height="40" fill="#1d4ed8"/>'
+                '</svg><path d="M 20 6 L 28 26" stroke="#d62828" stroke-width="2" fill="none"/></svg>')
+
+    source = from_svg(doc(32))
+    assert source.topology.groups and source.topology.groups[0][3] is not None  # the viewport clips
+    out = pipe("a red circle", init_svg=doc(32), **{**TINY, "num_strokes": 0, "canvas_size": 64, "num_steps": 1})
+    expected = to_image(render(from_svg(doc(64)))).detach()
+    first = torch.from_numpy(out.frames[0]).permute(2, 0, 1)[None].float() / 255
+    assert (first - expected).abs().amax(1).gt(0.05).float().mean() < 0.01
