@@ -23,7 +23,8 @@ MODEL_FLAGS = {  # model kind (Task.models) -> (flag, environment variable, defa
     "loss_clip": ("--loss-clip", None, None, "CLIPasso's loss CLIP (a ResNet such as RN101/openai; default: --clip)"),
     "generator": ("--generator", "STUDIO_STYLEGAN", "demo-shapes", "StyleGAN2: a registry name or a checkpoint path"),
     "t2i": ("--model", "STUDIO_T2I_MODEL", None, "diffusers text-to-image model: a repo id or a folder"),
-    "mapper": ("--mapper", None, None, "a trained StyleCLIP latent mapper (.safetensors from styleclip-mapper)"),
+    "mapper": ("--mapper", None, None, "a trained StyleCLIP latent mapper: .safetensors from styleclip-mapper, or "
+               "one of StyleCLIP's published .pt mappers"),
     "detector": ("--detector", "STUDIO_DETECTOR", None, "lens-detect's detector: clip (CLIP-named regions, the "
                  "default) or an OWL-ViT / OWLv2 repo id or folder"),
 }
