@@ -770,3 +770,13 @@ def test_basic_shapes_read_as_their_path_equivalents(shape, path):
 def test_basic_shapes_beyond_the_coordinate_bound_are_refused(shape):
     with pytest.raises(ValueError, match="magnitude"):
         from_svg(doc(shape))
+
+
+def test_a_sheet_of_too_many_selectors_is_refused_before_they_are_parsed():
+    from studio.render.svg_css import MAX_SELECTORS
+
+    many = ", ".join(f".c{i}" for i in range(MAX_SELECTORS + 1))
+    with pytest.raises(ValueError, match=f"more than {MAX_SELECTORS} selectors"):
+        from_svg(doc(f"<style>{many} {{ fill: red }}</style><rect width='8' height='8'/>", 8, 8))
+    fine = ", ".join(f".c{i}" for i in range(50))
+    assert from_svg(doc(f"<style>{fine} {{ fill: red }}</style><rect class='c7' width='8' height='8'/>", 8, 8))

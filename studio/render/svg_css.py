@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MAX_RULES = 4_000
+MAX_SELECTORS = 4_000  # selectors in one sheet (`a, b {}` has 2); each is matched against every element
 MAX_COMPOUNDS = 16  # compound selectors in one complex selector (`a > b c` has 3)
 MAX_MATCH_STEPS = 2_000_000  # compound-selector tests summed over the document
 
@@ -224,6 +225,7 @@ def parse_stylesheet(text: str, first_order: int = 0) -> list[Rule]:
     """Rules of one `<style>` sheet, numbered from `first_order` in document order."""
     text = strip_comments(text)
     rules: list[Rule] = []
+    selector_count = 0
     pos, n = 0, len(text)
     while pos < n:
         while pos < n and text[pos] in " \t\r\n":
@@ -255,7 +257,13 @@ def parse_stylesheet(text: str, first_order: int = 0) -> list[Rule]:
         prelude = text[pos:brace]
         if "}" in prelude:
             raise ValueError("SVG style sheet has an unmatched }")
-        selectors = [parse_selector(p) for p in _split_top(prelude, ",")]
+        parts = _split_top(prelude, ",")
+        selector_count += len(parts)
+        if selector_count > MAX_SELECTORS:  # before parsing them: a crafted list costs no more than its counting
+            raise ValueError(f"SVG style sheets hold more than {MAX_SELECTORS} selectors; refusing to read them")
+        if any(not p.strip() for p in parts):
+            raise ValueError("SVG style sheet has an empty selector")
+        selectors = [parse_selector(p) for p in parts]
         rules.append(Rule(selectors, parse_declarations(body, "style sheet"), first_order + len(rules)))
         if len(rules) > MAX_RULES:
             raise ValueError(f"SVG style sheets hold more than {MAX_RULES} rules; refusing to read them")
