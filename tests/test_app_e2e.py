@@ -174,6 +174,8 @@ def test_lens_in_a_real_browser(page, red_png, fake_png, tmp_path):
     expect(visible(page.get_by_text("tiny-test-vit: random weights")).first).to_be_visible(timeout=30_000)
     upload_fake(page, fake_png)
     file_input(page).set_input_files(red_png)
+    # read before the click (a click during the upload runs without the image; under load that raced)
+    expect(visible(page.get_by_text("Image as read", exact=True)).first).to_be_visible(timeout=30_000)
     page.get_by_label("Candidate labels (comma or newline separated)").fill("a red square, a blue circle")
     page.get_by_role("button", name="Rank labels", exact=True).click()
     table = page.locator("#lens-table")
