@@ -117,15 +117,35 @@ def set_number(page, elem_id: str, value) -> None:
 
 
 def upload_fake(page, fake_png, index: int = 0):
-    """Upload the renamed non-image to the visible upload box `index`: our reader's message, not Gradio's."""
+    """Upload the renamed non-image to the visible upload box `index`: our reader's message, not Gradio's; then
+    clear that box. Earlier toasts are dismissed first, so that only this upload's message can count (the previous
+    test's one, still on screen, once let the box be cleared before the upload had finished)."""
     from playwright.sync_api import expect
 
-    file_input(page, index).set_input_files(fake_png)
+    dismiss_toasts(page)
+    box = file_input(page, index)
+    box.evaluate("e => { (e.closest('.block') || e.parentElement).dataset.e2eUpload = 'fake' }")  # no id of its own
+    block = page.locator("[data-e2e-upload=fake]")
+    box.set_input_files(fake_png)
     expect(visible(page.get_by_text("could not be read as an image")).first).to_be_visible(timeout=30_000)
     expect(page.get_by_text("Could not preprocess")).to_have_count(0)
-    clear = visible(page.get_by_label("Clear"))
-    if clear.count():
-        clear.first.click()
+    expect(block.get_by_role("cell", name="fake.png")).to_have_count(1, timeout=30_000)  # the box holds it
+    block.get_by_label("Clear").first.click()
+    expect(block.get_by_role("cell", name="fake.png")).to_have_count(0, timeout=30_000)
+    block.evaluate("b => { delete b.dataset.e2eUpload }")
+
+
+def dismiss_toasts(page) -> None:
+    """Close every toast on the page, as a user would."""
+    from playwright.sync_api import expect
+
+    close = page.get_by_test_id("toast-close")
+    for _ in range(10):  # one click closes a whole group (a type)
+        if not close.count():
+            break
+        close.first.click()
+        page.wait_for_timeout(300)  # its closing transition
+    expect(close).to_have_count(0)
 
 
 def file_input(page, index: int = 0):
