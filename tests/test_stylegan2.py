@@ -271,6 +271,11 @@ def test_named_checkpoint_errors_list_what_was_tried(tmp_path, monkeypatch):
     for needle in (str(tmp_path / "dir" / "tiny.pt"), "someone/first/tiny.pt", "HF_HUB_OFFLINE", "build it",
                    "STUDIO_STYLEGAN"):
         assert needle in str(err.value)
+    # A setup problem, not a bad input: the page keeps the message until it is dismissed (issue 16: it vanished
+    # after 10 s as a plain FileNotFoundError did).
+    from studio.ui.common import is_user_error
+
+    assert err.value.setup_problem is True and is_user_error(err.value)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(studio.hub, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(FileNotFoundError, match="cannot be reached"):

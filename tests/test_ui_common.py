@@ -128,7 +128,63 @@ def test_setup_problems_stay_on_the_page_and_user_errors_do_not():
     with pytest.raises(gr.Error) as user:
         bad()
     assert setup.value.duration is None and "ffhq-1024" in str(setup.value)
+    assert setup.value.visible  # no page event here: the error itself is the message
     assert user.value.duration is not None
+
+
+def test_in_a_page_event_a_setup_problem_is_a_warning_toast_without_a_time_limit(monkeypatch):
+    """Gradio 6 groups a page's toasts by type and closes a whole group when its first message's time runs out:
+    a setup error shown within 10 s of a bad-input error vanished with it (issue 16). In a queued event a setup
+    problem is therefore a warning toast without a time limit, and the error that ends the event carries the same
+    text for API clients but shows no toast of its own."""
+    from gradio.context import LocalContext
+
+    from studio.hub import WeightsNotFoundError
+
+    sent = []
+
+    class Queue:
+        def log_message(self, **kwargs):
+            sent.append(kwargs)
+
+    class Blocks:
+        _queue = Queue()
+
+    @user_errors
+    def missing():
+        raise WeightsNotFoundError("ffhq-1024", ["cache: missing"], "put the file in ...")
+
+    @user_errors
+    def bad():
+        raise ValueError("`num_steps` must be an integer in [1, 10000], got 0")
+
+    blocks, event = LocalContext.blocks.set(Blocks()), LocalContext.event_id.set("event-1")
+    try:
+        with pytest.raises(gr.Error) as setup:
+            missing()
+        with pytest.raises(gr.Error) as user:
+            bad()
+    finally:
+        LocalContext.blocks.reset(blocks)
+        LocalContext.event_id.reset(event)
+    assert [(m["level"], m["duration"], m["visible"]) for m in sent] == [("warning", None, True)]
+    assert "ffhq-1024" in sent[0]["log"] and "cache: missing" in sent[0]["log"]
+    assert not setup.value.visible and "ffhq-1024" in str(setup.value) and setup.value.duration is None
+    assert user.value.visible and user.value.duration is not None  # a bad input: the usual error toast
+
+
+def test_the_studio_shows_no_timed_warning_toasts():
+    """Setup problems are the page's only warning toasts (`setup_error`, no time limit): one timed warning shown
+    before them would close them with it when its time ran out (Gradio 6 closes a group of toasts of one type on
+    its first message's timer)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    calls = [(path.relative_to(root).as_posix(), line.strip()) for folder in ("studio", "pipelines")
+             for path in sorted((root / folder).rglob("*.py")) for line in path.read_text().splitlines()
+             if re.search(r"\b(gr\.)?Warning\(", line)]
+    assert calls == [("studio/ui/common.py", "gr.Warning(message, duration=None, title=SETUP_TITLE)")]
 
 
 def test_number_boxes_leave_out_of_range_values_to_the_tasks_check():

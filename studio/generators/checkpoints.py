@@ -89,6 +89,13 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
 # --------------------------------------------------------------------------------------------------------------
 
 
+class CheckpointNotFoundError(FileNotFoundError):
+    """A named (registry or `hf:`) checkpoint that is neither here nor could be downloaded; the message lists each
+    place tried and how to get the file by hand."""
+
+    setup_problem = True  # the page keeps this message on screen until dismissed (issue 16)
+
+
 class CheckpointMismatchError(ValueError):
     """A state dict that does not match a model's parameter names or shapes (`what`: the model, in words)."""
 
@@ -305,7 +312,7 @@ def resolve_named_checkpoint(info: CheckpointInfo) -> Path:
     path = fetch_hub_file([(repo, (name,)) for repo, name in info.sources], tried)
     if path is not None:
         return path
-    raise FileNotFoundError(
+    raise CheckpointNotFoundError(
         f"StyleGAN2 checkpoint {info.name!r} ({info.description}) could not be found. Tried: " + "; ".join(tried)
         + f". To supply it by hand, get {info.filename} ({info.how_to_get}) and put it at {str(local)!r}, or "
         "pass its path (STUDIO_STYLEGAN=/path/to/file.pt).")
@@ -323,7 +330,7 @@ def resolve_hub_checkpoint(spec: str) -> Path:
     tried: list[str] = []
     path = fetch_hub_file([(repo_id, (filename,))], tried)
     if path is None:
-        raise FileNotFoundError(f"{filename!r} from {repo_id!r} could not be had. Tried: " + "; ".join(tried)
+        raise CheckpointNotFoundError(f"{filename!r} from {repo_id!r} could not be had. Tried: " + "; ".join(tried)
                                 + ". Pass a local path instead, or download it once with network access.")
     return path
 
@@ -339,8 +346,8 @@ def checkpoint_dir() -> Path:
 
 
 __all__ = [
-    "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "check_state_dict", "check_strict", "checkpoint_dir",
-    "file_hash", "infer_config",
+    "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "CheckpointNotFoundError", "check_state_dict",
+    "check_strict", "checkpoint_dir", "file_hash", "infer_config",
     "load_generator", "load_state_dict_strict", "load_weights_only", "read_checkpoint", "resolve_hub_checkpoint",
     "resolve_named_checkpoint", "save_generator", "state_dict_hash",
 ]

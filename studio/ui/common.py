@@ -66,7 +66,7 @@ def user_errors(fn: Callable) -> Callable:
         if is_user_error(err):
             log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
             if getattr(err, "setup_problem", False):
-                return gr.Error(_message(err), duration=None, title="Setup needed", print_exception=False)
+                return setup_error(_message(err))
             return gr.Error(_message(err), print_exception=False)
         log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
         return gr.Error(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the server log.",
@@ -88,6 +88,31 @@ def user_errors(fn: Callable) -> Callable:
         except Exception as err:  # noqa: BLE001
             raise convert(err) from err
     return wrapper
+
+
+SETUP_TITLE = "Setup needed"
+
+
+def setup_error(message: str) -> gr.Error:
+    """The page's message for a setup problem (missing weights, a missing checkpoint or model, with what was tried
+    and how to supply it): it stays on the page until the user dismisses it, whatever other toasts come and go.
+
+    Raise what this returns. In a queued event it shows the message as a WARNING toast without a time limit and
+    returns the same text as an error that ends the event without a toast of its own (API clients still get the
+    text as their error). Not an error toast with `duration=None`: Gradio 6 groups the page's toasts by type, and
+    a group closes all its messages when its FIRST message's time runs out, so a bad-input error (10 s) shown just
+    before took every error that joined its group with it, a setup problem included (issue 16; the studio raises
+    no timed warnings, which tests/test_ui_common.py checks, so the warning group holds setup problems only).
+    Outside a queued event (no page to show a toast on), a plain error that is not timed."""
+    from gradio.context import LocalContext
+
+    if LocalContext.blocks.get(None) is not None and LocalContext.event_id.get(None) is not None:
+        gr.Warning(message, duration=None, title=SETUP_TITLE)
+        err = gr.Error(message, duration=None, visible=False, title=SETUP_TITLE, print_exception=False)
+    else:
+        err = gr.Error(message, duration=None, title=SETUP_TITLE, print_exception=False)
+    err.setup_problem = True
+    return err
 
 
 def notice_markdown(notice: str | None) -> str:

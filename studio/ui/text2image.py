@@ -29,6 +29,7 @@ from studio.ui.common import (
     model_state_line,
     progress_html,
     run_handler,
+    setup_error,
     stop_button,
     user_errors,
 )
@@ -122,7 +123,7 @@ class Handlers:
 
     def _check_loaded(self, fn: Callable | None, what: str) -> None:
         if self.load_error:
-            raise gr.Error(self.load_error, title="Model not available")
+            raise setup_error(self.load_error)  # stays on the page until dismissed, like every setup problem
         if fn is None:
             raise gr.Error(f"{what} is not available for this model", title="Not available")
 
