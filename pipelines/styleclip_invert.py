@@ -53,6 +53,12 @@ MAX_FRAMES = 120  # video frames kept: the first ones and the last
 # ----------------------------------------------------------------------------------------------------------------
 
 
+
+class EncoderMissingError(ValueError):
+    """`init="encoder"` without an e4e file for the generator: says where the file goes."""
+
+    setup_problem = True  # the page keeps this message on screen until dismissed
+
 @dataclass
 class SampleConfig:
     """A random start: z drawn from `seed`, mapped to w and truncated towards the mean w."""
@@ -253,9 +259,9 @@ class InversionMixin:
 
             path = find_encoder(self.generator)
             if path is None:
-                if init == "encoder":
-                    raise ValueError(f"`init` 'encoder' needs an e4e encoder for this generator: "
-                                     f"{how_to_get(self.generator)}")
+                if init == "encoder":  # a setup problem: the page keeps it on screen
+                    raise EncoderMissingError(f"`init` 'encoder' needs an e4e encoder for this generator: "
+                                              f"{how_to_get(self.generator)}")
                 return None
             self.load_encoder(path)
         return self.encoder

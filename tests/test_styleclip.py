@@ -211,8 +211,9 @@ def test_bad_inputs(pipe):
         pipe.invert("not an image")
     with pytest.raises(ValueError, match="`pixel_weight`, `perceptual_weight` and `clip_weight` cannot all be 0"):
         pipe.invert(torch.rand(3, 16, 16), pixel_weight=0.0, clip_weight=0.0, perceptual_weight=0.0)
-    with pytest.raises(ValueError, match="`init` 'encoder' needs an e4e encoder for this generator"):
+    with pytest.raises(ValueError, match="`init` 'encoder' needs an e4e encoder for this generator") as missing:
         pipe.invert(torch.rand(3, 16, 16), init="encoder")
+    assert missing.value.setup_problem  # the page keeps it on screen until dismissed
     with pytest.raises(ValueError, match="`beta`"):
         pipe.global_direction(None, "a", "b", beta=2.0)
     with pytest.raises(ValueError, match="`target`"):
@@ -508,3 +509,16 @@ def test_e4e_files_are_refused_for_another_generator_or_shape(pipe, tmp_path):
     torch.save({"state_dict": {}, "boom": Boom()}, tmp_path / "code.pt")
     with pytest.raises(ValueError, match="weights-only e4e checkpoint"):
         load_encoder(tmp_path / "code.pt")
+
+
+def test_a_missing_e4e_file_is_a_setup_problem(monkeypatch, tmp_path):
+    """Issue 16: the e4e 'not found' errors were ordinary toasts gone after 10 s; like every setup problem they stay."""
+    from studio.generators import get_generator
+    from studio.generators.e4e import find_encoder, load_encoder
+    from studio.ui.common import is_user_error
+
+    monkeypatch.setenv("STUDIO_E4E", str(tmp_path / "nope.pt"))
+    for call in (lambda: find_encoder(get_generator("demo-shapes")), lambda: load_encoder(tmp_path / "nope.pt")):
+        with pytest.raises(FileNotFoundError, match="nope.pt") as err:
+            call()
+        assert err.value.setup_problem and is_user_error(err.value)

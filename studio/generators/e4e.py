@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studio.generators.checkpoints import check_strict
+from studio.generators.checkpoints import CheckpointNotFoundError, check_strict
 from studio.generators.stylegan2 import EqualLinear
 
 # The released e4e encoders for the registry's generators (omertov/encoder4editing README, "Pretrained Models").
@@ -233,7 +233,7 @@ def load_encoder(path: str | os.PathLike, generator: nn.Module | None = None,
     checkpoint carries (`decoder.*`) must be the generator's own."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"e4e checkpoint not found: {str(path)!r}")
+        raise CheckpointNotFoundError(f"e4e checkpoint not found: {str(path)!r}")
     raw = _read(path)
     full = raw.get("state_dict", raw)
     if not isinstance(full, dict):
@@ -305,7 +305,7 @@ def find_encoder(generator: nn.Module) -> Path | None:
     env = os.environ.get("STUDIO_E4E")
     if env:
         if not Path(env).is_file():
-            raise FileNotFoundError(f"STUDIO_E4E={env!r}: no such file")
+            raise CheckpointNotFoundError(f"STUDIO_E4E={env!r}: no such file; {how_to_get(generator)}")
         return Path(env)
     from studio.generators.checkpoints import CHECKPOINTS
 
