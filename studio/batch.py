@@ -432,6 +432,7 @@ def _record(task: Task, item: Item, result: Any, error: str | None, out: Path, m
         tmp = out / f".partial-{item.folder}"
         shutil.rmtree(tmp, ignore_errors=True)
         paths = result.save(tmp, video=video)
+        paths.update(result.save_latents(tmp))  # so that a later task can start from them
         final = out / item.folder
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

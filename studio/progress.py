@@ -113,17 +113,19 @@ class Result:
         if len(self.frames) > 1:
             paths["video"] = (save_mp4 if video == "mp4" else save_gif)(self.frames, out / f"{self.task}.{video}",
                                                                         fps=fps)
-        paths.update(self._save_latents(out, meta))
         return paths
 
-    def _save_latents(self, out: Path, meta: dict[str, Any]) -> dict[str, Path]:
-        """The result's latent (StyleCLIP: `latent`) or latents (Text to Image: `latents`, one per image) as
-        `<task>-latent.safetensors` / `<task>-latents[-i].safetensors`, so that a later run can start from them
-        (`clip-studio run styleclip-edit --latent-or-image FILE`, `text2image-edit --latents FILE`)."""
+    def save_latents(self, folder: str | Path) -> dict[str, Path]:
+        """Write the result's latent (StyleCLIP: `latent`) or latents (Text to Image: `latents`, one per image) as
+        `<task>-latent.safetensors` / `<task>-latents[-i].safetensors` into `folder`, so that a later run can start
+        from them (`clip-studio run styleclip-edit --latent-or-image FILE`, `text2image-edit --latents FILE`; the
+        batch command writes them beside `save()`'s files). Returns {kind: path}; empty for tasks without one."""
         import torch
         from safetensors.torch import save_file
 
-        info = {"task": self.task, "settings": json.dumps(json_safe(meta), sort_keys=True)}
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        info = {"task": self.task, "settings": json.dumps(json_safe(self.metadata()), sort_keys=True)}
         paths: dict[str, Path] = {}
         latent = getattr(self, "latent", None)
         if isinstance(latent, torch.Tensor):

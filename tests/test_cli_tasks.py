@@ -73,8 +73,10 @@ def _args(name: str, f: dict, out_of) -> list[str]:
     if name == "lens-index-search":
         out_of("lens-index")  # indexes the photos folder in place
         return ["--folder", photos] + TWO_PROMPTS + _sets(top_k=2)
-    if name == "styleclip-edit":
-        return GAN + TWO_PROMPTS + _sets(num_steps=2)
+    if name == "styleclip-edit":  # from an inversion's latent file
+        latent = out_of("styleclip-invert")[0]["files"]["latent"]
+        return GAN + ["--latent-or-image", str(f["root"] / "styleclip-invert" / latent)] + TWO_PROMPTS + _sets(
+            num_steps=2)
     if name == "styleclip-global":
         return GAN + ["--neutral", "a circle"] + TWO_PROMPTS + _sets(num_samples=2, use_cache=False, beta=0.0)
     if name == "styleclip-invert":
