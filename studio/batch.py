@@ -164,6 +164,19 @@ def fixed_inputs(task: Task) -> list:
     return [i for i in task.inputs if (i.kind == "text" and i is not primary) or i.kind in ("folder", "state")]
 
 
+def _folder_digest(path: Any) -> str:
+    from studio.index import scan
+
+    try:
+        files = scan(Path(str(path)))
+    except (OSError, ValueError):
+        return "unreadable"  # the task itself says why
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Path] | None, seeds: list[int],
          settings: dict[str, Any], models: dict[str, Any], fixed: dict[str, Any] | None = None) -> list[Item]:
     """Items = inputs × seeds in input order. The primary text input (`primary_text`) comes from `prompts`, whose
@@ -215,11 +228,14 @@ def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Pat
                 error = f"`{lacking[0]}` is required: give `--{lacking[0].replace('_', '-')}` or a {lacking[0]!r} key"
             base.append((inputs, {k: v for k, v in extra.items() if k not in names}, error))
     file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images", "video", "state")}
+    folder_inputs = {i.name for i in task.inputs if i.kind == "folder"}
     items = []
     for inputs, extra, error in base:
-        # the files' contents, not only their names, decide whether an earlier run's files still stand
+        # the files' contents, not only their names, decide whether an earlier run's files still stand (a folder's:
+        # its images' names, sizes and times, as the index's own re-scan sees them)
         digests = {k: (_file_digest(v) if isinstance(v, str) else [_file_digest(x) for x in v])
                    for k, v in inputs.items() if k in file_inputs}
+        digests.update({k: _folder_digest(v) for k, v in inputs.items() if k in folder_inputs})
         for seed in seeds:
             i = len(items)
             item_settings = {**settings, **extra, "seed": seed}

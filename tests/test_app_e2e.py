@@ -28,15 +28,9 @@ def app_url(tiny_configs, tmp_path_factory):
     root = tmp_path_factory.mktemp("t2i")
     folder = root / "tiny-sd"
     make_tiny_sd(root / "tok").save_pretrained(folder)
-    old = os.environ.get("STUDIO_T2I_MODEL")
-    os.environ["STUDIO_T2I_MODEL"] = str(folder)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the model is read while the app is built
+        mp.setenv("STUDIO_T2I_MODEL", str(folder))
         demo = app.build_app(clip="tiny-test-vit", device="cpu")
-    finally:
-        if old is None:
-            os.environ.pop("STUDIO_T2I_MODEL")
-        else:
-            os.environ["STUDIO_T2I_MODEL"] = old
     url = launch_local(demo)
     yield url
     demo.close()
@@ -289,15 +283,9 @@ def missing_t2i_url():
     from studio import app
     from studio.ui import text2image as t2i_ui
 
-    old = os.environ.get("STUDIO_T2I_MODEL")
-    os.environ["STUDIO_T2I_MODEL"] = "nobody/no-such-model"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_T2I_MODEL", "nobody/no-such-model")
         demo = t2i_ui.build(**app.make_text2image_functions("cpu", "tiny-test-vit"))
-    finally:
-        if old is None:
-            os.environ.pop("STUDIO_T2I_MODEL")
-        else:
-            os.environ["STUDIO_T2I_MODEL"] = old
     url = launch_local(demo)
     yield url
     demo.close()

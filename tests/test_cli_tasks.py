@@ -184,3 +184,24 @@ def test_a_required_secondary_input_is_asked_for_by_its_flag(tmp_path, capsys):
                  models={})
     assert items[0].error is None and items[0].inputs == {"target": "a red circle", "neutral": "a circle"}
     assert "`neutral` is required" in items[1].error
+
+
+def test_a_folder_input_reruns_when_its_images_change(tmp_path):
+    """`lens-index --folder DIR` rerun after adding an image must index it, not skip the item as done."""
+    from studio.batch import plan
+    from studio.tasks import get_task
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), "red").save(folder / "a.png")
+
+    def key() -> str:
+        return plan(get_task("lens-index"), prompts=None, images=None, seeds=[0], settings={}, models={},
+                    fixed={"folder": str(folder)})[0].key
+
+    first = key()
+    (folder / ".clip-studio-index").mkdir()  # the index the run writes inside the folder does not count
+    (folder / ".clip-studio-index" / "t.lance").write_bytes(b"x")
+    assert key() == first
+    Image.new("RGB", (8, 8), "blue").save(folder / "b.png")
+    assert key() != first
