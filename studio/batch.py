@@ -354,8 +354,7 @@ def run_items(task: Task, pipe: Any, items: Iterable[Item], out: Path, manifest:
     status)` report progress ("done", "skipped", "failed"). `batch` > 1 runs up to that many consecutive items that
     differ only by seed as one batched optimisation (`Task.iterate_seeds`); their files and lines are those of
     one-by-one runs."""
-    if batch > 1 and task.batch_method is None:
-        task.iterate_seeds(pipe, [])  # raises the ValueError that names the tasks that can
+    task.check_batch(batch)
     summary = Summary()
     previous = read_manifest(out / MANIFEST)
     previous.update(read_manifest(manifest))

@@ -247,8 +247,7 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
                        fixed=fixed)
     if not 1 <= args.batch <= MAX_BATCH:
         raise ValueError(f"`--batch` must be in [1, {MAX_BATCH}], got {args.batch}")
-    if args.batch > 1 and task.batch_method is None:
-        task.iterate_seeds(None, [])  # the ValueError naming the tasks that batch seeds, before any model loads
+    task.check_batch(args.batch)  # before any model loads
 
     state = _accelerate_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)

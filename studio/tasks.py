@@ -236,10 +236,14 @@ class Task:
     def iterate(self, pipe: Any, **kwargs: Any) -> Iterator:
         return getattr(pipe, self.method)(**kwargs)
 
-    def iterate_seeds(self, pipe: Any, seeds: list[int], **kwargs: Any) -> Iterator:
-        if self.batch_method is None:
+    def check_batch(self, size: int) -> None:
+        """Refuse `size` > 1 seeds in one run for a task that runs one seed at a time (naming those that can)."""
+        if size > 1 and self.batch_method is None:
             raise ValueError(f"task {self.name!r} runs one seed at a time; tasks that batch seeds: "
                              f"{', '.join(n for n in task_names() if get_task(n).batch_method) or 'none'}")
+
+    def iterate_seeds(self, pipe: Any, seeds: list[int], **kwargs: Any) -> Iterator:
+        self.check_batch(max(2, len(seeds)))  # a task without a batched method has no iterate_seeds at all
         return getattr(pipe, self.batch_method)(seeds=seeds, **kwargs)
 
     def run(self, pipe: Any, callback: Callable | None = None, **kwargs: Any) -> Any:
