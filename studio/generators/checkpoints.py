@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from studio.generators import ada_pickle
+import studio.generators.ada_pickle as ada_pickle
 from studio.generators.base import DEMO_GENERATOR, CheckpointMismatchError, CheckpointNotFoundError
 from studio.generators.stylegan2 import Generator, StyleGAN2Config, make_kernel, state_dict_hash
 from studio.hub import read_error
