@@ -140,7 +140,8 @@ def _index_functions(device: str | None, policy: Policy, folder: str) -> dict:
         return ImageIndex(root).clip_spec or policy.default_clip
 
     def pipe() -> CLIPIndexPipeline:
-        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False)  # a visitor's text: no paths
+        # a visitor's text names no files; on a public server the results name no server folders either
+        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False, relative_paths=policy.public)
 
     def describe() -> str:
         idx = ImageIndex(root)
