@@ -239,6 +239,12 @@ STYLECLIP_OPTS = ("description", "mapper_type", "no_coarse_mapper", "no_medium_m
                   "max_steps", "stylegan_size", "work_in_stylespace")
 
 
+def _plain(value: object) -> bool:
+    """A value of a mapper file's opts that is copied into the settings: a scalar or a short string, never a
+    container (the file is untrusted; its opts are kept for the record only)."""
+    return value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 200)
+
+
 def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) -> LatentMapper:
     """A `LatentMapper` from one of StyleCLIP's own mapper checkpoints, read without running any code from it.
 
@@ -260,6 +266,7 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     from studio.generators.checkpoints import check_strict, load_weights_only
     from studio.generators.e4e import DECODER_PROBE
     from studio.progress import json_safe
+    from studio.safe_pickle import describe, describe_keys
 
     path = Path(path)
     if not path.is_file():
@@ -272,14 +279,14 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     opts = vars(opts) if isinstance(opts, argparse.Namespace) else opts if isinstance(opts, dict) else {}
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
-        raise ValueError(f"{source} has no 'state_dict' of tensors (keys: {sorted(map(str, raw))[:8]}); expected "
+        raise ValueError(f"{source} has no 'state_dict' of tensors (keys: {describe_keys(raw)}); expected "
                          f"{expected}")
     mapper_type = opts.get("mapper_type", "LevelsMapper")
     if any(k.startswith("mapper.mapping.") for k in state):  # SingleMapper's one MLP over all of W+
         mapper_type = "SingleMapper"
     if mapper_type != "LevelsMapper":
-        raise ValueError(f"{source} is a StyleCLIP {mapper_type!r}; only its 'LevelsMapper' (coarse, medium and "
-                         "fine mappers, the published ones) is supported")
+        raise ValueError(f"{source} is a StyleCLIP {describe(mapper_type)}; only its 'LevelsMapper' (coarse, medium "
+                         "and fine mappers, the published ones) is supported")
     if opts.get("work_in_stylespace"):
         raise ValueError(f"{source} was trained in StyleSpace (opts work_in_stylespace); only W+ mappers "
                          "(StyleCLIP's default, the published ones) are supported")
@@ -288,7 +295,7 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     groups = tuple(name for name in MODULES if f"{MODULES[name]}.mapping.1.weight" in weights)
     if not groups:
         raise ValueError(f"{source} has no mapper weights ('mapper.course_mapping.mapping.1.weight', "
-                         f"'mapper.medium_mapping...', 'mapper.fine_mapping...'); keys: {sorted(state)[:8]}")
+                         f"'mapper.medium_mapping...', 'mapper.fine_mapping...'); keys: {describe_keys(state)}")
     key = f"{MODULES[groups[0]]}.mapping.1.weight"
     if weights[key].ndim != 2:
         raise ValueError(f"{source}: mapper.{key} has shape {tuple(weights[key].shape)}, expected (D, D)")
@@ -296,7 +303,7 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     if n_latent is None:
         size_opt = opts.get("stylegan_size")
         if not isinstance(size_opt, int) or size_opt < 4 or size_opt & (size_opt - 1):
-            raise ValueError(f"{source}: its opts name no stylegan_size (got {size_opt!r}); give the generator "
+            raise ValueError(f"{source}: its opts name no stylegan_size (got {describe(size_opt)}); give the generator "
                              "it edits (n_latent)")
         n_latent = 2 * int(math.log2(size_opt)) - 2
     what = (f"StyleCLIP's LevelsMapper for W+ {n_latent} x {style_dim} with groups {list(groups)} (keys "
@@ -312,8 +319,8 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
                             if f"decoder.{k}" in state}
     description = opts.get("description")
     mapper.prompt = description if isinstance(description, str) else ""
-    mapper.settings = {"prompt": mapper.prompt, "converted_from": path.name,
-                       "styleclip_opts": json_safe({k: opts[k] for k in STYLECLIP_OPTS if k in opts})}
+    kept = {k: opts[k] for k in STYLECLIP_OPTS if k in opts and _plain(opts[k])}
+    mapper.settings = {"prompt": mapper.prompt, "converted_from": path.name, "styleclip_opts": json_safe(kept)}
     return mapper.eval().requires_grad_(False)
 
 

@@ -207,3 +207,21 @@ def test_a_folder_input_reruns_when_its_images_change(tmp_path):
     assert key() == first
     Image.new("RGB", (8, 8), "blue").save(folder / "b.png")
     assert key() != first
+
+
+def test_help_shows_the_model_familys_defaults(capsys, monkeypatch):
+    """Issue 23: `--model <an SD 1.5 folder> --help` printed SD-Turbo's 1 step while the run used 25."""
+    import re
+
+    monkeypatch.delenv("STUDIO_T2I_MODEL", raising=False)
+
+    def default_steps(*model: str) -> int:
+        with pytest.raises(SystemExit) as done:
+            run_main(["text2image", *model, "--help"])
+        assert done.value.code == 0
+        help_text = " ".join(capsys.readouterr().out.split())
+        return int(re.search(r"--num-steps INT .*?\(default (\d+);", help_text).group(1))
+
+    assert default_steps() == 1  # the default model, SD-Turbo
+    assert default_steps("--model", "/models/stable-diffusion-v1-5") == 25
+    assert default_steps("--model", "/models/sd-turbo") == 1

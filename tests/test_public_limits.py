@@ -51,3 +51,32 @@ def test_settings_with_brackets_in_strings_are_read(tmp_path):
 
     meta = {"prompt": 'a "[[[[[" sign \\ and ' + "{" * 100, "nested": {"a": [[1, 2], {"b": [3]}]}}
     assert read_png_metadata(save_png(Image.new("RGB", (16, 16)), tmp_path / "ok.png", meta)) == meta
+
+
+# ------------------------------------------------------------------------------- #4 Gradio's cache expires too
+@pytest.mark.e2e
+def test_a_streamed_runs_files_leave_gradios_cache_after_the_ttl(tiny_configs, tmp_path, monkeypatch):
+    """A CLIPDraw run streams (its first update is `gr.skip()`), so Gradio copies its output components per session
+    and never registers their cached files for `delete_cache`; the studio's sweep deletes them after the TTL."""
+    import time
+
+    from gradio_client import Client
+    from test_public_server import LONG_DRAW, serve_public
+
+    from studio import outputs
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    monkeypatch.setenv("STUDIO_OUTPUT_DIR", str(tmp_path / "outputs"))
+    demo, url = serve_public(output_ttl_s=60)
+    try:
+        client = Client(url, verbose=False)
+        client.predict(**{**LONG_DRAW, "param_7": 2})
+        served = [p for p in cache.rglob("*") if p.is_file() and p.suffix in (".svg", ".png", ".mp4", ".gif")]
+        assert len(served) >= 2, served  # the run's downloads, copied into Gradio's cache
+        assert outputs.sweep_all(60) == 0  # younger than the TTL: kept
+        assert outputs.sweep_all(60, now=time.time() + 61) >= len(served) // 2
+        assert not [p for p in cache.rglob("*") if p.is_file()]
+        assert not list((tmp_path / "outputs").iterdir())
+    finally:
+        demo.close()
