@@ -140,7 +140,8 @@ def _index_functions(device: str | None, policy: Policy, folder: str) -> dict:
         return ImageIndex(root).clip_spec or policy.default_clip
 
     def pipe() -> CLIPIndexPipeline:
-        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False)  # a visitor's text: no paths
+        # a visitor's text names no files; on a public server the results name no server folders either
+        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False, relative_paths=policy.public)
 
     def describe() -> str:
         idx = ImageIndex(root)
@@ -318,7 +319,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
 
     @gpu("styleclip-mapper")
     def train_mapper(generator, clip, prompt, settings):
-        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        pipe = StyleCLIPMapperPipeline.from_pipe(get_pipeline(generator, clip))
         yield from pipe.iter_train_mapper(prompt, **settings)
 
     @gpu
@@ -327,7 +328,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
         if mapper is None:
             raise ValueError("`mapper` is missing: train a mapper first, or upload a mapper (.safetensors, or a "
                              "StyleCLIP .pt checkpoint)")
-        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        pipe = StyleCLIPMapperPipeline.from_pipe(get_pipeline(generator, clip))
         yield from pipe.iter_apply_mapper(start(generator, clip, state), mapper, **settings)
 
     return {"sample": sample, "invert": invert, "edit": edit, "relevance": relevance, "global_edit": global_edit,

@@ -107,7 +107,19 @@ def _range(spec) -> str:
     return ""
 
 
-def run_parser(task, prog: str) -> argparse.ArgumentParser:
+def task_specs(task, model: str | None = None) -> dict:
+    """The task's settings as `--help` shows them: a Text to Image task's are its model family's (the config's
+    `for_model(model)`, which loads nothing), so `--model <an SD 1.5 folder> --help` shows the 25 steps it runs."""
+    if model and "t2i" in task.models and hasattr(task.config, "for_model"):
+        from studio.tasks import specs
+
+        return specs(task.config.for_model(model))
+    return task.specs()
+
+
+def run_parser(task, prog: str, model: str | None = None) -> argparse.ArgumentParser:
+    """The parser of `prog run TASK`; `model`: the --model given (or its environment variable), whose family's
+    defaults the settings' help shows."""
     p = argparse.ArgumentParser(prog=f"{prog} run {task.name}", description=f"{task.title}. Items are the inputs "
                                 "× the seeds; each gets a folder under --out and a line in manifest.jsonl.")
     from studio.batch import fixed_inputs, primary_text
@@ -154,7 +166,7 @@ def run_parser(task, prog: str) -> argparse.ArgumentParser:
                        help="treat --model as a one-step model like sd-turbo (refine needs one); default: the known "
                        "models' presets decide, any other model is multi-step")
     group = p.add_argument_group("settings (from the task's config; default shown)")
-    for name, spec in task.specs().items():
+    for name, spec in task_specs(task, model).items():
         limits = f"; {_range(spec)}" if _range(spec) else ""
         text = f"{spec.help} (default {spec.default!r}{limits})".replace("%", "%%")  # argparse formats help with %
         kw: dict[str, Any] = {"dest": f"setting_{name}", "default": None, "help": text}
@@ -193,7 +205,12 @@ def run_main(argv: list[str], prog: str = "clip-studio") -> int:
     except ValueError as err:
         print(f"{prog} run: error: {err}", file=sys.stderr)
         return 2
-    parser = run_parser(task, prog)
+    model = None
+    if "t2i" in task.models:  # the settings' defaults in --help are this model family's
+        flag, env = MODEL_FLAGS["t2i"][:2]
+        pre.add_argument(flag, dest="t2i", default=os.environ.get(env))
+        model = pre.parse_known_args(argv)[0].t2i
+    parser = run_parser(task, prog, model)
     args = parser.parse_args(argv[1:])
     try:
         return run_batch(task, args, prog)
