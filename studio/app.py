@@ -312,7 +312,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
 
     @gpu("styleclip-mapper")
     def train_mapper(generator, clip, prompt, settings):
-        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        pipe = StyleCLIPMapperPipeline.from_pipe(get_pipeline(generator, clip))
         yield from pipe.iter_train_mapper(prompt, **settings)
 
     @gpu
@@ -321,7 +321,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
         if mapper is None:
             raise ValueError("`mapper` is missing: train a mapper first, or upload a mapper (.safetensors, or a "
                              "StyleCLIP .pt checkpoint)")
-        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        pipe = StyleCLIPMapperPipeline.from_pipe(get_pipeline(generator, clip))
         yield from pipe.iter_apply_mapper(start(generator, clip, state), mapper, **settings)
 
     return {"sample": sample, "invert": invert, "edit": edit, "relevance": relevance, "global_edit": global_edit,

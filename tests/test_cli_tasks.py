@@ -83,6 +83,8 @@ def _args(name: str, f: dict, out_of) -> list[str]:
         return GAN + ["--images", photos] + _sets(num_steps=2)
     if name == "styleclip-relevance":
         return GAN + _sets(num_samples=2, use_cache=False)
+    if name == "styleclip-sample":
+        return GAN + _sets(truncation=0.5)
     if name == "styleclip-mapper":
         return GAN + TWO_PROMPTS + _sets(num_steps=2, batch_size=2, num_eval=2)
     if name == "styleclip-mapper-apply":
@@ -101,8 +103,8 @@ def _args(name: str, f: dict, out_of) -> list[str]:
 
 TASKS = ["clipdraw", "clipasso", "lens-arithmetic", "lens-classify", "lens-detect", "lens-image-search", "lens-index",
          "lens-index-search", "lens-search", "lens-video", "styleclip-edit", "styleclip-global", "styleclip-invert",
-         "styleclip-mapper", "styleclip-mapper-apply", "styleclip-relevance", "text2image", "text2image-edit",
-         "text2image-refine"]
+         "styleclip-mapper", "styleclip-mapper-apply", "styleclip-relevance", "styleclip-sample", "text2image",
+         "text2image-edit", "text2image-refine"]
 
 
 def test_every_registered_task_has_a_command_line_case():
@@ -131,7 +133,7 @@ def test_run_every_task_over_two_items_and_two_seeds(name, files, monkeypatch):
     assert run_main([name, *args, "--seeds", "0-1", "--out", str(out), *MODELS]) == 0
     lines = _manifest(out)
     inputs = {json.dumps(ln["inputs"], sort_keys=True) for ln in lines}
-    n_inputs = 1 if name in ("lens-index", "styleclip-relevance", "styleclip-mapper-apply") else 2
+    n_inputs = 1 if name in ("lens-index", "styleclip-relevance", "styleclip-mapper-apply", "styleclip-sample") else 2
     assert len(lines) == 2 * n_inputs and len(inputs) == n_inputs  # inputs × seeds, each once
     assert sorted(ln["seed"] for ln in lines) == sorted([0, 1] * n_inputs)
     for ln in lines:

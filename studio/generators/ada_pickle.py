@@ -53,6 +53,7 @@ import torch
 
 from studio.generators.base import CheckpointMismatchError
 from studio.generators.stylegan2 import make_kernel
+from studio.safe_pickle import NotAPickleError, check_pickle_graph, check_torch_file, describe_keys
 
 PERSISTENCE = ("torch_utils.persistence", "_reconstruct_persistent_obj")
 MAX_PICKLE_BYTES = 4 << 30  # an FFHQ-1024 snapshot (G, D, G_ema) is ~360 MB
@@ -92,6 +93,7 @@ def _load_storage_from_bytes(data: bytes) -> Any:
     """torch.storage._load_from_bytes, weights only (the bytes are a nested torch.save of one storage)."""
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafePickleError("a tensor storage that is not bytes")
+    check_torch_file(data, "a tensor storage in the pickle")  # its own pickles, bounded like the outer one
     return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
 
 
@@ -139,12 +141,22 @@ class _SafeUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self.source} uses persistent ids (a torch.save file, not a network pickle)")
 
 
+def check_pickle_graph_file(path: Path) -> None:
+    """The outer pickle's object graph bounded before `_SafeUnpickler` builds it (see `studio.safe_pickle`)."""
+    with open(path, "rb") as f:
+        try:
+            check_pickle_graph(f, f"StyleGAN2-ADA pickle {path.name!r}")
+        except NotAPickleError as err:  # a torch.save zip, a truncated or foreign file
+            raise ValueError(f"cannot read {str(path)!r} as a StyleGAN2-ADA network pickle: {err}") from None
+
+
 def read_ada_pickle(path: str | os.PathLike) -> dict[str, Any]:
     """The top-level dict of an NVIDIA network pickle, networks as `_PersistentStub`s; no code runs."""
     path = Path(path)
     if path.stat().st_size > MAX_PICKLE_BYTES:
         raise ValueError(f"{str(path)!r} is {path.stat().st_size / 2**30:.1f} GiB; a StyleGAN2-ADA snapshot is under "
                          f"{MAX_PICKLE_BYTES / 2**30:.0f} GiB")
+    check_pickle_graph_file(path)
     with open(path, "rb") as f:
         try:
             data = _SafeUnpickler(f, repr(str(path))).load()
@@ -154,7 +166,7 @@ def read_ada_pickle(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"cannot read {str(path)!r} as a StyleGAN2-ADA network pickle: "
                              f"{type(err).__name__}: {err}") from None
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), _PersistentStub):
-        keys = sorted(map(str, data))[:8] if isinstance(data, dict) else type(data).__name__
+        keys = describe_keys(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{str(path)!r} is not a StyleGAN2-ADA network pickle (expected a dict with a persistent "
                          f"'G_ema' network; got {keys})")
     return data

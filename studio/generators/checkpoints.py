@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from studio.generators import ada_pickle
+import studio.generators.ada_pickle as ada_pickle
 from studio.generators.base import DEMO_GENERATOR, CheckpointMismatchError, CheckpointNotFoundError
 from studio.generators.stylegan2 import Generator, StyleGAN2Config, make_kernel, state_dict_hash
 from studio.hub import read_error
+from studio.safe_pickle import check_torch_file, describe_keys
 
 # --------------------------------------------------------------------------------------------------------------
 # Registry
@@ -175,6 +176,9 @@ def load_weights_only(path: str | os.PathLike, what: str, expected: str, max_byt
         if size > max_bytes:
             raise ValueError(f"{str(path)!r} holds {size / 2**20:.0f} MiB; a {what} is at most "
                              f"{max_bytes / 2**20:.0f} MiB")
+    # the object graph the pickle describes is bounded before torch builds it (a 1 KB file can describe 2**60
+    # shared tuples that hashing alone would walk forever, holding the GIL)
+    check_torch_file(path, f"{what} {Path(path).name!r}")
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -206,7 +210,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], t
     elif "style.1.weight" in raw:  # a bare generator state dict
         state, latent_avg = {k: v for k, v in raw.items() if k != "latent_avg"}, raw.get("latent_avg")
     else:
-        raise ValueError(f"{str(path)!r} has no 'g_ema' entry (keys: {sorted(raw)[:10]}); "
+        raise ValueError(f"{str(path)!r} has no 'g_ema' entry (keys: {describe_keys(raw, 10)}); "
                          "expected a rosinality stylegan2-pytorch checkpoint")
     return dict(state), latent_avg
 
