@@ -140,7 +140,8 @@ def _index_functions(device: str | None, policy: Policy, folder: str) -> dict:
         return ImageIndex(root).clip_spec or policy.default_clip
 
     def pipe() -> CLIPIndexPipeline:
-        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False)  # a visitor's text: no paths
+        # a visitor's text names no files; on a public server the results name no server folders either
+        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False, relative_paths=policy.public)
 
     def describe() -> str:
         idx = ImageIndex(root)
@@ -317,7 +318,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
 
     @gpu("styleclip-mapper")
     def train_mapper(generator, clip, prompt, settings):
-        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        pipe = StyleCLIPMapperPipeline.from_pipe(get_pipeline(generator, clip))
         yield from pipe.iter_train_mapper(prompt, **settings)
 
     @gpu
@@ -326,7 +327,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
         if mapper is None:
             raise ValueError("`mapper` is missing: train a mapper first, or upload a mapper (.safetensors, or a "
                              "StyleCLIP .pt checkpoint)")
-        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        pipe = StyleCLIPMapperPipeline.from_pipe(get_pipeline(generator, clip))
         yield from pipe.iter_apply_mapper(start(generator, clip, state), mapper, **settings)
 
     return {"sample": sample, "invert": invert, "edit": edit, "relevance": relevance, "global_edit": global_edit,
@@ -408,7 +409,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
     device = str(dev)
     cpu = _on_cpu(dev)  # controls start at settings a CPU finishes in minutes
     choices = policy.clip_choices(available_specs())
-    configure(custom_models=policy.custom_values, max_run_s=policy.max_run_s)
+    configure(custom_models=policy.custom_values, max_run_s=policy.max_run_s, delete_uploads=policy.public)
     ttl = policy.output_ttl_s
     cache = (int(min(ttl, 3600)), int(ttl)) if ttl else None  # Gradio's own cache: (every N s, older than M s)
     with gr.Blocks(title="CLIP Creative Studio", delete_cache=cache) as demo:
@@ -444,12 +445,36 @@ def server_policy(args) -> Policy:
     """The trust level and limits from the serve flags (`studio.cli.parse_serve_args`) and the environment."""
     return Policy.from_settings(public=True if args.public else None, clip=args.clip, generators=args.generator,
                                 max_upload_mb=args.max_upload_mb, max_run_s=args.max_run_s,
-                                output_ttl_s=args.output_ttl_s)
+                                output_ttl_s=args.output_ttl_s, max_waiting=getattr(args, "max_waiting", None),
+                                upload_budget_mb=getattr(args, "upload_budget_mb", None))
+
+
+def queue(demo: gr.Blocks, policy: Policy, concurrency: int = 1, max_queue: int | None = 32) -> gr.Blocks:
+    """`demo.queue(...)` with the policy's share per visitor (`studio.ui.guard.share_queue`)."""
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    if policy.max_waiting:
+        from studio.ui.guard import share_queue
+
+        share_queue(demo, policy.max_waiting)
+    return demo
 
 
 def launch_options(policy: Policy) -> dict:
-    """`demo.launch` arguments that carry the policy: Gradio refuses bigger uploads before any handler runs."""
-    return {"max_file_size": int(policy.max_upload_mb * 1024 * 1024), "show_error": True}
+    """`demo.launch` arguments that carry the policy: Gradio refuses bigger uploads before any handler runs; on a
+    public server the upload route is bounded in count, request size and total (`studio.ui.guard.UploadGuard`)."""
+    options = {"max_file_size": int(policy.max_upload_mb * 1024 * 1024), "show_error": True}
+    if policy.public:
+        from starlette.middleware import Middleware
+
+        from studio.outputs import gradio_cache
+        from studio.ui.guard import UploadGuard
+
+        per_request = int(policy.max_upload_mb * 1024 * 1024 * 4) + 65536  # four files at the cap, and the framing
+        budget = int(policy.upload_budget_mb * 1024 * 1024) if policy.upload_budget_mb else None
+        options["app_kwargs"] = {"middleware": [Middleware(UploadGuard, max_files=policy.max_upload_files,
+                                                           max_request_bytes=per_request, budget_bytes=budget,
+                                                           folder=gradio_cache)]}
+    return options
 
 
 def serve(args, prog: str = "clip-studio") -> None:
@@ -465,7 +490,7 @@ def serve(args, prog: str = "clip-studio") -> None:
         from studio.outputs import start_sweeper
 
         start_sweeper(policy.output_ttl_s)
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
+    queue(demo, policy, args.concurrency, args.max_queue)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options(policy))
 
 

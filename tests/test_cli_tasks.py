@@ -83,6 +83,8 @@ def _args(name: str, f: dict, out_of) -> list[str]:
         return GAN + ["--images", photos] + _sets(num_steps=2)
     if name == "styleclip-relevance":
         return GAN + _sets(num_samples=2, use_cache=False)
+    if name == "styleclip-sample":
+        return GAN + _sets(truncation=0.5)
     if name == "styleclip-mapper":
         return GAN + TWO_PROMPTS + _sets(num_steps=2, batch_size=2, num_eval=2)
     if name == "styleclip-mapper-apply":
@@ -101,8 +103,8 @@ def _args(name: str, f: dict, out_of) -> list[str]:
 
 TASKS = ["clipdraw", "clipasso", "lens-arithmetic", "lens-classify", "lens-detect", "lens-image-search", "lens-index",
          "lens-index-search", "lens-search", "lens-video", "styleclip-edit", "styleclip-global", "styleclip-invert",
-         "styleclip-mapper", "styleclip-mapper-apply", "styleclip-relevance", "text2image", "text2image-edit",
-         "text2image-refine"]
+         "styleclip-mapper", "styleclip-mapper-apply", "styleclip-relevance", "styleclip-sample", "text2image",
+         "text2image-edit", "text2image-refine"]
 
 
 def test_every_registered_task_has_a_command_line_case():
@@ -131,7 +133,7 @@ def test_run_every_task_over_two_items_and_two_seeds(name, files, monkeypatch):
     assert run_main([name, *args, "--seeds", "0-1", "--out", str(out), *MODELS]) == 0
     lines = _manifest(out)
     inputs = {json.dumps(ln["inputs"], sort_keys=True) for ln in lines}
-    n_inputs = 1 if name in ("lens-index", "styleclip-relevance", "styleclip-mapper-apply") else 2
+    n_inputs = 1 if name in ("lens-index", "styleclip-relevance", "styleclip-mapper-apply", "styleclip-sample") else 2
     assert len(lines) == 2 * n_inputs and len(inputs) == n_inputs  # inputs × seeds, each once
     assert sorted(ln["seed"] for ln in lines) == sorted([0, 1] * n_inputs)
     for ln in lines:
@@ -205,3 +207,21 @@ def test_a_folder_input_reruns_when_its_images_change(tmp_path):
     assert key() == first
     Image.new("RGB", (8, 8), "blue").save(folder / "b.png")
     assert key() != first
+
+
+def test_help_shows_the_model_familys_defaults(capsys, monkeypatch):
+    """Issue 23: `--model <an SD 1.5 folder> --help` printed SD-Turbo's 1 step while the run used 25."""
+    import re
+
+    monkeypatch.delenv("STUDIO_T2I_MODEL", raising=False)
+
+    def default_steps(*model: str) -> int:
+        with pytest.raises(SystemExit) as done:
+            run_main(["text2image", *model, "--help"])
+        assert done.value.code == 0
+        help_text = " ".join(capsys.readouterr().out.split())
+        return int(re.search(r"--num-steps INT .*?\(default (\d+);", help_text).group(1))
+
+    assert default_steps() == 1  # the default model, SD-Turbo
+    assert default_steps("--model", "/models/stable-diffusion-v1-5") == 25
+    assert default_steps("--model", "/models/sd-turbo") == 1

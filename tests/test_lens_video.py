@@ -138,6 +138,9 @@ def test_the_cache_is_bounded(tmp_path):
 def test_bad_videos_and_settings_are_value_errors(pipe, video, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(ValueError, match=r"`video` 'broken.mp4' is not a video file: its content is none of"):
+        pipe.search(bad, "a red circle")
+    bad.write_bytes(b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00isom" + b"this is not a video" * 50)  # an MP4 start
     with pytest.raises(ValueError, match=r"`video` 'broken.mp4' could not be decoded: .*Invalid data"):
         pipe.search(bad, "a red circle")
     with pytest.raises(ValueError, match=r"is 12 s long; at most `max_duration_s` = 5 s"):

@@ -136,15 +136,63 @@ class ServerLimits:
 
     custom_models: bool = True
     max_run_s: float | None = None
+    delete_uploads: bool = False  # a run's uploaded files are deleted when it ends (a public server)
 
 
 LIMITS = ServerLimits()
 
 
-def configure(custom_models: bool = True, max_run_s: float | None = None) -> ServerLimits:
+def configure(custom_models: bool = True, max_run_s: float | None = None,
+              delete_uploads: bool = False) -> ServerLimits:
     """Set the limits the tabs built next will use (the handlers keep the values they were built with)."""
-    LIMITS.custom_models, LIMITS.max_run_s = bool(custom_models), max_run_s
+    LIMITS.custom_models, LIMITS.max_run_s, LIMITS.delete_uploads = bool(custom_models), max_run_s, delete_uploads
     return LIMITS
+
+
+def _paths_in(values: Any) -> list[str]:
+    """The file paths among a handler's arguments (strings, lists of them, Gradio FileData dicts)."""
+    out: list[str] = []
+    stack = [values]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, dict) and isinstance(v.get("path"), str):
+            out.append(v["path"])
+        elif isinstance(v, str) and 0 < len(v) < 4096 and os.path.isabs(v):
+            out.append(v)
+        elif hasattr(v, "name") and isinstance(v.name, str) and os.path.isabs(v.name):
+            out.append(v.name)  # a tempfile-like upload object
+    return out
+
+
+def _uploads_of(args: tuple) -> tuple[list[str], list[str]]:
+    """(this event's uploaded files among `args`, the paths among them in Gradio's upload cache that are gone)."""
+    from gradio.context import LocalContext
+    from gradio.utils import get_upload_folder
+
+    blocks = LocalContext.blocks.get(None)
+    uploaded = getattr(blocks, "upload_file_set", None) or set()
+    cache = os.path.realpath(get_upload_folder()) + os.sep
+    mine, gone = [], []
+    for path in _paths_in(args):
+        real = os.path.realpath(path)
+        if not real.startswith(cache):
+            continue
+        if not os.path.isfile(real):
+            gone.append(path)
+        elif path in uploaded or real in uploaded:
+            mine.append(real)
+    return mine, gone
+
+
+def _delete_uploads(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+            os.rmdir(os.path.dirname(path))  # Gradio's folder per content hash, when nothing else is in it
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------------------------------------------- the one Stop
@@ -205,11 +253,19 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
     the tab's run-token `gr.State` (the Stop button's input). Errors become `gr.Error` (see `user_errors`).
 
     With a server time limit (`LIMITS.max_run_s` when the handler is built), a timer sets the flag when the run
-    has taken that long: it ends like a Stop, with its result, and the notice says why."""
-    limit = LIMITS.max_run_s
+    has taken that long: it ends like a Stop, with its result, and the notice says why. With
+    `LIMITS.delete_uploads` (a public server), the files this event uploaded are deleted when the run ends, however
+    it ends, and a run sent a deleted upload again is refused with a message saying so."""
+    limit, delete_uploads = LIMITS.max_run_s, LIMITS.delete_uploads
     outputs = {"count": None}  # filled by `one_gpu_queue` once the event is wired
 
     def handler(*args):
+        uploads: list[str] = []
+        if delete_uploads:
+            uploads, gone = _uploads_of(args)
+            if gone:
+                raise ValueError("an uploaded file is no longer on this server (uploads are deleted when their run "
+                                 "ends): upload it again")
         token, flag = RUNS.start()
         if outputs["count"]:
             # The token at once, every other output unchanged: the Stop button works from the first moment, and
@@ -229,6 +285,7 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
             if timer is not None:
                 timer.cancel()
             RUNS.finish(token)
+            _delete_uploads(uploads)  # a public server keeps no upload past its run (issue 22 #6)
 
     handler.__name__ = getattr(fn, "__name__", "run")
     handler.__doc__ = fn.__doc__

@@ -71,7 +71,7 @@ def stream_hits(run: Iterator, flag: threading.Event, root: str) -> Iterator[tup
 
     def on_result(result) -> tuple:
         files = [str(p) for p in result.save().values()]
-        gallery = [(im, f"{s:.1f} · {os.path.relpath(p, root)}")
+        gallery = [(im, f"{s:.1f} · {os.path.relpath(p, root) if os.path.isabs(p) else p}")
                    for im, p, s in zip(result.images, result.paths, result.similarities)]
         text = f"{len(gallery)} of {result.rows} images" + (f"; {result.hidden} below the threshold hidden"
                                                               if result.hidden else "")
