@@ -41,6 +41,13 @@ def _env_float(name: str) -> float | None:
         raise SystemExit(f"clip-studio: error: {name} must be a number, got {value!r}") from None
 
 
+def _env_int(name: str) -> int | None:
+    value = _env_float(name)
+    if value is not None and not float(value).is_integer():
+        raise SystemExit(f"clip-studio: error: {name} must be a whole number, got {value:g}")
+    return None if value is None else int(value)
+
+
 def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description="CLIP Creative Studio: start the web app. "
                                 "`clip-studio run TASK --help` runs a task from the command line instead.")
@@ -67,6 +74,12 @@ def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> 
                    "local); env STUDIO_MAX_RUN_S")
     p.add_argument("--output-ttl-s", type=float, default=_env_float("STUDIO_OUTPUT_TTL_S"),
                    help="delete outputs older than this (default 3600 public, kept local); env STUDIO_OUTPUT_TTL_S")
+    p.add_argument("--max-waiting", type=int, default=_env_int("STUDIO_MAX_WAITING"),
+                   help="jobs one visitor may have waiting in the queue (default 2 public, no share local); env "
+                   "STUDIO_MAX_WAITING")
+    p.add_argument("--upload-budget-mb", type=float, default=_env_float("STUDIO_UPLOAD_BUDGET_MB"),
+                   help="uploads (and served files) Gradio's cache may hold before uploads are refused (default "
+                   "2048 public, none local); env STUDIO_UPLOAD_BUDGET_MB")
     p.add_argument("--index", default=os.environ.get("STUDIO_INDEX"), metavar="DIR",
                    help="a folder of images whose index (`clip-studio index DIR`) the Lens tab searches; visitors "
                    "never name a folder; env STUDIO_INDEX")
@@ -75,7 +88,7 @@ def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> 
     p.add_argument("--max-queue", type=int, default=int(os.environ.get("STUDIO_MAX_QUEUE", "32")),
                    help="requests waiting before new ones are turned away; env STUDIO_MAX_QUEUE")
     args = p.parse_args(argv)
-    for flag in ("max_upload_mb", "max_run_s", "output_ttl_s"):
+    for flag in ("max_upload_mb", "max_run_s", "output_ttl_s", "max_waiting", "upload_budget_mb"):
         value = getattr(args, flag)
         if value is not None and not value > 0:
             p.error(f"--{flag.replace('_', '-')} must be a positive number, got {value:g}")
@@ -141,6 +154,9 @@ def run_parser(task, prog: str, model: str | None = None) -> argparse.ArgumentPa
                        .replace("%", "%%"))
     if kinds & {"image", "images"}:
         p.add_argument("--images", metavar="DIR_OR_GLOB", help="a folder of images or a glob pattern")
+    if "mask" in kinds:
+        p.add_argument("--masks", metavar="DIR", help="a folder of masks, each named like its image (white or opaque "
+                       "= repaint)")
     if "video" in kinds:
         p.add_argument("--videos", metavar="FILE_OR_GLOB", help="a video file, a folder of videos or a glob pattern "
                        "(an item per video)")
@@ -260,8 +276,9 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
 
     resolve(task.config(), {**settings, "seed": seeds[0]})
     fixed = {i.name: getattr(args, f"input_{i.name}", None) for i in batch.fixed_inputs(task)}
+    masks = batch.match_masks(images or [], args.masks) if getattr(args, "masks", None) else None
     items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models,
-                       fixed=fixed)
+                       fixed=fixed, masks=masks)
     if not 1 <= args.batch <= MAX_BATCH:
         raise ValueError(f"`--batch` must be in [1, {MAX_BATCH}], got {args.batch}")
     task.check_batch(args.batch)  # before any model loads

@@ -80,3 +80,102 @@ def test_a_streamed_runs_files_leave_gradios_cache_after_the_ttl(tiny_configs, t
         assert not list((tmp_path / "outputs").iterdir())
     finally:
         demo.close()
+
+
+# ----------------------------------------------------------------------------------- #12 a visitor's queue share
+@pytest.mark.e2e
+def test_one_visitor_with_many_sessions_gets_two_waiting_jobs(tiny_configs):
+    """Issue 22 #12: one client with 40 sessions filled all 32 queue slots. Now a visitor (a session, or a client
+    address) has at most 2 jobs waiting; the next is refused with a message saying why."""
+    import time
+
+    from gradio_client import Client
+    from test_public_server import LONG_DRAW, serve_public
+
+    from studio.ui.common import RUNS
+
+    demo, url = serve_public()
+    jobs = []
+    try:
+        clients = [Client(url, verbose=False) for _ in range(4)]  # four sessions, one address
+        jobs.append(clients[0].submit(**LONG_DRAW))
+        deadline = time.time() + 60
+        while RUNS.active() == 0 and time.time() < deadline:
+            time.sleep(0.1)
+        assert RUNS.active() == 1  # running: not waiting
+        jobs += [c.submit(**LONG_DRAW) for c in clients[1:]]
+        deadline = time.time() + 60
+        while not any(j.done() for j in jobs[1:]) and time.time() < deadline:
+            time.sleep(0.1)
+        refused = [j for j in jobs[1:] if j.done()]
+        assert len(refused) == 1 and len(demo._queue) == 2
+        with pytest.raises(Exception, match="400 Bad Request.*queue/join"):  # the page shows the message below
+            refused[0].result()
+        import httpx
+
+        fn_index = next(i for i, f in demo.fns.items() if f.api_name == "sketch_clipdraw")
+        r = httpx.post(url + "gradio_api/queue/join", json={"data": [], "fn_index": fn_index, "session_hash": "new"})
+        assert r.status_code == 400 and "at most 2 per visitor" in r.json()["detail"], r.text
+        assert len(demo._queue) == 2
+    finally:
+        for j in jobs:
+            j.cancel()
+        demo.close()
+
+
+# ------------------------------------------------------------------------------------------ #6 the upload budget
+def _post(url, files: list[tuple[str, bytes]]):
+    import httpx
+
+    return httpx.post(url + "gradio_api/upload", files=[("files", (n, b)) for n, b in files], timeout=60)
+
+
+def _cached(cache) -> list:
+    return [p for p in cache.rglob("*") if p.is_file()]
+
+
+@pytest.mark.e2e
+def test_uploads_are_bounded_per_request_and_in_all(tiny_configs, tmp_path, monkeypatch):
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    from test_public_server import serve_public
+
+    demo, url = serve_public(max_upload_mb=0.1, upload_budget_mb=0.33)
+    try:
+        # More files in one request than the Lens gallery takes: refused, and nothing of it is kept.
+        r = _post(url, [(f"{i}.png", b"\0" * 100) for i in range(65)])
+        assert r.status_code == 400 and "at most 64" in r.text, r.text
+        assert _cached(cache) == []
+        # A request of more bytes than four files at the cap: refused before it is read.
+        r = _post(url, [(f"{i}.png", b"\1" * 90_000) for i in range(6)])
+        assert r.status_code == 413 and "at most" in r.text, r.text
+        assert _cached(cache) == []
+        # The budget (0.33 MB): three uploads of 90 KB fit, the fourth is refused, and the disk holds 270 KB.
+        codes = [_post(url, [(f"{i}.png", bytes([i]) * 90_000)]).status_code for i in range(4)]
+        assert codes == [200, 200, 200, 507], codes
+        assert sum(p.stat().st_size for p in _cached(cache)) == 270_000
+    finally:
+        demo.close()
+
+
+@pytest.mark.e2e
+def test_a_runs_uploads_are_deleted_when_it_ends(tiny_configs, tmp_path, monkeypatch):
+    from cases_lens import gallery
+    from gradio_client import Client, handle_file
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    from test_public_server import serve_public
+
+    demo, url = serve_public()
+    try:
+        files = []
+        for i, im in enumerate(gallery()):
+            files.append(tmp_path / f"upload-{i}.png")
+            im.save(files[-1])
+        out = Client(url, verbose=False).predict("tiny-test-vit", [handle_file(str(f)) for f in files], "a cat",
+                                                  api_name="/lens_search")
+        assert len(out[0]) == 2  # both images ranked
+        assert not [p for p in _cached(cache) if p.name.startswith("upload-")]
+    finally:
+        demo.close()

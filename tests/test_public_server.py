@@ -149,7 +149,7 @@ def serve_public(**limits):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo.queue(default_concurrency_limit=1)
+    app.queue(demo, pol)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **app.launch_options(pol))
     return demo, f"http://127.0.0.1:{port}/"

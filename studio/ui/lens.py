@@ -21,6 +21,7 @@ from studio.ui.common import (
     image_upload,
     model_state_line,
     notice_markdown,
+    page_text,
     progress_html,
     run_handler,
     stop_button,
@@ -167,7 +168,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
         def announce(spec):
             msg = model_status(spec)
             if msg:
-                gr.Info(msg)
+                gr.Info(page_text(msg))
 
         with gr.Tab("Zero-shot labels"):
             with gr.Row():
