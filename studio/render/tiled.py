@@ -21,11 +21,14 @@ import torch
 from .geometry import (
     DEFAULT_TOLERANCE,
     Polyline,
+    crossing_direction,
     distance,
     fill_coverage,
     fill_edges,
     flatten,
+    segment_crossings,
     segment_distance2,
+    segment_hits,
     stroke_coverage,
 )
 from .paint import layer_colors
@@ -87,12 +90,13 @@ def _edge_distance(a: torch.Tensor, b: torch.Tensor, edges: torch.Tensor, px: to
 
 def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, count: torch.Tensor, pad: torch.Tensor,
                    inst_scene: torch.Tensor, inst_path: torch.Tensor, num_paths: int, tile: int, chunk: int, ntx: int,
-                   nty: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   nty: int, pairs: bool = False) -> tuple[torch.Tensor, ...]:
     """For edges stored per instance (contiguous runs `start`, `count`), find every (scene, tile, path) group whose
     chunk boxes (padded by `pad`, per edge (E,), the chunk taking its largest) touch the tile, and the nearest edge
     to each of its pixels.
 
-    Returns sorted group keys (G,) = (scene * tiles + tile) * num_paths + path and edge ids (G, tile*tile).
+    Returns sorted group keys (G,) = (scene * tiles + tile) * num_paths + path and edge ids (G, tile*tile); with
+    `pairs`, also every (chunk, tile) pair's group (P,), tile (P,) and edge ids (P, chunk) (-1 past a run's end).
     Runs without autograd; callers re-evaluate the chosen edges with gradient (`_edge_distance`).
     """
     dev = ea.device
@@ -120,6 +124,9 @@ def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, coun
         d2, arg = segment_distance2(px, py, qa[:, :, 0], qa[:, :, 1], qb[:, :, 0], qb[:, :, 1]).min(dim=1)  # (q, N)
         packed = (d2.float().view(torch.int32).long() << 32) | pair_slots.gather(1, arg)
         best.scatter_reduce_(0, inverse[lo:hi, None].expand_as(packed), packed, "amin")
+    if pairs:
+        real = torch.where(first[:, None] + torch.arange(chunk, device=dev) <= last[:, None], slots, -1)
+        return group_keys, best & 0xFFFFFFFF, inverse, tiles, real[pchunk]
     return group_keys, best & 0xFFFFFFFF
 
 
@@ -205,22 +212,52 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, 
         base = (src[:, None] * height + prow.long()) * band
         pos = torch.searchsorted(ckey, base + ((px[:, 0].clamp(max=width + 0.5) + 1) * _SUBPIXEL).long(), right=True)
         end = torch.searchsorted(ckey, base + band - 1, right=True)
-        wind = suffix[end] - suffix[pos]
-        inside = torch.where(evenodd[pinst % num_paths][:, None], (wind % 2) != 0, wind != 0)  # (Q, N)
-        # 3. boundary tiles: nearest boundary edge per pixel
-        bkeys, bedges = _nearest_edges(fa, fb, fstart, count, torch.full((owner.numel(),), 0.51, dtype=dtype,
-                                                                         device=dev),
-                                       inst // num_paths, inst % num_paths, num_paths, tile, chunk, ntx, nty)
+        wind = suffix[end] - suffix[pos]  # (Q, N)
+        inside = torch.where(evenodd[pinst % num_paths][:, None], (wind % 2) != 0, wind != 0)
+        npix = tile * tile
+        # 3. boundary tiles: nearest boundary edge per pixel, and every edge that crosses its one-pixel segment
+        bkeys, bedges, pgroup, ptiles, pedges = _nearest_edges(
+            fa, fb, fstart, count, torch.full((owner.numel(),), 0.51, dtype=dtype, device=dev), inst // num_paths,
+            inst % num_paths, num_paths, tile, chunk, ntx, nty, pairs=True)
         at = torch.searchsorted(bkeys, keys).clamp(max=max(bkeys.numel() - 1, 0))
         near = (bkeys[at] == keys) if bkeys.numel() else torch.zeros_like(keys, dtype=torch.bool)
         keep = near | inside.any(dim=1)  # drop tiles that are wholly outside
-        keys, src, px, py, inside, near, at = keys[keep], src[keep], px[keep], py[keep], inside[keep], near[keep], \
+        keys, src, px, py, wind, near, at = keys[keep], src[keep], px[keep], py[keep], wind[keep], near[keep], \
             at[keep]
-    d = torch.full(inside.shape, float("inf"), dtype=dtype, device=dev)
-    rows = torch.nonzero(near).flatten()
-    d = d.index_put((rows,), _edge_distance(all_a, all_b, bedges[at[rows]], px[rows], py[rows]))
+        rows = torch.nonzero(near).flatten()
+        row_of = torch.full((bkeys.numel(),), -1, dtype=torch.long, device=dev)
+        row_of[at[rows]] = rows  # boundary group -> kept layer
+        ge = bedges[at[rows]]  # (R, N) nearest edge of each boundary-tile pixel
+        nx, ny = crossing_direction(px[rows, 0], py[rows, 0], fa[ge, 0], fa[ge, 1], fb[ge, 0], fb[ge, 1])
+        dirs = torch.zeros(bkeys.numel(), 2, npix, dtype=dtype, device=dev)
+        dirs[at[rows]] = torch.stack([nx, ny], 1)
+        hits = []
+        for lo, hi in _slices(pgroup.numel(), chunk * npix):
+            g, e = pgroup[lo:hi], pedges[lo:hi]  # (q,), (q, C)
+            qx, qy = _tile_pixels(ptiles[lo:hi], tile, ntx, dtype)  # (q, 1, N)
+            qa, qb = fa[e.clamp(min=0)][..., None], fb[e.clamp(min=0)][..., None]  # (q, C, 2, 1)
+            h = segment_hits(qx, qy, dirs[g, 0][:, None], dirs[g, 1][:, None], qa[:, :, 0], qa[:, :, 1],
+                             qb[:, :, 0], qb[:, :, 1]) & (e[..., None] >= 0)
+            i, c, j = torch.nonzero(h, as_tuple=True)
+            hits.append(torch.stack([row_of[g[i]] * npix + j, e[i, c]], 1))
+        hit_pix, hit_edge = torch.cat(hits).unbind(1) if hits else (torch.zeros(0, dtype=torch.long, device=dev),) * 2
+        # whether each crossing edge lies strictly right of the pixel on its row, by the scanline's own arithmetic
+        hx, hy = px[:, 0].reshape(-1)[hit_pix], py[:, 0].reshape(-1)[hit_pix]
+        hrow = hy.floor().clamp(max=height - 1)
+        ya, yb, xa, xb = fa[hit_edge, 1], fb[hit_edge, 1], fa[hit_edge, 0], fb[hit_edge, 0]
+        xc = xa + (hrow + 0.5 - ya) * (xb - xa) / torch.where(yb == ya, torch.ones_like(ya), yb - ya)
+        left = torch.ceil((xc.clamp(-1, width + 1) + 1) * _SUBPIXEL).long() > \
+            ((hx.clamp(max=width + 0.5) + 1) * _SUBPIXEL).long()
+    # the crossings again, with gradient (edges, and the direction from each pixel's nearest edge)
+    hg = torch.div(hit_pix, npix, rounding_mode="floor")
+    ne = bedges[at[hg], hit_pix % npix]
+    hnx, hny = crossing_direction(hx, hy, all_a[ne, 0], all_a[ne, 1], all_b[ne, 0], all_b[ne, 1])
+    t, step, before = segment_crossings(hx, hy, hnx, hny, all_a[hit_edge, 0], all_a[hit_edge, 1], all_b[hit_edge, 0],
+                                        all_b[hit_edge, 1], left)
     pinst = inst[src]
-    return keys, fill_coverage(d, inside), pinst // num_paths, pinst % num_paths, px[:, 0], py[:, 0]
+    odd = evenodd[pinst % num_paths][:, None].expand(-1, npix)
+    cov = fill_coverage(wind.reshape(-1), odd.reshape(-1), hit_pix, t, step, before).reshape(wind.shape)
+    return keys, cov, pinst // num_paths, pinst % num_paths, px[:, 0], py[:, 0]
 
 
 def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int = DEFAULT_TILE,
