@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-DEMO_GENERATOR = "demo-shapes"
+from studio.generators.base import DEMO_GENERATOR
 
 
 def available_generators() -> list[str]:

@@ -41,6 +41,13 @@ def _message(err: Exception) -> str:
     return text
 
 
+def page_text(text: str) -> str:
+    """A message as the page's toasts show it: Gradio renders a toast's text as HTML, so `<text>` in "SVG element
+    <text> is not supported" was taken for a tag and vanished (issue 29). Only &, < and > are escaped: quotes
+    stay readable for API clients, which receive the same text."""
+    return html.escape(text, quote=False)
+
+
 def is_user_error(err: BaseException) -> bool:
     """Whether an error is an expected one with a message for users (see `user_errors`), not a bug."""
     return (isinstance(err, (ValueError, FileNotFoundError)) or getattr(err, "setup_problem", False)
@@ -59,7 +66,7 @@ def user_errors(fn: Callable) -> Callable:
     """
 
     def convert(err: Exception) -> gr.Error:
-        if isinstance(err, gr.Error):  # raised by a handler itself: already worded for the page
+        if isinstance(err, gr.Error):  # raised by a handler itself: already worded (and escaped) for the page
             log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
             err.print_exception = False
             return err
@@ -67,10 +74,10 @@ def user_errors(fn: Callable) -> Callable:
             log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
             if getattr(err, "setup_problem", False):
                 return setup_error(_message(err))
-            return gr.Error(_message(err), print_exception=False)
+            return gr.Error(page_text(_message(err)), print_exception=False)
         log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the server log.",
-                        print_exception=False)
+        return gr.Error(page_text(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the "
+                                  "server log."), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -106,6 +113,7 @@ def setup_error(message: str) -> gr.Error:
     Outside a queued event (no page to show a toast on), a plain error that is not timed."""
     from gradio.context import LocalContext
 
+    message = page_text(message)
     if LocalContext.blocks.get(None) is not None and LocalContext.event_id.get(None) is not None:
         gr.Warning(message, duration=None, title=SETUP_TITLE)
         err = gr.Error(message, duration=None, visible=False, title=SETUP_TITLE, print_exception=False)
@@ -128,15 +136,63 @@ class ServerLimits:
 
     custom_models: bool = True
     max_run_s: float | None = None
+    delete_uploads: bool = False  # a run's uploaded files are deleted when it ends (a public server)
 
 
 LIMITS = ServerLimits()
 
 
-def configure(custom_models: bool = True, max_run_s: float | None = None) -> ServerLimits:
+def configure(custom_models: bool = True, max_run_s: float | None = None,
+              delete_uploads: bool = False) -> ServerLimits:
     """Set the limits the tabs built next will use (the handlers keep the values they were built with)."""
-    LIMITS.custom_models, LIMITS.max_run_s = bool(custom_models), max_run_s
+    LIMITS.custom_models, LIMITS.max_run_s, LIMITS.delete_uploads = bool(custom_models), max_run_s, delete_uploads
     return LIMITS
+
+
+def _paths_in(values: Any) -> list[str]:
+    """The file paths among a handler's arguments (strings, lists of them, Gradio FileData dicts)."""
+    out: list[str] = []
+    stack = [values]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, dict) and isinstance(v.get("path"), str):
+            out.append(v["path"])
+        elif isinstance(v, str) and 0 < len(v) < 4096 and os.path.isabs(v):
+            out.append(v)
+        elif hasattr(v, "name") and isinstance(v.name, str) and os.path.isabs(v.name):
+            out.append(v.name)  # a tempfile-like upload object
+    return out
+
+
+def _uploads_of(args: tuple) -> tuple[list[str], list[str]]:
+    """(this event's uploaded files among `args`, the paths among them in Gradio's upload cache that are gone)."""
+    from gradio.context import LocalContext
+    from gradio.utils import get_upload_folder
+
+    blocks = LocalContext.blocks.get(None)
+    uploaded = getattr(blocks, "upload_file_set", None) or set()
+    cache = os.path.realpath(get_upload_folder()) + os.sep
+    mine, gone = [], []
+    for path in _paths_in(args):
+        real = os.path.realpath(path)
+        if not real.startswith(cache):
+            continue
+        if not os.path.isfile(real):
+            gone.append(path)
+        elif path in uploaded or real in uploaded:
+            mine.append(real)
+    return mine, gone
+
+
+def _delete_uploads(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+            os.rmdir(os.path.dirname(path))  # Gradio's folder per content hash, when nothing else is in it
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------------------------------------------- the one Stop
@@ -197,11 +253,19 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
     the tab's run-token `gr.State` (the Stop button's input). Errors become `gr.Error` (see `user_errors`).
 
     With a server time limit (`LIMITS.max_run_s` when the handler is built), a timer sets the flag when the run
-    has taken that long: it ends like a Stop, with its result, and the notice says why."""
-    limit = LIMITS.max_run_s
+    has taken that long: it ends like a Stop, with its result, and the notice says why. With
+    `LIMITS.delete_uploads` (a public server), the files this event uploaded are deleted when the run ends, however
+    it ends, and a run sent a deleted upload again is refused with a message saying so."""
+    limit, delete_uploads = LIMITS.max_run_s, LIMITS.delete_uploads
     outputs = {"count": None}  # filled by `one_gpu_queue` once the event is wired
 
     def handler(*args):
+        uploads: list[str] = []
+        if delete_uploads:
+            uploads, gone = _uploads_of(args)
+            if gone:
+                raise ValueError("an uploaded file is no longer on this server (uploads are deleted when their run "
+                                 "ends): upload it again")
         token, flag = RUNS.start()
         if outputs["count"]:
             # The token at once, every other output unchanged: the Stop button works from the first moment, and
@@ -221,6 +285,7 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
             if timer is not None:
                 timer.cancel()
             RUNS.finish(token)
+            _delete_uploads(uploads)  # a public server keeps no upload past its run (issue 22 #6)
 
     handler.__name__ = getattr(fn, "__name__", "run")
     handler.__doc__ = fn.__doc__
@@ -356,9 +421,11 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
             return gr.update(value=load_image(path, name), visible=True)
         except ValueError as err:  # a user error: one log line, no traceback
             log.info("%s upload: %s", name, _message(err).splitlines()[0][:300])
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(page_text(_message(err)), print_exception=False) from None
 
-    box.upload(show, box, seen, api_visibility="private")
+    # no status tracker: a refused upload's toast says why, and an empty red "Error" pill stayed on the box after it
+    # faded (issue 29)
+    box.upload(show, box, seen, api_visibility="private", show_progress="hidden")
     box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
     return box
 
