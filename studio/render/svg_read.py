@@ -12,7 +12,8 @@ and percentages of the viewport; the paint properties fill / stroke (colour, `ur
 `none`, currentColor with `color`), fill-opacity, stroke-opacity, opacity, fill-rule, stroke-width,
 stroke-linecap, stroke-linejoin (miter, round, bevel), stroke-miterlimit, stroke-dasharray, stroke-dashoffset,
 display, visibility; `linearGradient` / `radialGradient` (gradientUnits, gradientTransform, spreadMethod, href
-inheritance, stops with stop-color and stop-opacity, fx/fy/fr).
+inheritance, stops with stop-color and stop-opacity, fx/fy/fr); `clip-path: url(#id)` of a `<clipPath>` that is one
+axis-aligned rectangle on the canvas (any clipPathUnits; a group clip, `_Reader.clip`).
 
 Accepted and ignored, because they do not change how anything drawn here looks: text and font properties
 (`IGNORED_PROPERTIES`; text itself is refused), pointer-events, cursor, the filter-, clip- and image-only
@@ -20,11 +21,13 @@ properties (flood-*, lighting-color, clip-rule, color-interpolation-filters, ima
 (color-rendering, text-rendering), isolation, enable-background, vendor-prefixed properties (`-inkscape-*`), and
 non-rendered definitions that nothing references (`clipPath`, `mask`, `pattern`, `marker`, `filter` elements).
 
-Refused by name: text, tspan, textPath, image, foreignObject (outside a switch that skips it), script,
-animation elements, any unknown element in the SVG namespace; properties that would change the drawing unless
-they keep their initial value: clip-path, mask, filter, marker(-start/-mid/-end), mix-blend-mode,
+Refused by name: text, tspan, textPath, image (an embedded data: raster named as such), foreignObject (outside a
+switch that skips it), script, animation elements, any unknown element in the SVG namespace; clip paths other than
+one axis-aligned rectangle; properties that would change the drawing unless they keep their initial value: mask,
+filter, marker(-start/-mid/-end), mix-blend-mode,
 vector-effect, shape-rendering other than auto/geometricPrecision, color-interpolation linearRGB,
-transform-box other than view-box, miter-clip / arcs joins; strokes under non-uniform transforms; content
+transform-box other than view-box, miter-clip / arcs joins; strokes under non-uniform transforms (beyond
+`MAX_STROKE_ERROR` pixels of error); content
 overflowing a rotated or skewed nested viewport that clips it; more than `MAX_GROUPS` composited layers; `transform`
 or geometry properties set in CSS; em/ex units; pattern paints; missing references; unknown properties.
 
@@ -34,9 +37,11 @@ multiplied into that layer's alpha (the same drawing). A nested `<svg>` (or `<sy
 overflow clips (the default) and whose content reaches outside its viewport gets a group with the viewport as an
 axis-aligned clip rectangle in canvas pixels; content entirely inside needs no clip and gets none.
 
-Untrusted input is read defensively: `defusedxml` refuses DTDs, entity declarations (billion laughs) and
-external references; the text size, element count (counting every `<use>` expansion), nesting depth, path
-commands, coordinates, style-sheet rules and selector work are capped, and no href may leave the document.
+Untrusted input is read defensively: `defusedxml` refuses entity declarations (billion laughs) and external
+references, a DOCTYPE is read only without an internal subset, and any entity reference other than XML's five is
+refused; the text size, element count (counting every `<use>` expansion), nesting depth, path commands,
+coordinates, style-sheet rules, selector work, gradient stops over all paints and the area of composited layers are
+capped, and no href may leave the document.
 """
 
 from __future__ import annotations
