@@ -90,13 +90,13 @@ def _edge_distance(a: torch.Tensor, b: torch.Tensor, edges: torch.Tensor, px: to
 
 def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, count: torch.Tensor, pad: torch.Tensor,
                    inst_scene: torch.Tensor, inst_path: torch.Tensor, num_paths: int, tile: int, chunk: int, ntx: int,
-                   nty: int, pairs: bool = False) -> tuple[torch.Tensor, ...]:
+                   nty: int, near: float | None = None) -> tuple[torch.Tensor, ...]:
     """For edges stored per instance (contiguous runs `start`, `count`), find every (scene, tile, path) group whose
     chunk boxes (padded by `pad`, per edge (E,), the chunk taking its largest) touch the tile, and the nearest edge
     to each of its pixels.
 
     Returns sorted group keys (G,) = (scene * tiles + tile) * num_paths + path and edge ids (G, tile*tile); with
-    `pairs`, also every (chunk, tile) pair's group (P,), tile (P,) and edge ids (P, chunk) (-1 past a run's end).
+    `near`, also every (group, pixel, edge) closer than `near` to the pixel centre, as three (K,) index lists.
     Runs without autograd; callers re-evaluate the chosen edges with gradient (`_edge_distance`).
     """
     dev = ea.device
@@ -117,16 +117,22 @@ def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, coun
     # number), min-reduced per (group, pixel) slice by slice to bound memory
     npix = tile * tile
     best = torch.full((group_keys.numel(), npix), torch.iinfo(torch.long).max, dtype=torch.long, device=dev)
+    real = first[:, None] + torch.arange(chunk, device=dev) <= last[:, None]  # (NC, C): not a repeated last edge
+    close = []
     for lo, hi in _slices(pchunk.numel(), chunk * npix):
         px, py = _tile_pixels(tiles[lo:hi], tile, ntx, ea.dtype)  # (q, 1, N)
         pair_slots = slots[pchunk[lo:hi]]  # (q, C)
         qa, qb = ea[pair_slots][..., None], eb[pair_slots][..., None]  # (q, C, 2, 1)
-        d2, arg = segment_distance2(px, py, qa[:, :, 0], qa[:, :, 1], qb[:, :, 0], qb[:, :, 1]).min(dim=1)  # (q, N)
+        every = segment_distance2(px, py, qa[:, :, 0], qa[:, :, 1], qb[:, :, 0], qb[:, :, 1])  # (q, C, N)
+        d2, arg = every.min(dim=1)  # (q, N)
         packed = (d2.float().view(torch.int32).long() << 32) | pair_slots.gather(1, arg)
         best.scatter_reduce_(0, inverse[lo:hi, None].expand_as(packed), packed, "amin")
-    if pairs:
-        real = torch.where(first[:, None] + torch.arange(chunk, device=dev) <= last[:, None], slots, -1)
-        return group_keys, best & 0xFFFFFFFF, inverse, tiles, real[pchunk]
+        if near is not None:
+            i, c, j = torch.nonzero((every < near * near) & real[pchunk[lo:hi]][..., None], as_tuple=True)
+            close.append(torch.stack([inverse[lo + i], j, pair_slots[i, c]]))
+    if near is not None:
+        found = torch.cat(close, 1) if close else torch.zeros(3, 0, dtype=torch.long, device=dev)
+        return group_keys, best & 0xFFFFFFFF, *found.unbind(0)
     return group_keys, best & 0xFFFFFFFF
 
 
@@ -216,9 +222,9 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, 
         inside = torch.where(evenodd[pinst % num_paths][:, None], (wind % 2) != 0, wind != 0)
         npix = tile * tile
         # 3. boundary tiles: nearest boundary edge per pixel, and every edge that crosses its one-pixel segment
-        bkeys, bedges, pgroup, ptiles, pedges = _nearest_edges(
+        bkeys, bedges, cgroup, cpix, cedge = _nearest_edges(
             fa, fb, fstart, count, torch.full((owner.numel(),), 0.51, dtype=dtype, device=dev), inst // num_paths,
-            inst % num_paths, num_paths, tile, chunk, ntx, nty, pairs=True)
+            inst % num_paths, num_paths, tile, chunk, ntx, nty, near=0.5)
         at = torch.searchsorted(bkeys, keys).clamp(max=max(bkeys.numel() - 1, 0))
         near = (bkeys[at] == keys) if bkeys.numel() else torch.zeros_like(keys, dtype=torch.bool)
         keep = near | inside.any(dim=1)  # drop tiles that are wholly outside
@@ -229,18 +235,14 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, 
         row_of[at[rows]] = rows  # boundary group -> kept layer
         ge = bedges[at[rows]]  # (R, N) nearest edge of each boundary-tile pixel
         nx, ny = crossing_direction(px[rows, 0], py[rows, 0], fa[ge, 0], fa[ge, 1], fb[ge, 0], fb[ge, 1])
-        dirs = torch.zeros(bkeys.numel(), 2, npix, dtype=dtype, device=dev)
-        dirs[at[rows]] = torch.stack([nx, ny], 1)
-        hits = []
-        for lo, hi in _slices(pgroup.numel(), chunk * npix):
-            g, e = pgroup[lo:hi], pedges[lo:hi]  # (q,), (q, C)
-            qx, qy = _tile_pixels(ptiles[lo:hi], tile, ntx, dtype)  # (q, 1, N)
-            qa, qb = fa[e.clamp(min=0)][..., None], fb[e.clamp(min=0)][..., None]  # (q, C, 2, 1)
-            h = segment_hits(qx, qy, dirs[g, 0][:, None], dirs[g, 1][:, None], qa[:, :, 0], qa[:, :, 1],
-                             qb[:, :, 0], qb[:, :, 1]) & (e[..., None] >= 0)
-            i, c, j = torch.nonzero(h, as_tuple=True)
-            hits.append(torch.stack([row_of[g[i]] * npix + j, e[i, c]], 1))
-        hit_pix, hit_edge = torch.cat(hits).unbind(1) if hits else (torch.zeros(0, dtype=torch.long, device=dev),) * 2
+        dirs = torch.zeros(bkeys.numel(), npix, 2, dtype=dtype, device=dev)
+        dirs[at[rows]] = torch.stack([nx, ny], -1)
+        # only edges within half a pixel of a centre can cross its segment: test those (sparse), not every pair
+        cx, cy = _tile_pixels(bkeys // num_paths % (ntx * nty), tile, ntx, dtype)
+        cx, cy, cn = cx[cgroup, 0, cpix], cy[cgroup, 0, cpix], dirs[cgroup, cpix]
+        h = segment_hits(cx, cy, cn[:, 0], cn[:, 1], fa[cedge, 0], fa[cedge, 1], fb[cedge, 0], fb[cedge, 1]) \
+            & (row_of[cgroup] >= 0)
+        hit_pix, hit_edge = row_of[cgroup[h]] * npix + cpix[h], cedge[h]
         # whether each crossing edge lies strictly right of the pixel on its row, by the scanline's own arithmetic
         hx, hy = px[:, 0].reshape(-1)[hit_pix], py[:, 0].reshape(-1)[hit_pix]
         hrow = hy.floor().clamp(max=height - 1)
