@@ -90,6 +90,11 @@ class LensVideoConfig:
     moment_level: float = param(0.5, 0.0, 1.0, step=0.05, label="Moment level",
                                 help="a frame joins a moment when its score is at least this fraction of the way "
                                      "from the median frame's score to the best frame's (0.5: halfway)")
+    merge_gap_s: float = param(0.5, 0.0, 60.0, step=0.5, control=False, label="Merge tolerance (s)",
+                               help="two moments are one when the gap between them is shorter than the sampling "
+                                    "interval plus this: a frame that dips below the moment level (a blur, a turn) "
+                                    "does not split one appearance in two (at 1 fps, 0.5 s merges across one "
+                                    "missing frame, not two)")
     clip_padding_s: float = param(1.0, 0.0, 30.0, step=0.5, label="Clip padding (s)",
                                   help="seconds of video kept before and after each moment in its clip")
     max_duration_s: float = param(7200.0, 1.0, 86400.0, control=False, label="Longest video (s)",
@@ -662,7 +667,15 @@ def find_moments(times: list[float], scores: list[float], duration: float, inter
         while j + 1 < len(s) and match[j + 1]:
             j += 1
         peak = i + int(np.argmax(s[i:j + 1]))
-        moments.append(Moment(times[i], min(duration, times[j] + interval), times[peak], float(s[peak]), j - i + 1))
+        moment = Moment(times[i], min(duration, times[j] + interval), times[peak], float(s[peak]), j - i + 1)
+        last = moments[-1] if moments else None
+        if last is not None and moment.start_s - last.end_s < interval + cfg.merge_gap_s - 1e-9:
+            # one appearance with a short dip: the earlier run grows to the end of this one, keeping the better peak
+            better = moment.score > last.score
+            moments[-1] = Moment(last.start_s, moment.end_s, moment.peak_s if better else last.peak_s,
+                                 max(last.score, moment.score), last.frames + moment.frames)
+        else:
+            moments.append(moment)
         i = j + 1
     moments.sort(key=lambda m: (-m.score, m.start_s))
     shown = [m for m in moments if m.score >= cfg.threshold]

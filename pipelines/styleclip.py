@@ -10,13 +10,13 @@ its own file, pipeline class and registration:
 * pipelines/styleclip_invert.py: a real image to W+ (`styleclip-invert`, after rosinality's `projector.py`);
 * pipelines/styleclip_global.py: channel relevance and global directions (`styleclip-relevance`,
   `styleclip-global`; the paper's Sec. 6);
-* pipelines/styleclip_mapper.py: the latent mapper (`styleclip-mapper`, `styleclip-mapper-apply`; Sec. 5), on its
-  own or on this pipeline's session (`StyleCLIPMapperPipeline.from_pipe(pipe)`).
+* pipelines/styleclip_mapper.py: the latent mapper (`styleclip-mapper`, `styleclip-mapper-apply`; Sec. 5).
 
 On the run protocol (`studio.progress`): the `iter_*` methods yield a `Progress` every step and end with their
-result; send "stop" to end early with the best so far. `sample`, `edit`, `global_direction`, `invert` and
-`channel_relevance` drain them. Settings and their limits are the config dataclasses (`SampleConfig`, `EditConfig`,
-`GlobalDirectionConfig`, `InvertConfig`, `RelevanceConfig`), held as `sample_config`, `edit_config`, ... .
+result; send "stop" to end early with the best so far. `sample`, `edit`, `global_direction`, `invert`,
+`channel_relevance`, `train_mapper` and `apply_mapper` drain them. Settings and their limits are the config
+dataclasses (`SampleConfig`, `EditConfig`, `GlobalDirectionConfig`, `InvertConfig`, `RelevanceConfig`,
+`MapperConfig`, `MapperApplyConfig`), held as `sample_config`, `edit_config`, ... .
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ from pipelines.styleclip_global import (
     StyleCLIPGlobalPipeline,
 )
 from pipelines.styleclip_invert import InversionOutput, InvertConfig, StyleCLIPInvertPipeline, noise_regularize
+from pipelines.styleclip_mapper import (
+    LatentMapper,
+    MapperApplyConfig,
+    MapperConfig,
+    MapperEditOutput,
+    MapperTrainOutput,
+    StyleCLIPMapperPipeline,
+)
 from pipelines.styleclip_sample import SampleOutput, StyleCLIPSamplePipeline
 from studio.progress import Progress
 
@@ -70,12 +78,15 @@ class StyleCLIPPipeline(StyleCLIPTaskPipeline):
         self.editing = StyleCLIPEditPipeline.from_pipe(self)
         self.inversion = StyleCLIPInvertPipeline.from_pipe(self)
         self.directions = StyleCLIPGlobalPipeline.from_pipe(self)
+        self.mapping = StyleCLIPMapperPipeline.from_pipe(self)
 
     sample_config = _config("sampling", "sample_config")
     edit_config = _config("editing", "edit_config")
     invert_config = _config("inversion", "invert_config")
     relevance_config = _config("directions", "relevance_config")
     global_config = _config("directions", "global_config")
+    mapper_config = _config("mapping", "mapper_config")
+    mapper_apply_config = _config("mapping", "mapper_apply_config")
 
     # -- samples ----------------------------------------------------------------------------------------------
 
@@ -157,6 +168,36 @@ class StyleCLIPPipeline(StyleCLIPTaskPipeline):
         """Run `iter_global_direction(...)` to the end; `callback(step, total, preview)` returning False stops it."""
         return self.directions.global_direction(latent_or_image, neutral, target, callback=callback, **settings)
 
+    # -- the latent mapper -----------------------------------------------------------------------------------
+
+    @property
+    def mapper(self) -> LatentMapper | None:
+        """The mapper `apply_mapper` uses when none is given (`load_mapper`)."""
+        return self.mapping.mapper
+
+    def load_mapper(self, mapper: Any) -> LatentMapper:
+        """`StyleCLIPMapperPipeline.load_mapper`: a mapper for this generator, the default of `apply_mapper`."""
+        return self.mapping.load_mapper(mapper)
+
+    def iter_train_mapper(self, prompt: str = "", **settings: Any) -> Iterator[Progress | MapperTrainOutput]:
+        """`StyleCLIPMapperPipeline.iter_train_mapper`: train a latent mapper for `prompt`."""
+        return self.mapping.iter_train_mapper(prompt, **settings)
+
+    def train_mapper(self, prompt: str = "", *, callback: Callable | None = None, **settings: Any
+                     ) -> MapperTrainOutput:
+        """Run `iter_train_mapper(prompt, **settings)` to the end (a stop keeps the mapper trained so far)."""
+        return self.mapping.train_mapper(prompt, callback=callback, **settings)
+
+    def iter_apply_mapper(self, latent_or_image: Any = None, mapper: Any = None, **settings: Any
+                          ) -> Iterator[Progress | MapperEditOutput]:
+        """`StyleCLIPMapperPipeline.iter_apply_mapper`: edit a latent with a trained mapper in one pass."""
+        return self.mapping.iter_apply_mapper(latent_or_image, mapper, **settings)
+
+    def apply_mapper(self, latent_or_image: Any = None, mapper: Any = None, *, callback: Callable | None = None,
+                     **settings: Any) -> MapperEditOutput:
+        """Run `iter_apply_mapper(latent_or_image, mapper, **settings)` to the end."""
+        return self.mapping.apply_mapper(latent_or_image, mapper, callback=callback, **settings)
+
     # -- the one-class pipeline's internals, kept for the benchmarks and tests written against it ---------------
 
     def _autocast(self):
@@ -179,5 +220,7 @@ class StyleCLIPPipeline(StyleCLIPTaskPipeline):
 
 
 __all__ = ["ChannelRelevance", "EditConfig", "EditOutput", "GlobalDirectionConfig", "GlobalDirectionOutput",
-           "InversionOutput", "InvertConfig", "LatentEditOutput", "RelevanceConfig", "RelevanceOutput", "SampleConfig",
-           "SampleOutput", "StartConfig", "StyleCLIPPipeline", "StyleCLIPSession", "get_lr", "noise_regularize"]
+           "InversionOutput", "InvertConfig", "LatentEditOutput", "LatentMapper", "MapperApplyConfig", "MapperConfig",
+           "MapperEditOutput", "MapperTrainOutput", "RelevanceConfig", "RelevanceOutput", "SampleConfig",
+           "SampleOutput", "StartConfig", "StyleCLIPMapperPipeline", "StyleCLIPPipeline", "StyleCLIPSession", "get_lr",
+           "noise_regularize"]

@@ -23,7 +23,7 @@ from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
-from studio.ui.common import configure, one_gpu_queue
+from studio.ui.common import configure, one_gpu_queue, page_text
 
 log = logging.getLogger("studio")
 
@@ -203,11 +203,11 @@ def make_lens_video_detect_functions(device: str | None, policy: Policy | None =
 
 
 def make_sketch_functions(device: str | None, policy: Policy | None = None) -> dict[str, Callable]:
-    """CLIPDraw and CLIPasso handlers: the registered tasks' generators, on the shared scorers (specs checked
-    against the server's `policy`)."""
+    """CLIPDraw, CLIPasso and Vectorize handlers: the registered tasks' generators, on the shared scorers (specs
+    checked against the server's `policy`; Vectorize loads its CLIP only for a run with a CLIP term)."""
     from studio.tasks import get_task
 
-    draw, sketch = get_task("clipdraw"), get_task("clipasso")
+    draw, sketch, vec = get_task("clipdraw"), get_task("clipasso"), get_task("vectorize")
     policy = policy or Policy()
 
     @gpu("clipdraw")
@@ -223,7 +223,19 @@ def make_sketch_functions(device: str | None, policy: Policy | None = None) -> d
         pipe = sketch.pipeline(get_scorer(spec, device=device), loss)
         return (yield from sketch.iterate(pipe, image=image, **settings))
 
-    return {"clipdraw": clipdraw, "clipasso": clipasso, "draw_specs": draw.specs(), "sketch_specs": sketch.specs()}
+    @gpu
+    def vectorize(spec, image, settings):
+        scorer = get_scorer(policy.check_clip(spec), device=device) if settings.get("clip_weight") else None
+        pipe = vec.pipeline(scorer, device=device)
+        return (yield from vec.iterate(pipe, image=image, **settings))
+
+    def check_svg(text: str) -> None:  # an uploaded start SVG, read as the run will read it (refused at upload)
+        from pipelines.clipdraw import read_init_svg
+
+        read_init_svg(text, 64)
+
+    return {"clipdraw": clipdraw, "clipasso": clipasso, "draw_specs": draw.specs(), "sketch_specs": sketch.specs(),
+            "check_svg": check_svg, "vectorize": vectorize, "vectorize_specs": vec.specs()}
 
 
 LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance")
@@ -262,7 +274,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
             # Build on first use, and again when the pipeline's CLIP is no longer the resident one (the demo model
             # stood in and the real weights have since arrived, or the scorer was released to make room).
             if pipe is None or pipe.scorer is not get_scorer(clip, device=device):
-                gr.Info(f"Loading generator {generator_state(generator)}; CLIP {clip_state(clip)}…")
+                gr.Info(page_text(f"Loading generator {generator_state(generator)}; CLIP {clip_state(clip)}…"))
                 pipe = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)  # a failure keeps the old
                 pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
                 pipes[(generator, clip)] = pipe
@@ -362,7 +374,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     def pipeline() -> Text2ImagePipeline:
         with lock:
             if "pipe" not in state:
-                gr.Info(f"Loading {diffusers_state(name)}…")
+                gr.Info(page_text(f"Loading {diffusers_state(name)}…"))
                 state["pipe"] = Text2ImagePipeline.from_pretrained(name, scorer=get_scorer(clip, device=device),
                                                                    device=device)
             pipe = state["pipe"]
@@ -421,7 +433,8 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
                             draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
                             colour_modes=list(COLOR_MODES), loss_model_choices=policy.loss_choices(),
-                            cpu=cpu, model_state=model_state)
+                            cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"],
+                            vectorize=sketch["vectorize"], vectorize_specs=sketch["vectorize_specs"])
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 

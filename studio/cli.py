@@ -154,6 +154,9 @@ def run_parser(task, prog: str, model: str | None = None) -> argparse.ArgumentPa
                        .replace("%", "%%"))
     if kinds & {"image", "images"}:
         p.add_argument("--images", metavar="DIR_OR_GLOB", help="a folder of images or a glob pattern")
+    if "mask" in kinds:
+        p.add_argument("--masks", metavar="DIR", help="a folder of masks, each named like its image (white or opaque "
+                       "= repaint)")
     if "video" in kinds:
         p.add_argument("--videos", metavar="FILE_OR_GLOB", help="a video file, a folder of videos or a glob pattern "
                        "(an item per video)")
@@ -273,8 +276,9 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
 
     resolve(task.config(), {**settings, "seed": seeds[0]})
     fixed = {i.name: getattr(args, f"input_{i.name}", None) for i in batch.fixed_inputs(task)}
+    masks = batch.match_masks(images or [], args.masks) if getattr(args, "masks", None) else None
     items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models,
-                       fixed=fixed)
+                       fixed=fixed, masks=masks)
     if not 1 <= args.batch <= MAX_BATCH:
         raise ValueError(f"`--batch` must be in [1, {MAX_BATCH}], got {args.batch}")
     task.check_batch(args.batch)  # before any model loads

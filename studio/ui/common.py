@@ -41,6 +41,13 @@ def _message(err: Exception) -> str:
     return text
 
 
+def page_text(text: str) -> str:
+    """A message as the page's toasts show it: Gradio renders a toast's text as HTML, so `<text>` in "SVG element
+    <text> is not supported" was taken for a tag and vanished (issue 29). Only &, < and > are escaped: quotes
+    stay readable for API clients, which receive the same text."""
+    return html.escape(text, quote=False)
+
+
 def is_user_error(err: BaseException) -> bool:
     """Whether an error is an expected one with a message for users (see `user_errors`), not a bug."""
     return (isinstance(err, (ValueError, FileNotFoundError)) or getattr(err, "setup_problem", False)
@@ -59,7 +66,7 @@ def user_errors(fn: Callable) -> Callable:
     """
 
     def convert(err: Exception) -> gr.Error:
-        if isinstance(err, gr.Error):  # raised by a handler itself: already worded for the page
+        if isinstance(err, gr.Error):  # raised by a handler itself: already worded (and escaped) for the page
             log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
             err.print_exception = False
             return err
@@ -67,10 +74,10 @@ def user_errors(fn: Callable) -> Callable:
             log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
             if getattr(err, "setup_problem", False):
                 return setup_error(_message(err))
-            return gr.Error(_message(err), print_exception=False)
+            return gr.Error(page_text(_message(err)), print_exception=False)
         log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the server log.",
-                        print_exception=False)
+        return gr.Error(page_text(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the "
+                                  "server log."), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -106,6 +113,7 @@ def setup_error(message: str) -> gr.Error:
     Outside a queued event (no page to show a toast on), a plain error that is not timed."""
     from gradio.context import LocalContext
 
+    message = page_text(message)
     if LocalContext.blocks.get(None) is not None and LocalContext.event_id.get(None) is not None:
         gr.Warning(message, duration=None, title=SETUP_TITLE)
         err = gr.Error(message, duration=None, visible=False, title=SETUP_TITLE, print_exception=False)
@@ -413,9 +421,11 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
             return gr.update(value=load_image(path, name), visible=True)
         except ValueError as err:  # a user error: one log line, no traceback
             log.info("%s upload: %s", name, _message(err).splitlines()[0][:300])
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(page_text(_message(err)), print_exception=False) from None
 
-    box.upload(show, box, seen, api_visibility="private")
+    # no status tracker: a refused upload's toast says why, and an empty red "Error" pill stayed on the box after it
+    # faded (issue 29)
+    box.upload(show, box, seen, api_visibility="private", show_progress="hidden")
     box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
     return box
 

@@ -27,6 +27,7 @@ from studio.ui.common import (
     control,
     drive,
     model_state_line,
+    page_text,
     progress_html,
     run_handler,
     setup_error,
@@ -257,7 +258,7 @@ class Handlers:
             meta = read_png_metadata(path)
             values, skipped = controls_from_metadata(meta, self.specs)
         except (OSError, ValueError) as err:
-            raise gr.Error(f"Could not restore settings: {err}") from None
+            raise gr.Error(page_text(f"Could not restore settings: {err}")) from None
         if (GENERATE, "seed") in values:
             values[("ui", "random_seed")] = False
         info = f"Restored settings from the PNG (model: {meta.get('model', '?')})."
