@@ -291,6 +291,8 @@ def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run
                 total[0] = item.total
                 eta = item.metrics.get("eta_s")
                 text = f"frames {item.step} / {item.total}" + (f" · ETA {eta:.0f} s" if eta is not None else "")
+                if item.stage == "clips":  # then the moments' thumbnails and clips, a step each
+                    text = f"moment clips {item.metrics.get('clips_done', 0):.0f}"
                 return (progress_html(item.step, item.total, text), gr.update() if item.preview is None
                         else item.preview, gr.update(), gr.update(), "", None)
 
