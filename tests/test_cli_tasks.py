@@ -157,6 +157,10 @@ def test_run_every_task_over_two_items_and_two_seeds(name, files, monkeypatch):
     html = (out / "index.html").read_text()
     pngs = [p for ln in lines for p in ln["files"].values() if p.endswith(".png")]
     assert pngs and any(p in html for p in pngs)
+    if name == "vectorize":  # the contact sheet shows each picture beside its SVG
+        assert all(ln["files"]["sheet"] in html for ln in lines)
+        with Image.open(out / lines[0]["files"]["sheet"]) as sheet:
+            assert sheet.size[0] > 2 * sheet.size[1]
     # a rerun trusts what is there
     assert run_main([name, *args, "--seeds", "0-1", "--out", str(out), *MODELS]) == 0
     assert [ln["key"] for ln in _manifest(out)] == [ln["key"] for ln in lines]

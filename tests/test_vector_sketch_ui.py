@@ -205,3 +205,42 @@ def test_vectorize_subtab_builds_and_streams_paths_and_psnr(tmp_path):
     image, progress, svg, png, video, text = outs[-1]
     assert "paths · PSNR" in text and "done" in progress
     assert pathlib.Path(svg).read_text(encoding="utf-8").startswith("<svg") and png.endswith(".png")
+
+
+@pytest.mark.e2e
+def test_vectorize_over_http_streams_stops_and_names_bad_input(tmp_path):
+    """A client uploads a picture to "Picture → SVG", sees previews, presses Stop, gets the SVG; 0 paths is refused
+    with the task's message."""
+    import time
+
+    from gradio_client import Client, handle_file
+
+    from pipelines.vectorize import VectorizePipeline
+    from studio.tasks import get_task
+
+    with gr.Blocks() as demo:
+        ui.build(lambda *a: fake_run(2, []), lambda *a: fake_run(2, []), ["tiny"], "tiny", lambda spec: None,
+                 vectorize=lambda spec, image, settings: VectorizePipeline().iterate(image, **settings),
+                 vectorize_specs=get_task("vectorize").specs(), **_specs())
+    url = launch_local(demo)
+    try:
+        picture = tmp_path / "picture.png"
+        img = Image.new("RGB", (48, 48), "white")
+        img.paste((30, 60, 200), (10, 10, 38, 30))
+        img.save(picture)
+        client = Client(url, verbose=False)
+        # picture, then VECTORIZE_SETTINGS: paths, mode, paint, steps, target PSNR, canvas, CLIP weight, prompt, seed
+        job = client.submit("tiny", handle_file(str(picture)), 8, "fill", "solid", 500, 0.0, 48, 0.0, "", 0,
+                            api_name="/sketch_vectorize")
+        deadline = time.time() + 120
+        while len(job.outputs()) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        client.predict(api_name="/sketch_vectorize_stop")
+        image, progress, svg, png, video, text = job.result(timeout=120)
+        assert "stopped at step" in progress and "paths · PSNR" in text
+        assert pathlib.Path(svg).read_text(encoding="utf-8").startswith("<svg")
+        with pytest.raises(Exception, match="num_paths"):
+            client.predict("tiny", handle_file(str(picture)), 0, "fill", "solid", 5, 0.0, 48, 0.0, "", 0,
+                           api_name="/sketch_vectorize")
+    finally:
+        demo.close()
