@@ -209,8 +209,8 @@ def test_vectorize_subtab_builds_and_streams_paths_and_psnr(tmp_path):
 
 @pytest.mark.e2e
 def test_vectorize_over_http_streams_stops_and_names_bad_input(tmp_path):
-    """A client uploads a picture to "Picture → SVG", sees previews, presses Stop, gets the SVG; 0 paths is refused
-    with the task's message."""
+    """A client uploads a picture to "Picture → SVG", sees previews, presses Stop, gets the SVG; a file that is not
+    a picture is refused with the task's message."""
     import time
 
     from gradio_client import Client, handle_file
@@ -230,7 +230,7 @@ def test_vectorize_over_http_streams_stops_and_names_bad_input(tmp_path):
         img.save(picture)
         client = Client(url, verbose=False)
         # picture, then VECTORIZE_SETTINGS: paths, mode, paint, steps, target PSNR, canvas, CLIP weight, prompt, seed
-        job = client.submit("tiny", handle_file(str(picture)), 8, "fill", "solid", 500, 0.0, 48, 0.0, "", 0,
+        job = client.submit("tiny", handle_file(str(picture)), 8, "fill", "solid", 500, 0.0, 64, 0.0, "", 0,
                             api_name="/sketch_vectorize")
         deadline = time.time() + 120
         while len(job.outputs()) < 2 and time.time() < deadline:
@@ -239,8 +239,10 @@ def test_vectorize_over_http_streams_stops_and_names_bad_input(tmp_path):
         image, progress, svg, png, video, text = job.result(timeout=120)
         assert "stopped at step" in progress and "paths · PSNR" in text
         assert pathlib.Path(svg).read_text(encoding="utf-8").startswith("<svg")
-        with pytest.raises(Exception, match="num_paths"):
-            client.predict("tiny", handle_file(str(picture)), 0, "fill", "solid", 5, 0.0, 48, 0.0, "", 0,
+        junk = tmp_path / "junk.png"
+        junk.write_bytes(b"not a picture")
+        with pytest.raises(Exception, match="`image`"):
+            client.predict("tiny", handle_file(str(junk)), 8, "fill", "solid", 5, 0.0, 64, 0.0, "", 0,
                            api_name="/sketch_vectorize")
     finally:
         demo.close()
