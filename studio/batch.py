@@ -90,6 +90,8 @@ def read_prompts(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any]]]:
 def find_images(pattern: str) -> list[Path]:
     """A folder (its image files, sorted) or a glob pattern (matches, sorted)."""
     p = Path(pattern).expanduser()
+    if not p.exists() and not glob.has_magic(pattern):
+        raise ValueError(f"`--images` {pattern!r} does not exist")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     else:
@@ -102,6 +104,8 @@ def find_images(pattern: str) -> list[Path]:
 def find_videos(pattern: str) -> list[Path]:
     """A video file, a folder (its video files, sorted) or a glob pattern (matches, sorted)."""
     p = Path(pattern).expanduser()
+    if not p.exists() and not glob.has_magic(pattern):
+        raise ValueError(f"`--videos` {pattern!r} does not exist")
     if p.is_file():
         return [p]
     if p.is_dir():
@@ -523,16 +527,32 @@ def _first_png(line: dict) -> str | None:
     return next((v for v in files.values() if v.endswith(".png")), None)
 
 
+def _label(line: dict) -> str:
+    """What an item was made from: its prompt, else the name of its first text input (an image's file name)."""
+    texts = [v for v in line["inputs"].values() if isinstance(v, str)]
+    return str(line["inputs"].get("prompt") or (Path(texts[0]).name if texts else ""))
+
+
+def sheet_order(lines: list[dict]) -> list[dict]:
+    """The contact sheet's order: the items of one prompt (or input) together, in the order the inputs came, and
+    within each the best score first. Scores of different prompts are not comparable (CLIP scores "a cat on a sofa"
+    above "a red circle" for drawings of neither), so they are never ranked against each other (issue 29)."""
+    first: dict[str, int] = {}
+    for i, ln in enumerate(lines):
+        first.setdefault(_label(ln), i)
+    return sorted(lines, key=lambda ln: (first[_label(ln)], -_score(ln)))
+
+
 def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) -> tuple[Path, Path]:
-    """index.html (thumbnails with prompt, seed and score, best first, linking the files) and grid.png."""
+    """index.html (thumbnails with prompt, seed and score, grouped by prompt and best first within one, linking the
+    files) and grid.png."""
     from PIL import Image
 
-    ok = sorted((ln for ln in lines if ln.get("error") is None and _first_png(ln)), key=_score, reverse=True)
+    ok = sheet_order([ln for ln in lines if ln.get("error") is None and _first_png(ln)])
     cards = []
     for ln in ok:
         png = _first_png(ln)
-        texts = [v for v in ln["inputs"].values() if isinstance(v, str)]
-        label = ln["inputs"].get("prompt") or (Path(texts[0]).name if texts else "")
+        label = _label(ln)
         score = _score(ln)
         links = " ".join(f'<a href="{html.escape(p)}">{html.escape(k)}</a>' for k, p in ln["files"].items())
         cards.append(f'<figure><a href="{html.escape(png)}"><img src="{html.escape(png)}" width="{thumb}"></a>'
@@ -543,7 +563,8 @@ def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) ->
     page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif}figure{display:inline-block;margin:6px;width:"
             f"{thumb}px;vertical-align:top;font-size:12px}}</style><h1>{html.escape(title)}</h1>"
-            f"<p>{len(ok)} results, best first; {len(failed)} failed.</p>{''.join(cards)}"
+            f"<p>{len(ok)} results, by prompt (or input) and best first within each; {len(failed)} failed.</p>"
+            f"{''.join(cards)}"
             + (f"<h2>Failed</h2><ul>{errors}</ul>" if failed else ""))
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
