@@ -283,3 +283,25 @@ def test_contact_sheets_rank_within_a_prompt_never_across_prompts():
              line("a cat on a sofa", 1, 50.0), line("a red circle", 2, 64.0)]
     assert [(ln["inputs"]["prompt"], ln["seed"]) for ln in sheet_order(lines)] == [
         ("a red circle", 1), ("a red circle", 2), ("a red circle", 0), ("a cat on a sofa", 0), ("a cat on a sofa", 1)]
+
+
+def test_the_contact_sheet_captions_frames_shows_the_source_and_the_notice(tmp_path):
+    import numpy as np
+
+    from studio.batch import SHEET_BORDER, SHEET_CAPTION, contact_sheet
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(tmp_path / "photo.png")  # the source: blue
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(tmp_path / "a" / "sketch.png")  # the result: red
+    line = {"inputs": {"image": str(tmp_path / "photo.png")}, "seed": 7, "scores": {"clip_score": 55.5},
+            "files": {"png": "a/sketch.png"}, "error": None, "notice": "Using the bundled demo CLIP <shapes-clip>"}
+    index, grid = contact_sheet(tmp_path, [line], "CLIPasso: 1 item", thumb=64)
+    page = index.read_text(encoding="utf-8")
+    assert "Using the bundled demo CLIP &lt;shapes-clip&gt;" in page  # the manifest's notice, on the sheet too
+    g = np.asarray(Image.open(grid).convert("RGB")).astype(int)
+    b = SHEET_BORDER
+    assert g.shape == (64 + 2 * b + SHEET_CAPTION, 2 * 64 + 2 * b, 3)  # the source beside the result, a caption
+    assert tuple(g[b + 32, b + 32]) == (0, 0, 255) and tuple(g[b + 32, b + 64 + 32]) == (255, 0, 0)
+    assert tuple(g[0, 0]) == (255, 255, 255)  # the white border around the frame
+    caption = g[b + 64:, :]
+    assert (caption.sum(axis=2) < 300).sum() > 20  # written text: the input's name, seed and score
