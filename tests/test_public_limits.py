@@ -179,3 +179,68 @@ def test_a_runs_uploads_are_deleted_when_it_ends(tiny_configs, tmp_path, monkeyp
         assert not [p for p in _cached(cache) if p.name.startswith("upload-")]
     finally:
         demo.close()
+
+
+# ------------------------------------------------------------------------------------------- #5 upload previews
+MEMORY_PROBE = """
+import resource, sys
+from studio.images import load_image
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+img = load_image(sys.argv[1])
+print(img.size[0], img.size[1], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+"""
+
+
+def test_a_16_bit_39_mp_png_decodes_within_a_memory_bound(tmp_path):
+    """A 92 KB 16-bit PNG of 39 MP cost +1 GB per decode (float64 of the whole image before the downscale); it is
+    decoded in its own mode (78 MB) and shrunk before any conversion now. Measured as the peak resident memory of
+    a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    h, w = 6000, 6500
+    arr = np.zeros((h, w), np.uint16)
+    arr[:, : w // 2] = 40000
+    Image.fromarray(arr).save(tmp_path / "big16.png", compress_level=1)
+    del arr
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "big16.png")], capture_output=True,
+                         text=True, cwd=root, env={**os.environ, "PYTHONPATH": root}, check=True)
+    width, height, grown_mb = map(int, out.stdout.split())
+    assert (width, height) == (1024, 945)
+    assert grown_mb < 200, f"decoding took {grown_mb} MB more"  # the 16-bit image itself is 78 MB
+
+
+def test_large_images_shrink_before_they_are_converted():
+    """Every mode comes out RGB at the working size with its grey level kept (16-bit, 32-bit and float grey are
+    scaled to 8 bits after the shrink)."""
+    import numpy as np
+
+    from studio.images import load_image
+
+    for arr, grey in ((np.full((1500, 3000), 32768, np.uint16), 128), (np.full((1500, 3000), 0.25, np.float32), 64),
+                      (np.full((1500, 3000), 200, np.uint8), 200)):
+        img = load_image(Image.fromarray(arr))
+        assert img.mode == "RGB" and img.size == (1024, 512)
+        assert abs(int(np.asarray(img)[256, 512, 0]) - grey) <= 1
+    pal = Image.new("P", (3000, 1500), 1)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    assert load_image(pal).getpixel((10, 10)) == (255, 0, 0)
+
+
+def test_upload_previews_decode_in_one_bounded_group(tiny_configs):
+    from studio import app
+    from studio.trust import Policy
+    from studio.ui.common import PREVIEW_CONCURRENCY
+
+    demo = app.build_app(device="cpu", policy=Policy.from_settings(public=True, environ={}, clip="tiny-test-vit"))
+    try:
+        previews = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "show"]
+        assert len(previews) >= 6  # every image box of every tab
+        assert {(f.concurrency_id, f.concurrency_limit) for f in previews} == {("studio-preview", PREVIEW_CONCURRENCY)}
+        assert PREVIEW_CONCURRENCY <= 2
+    finally:
+        demo.close()

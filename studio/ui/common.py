@@ -405,6 +405,8 @@ def controls(task: str, task_specs: dict[str, Any], names: Sequence[str], *, cpu
 
 
 # ------------------------------------------------------------------------------------------------------ uploads
+PREVIEW_QUEUE = "studio-preview"  # the one concurrency group of every upload preview
+PREVIEW_CONCURRENCY = 2
 def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
     """An image upload that reaches our own reader: a file path (not `gr.Image`, which decodes the upload itself
     and answers a renamed non-image with its raw preprocess error), shown once read, and refused with our message
@@ -425,7 +427,10 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
 
     # no status tracker: a refused upload's toast says why, and an empty red "Error" pill stayed on the box after it
     # faded (issue 29)
-    box.upload(show, box, seen, api_visibility="private", show_progress="hidden")
+    # Decoding a preview is bounded memory (`load_image` shrinks first) and runs two at a time across every upload
+    # box of the page: eight 16-bit 39 MP previews at once took a server from 2.5 to 10 GB (issue 22 #5).
+    box.upload(show, box, seen, api_visibility="private", show_progress="hidden", concurrency_id=PREVIEW_QUEUE,
+               concurrency_limit=PREVIEW_CONCURRENCY)
     box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
     return box
 
