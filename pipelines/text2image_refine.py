@@ -47,7 +47,7 @@ class Text2ImageRefineConfig:
                                help="weight of the CLIP reward loss 100 - 100 cos; ReNO's CLIP weighting: 0.01")
     seed: int = param(0, 0, SEED_MAX, control=False,
                       help="the noise to start from: the same seed as the generated image refines that image")
-    strength: float = param(0.5, 0.01, 1.0, step=0.05, label="Strength (with a start image)",
+    strength: float = param(0.5, 0.01, 1.0, step=0.05, control=False,
                             help="with a start image: the noise level it is refined from (its latent noised to "
                                  "timestep round(strength x 1000) - 1, then denoised in one step); 0.5 as SD-Turbo's "
                                  "img2img (model card); not used without an image")

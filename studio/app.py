@@ -367,7 +367,10 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
             return {"load_error": str(err), "model": name, "model_state": t2i_state}
     task_specs = {"text2image": specs(Text2ImageConfig.for_model(name)),
                   "text2image-refine": get_task("text2image-refine").specs(),
-                  "text2image-edit": get_task("text2image-edit").specs()}
+                  "text2image-edit": get_task("text2image-edit").specs(),
+                  # the picture tasks' settings are the model family's too (read without loading it)
+                  **{task: specs(get_task(task).config.for_model(name))
+                     for task in ("text2image-img2img", "text2image-inpaint")}}
     state: dict = {}
     lock = threading.Lock()
 
@@ -394,7 +397,17 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     def edit(*args, **kwargs):
         return (yield from pipeline().iter_edit(*args, **kwargs))
 
-    return {"generate": generate, "refine": refine, "edit": edit, "specs": task_specs, "model": name,
+    # img2img and inpaint: their task classes on the same session (from_pipe: no second copy of the weights)
+    @gpu("text2image-img2img")
+    def img2img(*args, **kwargs):
+        return (yield from pipeline().task("text2image-img2img").iter_img2img(*args, **kwargs))
+
+    @gpu("text2image-inpaint")
+    def inpaint(*args, **kwargs):
+        return (yield from pipeline().task("text2image-inpaint").iter_inpaint(*args, **kwargs))
+
+    return {"generate": generate, "refine": refine, "edit": edit, "img2img": img2img, "inpaint": inpaint,
+            "specs": task_specs, "model": name,
             "clip_model": clip, "one_step": (preset_for(name) or MULTI_STEP_PRESET).one_step,
             "model_state": t2i_state}
 
