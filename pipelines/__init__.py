@@ -15,6 +15,7 @@ _EXPORTS = {
     "LensVideoPipeline": "pipelines.lens_video",
     "StyleCLIPPipeline": "pipelines.styleclip",
     "Text2ImagePipeline": "pipelines.text2image",
+    "VectorizePipeline": "pipelines.vectorize",
 }
 __all__ = sorted(_EXPORTS)
 

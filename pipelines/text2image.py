@@ -23,13 +23,11 @@ loading it); the task is registered as `text2image`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
-from PIL import Image
 
 from pipelines.text2image_core import Text2ImageSession, load_session
 from pipelines.text2image_models import (
@@ -38,6 +36,7 @@ from pipelines.text2image_models import (
     MAX_BATCH,
     MAX_GUIDANCE,
     MAX_IMAGES,
+    MAX_NEGATIVES,
     MAX_SIDE,
     MAX_STEPS,
     MULTI_STEP_PRESET,
@@ -46,9 +45,7 @@ from pipelines.text2image_models import (
     check_size,
     preset_for,
 )
-from studio.images import to_pil
 from studio.progress import Progress, Result, drain
-from studio.scorer import oom_guard
 from studio.tasks import (
     SEED_MAX,
     Input,
@@ -61,8 +58,6 @@ from studio.tasks import (
     resolve,
     run_settings,
 )
-
-MAX_NEGATIVES = 8  # negative prompts per request (they are joined into one text of at most 77 tokens anyway)
 
 
 @dataclass
@@ -278,53 +273,14 @@ class Text2ImagePipeline:
         noise, generators = session.noise(seeds, cfg.height, cfg.width)  # (N, C, h, w)
 
         # 2. generate in batches; a multi-step call runs in a worker thread so that each step reaches the caller
-        images: list[Image.Image] = []
-        latents, scores = [], []
-        timings = {"generate_s": 0.0, "score_s": 0.0}
-        stopped = False
-        total = math.ceil(n / cfg.batch_size) * steps
-        shown = [0]  # the last step reported
-        for batch, start in enumerate(range(0, n, cfg.batch_size)):
-            chunk = noise[start:start + cfg.batch_size]
-            call = dict(
-                prompt=[prompt] * len(chunk), negative_prompt=[negative] * len(chunk) if negative else None,
-                num_inference_steps=steps, guidance_scale=cfg.guidance_scale, width=cfg.width, height=cfg.height,
-                latents=chunk.to(session.device, session.dtype), generator=generators[start:start + cfg.batch_size],
-                output_type="pt",
-            )
-            what = f"generation of {len(chunk)} image(s) at {cfg.width}x{cfg.height}"
-            stage = (f"image {start + 1} of {n}" if len(chunk) == 1 else
-                     f"images {start + 1}–{start + len(chunk)} of {n}")
-
-            def progress(step: int, _offset: int = batch * steps, _stage: str = stage) -> Progress:
-                shown[0] = _offset + step
-                return Progress(_offset + step, total, None, {"batch_step": step, "batch_steps": steps}, _stage)
-
-            if steps == 1:  # nothing to report within the call: no thread
-                done = session.denoise(call, cfg.scheduler, what)
-            else:
-                done, stopped = yield from session.denoise_stepwise(call, cfg.scheduler, what, progress)
-                if done is None:  # stopped mid-call: this batch is dropped
-                    break
-            out, final, seconds = done
-            timings["generate_s"] += seconds
-            if session.scorer is not None:  # scored on the device, before the copy to the CPU
-                t0 = time.perf_counter()
-                with session.lock, oom_guard("CLIP scoring"):
-                    scores.extend(session.score(out.images, prompt))
-                timings["score_s"] += time.perf_counter() - t0
-            batch_images = [to_pil(im) for im in out.images]  # (b, 3, H, W) in [0, 1] -> PIL
-            images.extend(batch_images)
-            latents.append(final.float().cpu())
-            if stopped:  # the stop came during the call's last step: the batch is finished and kept
-                break
-            item = progress(steps)
-            item.preview = batch_images[0]
-            if scores:
-                item.metrics["clip_score"] = max(scores)
-            if (yield item) == "stop":
-                stopped = True
-                break
+        calls = [dict(prompt=[prompt] * len(chunk), negative_prompt=[negative] * len(chunk) if negative else None,
+                      num_inference_steps=steps, guidance_scale=cfg.guidance_scale, width=cfg.width,
+                      height=cfg.height, latents=chunk.to(session.device, session.dtype),
+                      generator=generators[start:start + cfg.batch_size], output_type="pt")
+                 for start in range(0, n, cfg.batch_size) for chunk in [noise[start:start + cfg.batch_size]]]
+        done = yield from session.iterate_calls(calls, steps, cfg.scheduler, "generation", prompt,
+                                             (cfg.width, cfg.height))
+        images, scores, latents, timings = done.images, done.scores, done.latents, done.timings
 
         # 3. rerank
         order = list(range(len(images)))
@@ -339,7 +295,7 @@ class Text2ImagePipeline:
             scores={"clip_score": max(scores)} if scores else {}, seed=kept[0] if kept else cfg.seed,
             settings=run_settings(cfg, prompt=prompt), prompt=prompt, model=session.model_name,
             clip_model=session.clip_name, latents=torch.cat(latents)[order] if latents else noise[:0],
-            noise=noise[:len(images)][order], reranked=cfg.rerank, stopped=stopped, steps_run=shown[0],
+            noise=noise[:len(images)][order], reranked=cfg.rerank, stopped=done.stopped, steps_run=done.steps_run,
             timings=timings, notice=getattr(session.scorer, "notice", None))
 
     # ------------------------------------------------------------------ shortcuts to the refine and edit tasks

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
 
+import numpy as np
 import torch
+from PIL import Image
 
 from pipelines.text2image_models import (
+    MAX_SIDE,
     MULTI_STEP_PRESET,
     SCHEDULERS,
     ModelPreset,
@@ -27,11 +31,44 @@ from pipelines.text2image_models import (
     resolve_pipeline,
 )
 from studio.device import pick_device, pick_dtype
+from studio.images import load_image, to_pil
 from studio.progress import Progress, Stopped, iterate_callback
 from studio.scorer import get_scorer, oom_guard
 
 LOW_VRAM_BYTES = 6 * 1024**3  # below this, weights stay on the CPU between uses (SD-Turbo fp16 needs ~3.5 GB resident)
 VAE_TILING_PIXELS = 768 * 768  # above this the VAE decodes in tiles (its activations dominate memory at 1024^2)
+
+
+def load_start_image(image: Any, name: str = "image", multiple: int = 8) -> tuple[Image.Image, str | None]:
+    """An uploaded start image at a size the VAE takes: read and bounded as every upload (`studio.images.load_image`,
+    at most `MAX_SIDE` a side), each side a multiple of `multiple` (the VAE halves it three times). A side that is
+    not is resized down to one, and the second value says so (None when the image is used as it is)."""
+    img = load_image(image, name, max_side=MAX_SIDE)
+    w, h = img.size
+    size = (w // multiple * multiple, h // multiple * multiple)
+    if size == (w, h):
+        return img, None
+    return (img.resize(size, Image.Resampling.LANCZOS),
+            f"`{name}` was resized from {w}×{h} to {size[0]}×{size[1]} (sides must be multiples of {multiple})")
+
+
+def image_tensor(images: list[Image.Image]) -> torch.Tensor:
+    """(B, 3, H, W) float32 in [0, 1] from RGB PIL images of one size."""
+    return torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1) for im in images])
+
+
+@dataclass
+class Batches:
+    """What `Text2ImageSession.iterate_calls` made: the finished batches' images (PIL), their final latents
+    (N, C, h, w) float32 CPU, their CLIPScores (empty without a scorer), whether a stop ended it, the last step
+    reported, and the seconds spent denoising and scoring."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    latents: list[torch.Tensor] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    stopped: bool = False
+    steps_run: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: {"generate_s": 0.0, "score_s": 0.0})
 
 
 class Text2ImageSession:
@@ -56,6 +93,7 @@ class Text2ImageSession:
         self.source: str | None = None  # where from_pretrained found the weights
         self.base_scheduler = pipe.scheduler  # the model's own; `set_scheduler("default")` restores it
         self.lock = threading.RLock()
+        self._variants: dict[str, Any] = {}  # diffusers pipelines over the same components, by kind
         self.refresh_placement()
         for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
             if module is not None:
@@ -223,18 +261,54 @@ class Text2ImageSession:
         image = vae.decode(z.to(vae.dtype)).sample.float()
         return (image / 2 + 0.5).clamp(0, 1)
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B, C, h, w) float32 latents (scaled as the UNet takes them): the mean
+        of the VAE's posterior (no sampling), so `decode(encode(x))` is one fixed round trip through the VAE."""
+        vae = self.pipe.vae
+        dist = vae.encode((images * 2 - 1).to(self.device, vae.dtype)).latent_dist
+        z = dist.mode().float()
+        if getattr(vae.config, "shift_factor", None):
+            z = z - vae.config.shift_factor
+        return z * vae.config.scaling_factor
+
+    def variant(self, kind: str) -> Any:
+        """A diffusers pipeline of another kind over the session's components ("image2image", "inpainting"; made once
+        with diffusers' `from_pipe`, which shares every module: no second copy of the weights). ValueError where
+        diffusers has no such pipeline for this model family."""
+        kinds = {"text2image": None, "image2image": "AutoPipelineForImage2Image",
+                 "inpainting": "AutoPipelineForInpainting"}
+        if kind not in kinds:
+            raise ValueError(f"`kind` must be one of {list(kinds)}, got {kind!r}")
+        if kind == "text2image":
+            return self.pipe
+        if kind not in self._variants:
+            import diffusers
+
+            try:
+                made = getattr(diffusers, kinds[kind]).from_pipe(self.pipe)
+            except ValueError as err:  # diffusers: no pipeline of that kind for this class
+                raise ValueError(f"{self.model_name!r} ({type(self.pipe).__name__}) has no diffusers {kind} "
+                                 f"pipeline: {err}") from None
+            made.set_progress_bar_config(disable=True)
+            self._variants[kind] = made
+        return self._variants[kind]
+
     # ------------------------------------------------------------------ one diffusers call, step by step
     def denoise(self, call: dict[str, Any], scheduler: str, what: str, on_step: Callable[[int], None] | None = None,
-                pipe: Any | None = None) -> tuple[Any, torch.Tensor, float]:
+                pipe: Any | None = None, steps: int | None = None, size: tuple[int, int] | None = None
+                ) -> tuple[Any, torch.Tensor, float]:
         """One diffusers call under the lock: (output, final latents (b, C, h, w), seconds it took).
 
         `call`: the diffusers pipeline's arguments; `pipe`: a diffusers pipeline over the session's components
-        (default: the text-to-image one). `on_step(step)` runs after each denoising step but the last (1-based;
-        the last one ends with the decode, which the caller reports); raising `studio.progress.Stopped` there
-        ends the call."""
+        (default: the text-to-image one; see `variant`); `steps`: the denoising steps the call runs (default
+        `num_inference_steps`; fewer for image-to-image, which skips the first ones). `on_step(step)` runs after each
+        denoising step but the last (1-based; the last one ends with the decode, which the caller reports); raising
+        `studio.progress.Stopped` there ends the call. `size`: (width, height) of the images (default the call's
+        `width` and `height`; image-to-image pipelines take the image's)."""
         pipe = pipe or self.pipe
+        width, height = size or (call["width"], call["height"])
         final: dict[str, torch.Tensor] = {}
-        steps = call["num_inference_steps"]
+        steps = steps or call["num_inference_steps"]
 
         def step_end(_pipe, i, t, kw):
             final["latents"] = kw["latents"]
@@ -245,7 +319,7 @@ class Text2ImageSession:
         with self.lock, oom_guard(what):
             t0 = time.perf_counter()
             self.set_scheduler(scheduler, pipe)
-            self.set_tiling(call["height"], call["width"])
+            self.set_tiling(height, width)
             try:
                 out = pipe(**call, callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=["latents"])
             except Stopped:
@@ -258,15 +332,75 @@ class Text2ImageSession:
         return out, final["latents"], time.perf_counter() - t0
 
     def denoise_stepwise(self, call: dict[str, Any], scheduler: str, what: str,
-                         progress: Callable[[int], Progress], pipe: Any | None = None
+                         progress: Callable[[int], Progress], pipe: Any | None = None, steps: int | None = None,
+                         size: tuple[int, int] | None = None
                          ) -> Generator[Progress, str | None, tuple[tuple[Any, torch.Tensor, float] | None, bool]]:
         """`denoise` in a worker thread, yielding `progress(step)` after each denoising step but the last.
 
         Returns (what `denoise` returns, or None if the call was cut short; whether "stop" was sent). See
         `studio.progress.iterate_callback`: the worker runs at most one step ahead, so at most two steps follow
         the last one the caller saw."""
-        return (yield from iterate_callback(lambda report: self.denoise(call, scheduler, what, report, pipe),
-                                            progress))
+        def run(report: Callable[[int], None]) -> tuple[Any, torch.Tensor, float]:
+            return self.denoise(call, scheduler, what, report, pipe, steps, size)
+
+        return (yield from iterate_callback(run, progress))
+
+
+    def iterate_calls(self, calls: list[dict[str, Any]], steps: int, scheduler: str, what: str, prompt: str,
+                      size: tuple[int, int], pipe: Any | None = None,
+                      finish: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+                      ) -> Generator[Progress, str | None, Batches]:
+        """Run diffusers calls (a batch of images each; `output_type="pt"`) one after another on the run protocol.
+
+        Yields a `Progress` after every denoising step of every call (step 1 to len(calls) x `steps`; `stage` names
+        the call's images; `metrics` the step within it); the last step of a call comes after its images are
+        decoded, `finish(images (b, 3, H, W) in [0, 1], call index)` has run on them (e.g. a composite) and the
+        scorer has scored them against `prompt`, and previews its first image. A multi-step call runs in a worker
+        thread (see `denoise_stepwise`). "stop" sent in ends it: a call cut short is dropped, so the returned
+        `Batches` holds the finished calls. `what` names the work in an out-of-memory message; `size`: (width,
+        height) of the images."""
+        done_ = Batches()
+        total = len(calls) * steps
+        n = sum(len(call["prompt"]) for call in calls)
+        first = 0  # the first image of the call
+        for index, call in enumerate(calls):
+            b = len(call["prompt"])
+            label = f"{what} of {b} image(s) at {size[0]}x{size[1]}"
+            stage = f"image {first + 1} of {n}" if b == 1 else f"images {first + 1}–{first + b} of {n}"
+
+            def progress(step: int, _offset: int = index * steps, _stage: str = stage) -> Progress:
+                done_.steps_run = _offset + step
+                return Progress(_offset + step, total, None, {"batch_step": step, "batch_steps": steps}, _stage)
+
+            if steps == 1:  # nothing to report within the call: no thread
+                ran = self.denoise(call, scheduler, label, pipe=pipe, steps=steps, size=size)
+            else:
+                ran, done_.stopped = yield from self.denoise_stepwise(call, scheduler, label, progress, pipe, steps,
+                                                                      size)
+                if ran is None:  # stopped mid-call: this batch is dropped
+                    break
+            out, final, seconds = ran
+            done_.timings["generate_s"] += seconds
+            images = out.images if finish is None else finish(out.images, index)  # (b, 3, H, W) in [0, 1]
+            if self.scorer is not None:  # scored on the device, before the copy to the CPU
+                t0 = time.perf_counter()
+                with self.lock, oom_guard("CLIP scoring"):
+                    done_.scores.extend(self.score(images, prompt))
+                done_.timings["score_s"] += time.perf_counter() - t0
+            batch_images = [to_pil(im) for im in images]
+            done_.images.extend(batch_images)
+            done_.latents.append(final.float().cpu())
+            first += b
+            if done_.stopped:  # the stop came during the call's last step: the batch is finished and kept
+                break
+            item = progress(steps)
+            item.preview = batch_images[0]
+            if done_.scores:
+                item.metrics["clip_score"] = max(done_.scores)
+            if (yield item) == "stop":
+                done_.stopped = True
+                break
+        return done_
 
 
 def load_session(t2i: str | None = None, clip: str | None = None, device: str | None = None,

@@ -23,7 +23,7 @@ from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
-from studio.ui.common import configure, one_gpu_queue, page_text
+from studio.ui.common import configure, name_input_errors, one_gpu_queue, page_text
 
 log = logging.getLogger("studio")
 
@@ -203,11 +203,11 @@ def make_lens_video_detect_functions(device: str | None, policy: Policy | None =
 
 
 def make_sketch_functions(device: str | None, policy: Policy | None = None) -> dict[str, Callable]:
-    """CLIPDraw and CLIPasso handlers: the registered tasks' generators, on the shared scorers (specs checked
-    against the server's `policy`)."""
+    """CLIPDraw, CLIPasso and Vectorize handlers: the registered tasks' generators, on the shared scorers (specs
+    checked against the server's `policy`; Vectorize loads its CLIP only for a run with a CLIP term)."""
     from studio.tasks import get_task
 
-    draw, sketch = get_task("clipdraw"), get_task("clipasso")
+    draw, sketch, vec = get_task("clipdraw"), get_task("clipasso"), get_task("vectorize")
     policy = policy or Policy()
 
     @gpu("clipdraw")
@@ -223,13 +223,19 @@ def make_sketch_functions(device: str | None, policy: Policy | None = None) -> d
         pipe = sketch.pipeline(get_scorer(spec, device=device), loss)
         return (yield from sketch.iterate(pipe, image=image, **settings))
 
+    @gpu
+    def vectorize(spec, image, settings):
+        scorer = get_scorer(policy.check_clip(spec), device=device) if settings.get("clip_weight") else None
+        pipe = vec.pipeline(scorer, device=device)
+        return (yield from vec.iterate(pipe, image=image, **settings))
+
     def check_svg(text: str) -> None:  # an uploaded start SVG, read as the run will read it (refused at upload)
         from pipelines.clipdraw import read_init_svg
 
         read_init_svg(text, 64)
 
     return {"clipdraw": clipdraw, "clipasso": clipasso, "draw_specs": draw.specs(), "sketch_specs": sketch.specs(),
-            "check_svg": check_svg}
+            "check_svg": check_svg, "vectorize": vectorize, "vectorize_specs": vec.specs()}
 
 
 LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance")
@@ -379,7 +385,10 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
             return {"load_error": str(err), "model": name, "model_state": t2i_state}
     task_specs = {"text2image": specs(Text2ImageConfig.for_model(name)),
                   "text2image-refine": get_task("text2image-refine").specs(),
-                  "text2image-edit": get_task("text2image-edit").specs()}
+                  "text2image-edit": get_task("text2image-edit").specs(),
+                  # the picture tasks' settings are the model family's too (read without loading it)
+                  **{task: specs(get_task(task).config.for_model(name))
+                     for task in ("text2image-img2img", "text2image-inpaint")}}
     state: dict = {}
     lock = threading.Lock()
 
@@ -406,7 +415,17 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     def edit(*args, **kwargs):
         return (yield from pipeline().iter_edit(*args, **kwargs))
 
-    return {"generate": generate, "refine": refine, "edit": edit, "specs": task_specs, "model": name,
+    # img2img and inpaint: their task classes on the same session (from_pipe: no second copy of the weights)
+    @gpu("text2image-img2img")
+    def img2img(*args, **kwargs):
+        return (yield from pipeline().task("text2image-img2img").iter_img2img(*args, **kwargs))
+
+    @gpu("text2image-inpaint")
+    def inpaint(*args, **kwargs):
+        return (yield from pipeline().task("text2image-inpaint").iter_inpaint(*args, **kwargs))
+
+    return {"generate": generate, "refine": refine, "edit": edit, "img2img": img2img, "inpaint": inpaint,
+            "specs": task_specs, "model": name,
             "clip_model": clip, "one_step": (preset_for(name) or MULTI_STEP_PRESET).one_step,
             "model_state": t2i_state}
 
@@ -445,7 +464,8 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
                             draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
                             colour_modes=list(COLOR_MODES), loss_model_choices=policy.loss_choices(),
-                            cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"])
+                            cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"],
+                            vectorize=sketch["vectorize"], vectorize_specs=sketch["vectorize_specs"])
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 
@@ -456,6 +476,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
                             default_clip="shapes-clip" if generator == "demo-shapes" else clip, cpu=cpu,
                             model_state=latent_state)
     one_gpu_queue(demo)  # one GPU job at a time across every tab, not per endpoint
+    name_input_errors(demo)  # what Gradio refuses before a handler is named like our own checks
     return demo
 
 

@@ -90,6 +90,8 @@ def read_prompts(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any]]]:
 def find_images(pattern: str) -> list[Path]:
     """A folder (its image files, sorted) or a glob pattern (matches, sorted)."""
     p = Path(pattern).expanduser()
+    if not p.exists() and not glob.has_magic(pattern):
+        raise ValueError(f"`--images` {pattern!r} does not exist")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     else:
@@ -102,6 +104,8 @@ def find_images(pattern: str) -> list[Path]:
 def find_videos(pattern: str) -> list[Path]:
     """A video file, a folder (its video files, sorted) or a glob pattern (matches, sorted)."""
     p = Path(pattern).expanduser()
+    if not p.exists() and not glob.has_magic(pattern):
+        raise ValueError(f"`--videos` {pattern!r} does not exist")
     if p.is_file():
         return [p]
     if p.is_dir():
@@ -177,15 +181,31 @@ def _folder_digest(path: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def match_masks(images: list[Path], folder: str | os.PathLike) -> dict[str, str]:
+    """{image path: mask path}: each image's mask is the file of the same name (any image suffix) in `folder`;
+    ValueError naming the images without one (before any work)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"`--masks` must be a folder of masks named like the images, got {str(folder)!r}")
+    by_stem = {p.stem: p for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+    missing = [p.name for p in images if Path(p).stem not in by_stem]
+    if missing:
+        raise ValueError(f"`--masks` {str(folder)!r} has no mask named like {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''} (a mask has its image's file name)")
+    return {str(p): str(by_stem[Path(p).stem]) for p in images}
+
+
 def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Path] | None, seeds: list[int],
-         settings: dict[str, Any], models: dict[str, Any], fixed: dict[str, Any] | None = None) -> list[Item]:
+         settings: dict[str, Any], models: dict[str, Any], fixed: dict[str, Any] | None = None,
+         masks: dict[str, str] | None = None) -> list[Item]:
     """Items = inputs × seeds in input order. The primary text input (`primary_text`) comes from `prompts`, whose
-    JSON lines may also set other inputs by name; an image input takes one image per item from `images`, an
-    "images" input (a gallery) takes them all in every item; `fixed` inputs are the same in every item."""
+    JSON lines may also set other inputs by name; an image input takes one image per item from `images`, a "mask"
+    input that image's mask from `masks` ({image: mask}, `match_masks`), an "images" input (a gallery) takes them
+    all in every item; `fixed` inputs are the same in every item."""
     fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
     names = {i.name for i in task.inputs}
     kinds = {i.kind: i for i in task.inputs}
-    supported = {"text", "image", "images", "video", "folder", "state"}
+    supported = {"text", "image", "images", "video", "folder", "state", "mask"}
     missing = [i.name for i in task.inputs if i.required and i.kind not in supported]
     if missing:
         raise ValueError(f"task {task.name!r} takes {', '.join(missing)}, which the command line cannot supply")
@@ -220,6 +240,8 @@ def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Pat
                 inputs[text_input.name] = prompt
             if pic is not None:
                 inputs[image_input.name] = pic
+                if "mask" in kinds and masks:
+                    inputs[kinds["mask"].name] = masks[pic]
             if gallery is not None and images:
                 inputs[gallery.name] = [str(p) for p in images]
             inputs.update({k: v for k, v in extra.items() if k in names})  # a JSON line's own inputs
@@ -227,7 +249,7 @@ def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Pat
             if error is None and lacking:
                 error = f"`{lacking[0]}` is required: give `--{lacking[0].replace('_', '-')}` or a {lacking[0]!r} key"
             base.append((inputs, {k: v for k, v in extra.items() if k not in names}, error))
-    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images", "video", "state")}
+    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images", "video", "state", "mask")}
     folder_inputs = {i.name for i in task.inputs if i.kind == "folder"}
     items = []
     for inputs, extra, error in base:
@@ -496,23 +518,78 @@ def _score(line: dict) -> float:
 
 
 def _first_png(line: dict) -> str | None:
+    """The image a contact sheet shows for a line: a task's own sheet (Vectorize: the picture beside its SVG), else
+    its first PNG."""
     files = line.get("files") or {}
-    for k in ("png", "png0"):
+    for k in ("sheet", "png", "png0"):
         if k in files:
             return files[k]
     return next((v for v in files.values() if v.endswith(".png")), None)
 
 
+def _label(line: dict) -> str:
+    """What an item was made from: its prompt, else the name of its first text input (an image's file name)."""
+    texts = [v for v in line["inputs"].values() if isinstance(v, str)]
+    return str(line["inputs"].get("prompt") or (Path(texts[0]).name if texts else ""))
+
+
+def sheet_order(lines: list[dict]) -> list[dict]:
+    """The contact sheet's order: the items of one prompt (or input) together, in the order the inputs came, and
+    within each the best score first. Scores of different prompts are not comparable (CLIP scores "a cat on a sofa"
+    above "a red circle" for drawings of neither), so they are never ranked against each other (issue 29)."""
+    first: dict[str, int] = {}
+    for i, ln in enumerate(lines):
+        first.setdefault(_label(ln), i)
+    return sorted(lines, key=lambda ln: (first[_label(ln)], -_score(ln)))
+
+
+SHEET_BORDER = 4  # white margin around each cell of grid.png, inside a grey frame
+SHEET_CAPTION = 30  # pixels of caption under each cell: the prompt (or input), then seed and score
+
+
+def _sheet_cell(out: Path, line: dict, thumb: int) -> Any:
+    """One cell of grid.png: the result (and, for a task made from an image, that image on its left), framed, with
+    its prompt or input name, seed and score written under it."""
+    from PIL import Image, ImageDraw
+
+    parts = []
+    source = line["inputs"].get("image")
+    if isinstance(source, str) and Path(source).is_file():
+        try:
+            with Image.open(source) as im:
+                parts.append(im.convert("RGB"))
+        except OSError:  # an unreadable source: the result alone
+            pass
+    with Image.open(out / _first_png(line)) as im:
+        parts.append(im.convert("RGB"))
+    for im in parts:
+        im.thumbnail((thumb, thumb))
+    b = SHEET_BORDER
+    cell = Image.new("RGB", (len(parts) * thumb + 2 * b, thumb + 2 * b + SHEET_CAPTION), "white")
+    draw = ImageDraw.Draw(cell)
+    for k, im in enumerate(parts):
+        x, y = b + k * thumb + (thumb - im.width) // 2, b + (thumb - im.height) // 2
+        cell.paste(im, (x, y))
+        draw.rectangle((b + k * thumb, b, b + (k + 1) * thumb - 1, b + thumb - 1), outline=(170, 170, 170))
+    score = _score(line)
+    chars = cell.width // 6  # PIL's default font is about 6 px a character
+    label = _label(line)
+    draw.text((b, b + thumb + 2), label if len(label) <= chars else label[: chars - 1] + "…", fill="black")
+    draw.text((b, b + thumb + 15), f"seed {line.get('seed')}" + (f" · score {score:.1f}" if score != float("-inf")
+                                                                  else ""), fill=(80, 80, 80))
+    return cell
+
+
 def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) -> tuple[Path, Path]:
-    """index.html (thumbnails with prompt, seed and score, best first, linking the files) and grid.png."""
+    """index.html (thumbnails with prompt, seed and score, grouped by prompt and best first within one, linking the
+    files) and grid.png."""
     from PIL import Image
 
-    ok = sorted((ln for ln in lines if ln.get("error") is None and _first_png(ln)), key=_score, reverse=True)
+    ok = sheet_order([ln for ln in lines if ln.get("error") is None and _first_png(ln)])
     cards = []
     for ln in ok:
         png = _first_png(ln)
-        texts = [v for v in ln["inputs"].values() if isinstance(v, str)]
-        label = ln["inputs"].get("prompt") or (Path(texts[0]).name if texts else "")
+        label = _label(ln)
         score = _score(ln)
         links = " ".join(f'<a href="{html.escape(p)}">{html.escape(k)}</a>' for k, p in ln["files"].items())
         cards.append(f'<figure><a href="{html.escape(png)}"><img src="{html.escape(png)}" width="{thumb}"></a>'
@@ -520,20 +597,24 @@ def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) ->
                      f"{f' · score {score:.2f}' if score != float('-inf') else ''}<br>{links}</figcaption></figure>")
     failed = [ln for ln in lines if ln.get("error") is not None]
     errors = "".join(f"<li>{html.escape(ln['folder'])}: {html.escape(str(ln['error']))}</li>" for ln in failed)
+    notices = list(dict.fromkeys(str(ln["notice"]) for ln in lines if ln.get("notice")))  # the demo model's, ...
     page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif}figure{display:inline-block;margin:6px;width:"
-            f"{thumb}px;vertical-align:top;font-size:12px}}</style><h1>{html.escape(title)}</h1>"
-            f"<p>{len(ok)} results, best first; {len(failed)} failed.</p>{''.join(cards)}"
+            f"{thumb}px;vertical-align:top;font-size:12px}}.notice{{background:#fff4d6;padding:6px}}</style>"
+            f"<h1>{html.escape(title)}</h1>"
+            + "".join(f"<p class='notice'>⚠️ {html.escape(n)}</p>" for n in notices)
+            + f"<p>{len(ok)} results, by prompt (or input) and best first within each; {len(failed)} failed.</p>"
+            f"{''.join(cards)}"
             + (f"<h2>Failed</h2><ul>{errors}</ul>" if failed else ""))
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
-    cols = max(1, min(8, len(ok)))
-    rows = max(1, -(-len(ok) // cols))
-    grid = Image.new("RGB", (cols * thumb, rows * thumb), "white")
-    for i, ln in enumerate(ok):
-        with Image.open(out / _first_png(ln)) as im:
-            im = im.convert("RGB")
-            im.thumbnail((thumb, thumb))
-            grid.paste(im, ((i % cols) * thumb, (i // cols) * thumb))
+    cells = [_sheet_cell(out, ln, thumb) for ln in ok]
+    cw = max([c.width for c in cells], default=thumb)
+    ch = max([c.height for c in cells], default=thumb)
+    cols = max(1, min(8 if cw <= thumb + 2 * SHEET_BORDER else 4, len(cells)))
+    rows = max(1, -(-len(cells) // cols))
+    grid = Image.new("RGB", (cols * cw, rows * ch), "white")
+    for i, cell in enumerate(cells):
+        grid.paste(cell, ((i % cols) * cw, (i // cols) * ch))
     grid.save(out / "grid.png")
     return index, out / "grid.png"

@@ -456,6 +456,11 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
 _WARNED: set[tuple[str, str]] = set()
 
 
+class DemoModelWarning(UserWarning):
+    """The warning the API gets when the demo model stands in or weights are random (the command line, which
+    prints the same text as a log line, ignores it)."""
+
+
 def _warn_once(source: ClipSource) -> None:
     """A Python warning and a log line, once per spec, when what loaded is not what was asked for (the demo
     model standing in) or cannot answer (random weights): the API must not switch silently."""
@@ -465,7 +470,7 @@ def _warn_once(source: ClipSource) -> None:
         return
     _WARNED.add((source.spec, source.kind))
     log.warning("%s", source.notice)
-    warnings.warn(source.notice, UserWarning, stacklevel=3)
+    warnings.warn(source.notice, DemoModelWarning, stacklevel=3)
 
 
 RECHECK_S = 60.0  # how often a demo stand-in looks again for the real weights it stands in for

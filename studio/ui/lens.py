@@ -54,7 +54,8 @@ def stream_ranking(run: Iterator, flag: threading.Event) -> Iterator[tuple]:
 
     def on_result(result) -> tuple:
         files = [str(p) for p in result.save().values()]
-        gallery = [(im, f"{s:.1f}") for im, s in zip(result.images, result.similarities)]
+        gallery = [(im, f"{s:.1f} · {result.name(i)}" if result.name(i) else f"{s:.1f}")
+                   for i, (im, s) in enumerate(zip(result.images, result.similarities))]
         best = f"best {result.similarities[0]:.1f}" if result.similarities else ""
         state = "stopped" if result.stopped else "done"
         progress = progress_html(result.steps_run, total[0] or result.steps_run, best, state)
@@ -285,9 +286,14 @@ def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run
             gen = run(spec, path, (text.strip() or None) if isinstance(text, str) else None, img,
                       **_settings(values, names))
 
+            total = [0]  # frames the run set out to search (the result knows only those it searched)
+
             def on_progress(item):
+                total[0] = item.total
                 eta = item.metrics.get("eta_s")
                 text = f"frames {item.step} / {item.total}" + (f" · ETA {eta:.0f} s" if eta is not None else "")
+                if item.stage == "clips":  # then the moments' thumbnails and clips, a step each
+                    text = f"moment clips {item.metrics.get('clips_done', 0):.0f}"
                 return (progress_html(item.step, item.total, text), gr.update() if item.preview is None
                         else item.preview, gr.update(), gr.update(), "", None)
 
@@ -295,9 +301,11 @@ def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run
                 files = result.save()
                 gallery = [(m.thumbnail, m.label()) for m in result.moments]
                 state = "stopped" if result.stopped else "done"
-                word = "from the cache" if result.cached else f"{result.steps_run} frames indexed"
-                bar = progress_html(result.steps_run, result.steps_run, f"{len(result.moments)} moments · {word}",
-                                    state)
+                of = max(total[0], result.steps_run)
+                word = ("from the cache" if result.cached else f"{result.steps_run} of {of} frames searched"
+                        if result.stopped else f"{result.steps_run} frames indexed")
+                bar = progress_html(result.steps_run, of if result.stopped and not result.cached else result.steps_run,
+                                    f"{len(result.moments)} moments · {word}", state)
                 return (bar, None, gallery, str(files["clip0"]) if "clip0" in files else None,
                         notice_markdown(result.notice), [str(p) for p in files.values()])
 
