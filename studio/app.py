@@ -23,7 +23,7 @@ from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
-from studio.ui.common import configure, one_gpu_queue, page_text
+from studio.ui.common import configure, name_input_errors, one_gpu_queue, page_text
 
 log = logging.getLogger("studio")
 
@@ -458,6 +458,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
                             default_clip="shapes-clip" if generator == "demo-shapes" else clip, cpu=cpu,
                             model_state=latent_state)
     one_gpu_queue(demo)  # one GPU job at a time across every tab, not per endpoint
+    name_input_errors(demo)  # what Gradio refuses before a handler is named like our own checks
     return demo
 
 
