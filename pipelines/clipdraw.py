@@ -382,7 +382,7 @@ class CLIPDrawPipeline:
                 timings={"setup_s": t_setup / k, "optimise_s": t_opt / k, "total_s": total_s / k,
                          "per_step_s": t_opt / k / max(1, step)},
                 settings=run_settings(r.cfg, prompt=prompt), steps_run=step, stopped=stopped,
-                notice=self.scorer.notice))
+                notice=self.scorer.prompt_notice(prompt)))
         return outs
 
 

@@ -92,6 +92,20 @@ class CLIPScorer:
     def notice(self) -> str | None:
         return self.source.notice
 
+    def prompt_notice(self, *texts: str) -> str | None:
+        """The notice of a result made for `texts`: the model's own, and with the demo CLIP the words of the
+        prompts it does not know, since it scores those arbitrarily (issue 29: "a cat on a sofa" scored 71.4, above
+        "a red circle")."""
+        unknown: list[str] = []
+        if self.source.is_demo:
+            from studio.demo.shapes import unknown_words
+
+            unknown = list(dict.fromkeys(w for t in texts if isinstance(t, str) for w in unknown_words(t)))
+        extra = (f"The demo CLIP does not know {', '.join(repr(w) for w in unknown[:12])}"
+                 f"{' …' if len(unknown) > 12 else ''}: its score for this prompt means little (it knows colours, "
+                 "shapes, positions, sizes, filled/outlined and backgrounds).") if unknown else None
+        return " ".join(n for n in (self.notice, extra) if n) or None
+
     def __repr__(self) -> str:
         return (f"CLIPScorer(spec={self.spec!r}, arch={self.source.arch!r}, weights={self.source.kind}, "
                 f"device={self.device}, dtype={precision_name(self.dtype)}, image_size={self.image_size})")

@@ -124,8 +124,11 @@ def test_image_uploads_reach_our_reader_and_its_message(tmp_path):
     show = next(fn.fn for fn in demo.fns.values() if fn.fn is not None and fn.fn.__name__ == "show")
     fake = tmp_path / "fake.png"
     fake.write_text("not an image")
-    with pytest.raises(gr.Error, match="`image` could not be read as an image"):
+    with pytest.raises(gr.Error) as err:
         show(str(fake))
+    # issue 29: the upload's own name, not the server's temp path, and no UnidentifiedImageError
+    assert err.value.message.startswith("`image` could not be read as an image: 'fake.png' is not in an image format")
+    assert str(tmp_path) not in err.value.message and "UnidentifiedImageError" not in err.value.message
     good = tmp_path / "good.png"
     Image.new("RGB", (20, 30), "red").save(good)
     assert show(str(good))["value"].size == (20, 30)

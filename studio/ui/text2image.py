@@ -201,8 +201,10 @@ class Handlers:
         records = []
         for i in range(len(result.images)):
             meta = result.image_metadata(i)
+            latents = getattr(result, "latents", None)  # an inpainted image has none: edit takes its picture
             records.append({"path": str(paths[f"png{i}"]), "caption": _caption(meta), "meta": meta,
-                            "latent": result.latents[i], "prompt": result.prompt})
+                            "latent": latents[i] if latents is not None else str(paths[f"png{i}"]),
+                            "prompt": result.prompt})
         history = (records + history)[:MAX_HISTORY]
         info = f"{len(records)} image(s) · seeds {min(result.seeds)}…{max(result.seeds)}"
         if result.clip_scores:
