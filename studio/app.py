@@ -345,24 +345,42 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     """Text-to-image handlers that load the diffusers model on first use (start-up stays fast), with the settings
     of the model's family (`Text2ImageConfig.for_model`, read without loading it) for the tab's controls.
 
-    When the model is neither a local folder nor cached and cannot be downloaded, the tab shows why instead.
+    When the model is neither a local folder nor cached and cannot be downloaded, the bundled demo model
+    `shapes-diffusion` stands in, and the line under the tab's title says so before the first click (what was tried,
+    how to supply the model), as the demo CLIP does; without it the tab shows why instead.
     """
     import threading
 
     from pipelines.text2image import Text2ImageConfig, Text2ImagePipeline
-    from pipelines.text2image_models import DEFAULT_MODEL, MULTI_STEP_PRESET, preset_for, resolve_pipeline
-    from studio.hub import diffusers_state, hf_cached_file, hub_reachable, offline
+    from pipelines.text2image_models import (
+        DEFAULT_MODEL,
+        DEMO_MODEL,
+        MULTI_STEP_PRESET,
+        demo_model_folder,
+        demo_notice,
+        preset_for,
+        resolve_pipeline,
+    )
+    from studio.hub import WeightsNotFoundError, diffusers_state, hf_cached_file, hub_reachable, offline
     from studio.tasks import get_task, specs
 
     name = os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
+    stand_in: str | None = None  # the notice, when the demo model stands in for `name`
 
     def t2i_state() -> str:  # what will really run, shown before the first click (asked again on each page load)
-        return f"Model: {diffusers_state(name)}  \nCLIP (reranking): {clip_state(clip)}"
+        model = stand_in or diffusers_state(name)
+        return f"Model: {model}  \nCLIP (reranking): {clip_state(clip)}"
 
-    local = os.path.isdir(os.path.expanduser(name)) or hf_cached_file(name, ("model_index.json",)) is not None
+    local = (name == DEMO_MODEL or os.path.isdir(os.path.expanduser(name))
+             or hf_cached_file(name, ("model_index.json",)) is not None)
     if not local and (offline() or not hub_reachable()):
         try:
             resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
+        except WeightsNotFoundError as err:
+            if not (demo_model_folder() / "model_index.json").is_file():
+                return {"load_error": str(err), "model": name, "model_state": t2i_state}
+            stand_in = demo_notice(name, err.tried, err.how)
+            name = DEMO_MODEL
         except (RuntimeError, ValueError, OSError) as err:
             return {"load_error": str(err), "model": name, "model_state": t2i_state}
     task_specs = {"text2image": specs(Text2ImageConfig.for_model(name)),

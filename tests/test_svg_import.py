@@ -823,6 +823,9 @@ def test_a_plain_doctype_is_read():
     assert ink(svg) > 0.2 and differing(svg) < TOLERANCE
     with_system_id = '<!DOCTYPE svg SYSTEM "svg11.dtd">' + doc('<circle cx="32" cy="32" r="20"/>')
     assert differing(with_system_id) < TOLERANCE
+    # XML's own references and a bare ampersand in a comment are no entity references
+    assert from_svg(PLAIN_DOCTYPE + doc('<!-- R & D --><title>A &amp; B &#38; C</title><rect width="8" '
+                                        'height="8"/>')).num_paths == 1
 
 
 @pytest.mark.parametrize("head, body, name", [

@@ -1170,7 +1170,7 @@ def _points(text: str, tag: str) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------------- entry point
-_ENTITY_REF = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)[^;\s<&]{0,40};?")
+_ENTITY_REF = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)[A-Za-z_:][^;\s<&]{0,40};")
 
 
 def _parse_xml(text):
