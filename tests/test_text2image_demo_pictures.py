@@ -1,8 +1,9 @@
 """img2img and inpainting on the demo diffusion model's architecture (issue 24; inpainted by our latent blending).
-Always: the mechanics on the training script's seeded, untrained builders (pixels outside the mask exact, strength 0 the VAE round trip, strength 1
-text-to-image from the seed). When the trained `shapes-diffusion` is bundled: the issue's pixel oracles, which use
-no CLIP (inpainting "a blue square" into a masked half of a red image makes that half mostly blue; img2img at
-strength 0 returns the input within the VAE's error, PSNR >= 30 dB)."""
+
+Always: the mechanics on the training script's seeded, untrained builders (pixels outside the mask exact, strength 1
+text-to-image from the seed). When the trained `shapes-diffusion` is bundled: the issue's pixel oracles, which use no
+CLIP (inpainting "a blue square" into a masked half of a red image makes that half mostly blue; img2img at strength 0
+returns the input within the VAE's error, PSNR >= 30 dB)."""
 
 from __future__ import annotations
 
