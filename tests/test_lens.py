@@ -217,7 +217,7 @@ def test_search_on_the_page_streams_and_stop_shows_the_ranking_so_far(lens, tmp_
     outs = list(fns["lens_search"]("tiny-test-vit", files, "a cat"))
     assert len(outs) == 4  # a step per image, then the ranking
     token, gallery, progress, _notice, downloads = outs[-1]
-    assert len(gallery) == 3 and "done: 3 of 3 steps" in progress and any(d.endswith(".json") for d in downloads)
+    assert len(gallery) == 3 and "done: 3 of 3 images" in progress and any(d.endswith(".json") for d in downloads)
     assert "step 2 / 3" in outs[1][2] and len(outs[1][1]) == 2  # the images embedded so far
     # the uploads' names stay in the captions and the downloads (issue 29: captions were scores, files lens-search-0)
     ranked = [f"{n}.png" for n in json.loads(open(next(d for d in downloads if d.endswith(".json"))).read())["order"]]
@@ -259,3 +259,13 @@ def test_sixteen_bit_pngs_are_scaled_and_exif_orientation_applied_once(tmp_path)
     exif[0x0112] = 6
     img.save(tmp_path / "rot.jpg", exif=exif)
     assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+
+
+def test_without_an_index_the_tab_says_how_to_get_one():
+    """Issue 29: the page never hinted that "Search the index" exists without `--index`."""
+    import gradio as gr
+
+    demo, _ = _build_tab()
+    texts = " ".join(b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str))
+    assert "`--index DIR`" in texts and "Search the index" in texts
+    assert not any(getattr(b, "label", None) == "Search the index" for b in demo.blocks.values())

@@ -108,6 +108,9 @@ def test_progress_text_says_running_done_or_stopped():
 
     assert "step 3 / 10 (30 %)" in progress_html(3, 10)
     assert "done: 10 of 10 steps" in progress_html(10, 10, state="done")
+    assert "done: 7 of 7 images" in progress_html(7, 7, state="done", unit="images")  # a search counts images
+    one = progress_html(1, 1, "3 boxes", state="done", unit=None)  # one pass: nothing was stepped
+    assert "done · 3 boxes" in one and "steps" not in one
     stopped = progress_html(4, 10, state="stopped")
     assert "stopped at step 4 of 10" in stopped and "100 %" not in stopped and 'value="4"' in stopped
 

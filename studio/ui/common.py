@@ -422,11 +422,13 @@ def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None
     return btn
 
 
-def progress_html(step: int, total: int, text: str = "", state: str = "running") -> str:
-    """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: n steps") or
-    "stopped" ("stopped at step k of n")."""
+def progress_html(step: int, total: int, text: str = "", state: str = "running", unit: str | None = "steps") -> str:
+    """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: k of n steps") or
+    "stopped" ("stopped at step k of n"). `unit` names what was counted when done ("images" for a search; None for
+    a run of one pass, which says "done" alone: "done: 1 of 1 steps" said steps where nothing is stepped)."""
     pct = 100.0 * step / max(1, total)
-    head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": f"done: {step} of {total} steps",
+    done = f"done: {step} of {total} {unit}" if unit else "done"
+    head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": done,
             "stopped": f"stopped at step {step} of {total}"}[state]
     return (f'<div style="width:100%"><progress value="{step}" max="{total}" style="width:100%"></progress>'
             f"<div>{html.escape(head)}{' · ' + html.escape(text) if text else ''}</div></div>")

@@ -58,7 +58,7 @@ def stream_ranking(run: Iterator, flag: threading.Event) -> Iterator[tuple]:
                    for i, (im, s) in enumerate(zip(result.images, result.similarities))]
         best = f"best {result.similarities[0]:.1f}" if result.similarities else ""
         state = "stopped" if result.stopped else "done"
-        progress = progress_html(result.steps_run, total[0] or result.steps_run, best, state)
+        progress = progress_html(result.steps_run, total[0] or result.steps_run, best, state, unit="images")
         return gallery, progress, notice_markdown(result.notice), files
 
     yield from drive(run, flag, on_progress, on_result)
@@ -77,7 +77,7 @@ def stream_hits(run: Iterator, flag: threading.Event, root: str) -> Iterator[tup
         text = f"{len(gallery)} of {result.rows} images" + (f"; {result.hidden} below the threshold hidden"
                                                               if result.hidden else "")
         state = "stopped" if result.stopped else "done"
-        return gallery, progress_html(1, 1, text, state), notice_markdown(result.notice), files
+        return gallery, progress_html(1, 1, text, state, unit=None), notice_markdown(result.notice), files
 
     yield from drive(run, flag, on_progress, on_result)
 
@@ -160,7 +160,10 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
     """
     with gr.Tab("CLIP Lens", id="lens"):
         gr.Markdown("Ask CLIP what it sees: rank labels for an image, search your images with words, "
-                    "or move an image in embedding space (image − “dog” + “cat”).")
+                    "or move an image in embedding space (image − “dog” + “cat”)."
+                    + ("" if index is not None else " To search a whole folder of images, index it "
+                       "(`clip-studio index DIR`) and start the studio with `--index DIR`: a **Search the index** "
+                       "tab appears here."))
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
                             allow_custom_value=LIMITS.custom_models)
         model_state_line(model, model_state)
@@ -356,7 +359,7 @@ def build_detect(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, ru
                 files = result.save()
                 state = "stopped" if result.stopped else "done"
                 bar = progress_html(result.steps_run, result.steps_run, f"{len(result.boxes)} boxes from "
-                                    f"{result.proposals} proposals", state)
+                                    f"{result.proposals} proposals", state, unit=None)
                 return (bar, (result.source, result.annotations()), notice_markdown(result.notice),
                         [str(p) for p in files.values()])
 
