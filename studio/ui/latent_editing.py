@@ -225,6 +225,9 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     gif = str(save_gif(frames, fps=8)) if len(frames) > 1 else None
                     png = str(out.save(video="gif")["png"])
                     info = f"CLIPScore for “{out.prompt}”: {sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}"
+                    if "clip_score_augmented" in sc:  # the optimised view can be gamed; these views were not seen
+                        info += (f" (on augmented views it was not optimised on, the honest reading: "
+                                 f"{sc['clip_score_augmented_before']:.1f} → {sc['clip_score_augmented']:.1f})")
                     if "l2" in sc:
                         info += f"; ‖w − w₀‖² = {sc['l2']:.3f}, kept step {sc['best_step']} (lowest loss)"
                     line = f"{1000 * out.timings['per_step_s']:.0f} ms/step"
