@@ -49,7 +49,7 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     "stabilityai/sd-turbo": ModelPreset(num_steps=1, guidance_scale=0.0, size=512, one_step=True),  # model card
     "stabilityai/sdxl-turbo": ModelPreset(num_steps=1, guidance_scale=0.0, size=512, one_step=True),  # model card
-    # trained at 64x64; 20 DPM-Solver++ steps and guidance 5 are what its card's oracle hit rates were measured at
+    # made at 64x64; 20 DPM-Solver++ steps, guidance 5: the training script's oracle check settings (not tuned yet)
     DEMO_MODEL: ModelPreset(num_steps=20, guidance_scale=5.0, size=64, one_step=False),
 }
 # Other Stable Diffusion models: guidance 7.5 is diffusers' default; 25 steps is ours (diffusers' default is 50).
