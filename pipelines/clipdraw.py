@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from studio.images import to_pil, to_uint8
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
 from studio.render import MAX_CANVAS, Scene, Topology, from_svg, render, to_image, to_svg
 from studio.render.cost import check_render_work
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
 

@@ -30,8 +30,9 @@ from PIL import Image
 
 from studio.images import MIN_SIDE, load_image, to_pil, to_tensor
 from studio.outputs import new_folder
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, json_safe
 from studio.prompts import TEMPLATE_SETS
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve
 

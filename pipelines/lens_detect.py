@@ -46,8 +46,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from studio.images import MIN_SIDE, load_image
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
 from studio.prompts import TEMPLATE_SETS
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
 

@@ -39,7 +39,8 @@ from studio.index import (
     thumbnail_png,
 )
 from studio.outputs import new_folder
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, json_safe
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import Input, Task, check_text, register, resolve, run_settings
 

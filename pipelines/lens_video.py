@@ -42,8 +42,9 @@ import torch
 from PIL import Image
 
 from studio.images import load_image
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
 from studio.prompts import TEMPLATE_SETS
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
 
@@ -390,11 +391,9 @@ class LensVideoPipeline:
             run = self._index(path, cfg)
             item = next(run)
             while not isinstance(item, tuple):
-                if (yield item) == "stop":
-                    stopped = True
-                    item = run.send("stop")
-                else:
-                    item = next(run)
+                sent = yield item  # the runner's "stop" goes on to the indexing loop, which ends with what it has
+                stopped = stopped or sent == "stop"
+                item = run.send(sent)
             emb, times, duration = item
             if cfg.use_cache and not stopped and len(times):
                 self.cache.put(key, emb.numpy(), {"times_s": times, "duration_s": duration, "spec": self.scorer.spec})

@@ -42,7 +42,8 @@ from PIL import Image
 
 from pipelines.styleclip_invert import InversionOutput, Start, StartConfig, staged
 from studio.images import to_pil
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, json_safe
+from studio.runner import drain
 from studio.scorer import oom_guard
 from studio.tasks import SEED_MAX, check_text, param, resolve, run_settings
 

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from studio.images import resize_crop, to_pil, to_tensor, to_uint8
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
 from studio.tasks import SEED_MAX, param, resolve, run_settings
 

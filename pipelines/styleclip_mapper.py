@@ -48,7 +48,8 @@ from pipelines.styleclip_invert import Start, StartConfig, cap_frames, staged
 from studio.generators import DEMO_GENERATOR
 from studio.generators.stylegan2 import EqualLinear, PixelNorm
 from studio.images import to_pil, to_uint8
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
 

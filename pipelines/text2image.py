@@ -52,7 +52,8 @@ from pipelines.text2image_models import (
 from pipelines.text2image_refine import RefineOutput, Text2ImageRefineConfig
 from studio.device import pick_device, pick_dtype
 from studio.images import to_pil
-from studio.progress import Progress, Result, Stopped, drain, iterate_callback
+from studio.progress import Progress, Result, Stopped, iterate_callback
+from studio.runner import drain
 from studio.scorer import get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
 

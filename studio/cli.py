@@ -274,7 +274,8 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
 
     def on_step(item, progress):
         if bar is not None:
-            bar.set_postfix_str(f"{item.folder} step {progress.step}/{progress.total}", refresh=False)
+            bar.set_postfix_str(f"{item.folder} step {progress.step}/{progress.total} · {progress.clock.line()}",
+                                refresh=False)
             bar.refresh() if progress.preview is not None else None
 
     def on_item(item, line, status):
@@ -413,18 +414,19 @@ def index_main(argv: list[str], prog: str = "clip-studio") -> int:
 
         from studio.batch import Interrupt
 
+        def on_progress(progress):
+            if bar is not None and "images_total" in progress.metrics:
+                bar.total = progress.metrics["images_total"]
+                bar.n = progress.metrics["images_done"]
+                bar.set_postfix_str(progress.clock.line(), refresh=False)
+                bar.refresh()
+
+        from studio import runner
+
         with Interrupt() as interrupt:  # Ctrl-C stops after the batch in progress, keeping what was indexed
-            run = pipe.iter_index(folder, **settings)
             try:
-                item = next(run)
-                while not item.done:
-                    if bar is not None and "images_total" in item.metrics:
-                        bar.total = item.metrics["images_total"]
-                        bar.n = item.metrics["images_done"]
-                        bar.refresh()
-                    item = run.send("stop" if interrupt.flag else None)
+                item = runner.run(pipe.iter_index(folder, **settings), on_progress, stop=interrupt.stop)
             finally:
-                run.close()
                 if bar is not None:
                     bar.close()
     except (ValueError, RuntimeError, OSError) as err:

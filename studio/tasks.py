@@ -247,7 +247,7 @@ class Task:
         return getattr(pipe, self.batch_method)(seeds=seeds, **kwargs)
 
     def run(self, pipe: Any, callback: Callable | None = None, **kwargs: Any) -> Any:
-        from studio.progress import drain
+        from studio.runner import drain
 
         return drain(self.iterate(pipe, **kwargs), callback)
 

@@ -184,7 +184,7 @@ def test_batch_is_refused_by_name_for_a_task_that_runs_one_seed_at_a_time(tmp_pa
 
 def test_iterate_seeds_equals_one_seed_runs_and_encodes_together_only_where_exact(demo_scorer, monkeypatch):
     from pipelines.clipdraw import CLIPDrawPipeline
-    from studio.progress import drain
+    from studio.runner import drain
 
     pipe = CLIPDrawPipeline(demo_scorer)
     kw = dict(num_strokes=6, num_steps=4, canvas_size=32, negative_prompts=["a blue square"])

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
 
+from studio.runner import StopFlag, drive  # noqa: F401 — the tabs drive their runs through the one runner
+
 log = logging.getLogger("studio.ui")
 
 
@@ -140,18 +142,6 @@ def configure(custom_models: bool = True, max_run_s: float | None = None) -> Ser
 
 
 # ------------------------------------------------------------------------------------------------- the one Stop
-class StopFlag(threading.Event):
-    """A run's Stop flag; `reason` says why it was set when it was not the user's Stop (the server's time limit),
-    and is added to the result's notice."""
-
-    reason: str | None = None
-
-    def stop(self, reason: str | None = None) -> None:
-        if reason and not self.is_set():
-            self.reason = reason
-        self.set()
-
-
 class Runs:
     """The one Stop of every tab, keyed by the run (the event), not by the browser session.
 
@@ -164,8 +154,9 @@ class Runs:
         self._flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def start(self) -> tuple[str, StopFlag]:
-        token, flag = uuid.uuid4().hex, StopFlag()
+    def start(self, limit_s: float | None = None) -> tuple[str, StopFlag]:
+        """A new run's token and Stop flag; `limit_s`: the server's run-time limit, which the runner reads."""
+        token, flag = uuid.uuid4().hex, StopFlag(limit_s)
         with self._lock:
             self._flags[token] = flag
         return token, flag
@@ -196,30 +187,23 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
     values; the handler takes the same positional arguments and yields `(token, *outputs)`, the token going to
     the tab's run-token `gr.State` (the Stop button's input). Errors become `gr.Error` (see `user_errors`).
 
-    With a server time limit (`LIMITS.max_run_s` when the handler is built), a timer sets the flag when the run
-    has taken that long: it ends like a Stop, with its result, and the notice says why."""
+    With a server time limit (`LIMITS.max_run_s` when the handler is built), the flag carries it and the runner
+    stops the run once it has taken that long (counted from the click): it ends like a Stop, with its result, and
+    the notice says why."""
     limit = LIMITS.max_run_s
     outputs = {"count": None}  # filled by `one_gpu_queue` once the event is wired
 
     def handler(*args):
-        token, flag = RUNS.start()
+        token, flag = RUNS.start(limit)
         if outputs["count"]:
             # The token at once, every other output unchanged: the Stop button works from the first moment, and
             # Gradio registers the run's iterator, which is how a cancelled request (the page closed, an API
             # client's cancel) closes the run; before its first update a cancelled run would go on unseen.
             yield (token, *[gr.skip()] * (outputs["count"] - 1))
-        timer = None
-        if limit:
-            why = f"This server stops every run after {limit:g} s; the result so far is shown."
-            timer = threading.Timer(limit, flag.stop, kwargs={"reason": why})
-            timer.daemon = True
-            timer.start()
         try:
             for out in fn(*args, flag=flag):
                 yield (token, *out)
         finally:
-            if timer is not None:
-                timer.cancel()
             RUNS.finish(token)
 
     handler.__name__ = getattr(fn, "__name__", "run")
@@ -255,30 +239,6 @@ def one_gpu_queue(demo: gr.Blocks) -> int:
     return joined
 
 
-def drive(run: Iterator, flag: threading.Event, on_progress: Callable[[Any], tuple],
-          on_result: Callable[[Any], tuple]) -> Iterator[tuple]:
-    """Drive a task generator for the page: `on_progress(item)` for each progress item, `on_result(result)` once.
-
-    Between steps the Stop flag is read; once set, "stop" is sent and the task finishes with its best result so
-    far, which `on_result` shows like any other. Closing this generator (the page went away) closes the task."""
-    try:
-        item = next(run)
-        while not item.done:
-            yield on_progress(item)
-            item = run.send("stop" if flag.is_set() else None)
-    finally:
-        run.close()
-    timings = getattr(item, "timings", None)
-    if isinstance(timings, dict) and getattr(item, "task", None) and not getattr(item, "stopped", False):
-        from studio import lease
-
-        lease.record(item.task, timings.get("per_step_s"))  # sizes the next ZeroGPU lease of this task
-    reason = getattr(flag, "reason", None)
-    if reason and hasattr(item, "notice"):
-        item.notice = f"{item.notice} {reason}" if item.notice else reason
-    yield on_result(item)
-
-
 def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None = None) -> gr.Button:
     """The Stop button of a run: asks the run whose token the state holds to stop (no queue: it must not wait
     behind the run it stops)."""
@@ -290,12 +250,15 @@ def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None
     return btn
 
 
-def progress_html(step: int, total: int, text: str = "", state: str = "running") -> str:
+def progress_html(step: int, total: int, text: str = "", state: str = "running", clock: Any = None) -> str:
     """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: n steps") or
-    "stopped" ("stopped at step k of n")."""
+    "stopped" ("stopped at step k of n"). clock: the runner's `Clock` of a running item (`item.clock`): its line
+    (elapsed time, speed, ETA) follows the step."""
     pct = 100.0 * step / max(1, total)
     head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": f"done: {step} of {total} steps",
             "stopped": f"stopped at step {step} of {total}"}[state]
+    if clock is not None:
+        head = f"{head} · {clock.line()}"
     return (f'<div style="width:100%"><progress value="{step}" max="{total}" style="width:100%"></progress>'
             f"<div>{html.escape(head)}{' · ' + html.escape(text) if text else ''}</div></div>")
 

@@ -80,7 +80,7 @@ class _Bar:
 
     def running(self, item: Any) -> str:
         self.total = item.total
-        return progress_html(item.step, item.total, _status(item))
+        return progress_html(item.step, item.total, _status(item), clock=item.clock)
 
     def end(self, result: Any, text: str = "") -> str:
         if not self.total:  # nothing ran: the result was at hand (a cached relevance)

@@ -49,7 +49,7 @@ def stream_ranking(run: Iterator, flag: threading.Event) -> Iterator[tuple]:
         total[0] = item.total
         if item.preview is not None:
             seen.append((item.preview, caption))
-        return list(seen), progress_html(item.step, item.total, f"similarity {caption}"), "", None
+        return list(seen), progress_html(item.step, item.total, f"similarity {caption}", clock=item.clock), "", None
 
     def on_result(result) -> tuple:
         files = [str(p) for p in result.save().values()]
@@ -66,7 +66,7 @@ def stream_hits(run: Iterator, flag: threading.Event, root: str) -> Iterator[tup
     """Drive an index search for the page: (gallery, progress, notice, downloads) tuples; captions are the
     similarity and the path inside the indexed folder."""
     def on_progress(item) -> tuple:
-        return [], progress_html(item.step, item.total, "searching"), "", None
+        return [], progress_html(item.step, item.total, "searching", clock=item.clock), "", None
 
     def on_result(result) -> tuple:
         files = [str(p) for p in result.save().values()]
@@ -86,7 +86,7 @@ def stream_update(run: Iterator, flag: threading.Event, describe: Callable[[], s
         m = item.metrics
         text = f"images {m.get('images_done', 0)} / {m.get('images_total', 0)}" + (
             f", {m['skipped']} unreadable" if m.get("skipped") else "")
-        return gr.update(), progress_html(item.step, item.total, text or item.stage), gr.update()
+        return gr.update(), progress_html(item.step, item.total, text or item.stage, clock=item.clock), gr.update()
 
     def on_result(r) -> tuple:
         lines = [describe(), f"{r.new} new, {r.changed} changed, {r.deleted} deleted, {r.unchanged} unchanged; "
@@ -285,10 +285,8 @@ def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run
                       **_settings(values, names))
 
             def on_progress(item):
-                eta = item.metrics.get("eta_s")
-                text = f"frames {item.step} / {item.total}" + (f" · ETA {eta:.0f} s" if eta is not None else "")
-                return (progress_html(item.step, item.total, text), gr.update() if item.preview is None
-                        else item.preview, gr.update(), gr.update(), "", None)
+                bar = progress_html(item.step, item.total, f"frames {item.step} / {item.total}", clock=item.clock)
+                return (bar, gr.update() if item.preview is None else item.preview, gr.update(), gr.update(), "", None)
 
             def on_result(result):
                 files = result.save()
@@ -340,7 +338,8 @@ def build_detect(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, ru
             gen = run(spec, det, img, text, crop, **_settings(values, names))
 
             def on_progress(item):
-                bar = progress_html(item.step, item.total, f"{item.metrics.get('boxes', 0):.0f} boxes so far")
+                boxes = f"{item.metrics.get('boxes', 0):.0f} boxes so far"
+                bar = progress_html(item.step, item.total, boxes, clock=item.clock)
                 return bar, (item.preview, []) if item.preview is not None else gr.update(), "", None
 
             def on_result(result):

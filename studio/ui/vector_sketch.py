@@ -59,7 +59,7 @@ def stream(run: Iterator, flag: threading.Event, video: str = "mp4") -> Iterator
         loss = item.metrics.get("loss")
         text = f"loss {loss:.4f}" if loss is not None else ""
         preview = item.preview if item.preview is not None else gr.skip()
-        return preview, progress_html(item.step, item.total, text), None, None, None, ""
+        return preview, progress_html(item.step, item.total, text, clock=item.clock), None, None, None, ""
 
     def on_result(item) -> tuple:
         paths = item.save(video=video)
