@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.registry import register
 from studio.hub import DEMO_CLIP
 from studio.images import load_image, resize_crop, to_tensor
 from studio.index import (
@@ -42,7 +43,7 @@ from studio.outputs import new_folder
 from studio.progress import Progress, Result, json_safe
 from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import Input, Task, check_text, register, resolve, run_settings
+from studio.tasks import Input, Task, check_text, resolve, run_settings
 
 __all__ = ["CLIPIndexPipeline", "LensIndexConfig", "LensIndexSearchConfig", "LensIndexResult", "LensIndexHits",
            "clip_identity"]

@@ -41,14 +41,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.registry import register
 from studio.images import load_image
+from studio.media import VIDEO_SUFFIXES
 from studio.progress import Progress, Result
 from studio.prompts import TEMPLATE_SETS
 from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")
 MAX_FRAMES = 20_000  # sampled frames per video (2 h at 1 fps is 7,200): the embeddings of each are kept
 MAX_VIDEO_BYTES = 8 * 1024**3
 MAX_PATCHES = 64  # patches per frame (a 720-px 16:9 frame at the defaults has 3)

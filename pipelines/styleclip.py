@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.registry import register
 from pipelines.styleclip_global import (
     ChannelRelevance,
     GlobalDirectionConfig,
@@ -63,7 +64,7 @@ from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result
 from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import Input, Task, check_text, param, resolve, run_settings
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings and results

@@ -32,6 +32,7 @@ from PIL import Image
 
 from pipelines import text2image_edit as _edit
 from pipelines import text2image_refine as _refine
+from pipelines.registry import register
 from pipelines.text2image_edit import EditOutput, Text2ImageEditConfig
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
@@ -55,7 +56,7 @@ from studio.images import to_pil
 from studio.progress import Progress, Result, Stopped, iterate_callback
 from studio.runner import drain
 from studio.scorer import get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
 LOW_VRAM_BYTES = 6 * 1024**3  # below this, weights stay on the CPU between uses (SD-Turbo fp16 needs ~3.5 GB resident)
 VAE_TILING_PIXELS = 768 * 768  # above this the VAE decodes in tiles (its activations dominate memory at 1024^2)

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from studio import runner
+from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from studio.progress import json_safe, settings_json
 from studio.runner import StopFlag
 from studio.tasks import MAX_PROMPT_CHARS, SEED_MAX, Task
 
 MANIFEST = "manifest.jsonl"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")  # pipelines/lens_video.py reads these
 MAX_SEEDS = 10_000  # seeds in one --seeds range
 
 

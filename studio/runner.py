@@ -10,7 +10,7 @@ with the whole `Progress` handed to `on_progress`; `drain(gen, callback)` is the
 `callback(step, total, preview)` (STYLE.md §7) returning False stops the run.
 
 `ModelPool` builds pipelines with `Task.load` and keeps the last few resident (one lock; a pipeline whose CLIP was
-the demo stand-in is built again once the real weights are there).
+the demo stand-in is built again once the real weights are there, or once its scorer was released).
 
 No torch here: the page's modules import this.
 """
@@ -197,13 +197,13 @@ def drive(gen: Iterator[Any], flag: threading.Event, on_progress: Callable[[Any]
 
 # ------------------------------------------------------------------------------------------------ the model pool
 class ModelPool:
-    """Pipelines built by `Task.load`, the last `keep` of them resident (one lock for all loads; a StyleGAN2 at 1024
-    or a diffusers model is large, so the page keeps one).
+    """Pipelines built by `Task.load`, the last `keep` of each loader resident (one lock for all loads; a StyleGAN2
+    at 1024 or an OWL detector is large, so the page keeps one StyleCLIP pipeline and one detector).
 
     `get(task, **models)` returns the resident pipeline for (the task's `load`, its model specs), building it on
-    first use; one whose CLIP was the bundled demo stand-in is built again once the real weights are resident
-    (`scorer.is_demo` while the spec's resident scorer is another). `on_load(task, models)` is told before a
-    build (the page shows a toast)."""
+    first use; one whose CLIP is no longer the resident scorer of its key (the bundled demo model stood in and
+    the real weights have arrived, or the scorer was released) is built again. `on_load(task, models)` is told
+    before a build (the page shows a toast)."""
 
     def __init__(self, keep: int = 1, on_load: Callable[[Any, dict], None] | None = None) -> None:
         self.keep = keep
@@ -211,20 +211,25 @@ class ModelPool:
         self._pipes: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, task: Any, **models: Any) -> Any:
+    def get(self, task: Any, *, on_load: Callable[[], None] | None = None, **models: Any) -> Any:
+        """The resident pipeline of `task.load(**models)`, built now if needed (`on_load()`, else the pool's
+        `on_load(task, models)`, is called first)."""
         key = (task.load, tuple(sorted((k, repr(v)) for k, v in models.items())))
         with self._lock:
             pipe = self._pipes.get(key)
             if pipe is not None and not _stale(pipe):
                 self._pipes.move_to_end(key)
                 return pipe
-            if self.on_load is not None:
+            if on_load is not None:
+                on_load()
+            elif self.on_load is not None:
                 self.on_load(task, models)
             pipe = task.load(**models)  # a failure keeps what was resident
             self._pipes.pop(key, None)
             self._pipes[key] = pipe
-            while len(self._pipes) > self.keep:
-                self._pipes.popitem(last=False)
+            same = [k for k in self._pipes if k[0] == key[0]]  # oldest first
+            for old in same[:max(0, len(same) - self.keep)]:
+                del self._pipes[old]
             return pipe
 
     def clear(self) -> None:
@@ -236,15 +241,14 @@ class ModelPool:
 
 
 def _stale(pipe: Any) -> bool:
-    """Whether a pipeline's CLIP is the demo model standing in for real weights that have since become resident
-    (`get_scorer` for the same key now gives another scorer): then it is built again on them."""
+    """Whether a pipeline's CLIP is no longer the resident scorer of its key: the demo model stood in and the real
+    weights have since arrived (`get_scorer` swaps them), or the scorer was released to make room. Then the
+    pipeline is built again, on the scorer `get_scorer` gives now."""
     scorer = getattr(pipe, "scorer", None)
-    if scorer is None or not getattr(scorer, "is_demo", False):
+    spec, device, dtype = (getattr(scorer, k, None) for k in ("spec", "device", "dtype"))
+    if spec is None or device is None or dtype is None:
         return False
     from studio.device import precision_name
-    from studio.hub import DEMO_CLIP
     from studio.scorer import get_scorer
 
-    if scorer.spec == DEMO_CLIP:  # the demo model asked for by name stands in for nothing
-        return False
-    return get_scorer(scorer.spec, device=scorer.device, precision=precision_name(scorer.dtype)) is not scorer
+    return get_scorer(spec, device=device, precision=precision_name(dtype)) is not scorer

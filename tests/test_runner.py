@@ -113,7 +113,7 @@ def test_every_progress_bar_of_the_page_shows_the_runners_line():
     now[0] = 2.0
     clock.tick(3, 4)
     bar = progress_html(3, 4, "loss 0.5", clock=clock)
-    assert "step 3 / 4 (75 %) · elapsed 2 s · 1.0 steps/s · ETA 1 s · loss 0.5" in bar
+    assert "step 3 / 4 (75 %) · loss 0.5 · elapsed 2 s · 1.0 steps/s · ETA 1 s</div>" in bar
 
 
 # ---------------------------------------------------------------------------------------------------- the pool
@@ -161,6 +161,10 @@ def test_the_pool_keeps_n_resident_and_loads_once_under_one_lock():
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert got[0] is got[1] and len(built) == 5
+    # keep-N counts each loader on its own: another task's pipeline does not push these out
+    other = _FakeTask("u", built)
+    pool.get(other, clip="a")
+    assert len(pool) == 3 and pool.get(task, clip="d") is got[0] and len(built) == 6
 
 
 def test_the_pool_builds_again_when_real_weights_replace_the_demo_stand_in(monkeypatch):
@@ -187,7 +191,8 @@ def test_the_pool_builds_again_when_real_weights_replace_the_demo_stand_in(monke
     first = pool.get(task, clip="ViT-B-32/openai")
     assert pool.get(task, clip="ViT-B-32/openai") is first and len(built) == 1  # the stand-in is still resident
     assert asked[-1] == ("ViT-B-32/openai", "cpu", "fp32")  # the stand-in's own key
-    resident["scorer"] = real = SimpleNamespace(spec="ViT-B-32/openai", is_demo=False)  # the real weights arrived
+    real = SimpleNamespace(spec="ViT-B-32/openai", is_demo=False, device="cpu", dtype=torch.float32)
+    resident["scorer"] = real  # the real weights arrived
     second = pool.get(task, clip="ViT-B-32/openai")
     assert second is not first and second.scorer is real and len(built) == 2
     assert pool.get(task, clip="ViT-B-32/openai") is second  # a real model stays

@@ -76,7 +76,7 @@ def test_svg_upload_is_read_and_bad_files_are_named(tmp_path):
 
 def _specs():
     from pipelines.clipdraw import COLOR_MODES
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     return {"draw_specs": get_task("clipdraw").specs(), "sketch_specs": get_task("clipasso").specs(),
             "colour_modes": list(COLOR_MODES)}

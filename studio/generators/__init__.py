@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-DEMO_GENERATOR = "demo-shapes"
+from studio.defaults import DEMO_GENERATOR  # noqa: F401 — the bundled demo generator, named in studio/defaults.py
 
 
 def available_generators() -> list[str]:

@@ -22,6 +22,17 @@ from studio.runner import StopFlag, drive  # noqa: F401 — the tabs drive their
 log = logging.getLogger("studio.ui")
 
 
+@dataclass
+class ServerLimits:
+    """What the server allows (from `studio.trust.Policy`; `one_gpu_queue(demo, limits)` hands them to every
+    handler once the page is built, so no tab reads a global while it is built). custom_models: model dropdowns
+    take typed values and errors show full paths (a local server); max_run_s: every run is stopped after this many
+    seconds, keeping its result (a public server)."""
+
+    custom_models: bool = True
+    max_run_s: float | None = None
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]{0,32}[A-Za-z]")  # terminal colour codes (torch's errors carry some)
 
 
@@ -32,12 +43,12 @@ def _server_dirs() -> list[str]:
     return sorted((d.rstrip("/") for d in dirs if d and d != "/"), key=len, reverse=True)
 
 
-def _message(err: Exception) -> str:
+def _message(err: Exception, public: bool = False) -> str:
     """The text the page shows for an error: no terminal codes; on a public server (no custom model values) also
     the server's folders cut down to what lies below them (`…/upload-123/photo.png`), so its layout does not
     reach a visitor. A local server shows its own user the full paths."""
     text = _ANSI.sub("", str(err)) or type(err).__name__
-    if not LIMITS.custom_models:
+    if public:
         for folder in _server_dirs():
             text = text.replace(folder + "/", "…/")
     return text
@@ -49,7 +60,7 @@ def is_user_error(err: BaseException) -> bool:
             or getattr(err, "user_facing", False))
 
 
-def user_errors(fn: Callable) -> Callable:
+def user_errors(fn: Callable, limits: ServerLimits | None = None) -> Callable:
     """Wrap a handler so that bad input and failures reach the page as `gr.Error`, never a dead worker.
 
     Expected errors carry messages written for users: ValueError and FileNotFoundError (bad input), and the
@@ -58,20 +69,25 @@ def user_errors(fn: Callable) -> Callable:
     KeyError: our bugs) is logged with its traceback and reported briefly. Gradio prints no traceback of its own
     for either (`print_exception=False`), so the server log holds one line per user error and one traceback per
     bug. A setup problem stays on the page until the user dismisses it, instead of vanishing after a few seconds.
+
+    The wrapper's `studio_limits` (`limits`, else its own) are the server's limits, which `one_gpu_queue` sets once
+    the page is built: a public server's messages show no server folders.
     """
+    limits = limits or ServerLimits()
 
     def convert(err: Exception) -> gr.Error:
         if isinstance(err, gr.Error):  # raised by a handler itself: already worded for the page
-            log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
+            log.info("%s: %s", fn.__name__, _message(err, not limits.custom_models).splitlines()[0][:300])
             err.print_exception = False
             return err
+        message = _message(err, not limits.custom_models)
         if is_user_error(err):
-            log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
+            log.info("%s: %s", fn.__name__, message.splitlines()[0][:300])
             if getattr(err, "setup_problem", False):
-                return setup_error(_message(err))
-            return gr.Error(_message(err), print_exception=False)
+                return setup_error(message)
+            return gr.Error(message, print_exception=False)
         log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the server log.",
+        return gr.Error(f"Something went wrong ({type(err).__name__}: {message}). Details are in the server log.",
                         print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
@@ -81,6 +97,7 @@ def user_errors(fn: Callable) -> Callable:
                 yield from fn(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 — every failure becomes a message on the page
                 raise convert(err) from err
+        gen_wrapper.studio_limits = limits
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -89,6 +106,7 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001
             raise convert(err) from err
+    wrapper.studio_limits = limits
     return wrapper
 
 
@@ -119,26 +137,6 @@ def setup_error(message: str) -> gr.Error:
 
 def notice_markdown(notice: str | None) -> str:
     return f"⚠️ {notice}" if notice else ""
-
-
-# ------------------------------------------------------------------------------------------- the server's limits
-@dataclass
-class ServerLimits:
-    """What the server allows (from `studio.trust.Policy`, set by `studio.app.build_app` before the tabs are built;
-    each tab reads it while it is built). custom_models: model dropdowns take typed values (a local server);
-    max_run_s: every run is stopped after this many seconds, keeping its result (a public server)."""
-
-    custom_models: bool = True
-    max_run_s: float | None = None
-
-
-LIMITS = ServerLimits()
-
-
-def configure(custom_models: bool = True, max_run_s: float | None = None) -> ServerLimits:
-    """Set the limits the tabs built next will use (the handlers keep the values they were built with)."""
-    LIMITS.custom_models, LIMITS.max_run_s = bool(custom_models), max_run_s
-    return LIMITS
 
 
 # ------------------------------------------------------------------------------------------------- the one Stop
@@ -187,14 +185,14 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
     values; the handler takes the same positional arguments and yields `(token, *outputs)`, the token going to
     the tab's run-token `gr.State` (the Stop button's input). Errors become `gr.Error` (see `user_errors`).
 
-    With a server time limit (`LIMITS.max_run_s` when the handler is built), the flag carries it and the runner
-    stops the run once it has taken that long (counted from the click): it ends like a Stop, with its result, and
-    the notice says why."""
-    limit = LIMITS.max_run_s
+    With a server time limit (`ServerLimits.max_run_s`, set by `one_gpu_queue`), the flag carries it and the
+    runner stops the run once it has taken that long (counted from the click): it ends like a Stop, with its
+    result, and the notice says why."""
+    limits = ServerLimits()
     outputs = {"count": None}  # filled by `one_gpu_queue` once the event is wired
 
     def handler(*args):
-        token, flag = RUNS.start(limit)
+        token, flag = RUNS.start(limits.max_run_s)
         if outputs["count"]:
             # The token at once, every other output unchanged: the Stop button works from the first moment, and
             # Gradio registers the run's iterator, which is how a cancelled request (the page closed, an API
@@ -208,7 +206,7 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
 
     handler.__name__ = getattr(fn, "__name__", "run")
     handler.__doc__ = fn.__doc__
-    wrapped = user_errors(gpu_bound(handler))
+    wrapped = user_errors(gpu_bound(handler), limits)
     wrapped.studio_outputs = outputs
     return wrapped
 
@@ -223,15 +221,19 @@ def gpu_bound(fn: Callable) -> Callable:
     return fn
 
 
-def one_gpu_queue(demo: gr.Blocks) -> int:
-    """Give every marked event of `demo` the one concurrency id (their limit is the queue's default limit), and
-    tell each run handler how many outputs its event has (its first update is the run token alone). Returns how
-    many events were joined."""
+def one_gpu_queue(demo: gr.Blocks, limits: ServerLimits | None = None) -> int:
+    """Give every marked event of `demo` the one concurrency id (their limit is the queue's default limit), tell
+    each run handler how many outputs its event has (its first update is the run token alone), and hand every
+    handler the server's `limits`. Returns how many events were joined."""
+    limits = limits or ServerLimits()
     joined = 0
     for block_fn in demo.fns.values():
         outputs = getattr(block_fn.fn, "studio_outputs", None)
         if outputs is not None:
             outputs["count"] = len(block_fn.outputs)
+        own = getattr(block_fn.fn, "studio_limits", None)
+        if own is not None:
+            own.custom_models, own.max_run_s = limits.custom_models, limits.max_run_s
         if getattr(block_fn.fn, "studio_gpu", False):
             block_fn.concurrency_id = GPU_QUEUE
             block_fn.concurrency_limit = "default"
@@ -252,15 +254,14 @@ def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None
 
 def progress_html(step: int, total: int, text: str = "", state: str = "running", clock: Any = None) -> str:
     """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: n steps") or
-    "stopped" ("stopped at step k of n"). clock: the runner's `Clock` of a running item (`item.clock`): its line
-    (elapsed time, speed, ETA) follows the step."""
+    "stopped" ("stopped at step k of n"), then `text`. clock: the runner's `Clock` of a running item (`item.clock`):
+    its line (elapsed time, speed, ETA) ends the bar's text."""
     pct = 100.0 * step / max(1, total)
     head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": f"done: {step} of {total} steps",
             "stopped": f"stopped at step {step} of {total}"}[state]
-    if clock is not None:
-        head = f"{head} · {clock.line()}"
+    line = " · ".join(p for p in (head, text, clock.line() if clock is not None else "") if p)
     return (f'<div style="width:100%"><progress value="{step}" max="{total}" style="width:100%"></progress>'
-            f"<div>{html.escape(head)}{' · ' + html.escape(text) if text else ''}</div></div>")
+            f"<div>{html.escape(line)}</div></div>")
 
 
 # --------------------------------------------------------------------------------- controls from the task configs

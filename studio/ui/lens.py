@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from studio.ui.common import (
-    LIMITS,
     control,
     drive,
     gpu_bound,
@@ -141,8 +140,10 @@ def build_index_tab(index: dict, specs: dict[str, dict[str, Any]]) -> None:
 def build(classify: Callable, search: Callable, arithmetic: Callable, model_choices: list[str],
           default_model: str, model_status: Callable[[str], str | None], specs: dict[str, dict[str, Any]],
           max_gallery: int, model_state: Callable[[str], str] | None = None, image_search: Callable | None = None,
-          index: dict | None = None, video: dict | None = None, detect: dict | None = None) -> None:
-    """Add the Lens tab's components to the current Blocks.
+          index: dict | None = None, video: dict | None = None, detect: dict | None = None,
+          custom_models: bool = True) -> None:
+    """Add the Lens tab's components to the current Blocks. `custom_models`: the model dropdown takes typed values
+    (a local server; a public one offers its list only).
 
     classify(spec, image, labels_text, **settings) -> {"labels": [(label, prob)], "notice": str | None}
     search(spec, files, query, **settings) -> the lens-search task generator (progress items, then the ranking)
@@ -160,7 +161,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
         gr.Markdown("Ask CLIP what it sees: rank labels for an image, search your images with words, "
                     "or move an image in embedding space (image − “dog” + “cat”).")
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
-                            allow_custom_value=LIMITS.custom_models)
+                            allow_custom_value=custom_models)
         model_state_line(model, model_state)
         notice = gr.Markdown()
 

@@ -16,7 +16,6 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from studio.ui.common import (
-    LIMITS,
     control,
     drive,
     image_upload,
@@ -99,8 +98,9 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
           default_model: str, model_status: Callable[[str], str | None], *, draw_specs: dict[str, Any],
           sketch_specs: dict[str, Any], colour_modes: list[str], loss_model_choices: list[str] | None = None,
           default_loss_model: str | None = None, cpu: bool = False,
-          model_state: Callable[[str], str] | None = None) -> None:
-    """Add the Vector Sketch tab's components to the current Blocks.
+          model_state: Callable[[str], str] | None = None, custom_models: bool = True) -> None:
+    """Add the Vector Sketch tab's components to the current Blocks. `custom_models`: the model dropdowns take typed
+    values (a local server; a public one offers its list only).
 
     clipdraw(spec, prompt, init_svg, settings) -> a CLIPDraw run generator (settings: `CLIPDrawConfig` fields).
     clipasso(spec, loss_spec or None, image, settings) -> a CLIPasso run generator; loss_spec is the CLIP whose
@@ -120,7 +120,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     + (f" Running on a CPU, the controls start smaller than the papers' settings ({paper}), which "
                        "take a GPU." if cpu else ""))
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
-                            allow_custom_value=LIMITS.custom_models)
+                            allow_custom_value=custom_models)
         model_state_line(model, model_state)
 
         def announce(spec):
@@ -191,7 +191,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     with gr.Accordion("Loss CLIP (optional)", open=False):
                         loss_model = gr.Dropdown(loss_choices, value=default_loss_model or SAME_MODEL,
                                                  label="Loss CLIP (a ResNet, e.g. RN101, as in the paper)",
-                                                 allow_custom_value=LIMITS.custom_models)
+                                                 allow_custom_value=custom_models)
                 with gr.Column():
                     sketch_out = outputs_column("clipasso")
 
