@@ -274,7 +274,7 @@ class CLIPDrawPipeline:
         k = len(cfgs)
         palette = parse_palette(cfg.colors)
         size, total = cfg.canvas_size, cfg.num_steps
-        base = _read_svg(init_svg, size) if init_svg is not None else None
+        base = read_init_svg(init_svg, size) if init_svg is not None else None
         total_paths = cfg.num_strokes + (base.num_paths if base is not None else 0)
         if total_paths > 1024:
             raise ValueError(f"`num_strokes` plus the SVG's {total_paths - cfg.num_strokes} paths must be at most "
@@ -462,7 +462,7 @@ def _side_by_side(images: list) -> Any:
     return strip
 
 
-def _read_svg(svg: str | bytes | FilePath, canvas_size: int) -> Scene:
+def read_init_svg(svg: str | bytes | FilePath, canvas_size: int) -> Scene:
     """An uploaded SVG (markup, or a path to an .svg file) as a one-scene batch scaled onto the canvas."""
     if isinstance(svg, FilePath) or (isinstance(svg, str) and svg.strip().lower().endswith(".svg")
                                      and "<" not in svg):

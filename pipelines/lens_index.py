@@ -15,6 +15,7 @@ the tasks are registered as `lens-index` and `lens-index-search`.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,8 @@ class LensIndexResult(Result):
 
 @dataclass
 class LensIndexHits(Result):
-    """Search results, best first. `images`: their thumbnails; `paths`: the image files (absolute); `similarities`:
+    """Search results, best first. `images`: their thumbnails; `paths`: the image files (absolute, or relative to the
+    indexed folder from a pipeline with `relative_paths`); `similarities`:
     cosine × 100; `query`: the query as read (terms and weights); `hidden`: results of the top-k left out by the
     threshold; `rows`: images searched; `approximate`: whether the IVF index answered (else an exact scan)."""
 
@@ -145,16 +147,19 @@ class CLIPIndexPipeline:
     >>> lens.search("photos/", '"2:a red circle" + ./ref.png - square').paths[:3]  # doctest: +SKIP
 
     `allow_paths=False` (the web page) refuses query terms that name files: a visitor's text never reaches the disk.
+    `relative_paths=True` (a public server) gives search results' paths relative to the indexed folder, and names
+    the folder by its last part only: the server's own layout never reaches a visitor's downloads.
     `location` puts the Lance tables elsewhere than `FOLDER/.clip-studio-index` (a read-only folder).
     """
 
     def __init__(self, scorer: CLIPScorer, index_config: LensIndexConfig | None = None,
                  search_config: LensIndexSearchConfig | None = None, *, allow_paths: bool = True,
-                 location: str | Path | None = None):
+                 relative_paths: bool = False, location: str | Path | None = None):
         self.scorer = scorer
         self.index_config = index_config or LensIndexConfig()
         self.search_config = search_config or LensIndexSearchConfig()
         self.allow_paths = allow_paths
+        self.relative_paths = relative_paths
         self.location = location
 
     @classmethod
@@ -301,15 +306,20 @@ class CLIPIndexPipeline:
         shown = [h for h in hits if h.similarity >= cfg.threshold]
         t2 = time.perf_counter()
         images = [h.thumbnail_image() for h in shown]
+        found = [h.path for h in shown]
+        where = str(folder)
+        if self.relative_paths:  # a public server: nothing of its absolute layout in the result or its files
+            found = [Path(os.path.relpath(p, idx.folder)).as_posix() for p in found]
+            where = idx.folder.name
         label = describe(terms)
         stopped = (yield Progress(1, 1, images[0] if images else None,
                                   {"top_similarity": shown[0].similarity} if shown else {})) == "stop"
         yield LensIndexHits(
-            images=images, paths=[h.path for h in shown], similarities=[h.similarity for h in shown], query=label,
+            images=images, paths=found, similarities=[h.similarity for h in shown], query=label,
             hidden=len(hits) - len(shown), rows=idx.count(), approximate=idx.has_ann(),
             scores={"top_similarity": shown[0].similarity} if shown else {}, seed=cfg.seed,
             timings={"embed_s": t1 - t0, "search_s": t2 - t1, "total_s": time.perf_counter() - t0},
-            settings=run_settings(cfg, folder=str(folder), **({"query": query} if query else {})),
+            settings=run_settings(cfg, folder=where, **({"query": query} if query else {})),
             stopped=stopped, notice=self.scorer.notice, steps_run=1)
 
 

@@ -88,6 +88,11 @@ class LensVideoConfig:
     moment_level: float = param(0.5, 0.0, 1.0, step=0.05, label="Moment level",
                                 help="a frame joins a moment when its score is at least this fraction of the way "
                                      "from the median frame's score to the best frame's (0.5: halfway)")
+    merge_gap_s: float = param(0.5, 0.0, 60.0, step=0.5, control=False, label="Merge tolerance (s)",
+                               help="two moments are one when the gap between them is shorter than the sampling "
+                                    "interval plus this: a frame that dips below the moment level (a blur, a turn) "
+                                    "does not split one appearance in two (at 1 fps, 0.5 s merges across one "
+                                    "missing frame, not two)")
     clip_padding_s: float = param(1.0, 0.0, 30.0, step=0.5, label="Clip padding (s)",
                                   help="seconds of video kept before and after each moment in its clip")
     max_duration_s: float = param(7200.0, 1.0, 86400.0, control=False, label="Longest video (s)",
@@ -179,7 +184,7 @@ def _ffmpeg() -> str:
 def cut_clip(video: str | Path, start_s: float, duration_s: float, path: str | Path) -> Path:
     """`duration_s` seconds of `video` from `start_s` as an H.264 MP4 (re-encoded, so the cut is frame-exact)."""
     out = Path(path)
-    cmd = [_ffmpeg(), "-v", "error", "-nostdin", "-y", "-ss", f"{start_s:.3f}", "-i", str(Path(video).resolve()),
+    cmd = [_ffmpeg(), "-v", "error", "-nostdin", "-y", "-ss", f"{start_s:.3f}", *ffmpeg_input(Path(video)),
            "-t", f"{duration_s:.3f}", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-vf",
            "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(out.resolve())]
     done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S)
@@ -190,8 +195,8 @@ def cut_clip(video: str | Path, start_s: float, duration_s: float, path: str | P
 
 def grab_frame(video: str | Path, t: float, side: int = THUMB_SIDE) -> Image.Image:
     """The frame of `video` at `t` seconds (ffmpeg seeks; nothing before it is decoded), at most `side` long."""
-    cmd = [_ffmpeg(), "-v", "error", "-nostdin", "-ss", f"{t:.3f}", "-i", str(Path(video).resolve()), "-frames:v",
-           "1", "-f", "image2pipe", "-vcodec", "png", "-"]
+    cmd = [_ffmpeg(), "-v", "error", "-nostdin", "-ss", f"{t:.3f}", *ffmpeg_input(Path(video)), "-frames:v", "1",
+           "-f", "image2pipe", "-vcodec", "png", "-"]
     done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S)
     if done.returncode != 0 or not done.stdout:
         raise RuntimeError(f"ffmpeg could not read the frame at {t:.2f} s of {Path(video).name!r}: "
@@ -209,8 +214,47 @@ def _reason(stderr: bytes | str) -> str:
     return (lines[-1] if lines else "no reason given")[:300]
 
 
+# The containers a video upload may be, by their first bytes, and the ffmpeg demuxer that reads each. ffmpeg picks
+# its demuxer from a file's content, not its name, and its DASH, HLS and concat demuxers open further files (by
+# absolute path or ../) named inside a "video": a 486-byte manifest named .mp4 made the server read its own files.
+# So every ffmpeg call on an upload forces the demuxer of the container found here, whitelists only these demuxers
+# (nested opens included) and only the `file` protocol, and turns QuickTime's external data references off.
+CONTAINERS = {"mov": "MP4/QuickTime", "matroska": "Matroska/WebM", "avi": "AVI"}
+_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid")
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The ffmpeg demuxer for a file that starts with `head` (16 bytes are enough), or None if it is none of
+    `CONTAINERS`: an ISO base media box (MP4, MOV, M4V), an EBML header (Matroska, WebM), or RIFF AVI."""
+    if len(head) >= 8 and head[4:8] in _ISO_BOXES:
+        return "mov"
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return None
+
+
+def ffmpeg_input(path: Path) -> list[str]:
+    """ffmpeg's input arguments for the checked video `path`: its demuxer forced (`check_video` found it), only
+    that family of demuxers and the `file` protocol allowed, the path given as a `file:` URL (so no name is read
+    as another protocol)."""
+    demuxer = sniff_container(_head(path))
+    if demuxer is None:  # check_video refused it already; a file changed since is refused again
+        raise ValueError(f"`video` {path.name!r} is not a video container ffmpeg may read here")
+    drefs = ["-enable_drefs", "0"] if demuxer == "mov" else []
+    return ["-f", demuxer, "-format_whitelist", ",".join(CONTAINERS), "-protocol_whitelist", "file", *drefs,
+            "-i", f"file:{path.resolve()}"]
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(16)
+
+
 def check_video(video: Any) -> Path:
-    """The path of an existing video file with a known suffix, else `ValueError` naming `video`."""
+    """The path of an existing video file with a known suffix whose content is one of `CONTAINERS` (by its first
+    bytes, before ffmpeg sees it), else `ValueError` naming `video`."""
     if isinstance(video, dict) and "path" in video:  # a Gradio FileData
         video = video["path"]
     video = getattr(video, "name", video) if not isinstance(video, (str, os.PathLike)) else video
@@ -224,6 +268,9 @@ def check_video(video: Any) -> Path:
     size = path.stat().st_size
     if size > MAX_VIDEO_BYTES:
         raise ValueError(f"`video` {path.name!r} is {size / 1024**3:.1f} GB; at most {MAX_VIDEO_BYTES // 1024**3} GB")
+    if sniff_container(_head(path)) is None:
+        raise ValueError(f"`video` {path.name!r} is not a video file: its content is none of "
+                         f"{', '.join(CONTAINERS.values())} (playlists and manifests are not read)")
     return path
 
 
@@ -236,7 +283,9 @@ def open_video(path: Path, fps: float, max_side: int, max_duration_s: float
 
     m = int(max_side)
     scale = f"scale='if(gt(iw,ih),min(iw,{m}),-2)':'if(gt(iw,ih),-2,min(ih,{m}))'"
-    stream = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-vf", f"fps={fps:g},{scale}"])
+    *input_params, _, url = ffmpeg_input(path)  # read_frames puts "-i url" after input_params itself
+    stream = imageio_ffmpeg.read_frames(url, pix_fmt="rgb24", input_params=input_params,
+                                        output_params=["-vf", f"fps={fps:g},{scale}"])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "the frame size for reading differs from the source": as asked
@@ -527,7 +576,15 @@ def find_moments(times: list[float], scores: list[float], duration: float, inter
         while j + 1 < len(s) and match[j + 1]:
             j += 1
         peak = i + int(np.argmax(s[i:j + 1]))
-        moments.append(Moment(times[i], min(duration, times[j] + interval), times[peak], float(s[peak]), j - i + 1))
+        moment = Moment(times[i], min(duration, times[j] + interval), times[peak], float(s[peak]), j - i + 1)
+        last = moments[-1] if moments else None
+        if last is not None and moment.start_s - last.end_s < interval + cfg.merge_gap_s - 1e-9:
+            # one appearance with a short dip: the earlier run grows to the end of this one, keeping the better peak
+            better = moment.score > last.score
+            moments[-1] = Moment(last.start_s, moment.end_s, moment.peak_s if better else last.peak_s,
+                                 max(last.score, moment.score), last.frames + moment.frames)
+        else:
+            moments.append(moment)
         i = j + 1
     moments.sort(key=lambda m: (-m.score, m.start_s))
     shown = [m for m in moments if m.score >= cfg.threshold]

@@ -27,16 +27,21 @@ TABLE: dict[str, tuple[str, bool]] = {
     "lens-index": ("pipelines.lens_index:CLIPIndexPipeline", False),
     "lens-index-search": ("pipelines.lens_index:CLIPIndexPipeline", False),
     "lens-video": ("pipelines.lens_video:LensVideoPipeline", False),
-    "styleclip-edit": ("pipelines.styleclip:StyleCLIPPipeline", False),
-    "styleclip-global": ("pipelines.styleclip:StyleCLIPPipeline", False),
-    "styleclip-invert": ("pipelines.styleclip:StyleCLIPPipeline", False),
-    "styleclip-relevance": ("pipelines.styleclip:StyleCLIPPipeline", False),
+    "styleclip-sample": ("pipelines.styleclip_sample:StyleCLIPSamplePipeline", False),
+    "styleclip-edit": ("pipelines.styleclip_edit:StyleCLIPEditPipeline", False),
+    "styleclip-invert": ("pipelines.styleclip_invert:StyleCLIPInvertPipeline", False),
+    "styleclip-global": ("pipelines.styleclip_global:StyleCLIPGlobalPipeline", False),
+    "styleclip-relevance": ("pipelines.styleclip_global:StyleCLIPGlobalPipeline", False),
     "styleclip-mapper": ("pipelines.styleclip_mapper:StyleCLIPMapperPipeline", False),
     "styleclip-mapper-apply": ("pipelines.styleclip_mapper:StyleCLIPMapperPipeline", False),
     "text2image": ("pipelines.text2image:Text2ImagePipeline", False),
-    "text2image-refine": ("pipelines.text2image:Text2ImagePipeline", False),
-    "text2image-edit": ("pipelines.text2image:Text2ImagePipeline", False),
+    "text2image-refine": ("pipelines.text2image_refine:Text2ImageRefinePipeline", False),
+    "text2image-edit": ("pipelines.text2image_edit:Text2ImageEditPipeline", False),
+    "text2image-img2img": ("pipelines.text2image_img2img:Text2ImageImg2ImgPipeline", False),
+    "text2image-inpaint": ("pipelines.text2image_inpaint:Text2ImageInpaintPipeline", False),
 }
+# classes outside the table that `pipelines` offers too: a family's facade over its tasks on one session
+FACADES = {"StyleCLIPPipeline": "pipelines.styleclip"}
 BATCHING = tuple(name for name, (_, batched) in TABLE.items() if batched)  # named in Task.check_batch's refusal
 
 _TASKS: dict[str, Task] = {}
@@ -44,8 +49,9 @@ _LOCK = threading.RLock()  # a module imported under it registers its tasks unde
 
 
 def exports() -> dict[str, str]:
-    """Class name → module of every pipeline class in the table (what `from pipelines import X` offers)."""
-    out: dict[str, str] = {}
+    """Class name → module of every pipeline class in the table and of the facades (what `from pipelines import X`
+    offers)."""
+    out: dict[str, str] = dict(FACADES)
     for target, _ in TABLE.values():
         module, _, cls = target.partition(":")
         out.setdefault(cls, module)

@@ -14,10 +14,9 @@ An edit then takes the text direction (target - neutral over a prompt-template e
 channels whose relevance to it is at least beta, and moves them by alpha std (`GetBoundary`, `SplitS`); alpha 4.1
 and beta 0.15 are the StyleCLIP global-direction notebook's.
 
-This module is one part of `pipelines.styleclip.StyleCLIPPipeline` (the one entry point): `GlobalDirectionMixin`
-holds these methods and uses the pipeline's core (`render`, `_clip_embed`, `_autocast`, `known_start`,
-`iter_invert`, `relevance_config`, `global_config`, `cache_dir`). Its tasks are registered in pipelines/styleclip.py,
-next to the class. A global-direction run whose relevance is not cached yet computes it first, inline, as its
+The pipeline (`StyleCLIPGlobalPipeline`, both tasks) runs on a StyleCLIP session (pipelines/styleclip_core.py),
+which holds the in-memory relevance caches (`relevance`, `published`) that every pipeline on it shares.
+A global-direction run whose relevance is not cached yet computes it first, inline, as its
 "relevance" stage (and an image start is inverted first, as its "invert" stage), so that Stop reaches both.
 A stopped relevance run returns the average over the samples done, marked stopped; only their running sums are
 kept (`*.partial.pt`), and the next run goes on from them.
@@ -30,25 +29,23 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipelines.styleclip_invert import InversionOutput, Start, StartConfig, staged
+from pipelines.registry import register
+from pipelines.styleclip_core import Start, StartConfig, StyleCLIPTaskPipeline, staged, start_after
 from studio.images import to_pil
 from studio.progress import Progress, Result, json_safe
 from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, check_text, param, resolve, run_settings
-
-if TYPE_CHECKING:
-    from pipelines.styleclip import StyleCLIPPipeline
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
 GRID_SAMPLES = 4  # samples shown in a relevance result's image
 THUMB = 128  # px: their largest side
@@ -58,10 +55,6 @@ DIRECTION_SOURCES = ("auto", "published", "computed")
 FS3_SUFFIX = ".fs3.npy"  # published directions next to a checkpoint: stylegan2-ffhq-config-f.pt -> ...-f.fs3.npy
 PUBLISHED_CLIP_ARCHS = ("ViT-B-32",)  # StyleCLIP's fs3.npy files are CLIP ViT-B/32 (OpenAI) directions
 SAVE_PARTIAL_S = 60.0  # a running relevance precompute writes its partial sums at most this often
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("STUDIO_CACHE", Path.home() / ".cache" / "studio")) / "styleclip"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -178,8 +171,12 @@ class GlobalDirectionOutput(Result):
     target: str = ""
     num_channels: int = 0
     top_channels: list[tuple[str, int, float]] = field(default_factory=list)
-    inversion: InversionOutput | None = None
+    inversion: Result | None = None  # the `InversionOutput` the start came from
     directions: str = ""  # where the relevance came from: "published" or "computed"
+
+    def as_start(self, device: torch.device) -> Start:
+        """The start of this edit (the edit lives in StyleSpace), as the start of another."""
+        return start_after(self.latent, self.inversion, device)
 
 
 def _thumbnail(image: Image.Image) -> Image.Image:
@@ -203,55 +200,61 @@ def _side_by_side(images: list[Image.Image]) -> Image.Image:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class GlobalDirectionMixin:
-    """Channel relevance and global-direction edits of `StyleCLIPPipeline` (see the module docstring)."""
+class StyleCLIPGlobalPipeline(StyleCLIPTaskPipeline):
+    """Channel relevance and global-direction edits on a StyleCLIP session (see the module docstring).
+    `relevance_config` / `global_config`: the defaults (`RelevanceConfig`, `GlobalDirectionConfig`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.relevance_config = RelevanceConfig()
+        self.global_config = GlobalDirectionConfig()
 
     # -- channel relevance ----------------------------------------------------------------------------------
 
-    def _relevance_stem(self: StyleCLIPPipeline, cfg: RelevanceConfig, num_samples: int | None) -> str:
-        gid = self.generator.identity()
-        clip_id = hashlib.sha256(str(self.scorer.spec).encode()).hexdigest()[:12]
+    def _relevance_stem(self, cfg: RelevanceConfig, num_samples: int | None) -> str:
+        gid = self.session.generator.identity()
+        clip_id = hashlib.sha256(str(self.session.scorer.spec).encode()).hexdigest()[:12]
         detail = f"m{cfg.magnitude:g}" if cfg.method == "finite" else "jac"
         count = "" if num_samples is None else f"-n{num_samples}"
         return f"relevance-{gid[:16]}-{clip_id}{count}-s{cfg.seed}-{detail}"
 
-    def _relevance_path(self: StyleCLIPPipeline, cfg: RelevanceConfig) -> Path:
-        return self.cache_dir / f"{self._relevance_stem(cfg, cfg.num_samples)}.pt"
+    def _relevance_path(self, cfg: RelevanceConfig) -> Path:
+        return self.session.cache_dir / f"{self._relevance_stem(cfg, cfg.num_samples)}.pt"
 
-    def cached_relevance(self: StyleCLIPPipeline, cfg: RelevanceConfig) -> ChannelRelevance | None:
-        """The relevance for `cfg` from the pipeline's memory or the disk cache, else None."""
+    def cached_relevance(self, cfg: RelevanceConfig) -> ChannelRelevance | None:
+        """The relevance for `cfg` from the session's memory or the disk cache, else None."""
         path = self._relevance_path(cfg)
-        if str(path) in self._relevance:
-            return self._relevance[str(path)]
+        if str(path) in self.session.relevance:
+            return self.session.relevance[str(path)]
         if not path.is_file():
             return None
-        layers = self.generator.style_layers
+        layers = self.session.generator.style_layers
         sizes = [layer.channels for layer in layers]
         data = torch.load(path, map_location="cpu", weights_only=True)
         if [int(x) for x in data["layer_sizes"]] != sizes:
             return None
         rel = ChannelRelevance(data["relevance"], data["std"], data["analysed"].bool(), sizes,
-                               [layer.name for layer in layers], int(data["num_samples"]), self.generator.identity(),
-                               str(path))
-        self._relevance[str(path)] = rel
+                               [layer.name for layer in layers], int(data["num_samples"]),
+                               self.session.generator.identity(), str(path))
+        self.session.relevance[str(path)] = rel
         return rel
 
-    def _relevance_draws(self: StyleCLIPPipeline, cfg: RelevanceConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _relevance_draws(self, cfg: RelevanceConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(z for the channel statistics (std_samples, D), one z (1, D) per sample), all from `cfg.seed` (CPU)."""
         gen = torch.Generator().manual_seed(cfg.seed)
-        z_std = torch.randn(cfg.std_samples, self.generator.style_dim, generator=gen)
-        return z_std, [torch.randn(1, self.generator.style_dim, generator=gen) for _ in range(cfg.num_samples)]
+        z_std = torch.randn(cfg.std_samples, self.session.generator.style_dim, generator=gen)
+        return z_std, [torch.randn(1, self.session.generator.style_dim, generator=gen) for _ in range(cfg.num_samples)]
 
-    def _base_styles(self: StyleCLIPPipeline, z: torch.Tensor) -> list[torch.Tensor]:
-        g = self.generator
+    def _base_styles(self, z: torch.Tensor) -> list[torch.Tensor]:
+        g = self.session.generator
         with torch.no_grad():
-            return g.w_to_styles(g.get_latent(z.to(self.device)).unsqueeze(1).repeat(1, g.n_latent, 1))
+            return g.w_to_styles(g.get_latent(z.to(self.session.device)).unsqueeze(1).repeat(1, g.n_latent, 1))
 
-    def _show_styles(self: StyleCLIPPipeline, styles: list[torch.Tensor]) -> Image.Image:
-        with torch.no_grad(), self._autocast():
-            return to_pil(self.to_unit(self.generator.synthesis(styles).float()))
+    def _show_styles(self, styles: list[torch.Tensor]) -> Image.Image:
+        with torch.no_grad(), self.session.autocast():
+            return to_pil(self.session.to_unit(self.session.generator.synthesis(styles).float()))
 
-    def _jacobian_directions(self: StyleCLIPPipeline, base: list[torch.Tensor], batch_size: int,
+    def _jacobian_directions(self, base: list[torch.Tensor], batch_size: int,
                              max_rows: int | None = None) -> torch.Tensor:
         """(C, D) d n / d s_c for every style channel c at `base`, n the unit CLIP embedding.
 
@@ -259,15 +262,15 @@ class GlobalDirectionMixin:
         back-propagates the one-hot cotangent e_(d0+i), so its style gradients are row d0+i of the Jacobian.
         `max_rows` (benchmarks) stops after that many rows, returning (C, rows).
         """
-        g, rows = self.generator, []
+        g, rows = self.session.generator, []
         dim = None
         d0 = 0
         while (dim is None or d0 < dim) and (max_rows is None or d0 < max_rows):
             k = batch_size if dim is None else min(batch_size, dim - d0)
             styles = [s.detach().repeat(k, 1).requires_grad_(True) for s in base]
-            with self._autocast():
+            with self.session.autocast():
                 img = g.synthesis(styles).float()
-            emb = self._clip_embed(img)  # (k, D)
+            emb = self.session.clip_embed(img)  # (k, D)
             dim = emb.shape[-1]
             k = min(k, dim - d0)
             cot = torch.zeros_like(emb)
@@ -278,10 +281,10 @@ class GlobalDirectionMixin:
         return torch.cat(rows).t().cpu()  # (C, D): one transfer per sample
 
     @torch.no_grad()
-    def _finite_directions(self: StyleCLIPPipeline, base: list[torch.Tensor], channels: list[int], std: torch.Tensor,
+    def _finite_directions(self, base: list[torch.Tensor], channels: list[int], std: torch.Tensor,
                            magnitude: float, batch_size: int) -> torch.Tensor:
         """(C, D) unit differences n(s + m std_c e_c) - n(s - m std_c e_c) for `channels` (zeros elsewhere)."""
-        g = self.generator
+        g = self.session.generator
         offsets = np.cumsum([0] + [s.shape[1] for s in base])
         layer_of = np.searchsorted(offsets, np.arange(offsets[-1]), side="right") - 1
         out: torch.Tensor | None = None
@@ -293,20 +296,20 @@ class GlobalDirectionMixin:
             for r, c in enumerate(chunk * 2):
                 li = int(layer_of[c])
                 styles[li][r, c - offsets[li]] += (1.0 if r >= n else -1.0) * magnitude * std[c]
-            with self._autocast():
+            with self.session.autocast():
                 img = g.synthesis(styles).float()
-            emb = self._clip_embed(img)  # (2n, D) normalised
+            emb = self.session.clip_embed(img)  # (2n, D) normalised
             diff = F.normalize(emb[n:] - emb[:n], dim=-1).cpu()
             if out is None:
                 out = torch.zeros(int(offsets[-1]), diff.shape[-1])
             out[chunk] = diff
         return out
 
-    def _partial_path(self: StyleCLIPPipeline, cfg: RelevanceConfig) -> Path:
+    def _partial_path(self, cfg: RelevanceConfig) -> Path:
         """The running sums of a relevance precompute (any sample count: sample k is the same z for every count)."""
-        return self.cache_dir / f"{self._relevance_stem(cfg, None)}-std{cfg.std_samples}.partial.pt"
+        return self.session.cache_dir / f"{self._relevance_stem(cfg, None)}-std{cfg.std_samples}.partial.pt"
 
-    def _read_partial(self: StyleCLIPPipeline, cfg: RelevanceConfig, sizes: list[int]
+    def _read_partial(self, cfg: RelevanceConfig, sizes: list[int]
                       ) -> tuple[torch.Tensor, int] | None:
         """(sum of the per-sample directions, samples done) from the partial cache, when it fits `cfg`."""
         path = self._partial_path(cfg)
@@ -321,7 +324,7 @@ class GlobalDirectionMixin:
             return None
         return acc.float(), done
 
-    def _write_partial(self: StyleCLIPPipeline, cfg: RelevanceConfig, acc: torch.Tensor, done: int,
+    def _write_partial(self, cfg: RelevanceConfig, acc: torch.Tensor, done: int,
                        sizes: list[int]) -> None:
         path = self._partial_path(cfg)
         if path.is_file():  # never replace the sums of more samples (a larger run's) with fewer
@@ -336,17 +339,17 @@ class GlobalDirectionMixin:
         os.replace(tmp, path)
 
     @torch.no_grad()
-    def channel_std(self: StyleCLIPPipeline, **settings: Any) -> torch.Tensor:
+    def channel_std(self, **settings: Any) -> torch.Tensor:
         """(C,) std of every style channel over `std_samples` mapped random z (StyleCLIP `GetCodeMS`; it ships
         them as a pickle, `S_mean_std`, which is not read here): the mapping network and the affine layers only.
         settings: `RelevanceConfig` fields (seed, std_samples)."""
         cfg = resolve(self.relevance_config, settings)
-        g = self.generator
+        g = self.session.generator
         z_std, _ = self._relevance_draws(dataclasses.replace(cfg, num_samples=0))
-        w = g.get_latent(z_std.to(self.device)).unsqueeze(1).repeat(1, g.n_latent, 1)
+        w = g.get_latent(z_std.to(self.session.device)).unsqueeze(1).repeat(1, g.n_latent, 1)
         return torch.cat([s.float().std(0) for s in g.w_to_styles(w)]).cpu()
 
-    def iter_relevance(self: StyleCLIPPipeline, **settings: Any) -> Iterator[Progress | RelevanceOutput]:
+    def iter_relevance(self, **settings: Any) -> Iterator[Progress | RelevanceOutput]:
         """Each non-toRGB StyleSpace channel's unit CLIP direction (StyleCLIP `GetFs`), cached on disk.
 
         Yields a `Progress` per sample (its image as the preview; metrics: samples done and `eta_s`, the seconds
@@ -368,7 +371,7 @@ class GlobalDirectionMixin:
         """
         t0 = time.perf_counter()
         cfg = resolve(self.relevance_config, settings)
-        g = self.generator
+        g = self.session.generator
         layers = g.style_layers
         sizes, names = [layer.channels for layer in layers], [layer.name for layer in layers]
         z_std, z_samples = self._relevance_draws(cfg)
@@ -383,7 +386,7 @@ class GlobalDirectionMixin:
                 scores={"channels": int(rel.analysed.sum()), "samples": done, "resumed_from": resumed},
                 timings={"total_s": time.perf_counter() - t0, "per_step_s": (time.perf_counter() - t0) / run},
                 settings=run_settings(cfg), stopped=stopped, steps_run=0 if cached else done - resumed,
-                notice=self.scorer.notice)
+                notice=self.session.scorer.notice)
 
         with oom_guard("StyleCLIP channel relevance"):
             if cached is not None:
@@ -393,7 +396,7 @@ class GlobalDirectionMixin:
 
             # 1. channel statistics over mapped random z (StyleCLIP `GetCodeMS`)
             with torch.no_grad():
-                w = g.get_latent(z_std.to(self.device)).unsqueeze(1).repeat(1, g.n_latent, 1)
+                w = g.get_latent(z_std.to(self.session.device)).unsqueeze(1).repeat(1, g.n_latent, 1)
                 std = torch.cat([s.float().std(0) for s in g.w_to_styles(w)])  # (C,)
             analysed = torch.cat([torch.full((c,), not layer.is_rgb) for c, layer in zip(sizes, layers)])
             channels = analysed.nonzero().flatten().tolist()
@@ -442,26 +445,26 @@ class GlobalDirectionMixin:
             torch.save({"relevance": relevance, "std": std.cpu(), "analysed": analysed,
                         "layer_sizes": torch.tensor(sizes), "num_samples": torch.tensor(done)}, tmp)
             os.replace(tmp, path)
-            self._relevance[str(path)] = rel
+            self.session.relevance[str(path)] = rel
         yield result(rel, thumbs, done, stopped, resumed)
 
-    def channel_relevance(self: StyleCLIPPipeline, *, callback: Any = None, **settings: Any) -> RelevanceOutput:
+    def channel_relevance(self, *, callback: Callable | None = None, **settings: Any) -> RelevanceOutput:
         """Run `iter_relevance(**settings)` to the end; `callback(done, total, preview)` returning False stops it.
         The `ChannelRelevance` is the result's `relevance`."""
         return drain(self.iter_relevance(**settings), callback)
 
     # -- published directions (StyleCLIP's fs3.npy) ---------------------------------------------------------
 
-    def fs3_layout(self: StyleCLIPPipeline) -> str:
+    def fs3_layout(self) -> str:
         """The layout a published-directions array must have for this generator and CLIP, in words."""
-        layers = [layer for layer in self.generator.style_layers if not layer.is_rgb]
+        layers = [layer for layer in self.session.generator.style_layers if not layer.is_rgb]
         n = sum(layer.channels for layer in layers)
-        return (f"a float array of shape ({n}, {self.scorer.embed_dim}): one unit CLIP direction per StyleSpace "
-                f"channel of the {len(layers)} non-toRGB modulated convolutions, in StyleCLIP's order (the 4x4 conv, "
-                "then each resolution's upsampling conv and second conv; channels in order within a layer), as "
-                "StyleCLIP's GetFs writes fs3.npy (6048 x 512 for a 1024-px generator and CLIP ViT-B/32)")
+        return (f"a float array of shape ({n}, {self.session.scorer.embed_dim}): one unit CLIP direction per "
+                f"StyleSpace channel of the {len(layers)} non-toRGB modulated convolutions, in StyleCLIP's order (the "
+                "4x4 conv, then each resolution's upsampling conv and second conv; channels in order within a "
+                "layer), as StyleCLIP's GetFs writes fs3.npy (6048 x 512 for a 1024-px generator and CLIP ViT-B/32)")
 
-    def import_directions(self: StyleCLIPPipeline, source: Any, **settings: Any) -> ChannelRelevance:
+    def import_directions(self, source: Any, **settings: Any) -> ChannelRelevance:
         """Read published channel relevance (StyleCLIP's `fs3.npy`) for this generator and use it for the global
         directions (`directions='auto'` or `'published'`). Returns the `ChannelRelevance`.
 
@@ -487,11 +490,11 @@ class GlobalDirectionMixin:
             except ValueError as err:  # an object array (a pickle inside) or not an .npy file at all
                 raise ValueError(f"`source` {where} cannot be read without unpickling ({err}); expected {layout}"
                                  ) from None
-        g = self.generator
+        g = self.session.generator
         layers = g.style_layers
         sizes = [layer.channels for layer in layers]
         analysed = torch.cat([torch.full((c,), not layer.is_rgb) for c, layer in zip(sizes, layers)])
-        n, dim = int(analysed.sum()), self.scorer.embed_dim
+        n, dim = int(analysed.sum()), self.session.scorer.embed_dim
         if arr.ndim == 4 and arr.shape[0] == n and arr.shape[-1] == dim:
             raise ValueError(f"`source` {where} has shape {arr.shape}: StyleCLIP's per-sample embeddings "
                              f"(single_channel.npy), not the averaged directions; expected {layout}")
@@ -517,17 +520,17 @@ class GlobalDirectionMixin:
         std = self.channel_std(seed=cfg.seed, std_samples=cfg.std_samples)
         rel = ChannelRelevance(relevance, std, analysed, sizes, [layer.name for layer in layers], 0, g.identity(),
                                None if isinstance(source, np.ndarray) else str(source), source="published")
-        self._published = rel
+        self.session.published = rel
         return rel
 
-    def published_file(self: StyleCLIPPipeline) -> Path | None:
+    def published_file(self) -> Path | None:
         """The published-directions file for this generator, if one is where it belongs: `<checkpoint>.fs3.npy`
         next to the checkpoint it was loaded from, or in `$STUDIO_STYLEGAN_DIR` (default
         ~/.cache/studio/stylegan2) under the checkpoint's name; e.g. stylegan2-ffhq-config-f.fs3.npy for
         ffhq-1024."""
         from studio.generators.checkpoints import checkpoint_dir
 
-        source = getattr(self.generator, "checkpoint_path", None)
+        source = getattr(self.session.generator, "checkpoint_path", None)
         if not source:
             return None
         source = Path(source)
@@ -536,16 +539,16 @@ class GlobalDirectionMixin:
                 return candidate
         return None
 
-    def published_directions(self: StyleCLIPPipeline, required: bool = False) -> ChannelRelevance | None:
+    def published_directions(self, required: bool = False) -> ChannelRelevance | None:
         """The published relevance for this generator and CLIP: one given to `import_directions`, else the file
         `published_file()` finds when the CLIP is the one StyleCLIP's files were made with; else None, or (with
         `required`) a ValueError saying what is missing."""
-        rel = getattr(self, "_published", None)
+        rel = self.session.published
         if rel is not None:
             return rel
         path = self.published_file()
-        arch = getattr(getattr(self.scorer, "source", None), "arch", None)
-        kind = getattr(getattr(self.scorer, "source", None), "kind", None)
+        arch = getattr(getattr(self.session.scorer, "source", None), "arch", None)
+        kind = getattr(getattr(self.session.scorer, "source", None), "kind", None)
         clip_ok = arch in PUBLISHED_CLIP_ARCHS and kind not in ("demo", "random")
         if path is not None and clip_ok:
             return self.import_directions(path)
@@ -555,18 +558,18 @@ class GlobalDirectionMixin:
                                  "StyleCLIP's fs3.npy next to its checkpoint as <checkpoint name>.fs3.npy (see "
                                  "`published_file`) or call `import_directions`")
             raise ValueError(f"`directions` 'published': {path} holds CLIP {'/'.join(PUBLISHED_CLIP_ARCHS)} "
-                             f"directions, but this pipeline's CLIP is {self.scorer.spec!r} ({kind} weights); "
+                             f"directions, but this pipeline's CLIP is {self.session.scorer.spec!r} ({kind} weights); "
                              "use that CLIP, or directions='computed'")
         return None
 
     # -- global directions ----------------------------------------------------------------------------------
 
-    def text_direction(self: StyleCLIPPipeline, neutral: str, target: str,
+    def text_direction(self, neutral: str, target: str,
                        templates: str | list[str] | None = None) -> torch.Tensor:
         """Unit CLIP text direction target - neutral over a prompt-template ensemble (StyleCLIP `GetDt`)."""
         if templates is None:
-            templates = "shapes" if getattr(self.scorer, "is_demo", False) else "imagenet"
-        emb = self.scorer.encode_prompts([neutral, target], templates=templates)
+            templates = "shapes" if getattr(self.session.scorer, "is_demo", False) else "imagenet"
+        emb = self.session.scorer.encode_prompts([neutral, target], templates=templates)
         return F.normalize(emb[1] - emb[0], dim=0).cpu()
 
     @staticmethod
@@ -584,7 +587,7 @@ class GlobalDirectionMixin:
                              f"edit is {best:.3f}; set beta below {best:.3f} (StyleCLIP uses 0.08-0.3)")
         return r / r.abs().max() * relevance.std, kept
 
-    def iter_global_direction(self: StyleCLIPPipeline, latent_or_image: Any = None, neutral: str = "",
+    def iter_global_direction(self, latent_or_image: Any = None, neutral: str = "",
                               target: str = "", **settings: Any) -> Iterator[Progress | GlobalDirectionOutput]:
         """Edit along StyleCLIP's global direction from `neutral` to `target` text.
 
@@ -600,22 +603,18 @@ class GlobalDirectionMixin:
         cfg = resolve(self.global_config, settings)
         rel_settings = {"num_samples": cfg.num_samples, "method": cfg.relevance_method, "use_cache": cfg.use_cache}
         rcfg = resolve(self.relevance_config, rel_settings)
-        start = self.known_start(latent_or_image, cfg)
+        plan = self.session.plan_start(latent_or_image, cfg)
         rel = None if cfg.directions == "computed" else self.published_directions(cfg.directions == "published")
         source = "computed" if rel is None else "published"
         if rel is None and cfg.use_cache:
             rel = self.cached_relevance(rcfg)
-        n_inv = cfg.num_invert_steps if start is None else 0
+        n_inv = plan.invert_steps
         n_rel = 0 if rel is not None else cfg.num_samples
         total = n_inv + n_rel + 1
-        stopped, steps = False, 0
 
         with oom_guard("StyleCLIP global direction"):
             # 2. the start latent, and the relevance
-            if start is None:
-                inv = yield from staged(self.iter_invert(latent_or_image, num_steps=cfg.num_invert_steps,
-                                                         seed=cfg.seed), 0, total, "invert")
-                start, stopped, steps = Start.of(inv, self.device), inv.stopped, inv.steps_run
+            start, stopped, steps = yield from self.session.begin(plan, total)
             t_start = time.perf_counter()
             if rel is None and not stopped:
                 out = yield from staged(self.iter_relevance(**rel_settings), n_inv, total, "relevance")
@@ -624,23 +623,23 @@ class GlobalDirectionMixin:
 
             # 3. direction in StyleSpace and the edit
             with torch.no_grad():
-                styles = self.generator.w_to_styles(start.latent)
-                with self._autocast():
-                    img0 = self.generator.synthesis(styles, noise=start.noise).float()
-                text = self.scorer.encode_text([target]).to(self.device)
-                before = 100 * float((self._clip_embed(img0) * text).sum().clamp(min=0))
-            original = self.to_unit(img0)
+                styles = self.session.generator.w_to_styles(start.latent)
+                with self.session.autocast():
+                    img0 = self.session.generator.synthesis(styles, noise=start.noise).float()
+                text = self.session.scorer.encode_text([target]).to(self.session.device)
+                before = 100 * float((self.session.clip_embed(img0) * text).sum().clamp(min=0))
+            original = self.session.to_unit(img0)
             edited, delta_layers, kept, top, after, img1 = styles, [], 0, [], before, original
             if not stopped:
                 text_dir = self.text_direction(neutral, target, cfg.templates)  # (D,)
                 delta, kept = self.style_direction(rel, text_dir, cfg.beta)
-                delta_layers = list(delta.to(self.device).split(rel.layer_sizes))
+                delta_layers = list(delta.to(self.session.device).split(rel.layer_sizes))
                 with torch.no_grad():
                     edited = [s + cfg.alpha * d for s, d in zip(styles, delta_layers)]
-                    with self._autocast():
-                        img = self.generator.synthesis(edited, noise=start.noise).float()
-                    after = 100 * float((self._clip_embed(img) * text).sum().clamp(min=0))
-                img1, steps = self.to_unit(img), total
+                    with self.session.autocast():
+                        img = self.session.generator.synthesis(edited, noise=start.noise).float()
+                    after = 100 * float((self.session.clip_embed(img) * text).sum().clamp(min=0))
+                img1, steps = self.session.to_unit(img), total
                 r = rel.relevance @ text_dir
                 order = r.abs().argsort(descending=True)[:kept][:10].tolist()
                 top = [(*rel.locate(i), float(r[i])) for i in order]
@@ -661,9 +660,30 @@ class GlobalDirectionMixin:
             timings={"start_s": t_start - t0, "relevance_s": t_rel - t_start, "edit_s": t_edit - t_rel,
                      "total_s": time.perf_counter() - t0},
             seed=cfg.seed, settings={"neutral": neutral, "target": target, **json_safe(dataclasses.asdict(cfg))},
-            stopped=stopped, steps_run=steps, notice=" ".join(n for n in (worse, self.scorer.notice) if n) or None)
+            stopped=stopped, steps_run=steps,
+            notice=" ".join(n for n in (worse, self.session.scorer.notice) if n) or None)
 
-    def global_direction(self: StyleCLIPPipeline, latent_or_image: Any = None, neutral: str = "", target: str = "",
-                         *, callback: Any = None, **settings: Any) -> GlobalDirectionOutput:
+    def global_direction(self, latent_or_image: Any = None, neutral: str = "", target: str = "",
+                         *, callback: Callable | None = None, **settings: Any) -> GlobalDirectionOutput:
         """Run `iter_global_direction(...)` to the end; `callback(step, total, preview)` returning False stops it."""
         return drain(self.iter_global_direction(latent_or_image, neutral, target, **settings), callback)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tasks
+# ----------------------------------------------------------------------------------------------------------------
+
+register(Task(name="styleclip-global", title="Global direction (StyleCLIP)", config=GlobalDirectionConfig,
+              pipeline=StyleCLIPGlobalPipeline, method="iter_global_direction", models=("generator", "clip"),
+              load=StyleCLIPGlobalPipeline.from_pretrained,
+              inputs=(Input("latent_or_image", "state", required=False,
+                            help="None (a random start from the seed), a latent, an earlier result, or an image to "
+                                 "invert first"),
+                      Input("neutral", "text", help="what the image shows now, e.g. 'a face'"),
+                      Input("target", "text", help="what it should show, e.g. 'a smiling face'"))))
+register(Task(name="styleclip-relevance", title="Channel relevance (StyleCLIP)", config=RelevanceConfig,
+              pipeline=StyleCLIPGlobalPipeline, method="iter_relevance", models=("generator", "clip"),
+              load=StyleCLIPGlobalPipeline.from_pretrained, inputs=()))
+
+__all__ = ["ChannelRelevance", "GlobalDirectionConfig", "GlobalDirectionOutput", "RelevanceConfig", "RelevanceOutput",
+           "StyleCLIPGlobalPipeline"]

@@ -1,5 +1,4 @@
-"""StyleCLIP inversion (task `styleclip-invert`): a real image to a W+ latent by optimisation, and where an edit
-starts.
+"""StyleCLIP inversion (task `styleclip-invert`): a real image to a W+ latent by optimisation.
 
 After rosinality/stylegan2-pytorch `projector.py`: start from the mean w of 10 000 mapped random z, Adam with its
 ramped learning rate (`get_lr`), noise on the latent (`latent_noise` times the std of w) ramped down to zero over
@@ -16,43 +15,29 @@ Optionally an e4e encoder (`studio.generators.e4e`, Tov et al. 2021) gives the s
 (`init`: "auto" uses one when it is loaded or found, "encoder" requires one, "mean" never does); the optimisation
 then refines the encoder's guess, starting from the generator's stored noise maps, which e4e renders with.
 
-This module is one part of `pipelines.styleclip.StyleCLIPPipeline` (the one entry point): `InversionMixin` holds
-the inversion's methods and uses the pipeline's core (`render`, `_clip_embed`, `to_unit`, `generator`, `device`,
-`invert_config`). Its task is registered in pipelines/styleclip.py, next to the class. Also here, because every
-edit starts from one of them: `SampleConfig` (a random start: seed and truncation) and `StartConfig` (that, or an
-image inverted first), `Start`, and `staged`, which runs one task generator as a stage of another ("invert" before
-an edit) so that a Stop reaches it.
+The pipeline (`StyleCLIPInvertPipeline`) runs on a StyleCLIP session (pipelines/styleclip_core.py), whose encoder it
+uses; the session runs this registered task on itself when an edit starts from an image ("invert first").
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.registry import register
+from pipelines.styleclip_core import Start, StyleCLIPTaskPipeline, cap_frames, get_lr
 from studio.images import resize_crop, to_pil, to_tensor, to_uint8
 from studio.progress import Progress, Result
 from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, param, resolve, run_settings
-
-if TYPE_CHECKING:
-    from pipelines.styleclip import StyleCLIPPipeline
-
-MAX_FRAMES = 120  # video frames kept: the first ones and the last
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Where an edit starts
-# ----------------------------------------------------------------------------------------------------------------
-
+from studio.tasks import SEED_MAX, Input, Task, param, resolve, run_settings
 
 
 class EncoderMissingError(ValueError):
@@ -60,61 +45,9 @@ class EncoderMissingError(ValueError):
 
     setup_problem = True  # the page keeps this message on screen until dismissed
 
-@dataclass
-class SampleConfig:
-    """A random start: z drawn from `seed`, mapped to w and truncated towards the mean w."""
-
-    seed: int = param(0, 0, SEED_MAX, label="Seed", help="draws z for a random start (and the inversion's noise "
-                                                          "when the start is an image)")
-    truncation: float = param(0.7, 0.0, 1.0, step=0.05, label="Truncation",
-                              help="w = mean + truncation (w - mean); StyleCLIP run_optimization.py --truncation 0.7")
-
-
-@dataclass
-class StartConfig(SampleConfig):
-    """The start of an edit: a random sample (`SampleConfig`), a latent, an earlier result, or an image that is
-    inverted first with `num_invert_steps` steps."""
-
-    num_invert_steps: int = param(200, 1, 10_000, control=False,
-                                  help="steps of the inversion run first when the start is an image (the page "
-                                       "inverts with its own button); ours: 200, as `InvertConfig.num_steps`")
-
-
-@dataclass
-class Start:
-    """A resolved start: W+ (1, n_latent, D) on the device, its noise maps (None: the generator's stored ones) and
-    the inversion it came from, if any."""
-
-    latent: torch.Tensor
-    noise: list[torch.Tensor] | None = None
-    inversion: InversionOutput | None = None
-
-    @classmethod
-    def of(cls, inv: InversionOutput, device: torch.device) -> Start:
-        return cls(inv.latent.to(device), [n.to(device) for n in inv.noise] or None, inv)
-
-
-def staged(run: Iterator, offset: int, total: int, stage: str) -> Generator[Progress, str | None, Any]:
-    """Run the task generator `run` as a stage of a longer run: its steps become `offset + step` of `total`, with
-    `stage` set; what is sent in ("stop") goes to it, so it ends with its best so far. Returns its result."""
-    try:
-        item = next(run)
-        while not item.done:
-            command = yield dataclasses.replace(item, step=offset + item.step, total=total, stage=stage)
-            item = run.send(command)
-    finally:
-        run.close()
-    return item
-
-
-def cap_frames(frames: list, frame: Any, last: bool) -> None:
-    """Append `frame` (uint8 HWC) while fewer than MAX_FRAMES are kept, and always the last one."""
-    if len(frames) < MAX_FRAMES or last:
-        frames.append(frame)
-
 
 # ----------------------------------------------------------------------------------------------------------------
-# Settings, result and the references' helpers
+# Settings, result and the reference's helpers
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -169,13 +102,9 @@ class InversionOutput(Result):
     mses: list[float] = field(default_factory=list)  # pixel MSE (as `scores["mse"]`) of each step's iterate
     encoder: str | None = None
 
-
-def get_lr(t: float, initial_lr: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
-    """StyleCLIP's (and rosinality projector's) schedule: linear warm-up, cosine ramp-down over the last quarter."""
-    lr_ramp = min(1.0, (1 - t) / rampdown)
-    lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
-    lr_ramp = lr_ramp * min(1.0, t / rampup)
-    return initial_lr * lr_ramp
+    def as_start(self, device: torch.device) -> Start:
+        """The inverted latent and its noise maps as the start of an edit."""
+        return Start(self.latent.to(device), [n.to(device) for n in self.noise] or None, self)
 
 
 def noise_regularize(noises: list[torch.Tensor]) -> torch.Tensor:
@@ -220,10 +149,15 @@ def feature_distance(acts: list[torch.Tensor], target: list[torch.Tensor]) -> to
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class InversionMixin:
-    """`iter_invert` / `invert` of `StyleCLIPPipeline` (see the module docstring)."""
+class StyleCLIPInvertPipeline(StyleCLIPTaskPipeline):
+    """Inversion on a StyleCLIP session (see the module docstring). `invert_config`: the defaults (`InvertConfig`);
+    the e4e encoder is the session's (`load_encoder`)."""
 
-    def _image_tensor(self: StyleCLIPPipeline, image: Any) -> torch.Tensor:
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.invert_config = InvertConfig()
+
+    def _image_tensor(self, image: Any) -> torch.Tensor:
         """PIL / path / bytes / array / float tensor in [0, 1] -> (1, 3, size, size) in [0, 1] on the device."""
         if isinstance(image, torch.Tensor) and image.ndim == 3:
             image = image[None]
@@ -232,55 +166,27 @@ class InversionMixin:
             raise ValueError(f"`image` must have shape (3, H, W) or (1, 3, H, W) with H, W >= 8, "
                              f"got {tuple(image.shape)}")
         image = to_tensor(image, "image")  # safe decoding, RGB, size limits; a tensor must be floats
-        size = self.generator.size
-        return resize_crop(image.float().to(self.device), size).clamp(0, 1)
+        size = self.session.generator.size
+        return resize_crop(image.float().to(self.session.device), size).clamp(0, 1)
 
-    encoder: Any = None  # an e4e `Encoder4Editing` for the `init` "encoder" start (`load_encoder`)
-
-    def load_encoder(self: StyleCLIPPipeline, encoder: Any) -> Any:
-        """Use an e4e encoder for inversion starts: an `Encoder4Editing` or the path of an e4e checkpoint (loaded
-        strictly, weights only, refused if it was trained with another generator). Returns it."""
-        from studio.generators.e4e import Encoder4Editing, load_encoder
-
-        if not isinstance(encoder, Encoder4Editing):
-            encoder = load_encoder(encoder, self.generator)
-        g = self.generator
-        if encoder.config.n_latent != g.n_latent or encoder.config.style_dim != g.style_dim:
-            raise ValueError(f"`encoder` gives W+ of {encoder.config.n_latent} x {encoder.config.style_dim}; this "
-                             f"generator takes {g.n_latent} x {g.style_dim}")
-        self.encoder = encoder.to(self.device).eval().requires_grad_(False)
-        return self.encoder
-
-    def _inversion_encoder(self: StyleCLIPPipeline, init: str) -> Any:
+    def _inversion_encoder(self, init: str) -> Any:
         """The encoder `init` asks for: None for "mean"; for "auto" the loaded or found one, if any."""
         if init == "mean":
             return None
-        if self.encoder is None:
+        session = self.session
+        if session.encoder is None:
             from studio.generators.e4e import find_encoder, how_to_get
 
-            path = find_encoder(self.generator)
+            path = find_encoder(session.generator)
             if path is None:
                 if init == "encoder":  # a setup problem: the page keeps it on screen
                     raise EncoderMissingError(f"`init` 'encoder' needs an e4e encoder for this generator: "
-                                              f"{how_to_get(self.generator)}")
+                                              f"{how_to_get(session.generator)}")
                 return None
-            self.load_encoder(path)
-        return self.encoder
+            session.load_encoder(path)
+        return session.encoder
 
-    def _clip_features(self: StyleCLIPPipeline, img: torch.Tensor, layers: tuple[int, ...]
-                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """`_clip_embed` with the image tower's activations at `layers` from the same pass (none for ())."""
-        if not layers:
-            return self._clip_embed(img), []
-        x = (img + 1) / 2
-        s = self.scorer.image_size
-        if x.shape[-1] > s:
-            x = F.interpolate(x, size=(s, s), mode="area")
-        with self._autocast():
-            emb, acts = self.scorer.image_activations(x, layers)
-        return emb.float(), [a.float() for a in acts]
-
-    def iter_invert(self: StyleCLIPPipeline, image: Any, **settings: Any) -> Iterator[Progress | InversionOutput]:
+    def iter_invert(self, image: Any, **settings: Any) -> Iterator[Progress | InversionOutput]:
         """Project `image` (PIL, path, array, or a float tensor in [0, 1]) into W+; yields a `Progress` every step
         (a preview every `preview_every`), then the `InversionOutput` of the best iterate. Send "stop" to end early.
         settings: any `InvertConfig` field."""
@@ -289,26 +195,27 @@ class InversionMixin:
         cfg = resolve(self.invert_config, settings)
         if cfg.pixel_weight == 0 and cfg.clip_weight == 0 and cfg.perceptual_weight == 0:
             raise ValueError("`pixel_weight`, `perceptual_weight` and `clip_weight` cannot all be 0")
+        session = self.session
         target = self._image_tensor(image)
-        g, total = self.generator, cfg.num_steps
+        g, total = session.generator, cfg.num_steps
         encoder = self._inversion_encoder(cfg.init)
-        layers = perceptual_layers(self.scorer) if cfg.perceptual_weight else ()
+        layers = perceptual_layers(session.scorer) if cfg.perceptual_weight else ()
 
         with oom_guard("StyleCLIP inversion"):
             # 2. the start: the mean latent with random noise maps (rosinality projector), or the encoder's guess
             gen = torch.Generator().manual_seed(cfg.seed)
             with torch.no_grad():
-                w_samples = g.get_latent(torch.randn(10000, g.style_dim, generator=gen).to(self.device))
+                w_samples = g.get_latent(torch.randn(10000, g.style_dim, generator=gen).to(session.device))
                 w_mean = w_samples.mean(0)
                 w_std = float(((w_samples - w_mean).pow(2).sum() / 10000) ** 0.5)
-                target_emb, target_acts = self._clip_features(target * 2 - 1, layers)
-            noises = [torch.randn(n.shape, generator=gen).to(self.device) for n in g.make_noise()]
+                target_emb, target_acts = session.clip_features(target * 2 - 1, layers)
+            noises = [torch.randn(n.shape, generator=gen).to(session.device) for n in g.make_noise()]
             t_enc = time.perf_counter()
             if encoder is not None:
                 with torch.no_grad():
                     w0 = encoder.encode(target).float()
                 stored = [getattr(g.noises, f"noise_{i}") for i in range(len(noises))] if noises else []
-                noises = [n.detach().clone().to(self.device) for n in stored]
+                noises = [n.detach().clone().to(session.device) for n in stored]
             else:
                 w0 = w_mean.detach().reshape(1, 1, -1).repeat(1, g.n_latent, 1)
             t_enc = time.perf_counter() - t_enc
@@ -321,7 +228,7 @@ class InversionMixin:
                 x = (img + 1) / 2
                 loss = cfg.pixel_weight * F.mse_loss(x, target)
                 if cfg.clip_weight or layers:
-                    emb, acts = self._clip_features(img, layers)
+                    emb, acts = session.clip_features(img, layers)
                     if cfg.clip_weight:
                         loss = loss + cfg.clip_weight * (1 - (emb * target_emb).sum(-1)).mean()
                     if layers:
@@ -331,9 +238,9 @@ class InversionMixin:
                 return loss, float(F.mse_loss(x.detach().clamp(0, 1), target))
 
             with torch.no_grad():
-                img0 = self.render(latent, noises)
+                img0 = session.render(latent, noises)
                 start_loss = float(loss_of(img0)[0])
-                start_img = self.to_unit(img0)
+                start_img = session.to_unit(img0)
             start_mse = float(F.mse_loss(start_img, target.cpu()))
             frames = [to_uint8(start_img)]
             best = (start_loss, 0, latent.detach().clone(), [n.detach().clone() for n in noises])
@@ -347,8 +254,8 @@ class InversionMixin:
                 t = (step - 1) / total
                 optimizer.param_groups[0]["lr"] = get_lr(t, cfg.lr)
                 strength = w_std * cfg.latent_noise * max(0.0, 1 - t / cfg.noise_ramp) ** 2
-                latent_n = latent + torch.randn(latent.shape, generator=gen).to(self.device) * strength
-                img = self.render(latent_n, noises)
+                latent_n = latent + torch.randn(latent.shape, generator=gen).to(session.device) * strength
+                img = session.render(latent_n, noises)
                 loss, mse = loss_of(img)
                 value = float(loss.detach())
                 if value < best[0]:  # what this loss belongs to, before the step moves it
@@ -363,22 +270,22 @@ class InversionMixin:
                 mses.append(mse)
                 preview = None
                 if step % cfg.preview_every == 0 or step == total:
-                    shown = self.to_unit(img)
+                    shown = session.to_unit(img)
                     cap_frames(frames, to_uint8(shown), step == total)
                     preview = to_pil(shown)
                 if (yield Progress(step, total, preview, {"loss": value, "mse": mse})) == "stop" and step < total:
                     stopped = True
                     if preview is None:  # the video ends where the run stopped
-                        frames.append(to_uint8(self.to_unit(img)))
+                        frames.append(to_uint8(session.to_unit(img)))
                     break
             t_opt = time.perf_counter()
 
             # 4. package the best iterate, with its reconstruction error
             best_loss, best_step, best_latent, best_noise = best
             with torch.no_grad():
-                out = self.render(best_latent, best_noise)
-                recon = self.to_unit(out)
-                perceptual = (float(feature_distance(self._clip_features(out, layers)[1], target_acts))
+                out = session.render(best_latent, best_noise)
+                recon = session.to_unit(out)
+                perceptual = (float(feature_distance(session.clip_features(out, layers)[1], target_acts))
                               if layers else float("nan"))
         mse = float(F.mse_loss(recon, target.cpu()))
         scores = {"mse": mse, "psnr": 10 * math.log10(1.0 / max(mse, 1e-10)), "start_mse": start_mse,
@@ -394,10 +301,19 @@ class InversionMixin:
             image=to_pil(recon), target=to_pil(target), image_tensor=recon, target_tensor=target.cpu(),
             latent=best_latent.cpu(), noise=[n.cpu() for n in best_noise], losses=losses, mses=mses, frames=frames,
             scores=scores, timings=timings, seed=cfg.seed, settings=run_settings(cfg), stopped=stopped,
-            steps_run=step, notice=self.scorer.notice,
+            steps_run=step, notice=session.scorer.notice,
             encoder=getattr(encoder, "source", "an Encoder4Editing module") if encoder is not None else None)
 
-    def invert(self: StyleCLIPPipeline, image: Any, *, callback: Any = None, **settings: Any) -> InversionOutput:
+    def invert(self, image: Any, *, callback: Callable | None = None, **settings: Any) -> InversionOutput:
         """Run `iter_invert(image, **settings)` to the end; `callback(step, total, preview)` returning False stops it
         (the result is then the best iterate so far)."""
         return drain(self.iter_invert(image, **settings), callback)
+
+
+register(Task(name="styleclip-invert", title="Inversion (StyleCLIP)", config=InvertConfig,
+              pipeline=StyleCLIPInvertPipeline, method="iter_invert", models=("generator", "clip"),
+              load=StyleCLIPInvertPipeline.from_pretrained,
+              inputs=(Input("image", "image", help="the photo to find a latent for"),)))
+
+__all__ = ["EncoderMissingError", "InversionOutput", "InvertConfig", "StyleCLIPInvertPipeline", "feature_distance",
+           "noise_regularize", "perceptual_layers"]

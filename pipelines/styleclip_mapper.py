@@ -44,9 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.registry import register
-from pipelines.styleclip import EditOutput, StyleCLIPPipeline
-from pipelines.styleclip_invert import Start, StartConfig, cap_frames, staged
-from studio.generators import DEMO_GENERATOR
+from pipelines.styleclip_core import EditOutput, StartConfig, StyleCLIPTaskPipeline, cap_frames, default_cache_dir
 from studio.generators.stylegan2 import EqualLinear, PixelNorm
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result
@@ -243,6 +241,12 @@ STYLECLIP_OPTS = ("description", "mapper_type", "no_coarse_mapper", "no_medium_m
                   "max_steps", "stylegan_size", "work_in_stylespace")
 
 
+def _plain(value: object) -> bool:
+    """A value of a mapper file's opts that is copied into the settings: a scalar or a short string, never a
+    container (the file is untrusted; its opts are kept for the record only)."""
+    return value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 200)
+
+
 def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) -> LatentMapper:
     """A `LatentMapper` from one of StyleCLIP's own mapper checkpoints, read without running any code from it.
 
@@ -264,6 +268,7 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     from studio.generators.checkpoints import check_strict, load_weights_only
     from studio.generators.e4e import DECODER_PROBE
     from studio.progress import json_safe
+    from studio.safe_pickle import describe, describe_keys
 
     path = Path(path)
     if not path.is_file():
@@ -276,14 +281,14 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     opts = vars(opts) if isinstance(opts, argparse.Namespace) else opts if isinstance(opts, dict) else {}
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
-        raise ValueError(f"{source} has no 'state_dict' of tensors (keys: {sorted(map(str, raw))[:8]}); expected "
+        raise ValueError(f"{source} has no 'state_dict' of tensors (keys: {describe_keys(raw)}); expected "
                          f"{expected}")
     mapper_type = opts.get("mapper_type", "LevelsMapper")
     if any(k.startswith("mapper.mapping.") for k in state):  # SingleMapper's one MLP over all of W+
         mapper_type = "SingleMapper"
     if mapper_type != "LevelsMapper":
-        raise ValueError(f"{source} is a StyleCLIP {mapper_type!r}; only its 'LevelsMapper' (coarse, medium and "
-                         "fine mappers, the published ones) is supported")
+        raise ValueError(f"{source} is a StyleCLIP {describe(mapper_type)}; only its 'LevelsMapper' (coarse, medium "
+                         "and fine mappers, the published ones) is supported")
     if opts.get("work_in_stylespace"):
         raise ValueError(f"{source} was trained in StyleSpace (opts work_in_stylespace); only W+ mappers "
                          "(StyleCLIP's default, the published ones) are supported")
@@ -292,7 +297,7 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     groups = tuple(name for name in MODULES if f"{MODULES[name]}.mapping.1.weight" in weights)
     if not groups:
         raise ValueError(f"{source} has no mapper weights ('mapper.course_mapping.mapping.1.weight', "
-                         f"'mapper.medium_mapping...', 'mapper.fine_mapping...'); keys: {sorted(state)[:8]}")
+                         f"'mapper.medium_mapping...', 'mapper.fine_mapping...'); keys: {describe_keys(state)}")
     key = f"{MODULES[groups[0]]}.mapping.1.weight"
     if weights[key].ndim != 2:
         raise ValueError(f"{source}: mapper.{key} has shape {tuple(weights[key].shape)}, expected (D, D)")
@@ -300,7 +305,7 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
     if n_latent is None:
         size_opt = opts.get("stylegan_size")
         if not isinstance(size_opt, int) or size_opt < 4 or size_opt & (size_opt - 1):
-            raise ValueError(f"{source}: its opts name no stylegan_size (got {size_opt!r}); give the generator "
+            raise ValueError(f"{source}: its opts name no stylegan_size (got {describe(size_opt)}); give the generator "
                              "it edits (n_latent)")
         n_latent = 2 * int(math.log2(size_opt)) - 2
     what = (f"StyleCLIP's LevelsMapper for W+ {n_latent} x {style_dim} with groups {list(groups)} (keys "
@@ -316,15 +321,13 @@ def read_styleclip_mapper(path: str | os.PathLike, n_latent: int | None = None) 
                             if f"decoder.{k}" in state}
     description = opts.get("description")
     mapper.prompt = description if isinstance(description, str) else ""
-    mapper.settings = {"prompt": mapper.prompt, "converted_from": path.name,
-                       "styleclip_opts": json_safe({k: opts[k] for k in STYLECLIP_OPTS if k in opts})}
+    kept = {k: opts[k] for k in STYLECLIP_OPTS if k in opts and _plain(opts[k])}
+    mapper.settings = {"prompt": mapper.prompt, "converted_from": path.name, "styleclip_opts": json_safe(kept)}
     return mapper.eval().requires_grad_(False)
 
 
 def converted_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where converted StyleCLIP mappers are kept: `<cache_dir>/mappers` (default `$STUDIO_CACHE/styleclip`)."""
-    from pipelines.styleclip_global import default_cache_dir
-
     return Path(cache_dir if cache_dir is not None else default_cache_dir()) / "mappers"
 
 
@@ -449,10 +452,11 @@ class MapperEditOutput(EditOutput):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class StyleCLIPMapperPipeline(StyleCLIPPipeline):
-    """`StyleCLIPPipeline` with StyleCLIP's latent mapper: `train_mapper` / `iter_train_mapper` and `apply_mapper` /
-    `iter_apply_mapper` (the other tasks work as on the base class). `mapper`: the mapper `apply_mapper` uses when
-    none is given (`load_mapper`).
+class StyleCLIPMapperPipeline(StyleCLIPTaskPipeline):
+    """StyleCLIP's latent mapper on a StyleCLIP session: `train_mapper` / `iter_train_mapper` and `apply_mapper` /
+    `iter_apply_mapper`. `mapper`: the mapper `apply_mapper` uses when none is given (`load_mapper`);
+    `mapper_config` / `mapper_apply_config`: the defaults. On another pipeline's session with `from_pipe` (shared:
+    the same generator, CLIP, encoder and caches).
 
     >>> pipe = StyleCLIPMapperPipeline.from_pretrained("demo-shapes")  # doctest: +SKIP
     >>> out = pipe.train_mapper("a red circle", num_steps=200, seed=0)  # doctest: +SKIP
@@ -467,11 +471,9 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
         self.mapper: LatentMapper | None = None
 
     @classmethod
-    def of(cls, pipe: StyleCLIPPipeline) -> StyleCLIPMapperPipeline:
-        """The mapper pipeline on `pipe`'s generator and scorer (nothing is copied or loaded)."""
-        out = cls(pipe.generator, pipe.scorer, precision=pipe.precision, cache_dir=pipe.cache_dir)
-        out.encoder = pipe.encoder
-        return out
+    def of(cls, pipe: Any) -> StyleCLIPMapperPipeline:
+        """`from_pipe` (the name callers used before the session was shared)."""
+        return cls.from_pipe(pipe)
 
     def load_mapper(self, mapper: Any) -> LatentMapper:
         """A mapper for this generator from a `LatentMapper`, a `MapperTrainOutput`, a `.safetensors` path or one of
@@ -489,23 +491,23 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
         if isinstance(mapper, MapperTrainOutput):
             mapper = mapper.mapper
         if isinstance(mapper, (str, os.PathLike)):
-            mapper = load_mapper(mapper, self.generator, cache_dir=self.cache_dir)
+            mapper = load_mapper(mapper, self.session.generator, cache_dir=self.session.cache_dir)
         if not isinstance(mapper, LatentMapper):
             raise ValueError(f"`mapper` must be a LatentMapper, a trained mapper's result, a .safetensors path or "
                              f"a StyleCLIP .pt checkpoint, got {type(mapper).__name__}")
-        check_generator(mapper, self.generator)
-        return mapper.to(self.device).eval()
+        check_generator(mapper, self.session.generator)
+        return mapper.to(self.session.device).eval()
 
     def _sample_w_plus(self, n: int, truncation: float, gen: torch.Generator) -> torch.Tensor:
         """(n, n_latent, D) W+ of random z, truncated towards the mean w (StyleCLIP's coach: truncation 0.7)."""
-        g = self.generator
-        z = torch.randn(n, g.style_dim, generator=gen).to(self.device)
-        avg = self.latent_avg()
+        g = self.session.generator
+        z = torch.randn(n, g.style_dim, generator=gen).to(self.session.device)
+        avg = self.session.latent_avg()
         w = avg + truncation * (g.get_latent(z) - avg)
         return w.unsqueeze(1).repeat(1, g.n_latent, 1)
 
     def _render_batched(self, w: torch.Tensor, chunk: int = 4) -> torch.Tensor:
-        return torch.cat([self.render(part) for part in w.split(chunk)])
+        return torch.cat([self.session.render(part) for part in w.split(chunk)])
 
     # -- training ---------------------------------------------------------------------------------------------
 
@@ -518,7 +520,7 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
         prompt = check_text(prompt, "prompt")
         cfg = resolve(self.mapper_config, settings)
         groups = tuple(name for name in MODULES if getattr(cfg, name))
-        g = self.generator
+        g = self.session.generator
         if not any(lo < g.n_latent for name, lo, _ in GROUPS if name in groups):
             raise ValueError(f"`coarse`, `medium` and `fine` leave no mapper to train for this generator's "
                              f"{g.n_latent} W+ entries (got {list(groups) or 'none'})")
@@ -526,21 +528,21 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
 
         with oom_guard("StyleCLIP mapper training"):
             # 2. the mapper, the prompt, and held-out latents drawn first from the seeded stream
-            mapper = LatentMapper(g.n_latent, g.style_dim, groups).reset_parameters(cfg.seed).to(self.device)
+            mapper = LatentMapper(g.n_latent, g.style_dim, groups).reset_parameters(cfg.seed).to(self.session.device)
             mapper.train().requires_grad_(True)
             gen = torch.Generator().manual_seed(cfg.seed)
-            text = self.scorer.encode_text([prompt]).to(self.device)  # (1, D)
+            text = self.session.scorer.encode_text([prompt]).to(self.session.device)  # (1, D)
             with torch.no_grad():
                 w_eval = self._sample_w_plus(cfg.num_eval, cfg.truncation, gen)
                 eval_start = self._render_batched(w_eval)
-                eval_emb0 = torch.cat([self._clip_embed(x) for x in eval_start.split(4)])
+                eval_emb0 = torch.cat([self.session.clip_embed(x) for x in eval_start.split(4)])
             shown = w_eval[:PREVIEW_COLUMNS]
-            starts = self.to_unit(eval_start[:PREVIEW_COLUMNS])
+            starts = self.session.to_unit(eval_start[:PREVIEW_COLUMNS])
             optimizer = torch.optim.Adam(mapper.parameters(), lr=cfg.lr)
 
             def grid() -> torch.Tensor:  # (1, 3, 2H, kW): held-out starts above, their edits below
                 with torch.no_grad():
-                    edits = self.to_unit(self.render(mapper.edit(shown)))
+                    edits = self.session.to_unit(self.session.render(mapper.edit(shown)))
                 return torch.cat([torch.cat(list(starts), -1), torch.cat(list(edits), -1)], -2)[None]
 
             frames = [to_uint8(grid())]
@@ -555,9 +557,9 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
             for step in range(1, total + 1):
                 with torch.no_grad():
                     w = self._sample_w_plus(cfg.batch_size, cfg.truncation, gen)
-                    emb0 = self._clip_embed(self.render(w))
+                    emb0 = self.session.clip_embed(self.session.render(w))
                 w_hat = mapper.edit(w)
-                emb = self._clip_embed(self.render(w_hat))
+                emb = self.session.clip_embed(self.session.render(w_hat))
                 clip_loss = (1 - emb @ text.t()).mean()
                 l2 = (w_hat - w).pow(2).mean()
                 id_loss = (1 - (emb * emb0).sum(-1)).mean()
@@ -586,7 +588,7 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
             mapper.eval().requires_grad_(False)
             with torch.no_grad():
                 edited = self._render_batched(mapper.edit(w_eval))
-                eval_emb = torch.cat([self._clip_embed(x) for x in edited.split(4)])
+                eval_emb = torch.cat([self.session.clip_embed(x) for x in edited.split(4)])
                 image = grid()
         cos0, cos1 = (eval_emb0 @ text.t())[:, 0], (eval_emb @ text.t())[:, 0]
         scores = {"eval_clip_loss_before": float((1 - cos0).mean()), "eval_clip_loss": float((1 - cos1).mean()),
@@ -602,7 +604,7 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
             losses=losses, clip_losses=clip_losses, l2_distances=l2s, id_losses=ids, scores=scores,
             timings={"setup_s": t_setup - t0, "train_s": t_train - t_setup,
                      "per_step_s": (t_train - t_setup) / max(step, 1), "total_s": time.perf_counter() - t0},
-            seed=cfg.seed, settings=mapper.settings, stopped=stopped, steps_run=step, notice=self.scorer.notice)
+            seed=cfg.seed, settings=mapper.settings, stopped=stopped, steps_run=step, notice=self.session.scorer.notice)
 
     def train_mapper(self, prompt: str = "", *, callback: Callable | None = None, **settings: Any
                      ) -> MapperTrainOutput:
@@ -624,17 +626,14 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
         # 1. check inputs
         cfg = resolve(self.mapper_apply_config, settings)
         mapper = self._mapper(mapper)
-        start = self.known_start(latent_or_image, cfg)
-        n_inv = cfg.num_invert_steps if start is None else 0
+        session = self.session
+        plan = session.plan_start(latent_or_image, cfg)
+        n_inv = plan.invert_steps
         total = n_inv + 1
 
         with oom_guard("StyleCLIP mapper edit"):
             # 2. the start
-            stopped, steps = False, 0
-            if start is None:
-                inv = yield from staged(self.iter_invert(latent_or_image, num_steps=cfg.num_invert_steps,
-                                                         seed=cfg.seed), 0, total, "invert")
-                start, stopped, steps = Start.of(inv, self.device), inv.stopped, inv.steps_run
+            start, stopped, steps = yield from session.begin(plan, total)
             w0, noise = start.latent, start.noise
             t_start = time.perf_counter()
             # 3. one forward pass of the mapper, one of the generator
@@ -642,13 +641,13 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
                 t_map = time.perf_counter()
                 final = mapper.edit(w0, cfg.strength)
                 t_map = time.perf_counter() - t_map
-                img1 = self.render(final, noise)
+                img1 = self.session.render(final, noise)
                 t_edit = time.perf_counter() - t_start
-                img0 = self.render(w0, noise)
-                text = self.scorer.encode_text([mapper.prompt or " "]).to(self.device)
-                score_before = 100 * float((self._clip_embed(img0) @ text.t()).clamp(min=0))
-                score_after = 100 * float((self._clip_embed(img1) @ text.t()).clamp(min=0))
-            after, before = self.to_unit(img1), self.to_unit(img0)
+                img0 = self.session.render(w0, noise)
+                text = self.session.scorer.encode_text([mapper.prompt or " "]).to(self.session.device)
+                score_before = 100 * float((self.session.clip_embed(img0) @ text.t()).clamp(min=0))
+                score_after = 100 * float((self.session.clip_embed(img1) @ text.t()).clamp(min=0))
+            after, before = self.session.to_unit(img1), self.session.to_unit(img0)
             if not stopped:  # a stop sent now marks the result stopped; the edit is already whole
                 steps = n_inv + 1
                 command = yield Progress(steps, total, to_pil(after), {"clip_score": score_after},
@@ -659,7 +658,7 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
             latent=final.cpu(), start_latent=w0.cpu(), prompt=mapper.prompt, inversion=start.inversion,
             scores={"clip_score": score_after, "clip_score_before": score_before},
             timings={"start_s": t_start - t0, "mapper_s": t_map, "edit_s": t_edit, "total_s": time.perf_counter() - t0},
-            seed=cfg.seed, settings=run_settings(cfg), stopped=stopped, steps_run=steps, notice=self.scorer.notice)
+            seed=cfg.seed, settings=run_settings(cfg), stopped=stopped, steps_run=steps, notice=session.scorer.notice)
 
     def apply_mapper(self, latent_or_image: Any = None, mapper: Any = None, *, callback: Callable | None = None,
                      **settings: Any) -> MapperEditOutput:
@@ -672,21 +671,17 @@ class StyleCLIPMapperPipeline(StyleCLIPPipeline):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _load(generator: str | None = None, clip: str | None = None, device: str | None = None
-          ) -> StyleCLIPMapperPipeline:
-    return StyleCLIPMapperPipeline.from_pretrained(generator or DEMO_GENERATOR, clip, device=device)
-
-
 def _load_apply(generator: str | None = None, clip: str | None = None, mapper: str | None = None,
                 device: str | None = None) -> StyleCLIPMapperPipeline:
-    pipe = _load(generator, clip, device)
+    pipe = StyleCLIPMapperPipeline.from_pretrained(generator, clip, device=device)
     if mapper:
         pipe.load_mapper(mapper)
     return pipe
 
 
 register(Task(name="styleclip-mapper", title="Latent mapper training (StyleCLIP)", config=MapperConfig,
-              pipeline=StyleCLIPMapperPipeline, method="iter_train_mapper", models=("generator", "clip"), load=_load,
+              pipeline=StyleCLIPMapperPipeline, method="iter_train_mapper", models=("generator", "clip"),
+              load=StyleCLIPMapperPipeline.from_pretrained,
               inputs=(Input("prompt", "text", help="what the mapper's edits should show"),)))
 register(Task(name="styleclip-mapper-apply", title="Latent mapper edit (StyleCLIP)", config=MapperApplyConfig,
               pipeline=StyleCLIPMapperPipeline, method="iter_apply_mapper", models=("generator", "clip", "mapper"),

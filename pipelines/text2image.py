@@ -1,66 +1,54 @@
-"""Text to image with diffusers, which CLIP then reranks; refine (ReNO) and edit (directional CLIP) build on it.
+"""Text to image with diffusers, which CLIP then reranks: the `text2image` task, on a Text to Image session.
 
 - Generation: any diffusers text-to-image pipeline; the default is SD-Turbo (Sauer et al. 2023, "Adversarial
   Diffusion Distillation"): 512x512, one step, guidance 0, as its model card prescribes.
 - Rerank: CLIPScore (Hessel et al. 2021, 100 * max(cos, 0)) of every image against the prompt, best first.
-- Refine (ReNO): `pipelines/text2image_refine.py`; edit (directional CLIP): `pipelines/text2image_edit.py`; which
-  model, its presets, the scheduler table and loading: `pipelines/text2image_models.py`. `Text2ImagePipeline` is
-  the one entry point: its `iter_refine` / `iter_edit` run those modules' functions on it.
+
+The model, the scorer and what every Text to Image task shares (noise, scheduler, decoding, the lock) are the
+session's (`pipelines/text2image_core.py`); which model, its presets, the scheduler table and loading:
+`pipelines/text2image_models.py`. The other tasks on the same session: refine (`text2image_refine.py`) and edit
+(`text2image_edit.py`); `Text2ImagePipeline.task(name)` builds them on this pipeline's session, and `refine` /
+`edit` are shortcuts to them.
 
 On the run protocol (`studio.progress`): `iter_generate(prompt, **settings)` yields a `Progress` for every
 denoising step of every batch (step 1 to num_batches x num_steps; `stage` names the batch's images, `metrics` the
 step within it; the last step of a batch comes after its images are decoded and previews the batch's first image)
 and ends with the `Text2ImageOutput`. Send it "stop", or close it, to end early: a multi-step diffusers call runs in
 a worker thread (`studio.progress.iterate_callback`) at most one step ahead and ends at its next step; the
-interrupted batch is dropped, so the result holds the finished batches. `__call__` / `rerank` / `refine` / `edit`
-drain the generators. Settings and their limits: `Text2ImageConfig` (`Text2ImageConfig.for_model(name)` gives a
-model family's without loading it), `Text2ImageRefineConfig`, `Text2ImageEditConfig`; the tasks are registered as
-`text2image`, `text2image-refine` and `text2image-edit`.
+interrupted batch is dropped, so the result holds the finished batches. `__call__` / `rerank` drain the generator.
+Settings and their limits: `Text2ImageConfig` (`Text2ImageConfig.for_model(name)` gives a model family's without
+loading it); the task is registered as `text2image`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
-from PIL import Image
 
-from pipelines import text2image_edit as _edit
-from pipelines import text2image_refine as _refine
-from pipelines.registry import register
-from pipelines.text2image_edit import EditOutput, Text2ImageEditConfig
+from pipelines.registry import get_task, register
+from pipelines.text2image_core import Text2ImageSession, load_session
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
     DEFAULT_SIDE,
     MAX_BATCH,
     MAX_GUIDANCE,
     MAX_IMAGES,
+    MAX_NEGATIVES,
     MAX_SIDE,
     MAX_STEPS,
     MULTI_STEP_PRESET,
     SCHEDULERS,
     ModelPreset,
     check_size,
-    dtype_kwarg,
     preset_for,
-    resolve_pipeline,
 )
-from pipelines.text2image_refine import RefineOutput, Text2ImageRefineConfig
-from studio.device import pick_device, pick_dtype
-from studio.images import to_pil
-from studio.progress import Progress, Result, Stopped, iterate_callback
+from studio.progress import Progress, Result
 from studio.runner import drain
-from studio.scorer import get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
-
-LOW_VRAM_BYTES = 6 * 1024**3  # below this, weights stay on the CPU between uses (SD-Turbo fp16 needs ~3.5 GB resident)
-VAE_TILING_PIXELS = 768 * 768  # above this the VAE decodes in tiles (its activations dominate memory at 1024^2)
-MAX_NEGATIVES = 8  # negative prompts per request (they are joined into one text of at most 77 tokens anyway)
 
 
 @dataclass
@@ -139,11 +127,13 @@ class Text2ImageOutput(Result):
 
 
 class Text2ImagePipeline:
-    """Generate with diffusers; rerank, refine (ReNO) and edit (directional CLIP) with the shared CLIP scorer.
+    """Generate with diffusers and rerank by CLIPScore: the `text2image` task, on a `Text2ImageSession`.
 
-    Build from components, `Text2ImagePipeline(pipe, scorer=..., model_name=..., preset=...)` (the preset: what
-    the model is trained for; found from `model_name` for known models), or with `from_pretrained(...)`.
-    `config`, `refine_config`, `edit_config` hold the settings each call starts from.
+    Build from a diffusers pipeline, `Text2ImagePipeline(pipe, scorer=..., model_name=..., preset=...)` (the preset:
+    what the model is trained for; found from `model_name` for known models), from a session, with
+    `from_pretrained(...)`, or with `from_pipe(other_task)` (sharing its session). `config` holds the settings each
+    call starts from (the model family's). The other Text to Image tasks run on the same session through
+    `task(name)`; `refine` / `edit` (and their `iter_` forms) are shortcuts to those.
 
     >>> t2i = Text2ImagePipeline.from_pretrained("stabilityai/sd-turbo", scorer=get_scorer())  # doctest: +SKIP
     >>> out = t2i.rerank("a watercolor fox", num_images=4, seed=0)  # best first  # doctest: +SKIP
@@ -152,106 +142,81 @@ class Text2ImagePipeline:
 
     def __init__(self, pipe: Any, scorer: Any | None = None, *, model_name: str = "custom",
                  preset: ModelPreset | None = None):
-        for attr in ("unet", "vae", "scheduler"):
-            if getattr(pipe, attr, None) is None:
-                raise ValueError(f"`pipe` must be a UNet-based diffusers pipeline with `{attr}`, got "
-                                 f"{type(pipe).__name__}")
-        self.pipe = pipe
-        self.scorer = scorer
-        self.model_name = model_name
-        self.preset = preset or preset_for(model_name) or MULTI_STEP_PRESET
-        self._base_scheduler = pipe.scheduler
-        self._lock = threading.RLock()  # Gradio runs handlers in threads; the pipeline's scheduler is shared state
-        self._refresh_placement()
-        for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
-            if module is not None:
-                module.requires_grad_(False)  # refine/edit differentiate w.r.t. latents only
-                module.eval()
-        size = self.default_size
-        self.config = dataclasses.replace(Text2ImageConfig.from_preset(self.preset, size), rerank=scorer is not None)
-        self.refine_config = Text2ImageRefineConfig(width=size, height=size)
-        self.edit_config = Text2ImageEditConfig()
+        self.session = Text2ImageSession.of(pipe, scorer, model_name=model_name, preset=preset)
+        size = self.session.default_size
+        self.config = dataclasses.replace(Text2ImageConfig.from_preset(self.session.preset, size),
+                                          rerank=self.session.scorer is not None)
+        self._tasks: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(
-        cls,
-        model_id_or_folder: str | None = None,
-        scorer: Any | None = None,
-        *,
-        device: str | torch.device | None = None,
-        precision: str | None = None,
-        offload: bool | str = "auto",
-        local_files_only: bool | None = None,
-        one_step: bool | None = None,
-        **load_kwargs: Any,
-    ) -> "Text2ImagePipeline":
-        """Resolve and load a model (see `resolve_pipeline`), pick fp16/bf16 on GPUs, offload on small GPUs.
+    def from_pretrained(cls, model_id_or_folder: str | None = None, scorer: Any | None = None,
+                        **kwargs: Any) -> "Text2ImagePipeline":
+        """Load a model into a new session (see `Text2ImageSession.from_pretrained` for the arguments)."""
+        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
 
-        `offload="auto"` enables accelerate's `enable_model_cpu_offload` when the GPU has under 6 GiB;
-        `one_step` overrides whether the model is treated as one-step (needed by `refine` for unknown models).
-        """
-        if offload not in (True, False, "auto"):
-            raise ValueError(f"`offload` must be True, False or 'auto', got {offload!r}")
-        dev = pick_device(device)
-        if offload is True and dev.type == "cpu":
-            raise ValueError(f"`offload`=True moves weights to the GPU only while in use; it needs a GPU device, "
-                             f"got device {str(dev)!r}")
-        dtype = pick_dtype(dev, precision)
-        load_kwargs.setdefault(dtype_kwarg(), dtype)
-        pipe, name, where = resolve_pipeline(model_id_or_folder, local_files_only=local_files_only, **load_kwargs)
-        if getattr(pipe, "safety_checker", None) is None and "requires_safety_checker" in pipe.config:
-            pipe.register_to_config(requires_safety_checker=False)
-        use_offload = offload is True or (
-            offload == "auto" and dev.type == "cuda"
-            and torch.cuda.get_device_properties(dev).total_memory < LOW_VRAM_BYTES)
-        if use_offload:
-            pipe.enable_model_cpu_offload(device=dev)
-        else:
-            pipe.to(dev)
-        pipe.set_progress_bar_config(disable=True)
-        preset = preset_for(name)
-        if one_step is not None:
-            base = preset or MULTI_STEP_PRESET
-            preset = ModelPreset(num_steps=1 if one_step else base.num_steps,
-                                 guidance_scale=0.0 if one_step else base.guidance_scale, size=base.size,
-                                 one_step=one_step)
-        self = cls(pipe, scorer, model_name=name, preset=preset)
-        self.source = where
-        return self
+    @classmethod
+    def from_pipe(cls, other: Any) -> "Text2ImagePipeline":
+        """This task on another Text to Image task's session (the same weights, no copy)."""
+        return cls(other.session)
 
-    # ------------------------------------------------------------------ properties
+    # ------------------------------------------------------------------ the session's, for convenience
+    @property
+    def pipe(self) -> Any:
+        return self.session.pipe
+
+    @property
+    def scorer(self) -> Any | None:
+        return self.session.scorer
+
+    @scorer.setter
+    def scorer(self, scorer: Any | None) -> None:  # the page swaps the demo CLIP for the real one when it arrives
+        self.session.scorer = scorer
+
+    @property
+    def model_name(self) -> str:
+        return self.session.model_name
+
+    @property
+    def preset(self) -> ModelPreset:
+        return self.session.preset
+
+    @property
+    def source(self) -> str | None:
+        return self.session.source
+
     @property
     def device(self) -> torch.device:
-        return self._device
+        return self.session.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._dtype
-
-    def _refresh_placement(self) -> None:
-        # Cached: diffusers finds the execution device by walking every module, ~1 ms a call (2% of a GPU step).
-        self._device = self.pipe._execution_device
-        self._dtype = self.pipe.unet.dtype
+        return self.session.dtype
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Text2ImagePipeline":
-        """Move the diffusers pipeline (use this rather than `pipe.to`, so the cached placement follows)."""
-        self.pipe.to(device=device, dtype=dtype)
-        self._refresh_placement()
+        """Move the diffusers pipeline (see `Text2ImageSession.to`)."""
+        self.session.to(device, dtype)
         return self
 
-    @property
-    def vae_scale_factor(self) -> int:
-        return int(getattr(self.pipe, "vae_scale_factor", 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)))
+    # ------------------------------------------------------------------ the other tasks on this session
+    def task(self, name: str) -> Any:
+        """The registered Text to Image task `name` (e.g. "text2image-refine") on this session, built once with its
+        class's `from_pipe` (the registry finds the class, so this file imports no other task's)."""
+        if name not in self._tasks:
+            found = get_task(name)
+            if "t2i" not in found.models:
+                raise ValueError(f"task {name!r} is not a Text to Image task")
+            self._tasks[name] = found.pipeline.from_pipe(self)
+        return self._tasks[name]
 
     @property
-    def default_size(self) -> int:
-        return self.preset.size or int(self.pipe.unet.config.sample_size) * self.vae_scale_factor
+    def refine_config(self) -> Any:
+        """The settings `refine` starts from (the refine task's `config`)."""
+        return self.task("text2image-refine").config
 
-    def _clip_name(self) -> str | None:
-        if self.scorer is None:
-            return None
-        return str(getattr(self.scorer, "spec", None) or type(self.scorer).__name__)
+    @property
+    def edit_config(self) -> Any:
+        """The settings `edit` starts from (the edit task's `config`)."""
+        return self.task("text2image-edit").config
 
     # ------------------------------------------------------------------ checks
     def check_inputs(self, prompt: Any, settings: dict[str, Any]) -> tuple[str, Text2ImageConfig]:
@@ -268,105 +233,8 @@ class Text2ImagePipeline:
                              f"guidance), got guidance_scale={cfg.guidance_scale} with "
                              f"negative_prompts={cfg.negative_prompts!r}")
         if cfg.rerank:
-            self._require_scorer("`rerank`")
+            self.session.require_scorer("`rerank`")
         return prompt, cfg
-
-    # ------------------------------------------------------------------ helpers (refine and edit use them too)
-    def _noise(self, seeds: list[int], height: int, width: int) -> tuple[torch.Tensor, list[torch.Generator]]:
-        """(B, C, h, w) float32 CPU noise from one CPU generator per image, and those generators, which go on to
-        supply any noise the scheduler adds (ancestral samplers), so image i depends on seeds[i] only."""
-        shape = (self.pipe.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        return torch.stack([torch.randn(shape, generator=g) for g in generators]), generators
-
-    def _set_scheduler(self, name: str) -> None:
-        if name == "default":
-            self.pipe.scheduler = self._base_scheduler
-        else:
-            import diffusers
-
-            cls = getattr(diffusers, SCHEDULERS[name])
-            self.pipe.scheduler = cls.from_config(self._base_scheduler.config)
-
-    def _set_tiling(self, height: int, width: int) -> None:
-        vae = self.pipe.vae
-        if hasattr(vae, "enable_tiling"):
-            vae.enable_tiling() if height * width > VAE_TILING_PIXELS else vae.disable_tiling()
-
-    def _score(self, images: torch.Tensor, text: str) -> list[float]:
-        """CLIPScore of (B, 3, H, W) images in [0, 1] against `text`."""
-        scores = self.scorer.score(images.to(self.scorer.device), [text])  # (B, 1)
-        return [float(s) for s in scores[:, 0]]
-
-    def _require_scorer(self, what: str) -> None:
-        if self.scorer is None:
-            raise ValueError(f"{what} needs a CLIP scorer; build the pipeline with `scorer=get_scorer(...)`")
-
-    def _require_differentiable(self, what: str) -> None:
-        if getattr(self.pipe, "text_encoder_2", None) is not None or getattr(self.pipe, "text_encoder", None) is None:
-            raise ValueError(f"{what} supports Stable Diffusion 1.x/2.x-style pipelines (one CLIP text encoder, "
-                             f"e.g. SD-Turbo), got {type(self.pipe).__name__}")
-
-    def _embed_prompt(self, prompt: str) -> torch.Tensor:
-        embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
-        return embeds  # (1, 77, D)
-
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) latents -> (B, 3, H, W) images in [0, 1], differentiable."""
-        vae = self.pipe.vae
-        z = latents / vae.config.scaling_factor
-        if getattr(vae.config, "shift_factor", None):
-            z = z + vae.config.shift_factor
-        image = vae.decode(z.to(vae.dtype)).sample.float()
-        return (image / 2 + 0.5).clamp(0, 1)
-
-    def _set_checkpointing(self, modules: list[Any], mode: str) -> None:
-        """Gradient checkpointing for refine/edit: "on", "off", or "auto" (on a GPU only: it trades compute for
-        activation memory, which a CPU with ample RAM does not need; on CPU it slows small models several-fold)."""
-        on = self.device.type != "cpu" if mode == "auto" else mode == "on"
-        for m in modules:
-            if getattr(m, "_supports_gradient_checkpointing", False) and m.is_gradient_checkpointing != on:
-                m.enable_gradient_checkpointing() if on else m.disable_gradient_checkpointing()
-
-    def _denoise(self, call: dict[str, Any], scheduler: str, what: str,
-                 on_step: Callable[[int], None] | None = None) -> tuple[Any, torch.Tensor, float]:
-        """One diffusers call under the lock: (output, final latents (b, C, h, w), seconds it took).
-
-        `on_step(step)` runs after each denoising step but the last (1-based; the last one ends with the decode,
-        which the caller reports); raising `studio.progress.Stopped` there ends the call."""
-        final: dict[str, torch.Tensor] = {}
-        steps = call["num_inference_steps"]
-
-        def step_end(pipe, i, t, kw):
-            final["latents"] = kw["latents"]
-            if on_step is not None and i + 1 < steps:
-                on_step(i + 1)
-            return kw
-
-        with self._lock, oom_guard(what):
-            t0 = time.perf_counter()
-            self._set_scheduler(scheduler)
-            self._set_tiling(call["height"], call["width"])
-            try:
-                out = self.pipe(**call, callback_on_step_end=step_end, callback_on_step_end_tensor_inputs=["latents"])
-            except Stopped:
-                # Rather than diffusers' own `pipe._interrupt`: pipelines that honour it (SD, SDXL in 0.42) skip the
-                # remaining steps but still VAE-decode the unfinished latents, seconds on a CPU, for a batch that is
-                # dropped anyway.
-                if hasattr(self.pipe, "maybe_free_model_hooks"):
-                    self.pipe.maybe_free_model_hooks()  # what a finished call does last (resets CPU offload)
-                raise
-        return out, final["latents"], time.perf_counter() - t0
-
-    def _denoise_stepwise(self, call: dict[str, Any], scheduler: str, what: str,
-                          progress: Callable[[int], Progress]
-                          ) -> Generator[Progress, str | None, tuple[tuple[Any, torch.Tensor, float] | None, bool]]:
-        """`_denoise` in a worker thread, yielding `progress(step)` after each denoising step but the last.
-
-        Returns (what `_denoise` returns, or None if the call was cut short; whether "stop" was sent). See
-        `studio.progress.iterate_callback`: the worker runs at most one step ahead, so at most two steps follow
-        the last one the caller saw."""
-        return (yield from iterate_callback(lambda report: self._denoise(call, scheduler, what, report), progress))
 
     # ------------------------------------------------------------------ generation (+ rerank)
     def __call__(self, prompt: str, *, callback: Callable | None = None, **settings: Any) -> Text2ImageOutput:
@@ -392,56 +260,18 @@ class Text2ImagePipeline:
         negative = ", ".join(check_texts(cfg.negative_prompts, "negative_prompts", MAX_NEGATIVES)) or None
         n, steps = cfg.num_images, cfg.num_steps
         seeds = [(cfg.seed + i) % 2**32 for i in range(n)]
-        noise, generators = self._noise(seeds, cfg.height, cfg.width)  # (N, C, h, w)
+        session = self.session
+        noise, generators = session.noise(seeds, cfg.height, cfg.width)  # (N, C, h, w)
 
         # 2. generate in batches; a multi-step call runs in a worker thread so that each step reaches the caller
-        images: list[Image.Image] = []
-        latents, scores = [], []
-        timings = {"generate_s": 0.0, "score_s": 0.0}
-        stopped = False
-        total = math.ceil(n / cfg.batch_size) * steps
-        shown = [0]  # the last step reported
-        for batch, start in enumerate(range(0, n, cfg.batch_size)):
-            chunk = noise[start:start + cfg.batch_size]
-            call = dict(
-                prompt=[prompt] * len(chunk), negative_prompt=[negative] * len(chunk) if negative else None,
-                num_inference_steps=steps, guidance_scale=cfg.guidance_scale, width=cfg.width, height=cfg.height,
-                latents=chunk.to(self.device, self.dtype), generator=generators[start:start + cfg.batch_size],
-                output_type="pt",
-            )
-            what = f"generation of {len(chunk)} image(s) at {cfg.width}x{cfg.height}"
-            stage = (f"image {start + 1} of {n}" if len(chunk) == 1 else
-                     f"images {start + 1}–{start + len(chunk)} of {n}")
-
-            def progress(step: int, _offset: int = batch * steps, _stage: str = stage) -> Progress:
-                shown[0] = _offset + step
-                return Progress(_offset + step, total, None, {"batch_step": step, "batch_steps": steps}, _stage)
-
-            if steps == 1:  # nothing to report within the call: no thread
-                done = self._denoise(call, cfg.scheduler, what)
-            else:
-                done, stopped = yield from self._denoise_stepwise(call, cfg.scheduler, what, progress)
-                if done is None:  # stopped mid-call: this batch is dropped
-                    break
-            out, final, seconds = done
-            timings["generate_s"] += seconds
-            if self.scorer is not None:  # scored on the device, before the copy to the CPU
-                t0 = time.perf_counter()
-                with self._lock, oom_guard("CLIP scoring"):
-                    scores.extend(self._score(out.images, prompt))
-                timings["score_s"] += time.perf_counter() - t0
-            batch_images = [to_pil(im) for im in out.images]  # (b, 3, H, W) in [0, 1] -> PIL
-            images.extend(batch_images)
-            latents.append(final.float().cpu())
-            if stopped:  # the stop came during the call's last step: the batch is finished and kept
-                break
-            item = progress(steps)
-            item.preview = batch_images[0]
-            if scores:
-                item.metrics["clip_score"] = max(scores)
-            if (yield item) == "stop":
-                stopped = True
-                break
+        calls = [dict(prompt=[prompt] * len(chunk), negative_prompt=[negative] * len(chunk) if negative else None,
+                      num_inference_steps=steps, guidance_scale=cfg.guidance_scale, width=cfg.width,
+                      height=cfg.height, latents=chunk.to(session.device, session.dtype),
+                      generator=generators[start:start + cfg.batch_size], output_type="pt")
+                 for start in range(0, n, cfg.batch_size) for chunk in [noise[start:start + cfg.batch_size]]]
+        done = yield from session.iterate_calls(calls, steps, cfg.scheduler, "generation", prompt,
+                                             (cfg.width, cfg.height))
+        images, scores, latents, timings = done.images, done.scores, done.latents, done.timings
 
         # 3. rerank
         order = list(range(len(images)))
@@ -454,50 +284,32 @@ class Text2ImagePipeline:
         yield Text2ImageOutput(
             images=[images[i] for i in order], seeds=kept, clip_scores=[scores[i] for i in order] if scores else [],
             scores={"clip_score": max(scores)} if scores else {}, seed=kept[0] if kept else cfg.seed,
-            settings=run_settings(cfg, prompt=prompt), prompt=prompt, model=self.model_name,
-            clip_model=self._clip_name(), latents=torch.cat(latents)[order] if latents else noise[:0],
-            noise=noise[:len(images)][order], reranked=cfg.rerank, stopped=stopped, steps_run=shown[0],
-            timings=timings, notice=getattr(self.scorer, "notice", None))
+            settings=run_settings(cfg, prompt=prompt), prompt=prompt, model=session.model_name,
+            clip_model=session.clip_name, latents=torch.cat(latents)[order] if latents else noise[:0],
+            noise=noise[:len(images)][order], reranked=cfg.rerank, stopped=done.stopped, steps_run=done.steps_run,
+            timings=timings, notice=getattr(session.scorer, "notice", None))
 
-    # ------------------------------------------------------------------ refine (ReNO) and edit (directional CLIP)
-    def refine(self, prompt: str, *, callback: Callable | None = None, **settings: Any) -> RefineOutput:
-        """Optimise the initial noise of a one-step sample for CLIPScore (see `iter_refine`)."""
+    # ------------------------------------------------------------------ shortcuts to the refine and edit tasks
+    def refine(self, prompt: str, *, callback: Callable | None = None, **settings: Any) -> Any:
+        """ReNO on the image `seed` gives for `prompt`: the `text2image-refine` task on this session."""
         return drain(self.iter_refine(prompt, **settings), callback)
 
-    def iter_refine(self, prompt: str, **settings: Any) -> Iterator[Progress | RefineOutput]:
-        """ReNO on the image that `seed` (at `width` x `height`) gives for `prompt`; settings: any
-        `Text2ImageRefineConfig` field. See `pipelines.text2image_refine.iter_refine`."""
-        return _refine.iter_refine(self, prompt, **settings)
+    def iter_refine(self, prompt: str, **settings: Any) -> Iterator[Any]:
+        """The `text2image-refine` task's `iter_refine` on this session."""
+        return self.task("text2image-refine").iter_refine(prompt, **settings)
 
     def edit(self, latents: torch.Tensor, source_prompt: str, edit_prompt: str, *, callback: Callable | None = None,
-             **settings: Any) -> EditOutput:
-        """Move a kept latent toward `edit_prompt` (see `iter_edit`)."""
+             **settings: Any) -> Any:
+        """Move a kept latent toward `edit_prompt`: the `text2image-edit` task on this session."""
         return drain(self.iter_edit(latents, source_prompt, edit_prompt, **settings), callback)
 
-    def iter_edit(self, latents: torch.Tensor, source_prompt: str, edit_prompt: str,
-                  **settings: Any) -> Iterator[Progress | EditOutput]:
-        """Directional-CLIP edit of a generated image's latent; settings: any `Text2ImageEditConfig` field. See
-        `pipelines.text2image_edit.iter_edit`."""
-        return _edit.iter_edit(self, latents, source_prompt, edit_prompt, **settings)
-
-
-def _load(t2i: str | None = None, clip: str | None = None, device: str | None = None,
-          one_step: bool | None = None) -> Text2ImagePipeline:
-    return Text2ImagePipeline.from_pretrained(t2i, scorer=get_scorer(clip, device=device), device=device,
-                                              one_step=one_step)
+    def iter_edit(self, latents: torch.Tensor, source_prompt: str, edit_prompt: str, **settings: Any) -> Iterator[Any]:
+        """The `text2image-edit` task's `iter_edit` on this session."""
+        return self.task("text2image-edit").iter_edit(latents, source_prompt, edit_prompt, **settings)
 
 
 register(Task(
     name="text2image", title="Text → image (diffusers, reranked by CLIP)", config=Text2ImageConfig,
-    pipeline=Text2ImagePipeline, method="iter_generate", models=("t2i", "clip"), load=_load,
+    pipeline=Text2ImagePipeline, method="iter_generate", models=("t2i", "clip"),
+    load=lambda **models: Text2ImagePipeline(load_session(**models)),
     inputs=(Input("prompt", "text", help="what to draw"),)))
-register(Task(
-    name="text2image-refine", title="Text → image: CLIP refine (ReNO)", config=Text2ImageRefineConfig,
-    pipeline=Text2ImagePipeline, method="iter_refine", models=("t2i", "clip"), load=_load,
-    inputs=(Input("prompt", "text", help="the prompt of the image to refine (its seed and size are settings)"),)))
-register(Task(
-    name="text2image-edit", title="Text → image: CLIP edit (directional)", config=Text2ImageEditConfig,
-    pipeline=Text2ImagePipeline, method="iter_edit", models=("t2i", "clip"), load=_load,
-    inputs=(Input("latents", "state", help="a generated image's latent (`Text2ImageOutput.latents[i]`)"),
-            Input("source_prompt", "text", help="the prompt it was made from"),
-            Input("edit_prompt", "text", help="the text to move it toward"))))

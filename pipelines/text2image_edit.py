@@ -9,30 +9,30 @@ text-embedding change) applied to the kept output latent z0 of a generation, plu
 optimised with Adam. The result is z0 + strength * (z* - z0), z* being the iterate of lowest loss: `strength` is
 the fraction of the optimised move applied (0: the original, 1: the full edit), as everywhere in the studio.
 
-On the run protocol: `Text2ImagePipeline.iter_edit(latents, source_prompt, edit_prompt, **settings)` (this module's
-`iter_edit`) yields a `Progress` after each update (step 1 to num_steps; metrics: directional, loss) and ends with
-the `EditOutput`; a stop returns the best iterate so far. Settings: `Text2ImageEditConfig`; the task is registered
-as `text2image-edit` (in `pipelines.text2image`).
+On the run protocol: `Text2ImageEditPipeline.iter_edit(latents, source_prompt, edit_prompt, **settings)` yields a
+`Progress` after each update (step 1 to num_steps; metrics: directional, loss) and ends with the `EditOutput`; a
+stop returns the best iterate so far. Settings: `Text2ImageEditConfig`; the task is registered as `text2image-edit`,
+on the Text to Image session (`pipelines/text2image_core.py`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.registry import register
+from pipelines.text2image_core import Text2ImageSession, load_session
 from pipelines.text2image_models import CHECKPOINTING, MAX_SIDE, thin_frames
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result, json_safe
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, check_text, param, resolve
-
-if TYPE_CHECKING:
-    from pipelines.text2image import Text2ImagePipeline
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve
 
 
 @dataclass
@@ -93,101 +93,134 @@ def check_latents(latents: Any, channels: int, max_side: int | None = None) -> t
     return latents.reshape(1, *latents.shape[-3:])
 
 
-def iter_edit(pipe: "Text2ImagePipeline", latents: torch.Tensor, source_prompt: str, edit_prompt: str,
-              **settings: Any) -> Iterator[Progress | EditOutput]:
-    """Optimise z from z0 = `latents` (a generated image's denoised latent) toward `edit_prompt` (see the module
-    docstring); yields progress after each update, then the `EditOutput`."""
-    t_start = time.perf_counter()
-    # 1. check inputs
-    z0 = check_latents(latents, pipe.pipe.unet.config.in_channels, MAX_SIDE // pipe.vae_scale_factor)
-    source = check_text(source_prompt, "source_prompt")
-    edit = check_text(edit_prompt, "edit_prompt")
-    if source == edit:
-        raise ValueError(f"`edit_prompt` must differ from `source_prompt`, got {edit_prompt!r} for both")
-    cfg = resolve(pipe.edit_config, settings)
-    pipe._require_scorer("edit")
-    pipe._require_differentiable("edit")  # SDXL's VAE overflows in fp16 unless upcast, which _decode does not do
-    scorer, total, every = pipe.scorer, cfg.num_steps, cfg.preview_every
+class Text2ImageEditPipeline:
+    """Directional-CLIP edit on a Text to Image session: the `text2image-edit` task.
 
-    # 2. embed the texts and the original image
-    z0 = z0.to(pipe.device, torch.float32)
-    h, w = (s * pipe.vae_scale_factor for s in z0.shape[-2:])
-    with pipe._lock, torch.no_grad(), oom_guard("encoding of the image to edit"):
-        pipe._set_tiling(h, w)
-        pipe._set_checkpointing([pipe.pipe.vae], cfg.gradient_checkpointing)
-        t = scorer.encode_text([source, edit]).to(scorer.device)  # (2, D)
-        text_dir = F.normalize(t[1] - t[0], dim=-1)  # (D,)
-        original = pipe._decode(z0)
-        e0 = scorer.encode_image(original.to(scorer.device))  # (1, D)
-        before = float(100.0 * (e0 @ t[1]).clamp(min=0).item())
-    z = z0.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=cfg.lr)
+    Built like every Text to Image task: from a diffusers pipeline or a session, `from_pretrained(...)`, or
+    `from_pipe(other_task)`. `config` holds the settings each call starts from."""
 
-    def directional(e: torch.Tensor) -> torch.Tensor:
-        return F.cosine_similarity(e - e0, text_dir[None], dim=-1, eps=1e-8).mean()
+    def __init__(self, pipe: Any, scorer: Any | None = None, **session_kwargs: Any):
+        self.session = Text2ImageSession.of(pipe, scorer, **session_kwargs)
+        self.config = Text2ImageEditConfig()
 
-    def evaluate(update: bool, first: bool = False) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-        """Loss, directional score, image (1, 3, H, W) and embedding of the current z; with `update`, the gradient.
+    @classmethod
+    def from_pretrained(cls, model_id_or_folder: str | None = None, scorer: Any | None = None,
+                        **kwargs: Any) -> "Text2ImageEditPipeline":
+        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
 
-        `first`: z is z0, where the image-embedding change is zero and the cosine has no usable gradient (it is
-        scale-free; torch's eps makes it ~1e8 large, which would then rule Adam's moments for the whole run). The
-        first step follows the projection of the change onto the text direction instead, the direction in which
-        the cosine starts to grow."""
-        with pipe._lock, oom_guard(f"editing at {w}x{h}"), torch.set_grad_enabled(update):
-            image = pipe._decode(z)
-            e = scorer.encode_image(image.to(scorer.device))  # (1, D)
-            cos_dir = directional(e)
-            loss = 1.0 - cos_dir + cfg.proximity * (z - z0).pow(2).mean()
-            if update:
-                objective = -((e - e0) @ text_dir).mean() if first else loss
-                (z.grad,) = torch.autograd.grad(objective, [z])
-        return float(loss.item()), float(cos_dir.item()), image.detach(), e.detach()
+    @classmethod
+    def from_pipe(cls, other: Any) -> "Text2ImageEditPipeline":
+        return cls(other.session)
 
-    def step_latent() -> None:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def __call__(self, latents: torch.Tensor, source_prompt: str, edit_prompt: str, *,
+                 callback: Callable | None = None, **settings: Any) -> EditOutput:
+        return drain(self.iter_edit(latents, source_prompt, edit_prompt, **settings), callback)
 
-    # 3. optimise: every pass scores the current iterate, then (but for the last) steps; keep the lowest loss
-    t0 = time.perf_counter()
-    loss, _, image, e = evaluate(True, first=True)  # iterate 0, the original: it sets the first step's gradient
-    best = (loss, 0, z.detach().clone(), image, e)
-    step_latent()
-    scores: list[float] = []  # directional score of iterates 1..num_steps
-    frames = [to_uint8(original)]
-    stopped, step = False, 0
-    for step in range(1, total + 1):
-        loss, cos_dir, image, e = evaluate(step < total)
-        scores.append(cos_dir)
-        if loss < best[0]:
-            best = (loss, step, z.detach().clone(), image, e)
-        if step < total:
-            step_latent()
-        preview = None
-        if step % every == 0 or step == total:
-            preview = to_pil(image)
-            frames.append(to_uint8(preview))
-        if (yield Progress(step, total, preview, {"directional": cos_dir, "loss": loss})) == "stop":
-            stopped = True
-            break
-    edit_s = time.perf_counter() - t0
+    def iter_edit(self, latents: torch.Tensor, source_prompt: str, edit_prompt: str,
+                  **settings: Any) -> Iterator[Progress | EditOutput]:
+        """Optimise z from z0 = `latents` (a generated image's denoised latent) toward `edit_prompt` (see the module
+        docstring); yields progress after each update, then the `EditOutput`."""
+        t_start = time.perf_counter()
+        session = self.session
+        # 1. check inputs
+        z0 = check_latents(latents, session.latent_channels, MAX_SIDE // session.vae_scale_factor)
+        source = check_text(source_prompt, "source_prompt")
+        edit = check_text(edit_prompt, "edit_prompt")
+        if source == edit:
+            raise ValueError(f"`edit_prompt` must differ from `source_prompt`, got {edit_prompt!r} for both")
+        cfg = resolve(self.config, settings)
+        session.require_scorer("edit")
+        session.require_differentiable("edit")  # SDXL's VAE overflows in fp16 unless upcast, which _decode does not do
+        scorer, total, every = session.scorer, cfg.num_steps, cfg.preview_every
 
-    # 4. apply `strength` of the best move and package it
-    _, best_step, z_best, image, e = best
-    z_out = z_best
-    if cfg.strength != 1.0:
-        z_out = z0 + cfg.strength * (z_best - z0)
-        with pipe._lock, torch.no_grad(), oom_guard(f"editing at {w}x{h}"):
-            image = pipe._decode(z_out)
-            e = scorer.encode_image(image.to(scorer.device))
-    with torch.no_grad():
-        result_dir = float(directional(e).item())
-        after = float(100.0 * (e @ t[1]).clamp(min=0).item())
-    yield EditOutput(
-        image=to_pil(image), original=to_pil(original), source_prompt=source, edit_prompt=edit, directional=scores,
-        best_step=best_step, latents=z_out.float().cpu(), model=pipe.model_name, clip_model=pipe._clip_name(),
-        frames=thin_frames(frames),
-        scores={"directional": result_dir, "clip_score": after, "clip_score_before": before},
-        seed=cfg.seed, settings={"source_prompt": source, "edit_prompt": edit, **json_safe(asdict(cfg))},
-        stopped=stopped, steps_run=step, timings={"edit_s": edit_s, "per_step_s": edit_s / (step + 1),
-                                                  "total_s": time.perf_counter() - t_start},
-        notice=getattr(scorer, "notice", None))
+        # 2. embed the texts and the original image
+        z0 = z0.to(session.device, torch.float32)
+        h, w = (s * session.vae_scale_factor for s in z0.shape[-2:])
+        with session.lock, torch.no_grad(), oom_guard("encoding of the image to edit"):
+            session.set_tiling(h, w)
+            session.set_checkpointing([session.pipe.vae], cfg.gradient_checkpointing)
+            t = scorer.encode_text([source, edit]).to(scorer.device)  # (2, D)
+            text_dir = F.normalize(t[1] - t[0], dim=-1)  # (D,)
+            original = session.decode(z0)
+            e0 = scorer.encode_image(original.to(scorer.device))  # (1, D)
+            before = float(100.0 * (e0 @ t[1]).clamp(min=0).item())
+        z = z0.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=cfg.lr)
+
+        def directional(e: torch.Tensor) -> torch.Tensor:
+            return F.cosine_similarity(e - e0, text_dir[None], dim=-1, eps=1e-8).mean()
+
+        def evaluate(update: bool, first: bool = False) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+            """Loss, directional score, image (1, 3, H, W) and embedding of the current z; with `update`, the gradient.
+
+            `first`: z is z0, where the image-embedding change is zero and the cosine has no usable gradient (it is
+            scale-free; torch's eps makes it ~1e8 large, which would then rule Adam's moments for the whole run). The
+            first step follows the projection of the change onto the text direction instead, the direction in which
+            the cosine starts to grow."""
+            with session.lock, oom_guard(f"editing at {w}x{h}"), torch.set_grad_enabled(update):
+                image = session.decode(z)
+                e = scorer.encode_image(image.to(scorer.device))  # (1, D)
+                cos_dir = directional(e)
+                loss = 1.0 - cos_dir + cfg.proximity * (z - z0).pow(2).mean()
+                if update:
+                    objective = -((e - e0) @ text_dir).mean() if first else loss
+                    (z.grad,) = torch.autograd.grad(objective, [z])
+            return float(loss.item()), float(cos_dir.item()), image.detach(), e.detach()
+
+        def step_latent() -> None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        # 3. optimise: every pass scores the current iterate, then (but for the last) steps; keep the lowest loss
+        t0 = time.perf_counter()
+        loss, _, image, e = evaluate(True, first=True)  # iterate 0, the original: it sets the first step's gradient
+        best = (loss, 0, z.detach().clone(), image, e)
+        step_latent()
+        scores: list[float] = []  # directional score of iterates 1..num_steps
+        frames = [to_uint8(original)]
+        stopped, step = False, 0
+        for step in range(1, total + 1):
+            loss, cos_dir, image, e = evaluate(step < total)
+            scores.append(cos_dir)
+            if loss < best[0]:
+                best = (loss, step, z.detach().clone(), image, e)
+            if step < total:
+                step_latent()
+            preview = None
+            if step % every == 0 or step == total:
+                preview = to_pil(image)
+                frames.append(to_uint8(preview))
+            if (yield Progress(step, total, preview, {"directional": cos_dir, "loss": loss})) == "stop":
+                stopped = True
+                break
+        edit_s = time.perf_counter() - t0
+
+        # 4. apply `strength` of the best move and package it
+        _, best_step, z_best, image, e = best
+        z_out = z_best
+        if cfg.strength != 1.0:
+            z_out = z0 + cfg.strength * (z_best - z0)
+            with session.lock, torch.no_grad(), oom_guard(f"editing at {w}x{h}"):
+                image = session.decode(z_out)
+                e = scorer.encode_image(image.to(scorer.device))
+        with torch.no_grad():
+            result_dir = float(directional(e).item())
+            after = float(100.0 * (e @ t[1]).clamp(min=0).item())
+        yield EditOutput(
+            image=to_pil(image), original=to_pil(original), source_prompt=source, edit_prompt=edit, directional=scores,
+            best_step=best_step, latents=z_out.float().cpu(), model=session.model_name, clip_model=session.clip_name,
+            frames=thin_frames(frames),
+            scores={"directional": result_dir, "clip_score": after, "clip_score_before": before},
+            seed=cfg.seed, settings={"source_prompt": source, "edit_prompt": edit, **json_safe(asdict(cfg))},
+            stopped=stopped, steps_run=step, timings={"edit_s": edit_s, "per_step_s": edit_s / (step + 1),
+                                                      "total_s": time.perf_counter() - t_start},
+            notice=getattr(scorer, "notice", None))
+
+
+register(Task(
+    name="text2image-edit", title="Text → image: CLIP edit (directional)", config=Text2ImageEditConfig,
+    pipeline=Text2ImageEditPipeline, method="iter_edit", models=("t2i", "clip"),
+    load=lambda **models: Text2ImageEditPipeline(load_session(**models)),
+    inputs=(Input("latents", "state", help="a generated image's latent (`Text2ImageOutput.latents[i]`)"),
+            Input("source_prompt", "text", help="the prompt it was made from"),
+            Input("edit_prompt", "text", help="the text to move it toward"))))

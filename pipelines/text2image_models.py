@@ -27,6 +27,7 @@ MAX_BATCH = 8  # images per forward pass; more rarely fits a consumer GPU at 512
 MAX_IMAGES = 64  # images (rerank candidates) per request
 MAX_STEPS = 100
 MAX_GUIDANCE = 30.0
+MAX_NEGATIVES = 8  # negative prompts per request (they are joined into one text of at most 77 tokens anyway)
 # Gradient checkpointing for refine/edit: "auto" turns it on on GPUs only (it trades compute for activation memory,
 # which a CPU with ample RAM does not need; on a CPU it slows small models several-fold).
 CHECKPOINTING = ("auto", "on", "off")

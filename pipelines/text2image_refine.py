@@ -5,29 +5,29 @@ Optimization": gradient ascent on the initial noise of a one-step model with the
 log-likelihood of the noise norm under its chi distribution so that the noise stays a plausible sample; SGD with
 Nesterov momentum, gradient-norm clipping and best-iterate selection as in the authors' code.
 
-On the run protocol: `Text2ImagePipeline.iter_refine(prompt, **settings)` (this module's `iter_refine`) yields a
-`Progress` after each update (step 1 to num_steps, the CLIPScore of that iterate in `metrics`) and ends with the
-`RefineOutput`: the best iterate seen, so a stop returns the best so far. Settings: `Text2ImageRefineConfig`; the
-task is registered as `text2image-refine` (in `pipelines.text2image`).
+On the run protocol: `Text2ImageRefinePipeline.iter_refine(prompt, **settings)` yields a `Progress` after each
+update (step 1 to num_steps, the CLIPScore of that iterate in `metrics`) and ends with the `RefineOutput`: the best
+iterate seen, so a stop returns the best so far. Settings: `Text2ImageRefineConfig`; the task is registered as
+`text2image-refine`, on the Text to Image session (`pipelines/text2image_core.py`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from PIL import Image
 
+from pipelines.registry import register
+from pipelines.text2image_core import Text2ImageSession, load_session
 from pipelines.text2image_models import CHECKPOINTING, DEFAULT_MODEL, DEFAULT_SIDE, MAX_SIDE, check_size, thin_frames
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, check_text, param, resolve, run_settings
-
-if TYPE_CHECKING:
-    from pipelines.text2image import Text2ImagePipeline
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
 
 @dataclass
@@ -87,18 +87,18 @@ def chi_norm_nll(norm: torch.Tensor, d: int) -> torch.Tensor:
     return 0.5 * norm**2 - (d - 1) * torch.log(norm)
 
 
-def one_step_x0(pipe: "Text2ImagePipeline", noise: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+def one_step_x0(session: Text2ImageSession, noise: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
     """Denoised latent of a one-step sample: the x0-prediction at the first timestep of a 1-step schedule.
 
     With unit-variance `noise` as x_t, x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (epsilon models) or
     sqrt(a_t) x_t - sqrt(1 - a_t) v (v models). This equals what diffusers' 1-step sampling returns (e.g. Euler:
     sample = noise * sqrt(sigma^2 + 1), x0 = sample - sigma * eps), so refine starts from the generated image.
     """
-    scheduler = pipe.pipe.scheduler
+    scheduler = session.pipe.scheduler
     scheduler.set_timesteps(1, device=noise.device)
     t = scheduler.timesteps[0]
     a = scheduler.alphas_cumprod[int(t)].to(noise.device, torch.float32)
-    out = pipe.pipe.unet(noise.to(embeds.dtype), t, encoder_hidden_states=embeds).sample.float()
+    out = session.pipe.unet(noise.to(embeds.dtype), t, encoder_hidden_states=embeds).sample.float()
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return (noise - (1 - a).sqrt() * out) / a.sqrt()
@@ -109,88 +109,121 @@ def one_step_x0(pipe: "Text2ImagePipeline", noise: torch.Tensor, embeds: torch.T
     raise ValueError(f"scheduler prediction_type {kind!r} is not supported by refine")
 
 
-def iter_refine(pipe: "Text2ImagePipeline", prompt: str, **settings: Any) -> Iterator[Progress | RefineOutput]:
-    """ReNO on one image: start from the noise `seed` gives, take `num_steps` SGD steps on
-    loss = clip_weight * (100 - 100 cos(E_I(G(eps)), E_T(prompt))) + reg_weight * (||eps||^2 / 2 - (d - 1) log ||eps||),
-    the second term being the chi-distribution negative log-likelihood of the noise norm (ReNO, sec. 3). Every
-    iterate is scored; the best by CLIPScore is returned (the start included)."""
-    t_start = time.perf_counter()
-    # 1. check inputs
-    prompt = check_text(prompt, "prompt")
-    cfg = resolve(pipe.refine_config, settings)
-    check_size(cfg.width, cfg.height)
-    if not pipe.preset.one_step:
-        raise ValueError(f"refine needs a one-step model (e.g. {DEFAULT_MODEL}); {pipe.model_name!r} is set up "
-                         f"for {pipe.preset.num_steps} steps (pass one_step=True to from_pretrained to override)")
-    pipe._require_scorer("refine")
-    pipe._require_differentiable("refine")
-    scorer, total, every = pipe.scorer, cfg.num_steps, cfg.preview_every
-    width, height = cfg.width, cfg.height
+class Text2ImageRefinePipeline:
+    """ReNO refine on a Text to Image session: the `text2image-refine` task.
 
-    # 2. initialise the noise and the prompt embeddings
-    with pipe._lock:
-        pipe._set_scheduler("default")
-        pipe._set_tiling(height, width)
-        pipe._set_checkpointing([pipe.pipe.unet, pipe.pipe.vae], cfg.gradient_checkpointing)
-        noise = pipe._noise([cfg.seed], height, width)[0].to(pipe.device).requires_grad_(True)  # (1, C, h, w) fp32
-        d = noise[0].numel()
-        with torch.no_grad():
-            embeds = pipe._embed_prompt(prompt)
-            text = scorer.encode_text([prompt]).to(scorer.device)  # (1, D)
-    optimizer = torch.optim.SGD([noise], lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    Built like every Text to Image task: from a diffusers pipeline or a session, `from_pretrained(...)`, or
+    `from_pipe(other_task)`. `config` holds the settings each call starts from (the model's image size)."""
 
-    def evaluate(update: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """CLIPScore, image (1, 3, H, W) and x0 latent of the current noise; with `update`, its gradient too."""
-        with pipe._lock, oom_guard(f"refinement at {width}x{height}"), torch.set_grad_enabled(update):
-            x0 = one_step_x0(pipe, noise, embeds)
-            image = pipe._decode(x0)
-            cos = (scorer.encode_image(image.to(scorer.device)) * text).sum(-1)  # (1,)
-            score = float(100.0 * cos.clamp(min=0).item())
-            if update:
-                reward_loss = (100.0 - 100.0 * cos).mean() * cfg.clip_weight
-                reg = cfg.reg_weight * chi_norm_nll(noise.flatten().norm(), d)
-                (noise.grad,) = torch.autograd.grad(reward_loss + reg, [noise])
-                torch.nn.utils.clip_grad_norm_([noise], cfg.grad_clip)
-        return score, image.detach(), x0.detach()
+    def __init__(self, pipe: Any, scorer: Any | None = None, **session_kwargs: Any):
+        self.session = Text2ImageSession.of(pipe, scorer, **session_kwargs)
+        size = self.session.default_size
+        self.config = Text2ImageRefineConfig(width=size, height=size)
 
-    def step_noise() -> None:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    @classmethod
+    def from_pretrained(cls, model_id_or_folder: str | None = None, scorer: Any | None = None,
+                        **kwargs: Any) -> "Text2ImageRefinePipeline":
+        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
 
-    # 3. optimise: score the start, then after every update; keep the best iterate (its noise before it moves on)
-    t0 = time.perf_counter()
-    score, image, x0 = evaluate(True)
-    start = to_pil(image)
-    clip_scores, frames = [score], [to_uint8(image)]
-    best = (score, 0, start, noise.detach().float().cpu().clone(), x0.float().cpu())
-    step_noise()
-    stopped, step = False, 0
-    for step in range(1, total + 1):
-        score, image, x0 = evaluate(step < total)
-        clip_scores.append(score)
-        pil = None
-        if score > best[0]:
-            pil = to_pil(image)
-            best = (score, step, pil, noise.detach().float().cpu().clone(), x0.float().cpu())
-        if step < total:
-            step_noise()
-        preview = None
-        if step % every == 0 or step == total:
-            preview = pil or to_pil(image)
-            frames.append(to_uint8(preview))
-        if (yield Progress(step, total, preview, {"clip_score": score, "best_clip_score": best[0]})) == "stop":
-            stopped = True
-            break
-    refine_s = time.perf_counter() - t0
+    @classmethod
+    def from_pipe(cls, other: Any) -> "Text2ImageRefinePipeline":
+        return cls(other.session)
 
-    # 4. package the best iterate
-    best_score, best_step, best_image, best_noise, best_latent = best
-    yield RefineOutput(
-        image=best_image, start_image=start, clip_scores=clip_scores, best_step=best_step, prompt=prompt,
-        model=pipe.model_name, clip_model=pipe._clip_name(), noise=best_noise, latents=best_latent,
-        frames=thin_frames(frames), scores={"clip_score": best_score, "clip_score_before": clip_scores[0]},
-        seed=cfg.seed, settings=run_settings(cfg, prompt=prompt), stopped=stopped, steps_run=step,
-        timings={"refine_s": refine_s, "per_step_s": refine_s / (step + 1),  # step + 1 iterates were scored
-                 "total_s": time.perf_counter() - t_start},
-        notice=getattr(scorer, "notice", None))
+    def __call__(self, prompt: str, *, callback: Callable | None = None, **settings: Any) -> RefineOutput:
+        return drain(self.iter_refine(prompt, **settings), callback)
 
+    def iter_refine(self, prompt: str, **settings: Any) -> Iterator[Progress | RefineOutput]:
+        """ReNO on one image: start from the noise `seed` gives, take `num_steps` SGD steps on
+        loss = clip_weight * (100 - 100 cos(E_I(G(eps)), E_T(prompt)))
+               + reg_weight * (||eps||^2 / 2 - (d - 1) log ||eps||),
+        the second term being the chi-distribution negative log-likelihood of the noise norm (ReNO, sec. 3). Every
+        iterate is scored; the best by CLIPScore is returned (the start included)."""
+        t_start = time.perf_counter()
+        # 1. check inputs
+        session = self.session
+        prompt = check_text(prompt, "prompt")
+        cfg = resolve(self.config, settings)
+        check_size(cfg.width, cfg.height)
+        if not session.preset.one_step:
+            raise ValueError(f"refine needs a one-step model (e.g. {DEFAULT_MODEL}); {session.model_name!r} is set "
+                             f"up for {session.preset.num_steps} steps (pass one_step=True to from_pretrained to "
+                             f"override)")
+        session.require_scorer("refine")
+        session.require_differentiable("refine")
+        scorer, total, every = session.scorer, cfg.num_steps, cfg.preview_every
+        width, height = cfg.width, cfg.height
+
+        # 2. initialise the noise and the prompt embeddings
+        with session.lock:
+            session.set_scheduler("default")
+            session.set_tiling(height, width)
+            session.set_checkpointing([session.pipe.unet, session.pipe.vae], cfg.gradient_checkpointing)
+            noise = session.noise([cfg.seed], height, width)[0].to(session.device)  # (1, C, h, w) float32
+            noise.requires_grad_(True)
+            d = noise[0].numel()
+            with torch.no_grad():
+                embeds = session.embed_prompt(prompt)
+                text = scorer.encode_text([prompt]).to(scorer.device)  # (1, D)
+        optimizer = torch.optim.SGD([noise], lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+
+        def evaluate(update: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
+            """CLIPScore, image (1, 3, H, W) and x0 latent of the current noise; with `update`, its gradient too."""
+            with session.lock, oom_guard(f"refinement at {width}x{height}"), torch.set_grad_enabled(update):
+                x0 = one_step_x0(session, noise, embeds)
+                image = session.decode(x0)
+                cos = (scorer.encode_image(image.to(scorer.device)) * text).sum(-1)  # (1,)
+                score = float(100.0 * cos.clamp(min=0).item())
+                if update:
+                    reward_loss = (100.0 - 100.0 * cos).mean() * cfg.clip_weight
+                    reg = cfg.reg_weight * chi_norm_nll(noise.flatten().norm(), d)
+                    (noise.grad,) = torch.autograd.grad(reward_loss + reg, [noise])
+                    torch.nn.utils.clip_grad_norm_([noise], cfg.grad_clip)
+            return score, image.detach(), x0.detach()
+
+        def step_noise() -> None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        # 3. optimise: score the start, then after every update; keep the best iterate (its noise before it moves on)
+        t0 = time.perf_counter()
+        score, image, x0 = evaluate(True)
+        start = to_pil(image)
+        clip_scores, frames = [score], [to_uint8(image)]
+        best = (score, 0, start, noise.detach().float().cpu().clone(), x0.float().cpu())
+        step_noise()
+        stopped, step = False, 0
+        for step in range(1, total + 1):
+            score, image, x0 = evaluate(step < total)
+            clip_scores.append(score)
+            pil = None
+            if score > best[0]:
+                pil = to_pil(image)
+                best = (score, step, pil, noise.detach().float().cpu().clone(), x0.float().cpu())
+            if step < total:
+                step_noise()
+            preview = None
+            if step % every == 0 or step == total:
+                preview = pil or to_pil(image)
+                frames.append(to_uint8(preview))
+            if (yield Progress(step, total, preview, {"clip_score": score, "best_clip_score": best[0]})) == "stop":
+                stopped = True
+                break
+        refine_s = time.perf_counter() - t0
+
+        # 4. package the best iterate
+        best_score, best_step, best_image, best_noise, best_latent = best
+        yield RefineOutput(
+            image=best_image, start_image=start, clip_scores=clip_scores, best_step=best_step, prompt=prompt,
+            model=session.model_name, clip_model=session.clip_name, noise=best_noise, latents=best_latent,
+            frames=thin_frames(frames), scores={"clip_score": best_score, "clip_score_before": clip_scores[0]},
+            seed=cfg.seed, settings=run_settings(cfg, prompt=prompt), stopped=stopped, steps_run=step,
+            timings={"refine_s": refine_s, "per_step_s": refine_s / (step + 1),  # step + 1 iterates were scored
+                     "total_s": time.perf_counter() - t_start},
+            notice=getattr(scorer, "notice", None))
+
+
+register(Task(
+    name="text2image-refine", title="Text → image: CLIP refine (ReNO)", config=Text2ImageRefineConfig,
+    pipeline=Text2ImageRefinePipeline, method="iter_refine", models=("t2i", "clip"),
+    load=lambda **models: Text2ImageRefinePipeline(load_session(**models)),
+    inputs=(Input("prompt", "text", help="the prompt of the image to refine (its seed and size are settings)"),)))

@@ -26,7 +26,7 @@ from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
-from studio.ui.common import ServerLimits, one_gpu_queue
+from studio.ui.common import ServerLimits, one_gpu_queue, page_text
 
 log = logging.getLogger("studio")
 
@@ -143,7 +143,8 @@ def _index_functions(device: str | None, policy: Policy, folder: str) -> dict:
         return ImageIndex(root).clip_spec or policy.default_clip
 
     def pipe() -> CLIPIndexPipeline:
-        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False)  # a visitor's text: no paths
+        # a visitor's text names no files; on a public server the results name no server folders either
+        return CLIPIndexPipeline(get_scorer(spec(), device=device), allow_paths=False, relative_paths=policy.public)
 
     def describe() -> str:
         idx = ImageIndex(root)
@@ -221,7 +222,13 @@ def make_sketch_functions(device: str | None, policy: Policy | None = None) -> d
         pipe = sketch.pipeline(get_scorer(spec, device=device), loss)
         return (yield from sketch.iterate(pipe, image=image, **settings))
 
-    return {"clipdraw": clipdraw, "clipasso": clipasso, "draw_specs": draw.specs(), "sketch_specs": sketch.specs()}
+    def check_svg(text: str) -> None:  # an uploaded start SVG, read as the run will read it (refused at upload)
+        from pipelines.clipdraw import read_init_svg
+
+        read_init_svg(text, 64)
+
+    return {"clipdraw": clipdraw, "clipasso": clipasso, "draw_specs": draw.specs(), "sketch_specs": sketch.specs(),
+            "check_svg": check_svg}
 
 
 LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance")
@@ -250,15 +257,17 @@ def make_latent_functions(device: str | None, policy: Policy | None = None, pool
 
     policy = policy or Policy()
     pool = pool or ModelPool()
-    session = get_task("styleclip-edit")  # the four StyleCLIP tasks share one pipeline (generator + CLIP)
 
     def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
         generator, clip = policy.check_generator(generator), policy.check_clip(clip)
         # Built on first use, and again when its CLIP is no longer the resident one (the demo model stood in and
         # the real weights have since arrived, or the scorer was released); the pool keeps one (a StyleGAN2 at
         # 1024 is large), and a failure keeps the old.
-        return pool.get(session, generator=generator, clip=clip, device=device, on_load=lambda: gr.Info(
-            f"Loading generator {generator_state(generator)}; CLIP {clip_state(clip)}…"))
+        def announce() -> None:
+            gr.Info(page_text(f"Loading generator {generator_state(generator)}; CLIP {clip_state(clip)}…"))
+
+        return pool.get(StyleCLIPPipeline.from_pretrained, generator=generator, clip=clip, device=device,
+                        on_load=announce)
 
     def start(generator: str, clip: str, state) -> object:
         """What an edit starts from, from the tab's state (None: a random start from the seed)."""
@@ -304,7 +313,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None, pool
 
     @gpu("styleclip-mapper")
     def train_mapper(generator, clip, prompt, settings):
-        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        pipe = StyleCLIPMapperPipeline.from_pipe(get_pipeline(generator, clip))
         yield from pipe.iter_train_mapper(prompt, **settings)
 
     @gpu
@@ -313,7 +322,7 @@ def make_latent_functions(device: str | None, policy: Policy | None = None, pool
         if mapper is None:
             raise ValueError("`mapper` is missing: train a mapper first, or upload a mapper (.safetensors, or a "
                              "StyleCLIP .pt checkpoint)")
-        pipe = StyleCLIPMapperPipeline.of(get_pipeline(generator, clip))
+        pipe = StyleCLIPMapperPipeline.from_pipe(get_pipeline(generator, clip))
         yield from pipe.iter_apply_mapper(start(generator, clip, state), mapper, **settings)
 
     return {"sample": sample, "invert": invert, "edit": edit, "relevance": relevance, "global_edit": global_edit,
@@ -355,7 +364,7 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     def pipeline() -> Text2ImagePipeline:
         with lock:
             if "pipe" not in state:
-                gr.Info(f"Loading {diffusers_state(name)}…")
+                gr.Info(page_text(f"Loading {diffusers_state(name)}…"))
                 state["pipe"] = Text2ImagePipeline.from_pretrained(name, scorer=get_scorer(clip, device=device),
                                                                    device=device)
             pipe = state["pipe"]
@@ -415,7 +424,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
                             draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
                             colour_modes=list(COLOR_MODES), loss_model_choices=policy.loss_choices(),
-                            cpu=cpu, model_state=model_state, custom_models=custom)
+                            cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"], custom_models=custom)
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 
@@ -426,7 +435,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
                             default_clip=DEMO_CLIP if generator == DEMO_GENERATOR else clip, cpu=cpu,
                             model_state=latent_state, custom_models=custom)
     # one GPU job at a time across every tab, not per endpoint; every handler gets the server's limits
-    one_gpu_queue(demo, ServerLimits(custom_models=custom, max_run_s=policy.max_run_s))
+    one_gpu_queue(demo, ServerLimits(custom_models=custom, max_run_s=policy.max_run_s, delete_uploads=policy.public))
     return demo
 
 
@@ -434,12 +443,36 @@ def server_policy(args) -> Policy:
     """The trust level and limits from the serve flags (`studio.cli.parse_serve_args`) and the environment."""
     return Policy.from_settings(public=True if args.public else None, clip=args.clip, generators=args.generator,
                                 max_upload_mb=args.max_upload_mb, max_run_s=args.max_run_s,
-                                output_ttl_s=args.output_ttl_s)
+                                output_ttl_s=args.output_ttl_s, max_waiting=getattr(args, "max_waiting", None),
+                                upload_budget_mb=getattr(args, "upload_budget_mb", None))
+
+
+def queue(demo: gr.Blocks, policy: Policy, concurrency: int = 1, max_queue: int | None = 32) -> gr.Blocks:
+    """`demo.queue(...)` with the policy's share per visitor (`studio.ui.guard.share_queue`)."""
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    if policy.max_waiting:
+        from studio.ui.guard import share_queue
+
+        share_queue(demo, policy.max_waiting)
+    return demo
 
 
 def launch_options(policy: Policy) -> dict:
-    """`demo.launch` arguments that carry the policy: Gradio refuses bigger uploads before any handler runs."""
-    return {"max_file_size": int(policy.max_upload_mb * 1024 * 1024), "show_error": True}
+    """`demo.launch` arguments that carry the policy: Gradio refuses bigger uploads before any handler runs; on a
+    public server the upload route is bounded in count, request size and total (`studio.ui.guard.UploadGuard`)."""
+    options = {"max_file_size": int(policy.max_upload_mb * 1024 * 1024), "show_error": True}
+    if policy.public:
+        from starlette.middleware import Middleware
+
+        from studio.outputs import gradio_cache
+        from studio.ui.guard import UploadGuard
+
+        per_request = int(policy.max_upload_mb * 1024 * 1024 * 4) + 65536  # four files at the cap, and the framing
+        budget = int(policy.upload_budget_mb * 1024 * 1024) if policy.upload_budget_mb else None
+        options["app_kwargs"] = {"middleware": [Middleware(UploadGuard, max_files=policy.max_upload_files,
+                                                           max_request_bytes=per_request, budget_bytes=budget,
+                                                           folder=gradio_cache)]}
+    return options
 
 
 def serve(args, prog: str = "clip-studio") -> None:
@@ -455,5 +488,5 @@ def serve(args, prog: str = "clip-studio") -> None:
         from studio.outputs import start_sweeper
 
         start_sweeper(policy.output_ttl_s)
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
+    queue(demo, policy, args.concurrency, args.max_queue)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options(policy))

@@ -178,15 +178,31 @@ def _folder_digest(path: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def match_masks(images: list[Path], folder: str | os.PathLike) -> dict[str, str]:
+    """{image path: mask path}: each image's mask is the file of the same name (any image suffix) in `folder`;
+    ValueError naming the images without one (before any work)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"`--masks` must be a folder of masks named like the images, got {str(folder)!r}")
+    by_stem = {p.stem: p for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+    missing = [p.name for p in images if Path(p).stem not in by_stem]
+    if missing:
+        raise ValueError(f"`--masks` {str(folder)!r} has no mask named like {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''} (a mask has its image's file name)")
+    return {str(p): str(by_stem[Path(p).stem]) for p in images}
+
+
 def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Path] | None, seeds: list[int],
-         settings: dict[str, Any], models: dict[str, Any], fixed: dict[str, Any] | None = None) -> list[Item]:
+         settings: dict[str, Any], models: dict[str, Any], fixed: dict[str, Any] | None = None,
+         masks: dict[str, str] | None = None) -> list[Item]:
     """Items = inputs × seeds in input order. The primary text input (`primary_text`) comes from `prompts`, whose
-    JSON lines may also set other inputs by name; an image input takes one image per item from `images`, an
-    "images" input (a gallery) takes them all in every item; `fixed` inputs are the same in every item."""
+    JSON lines may also set other inputs by name; an image input takes one image per item from `images`, a "mask"
+    input that image's mask from `masks` ({image: mask}, `match_masks`), an "images" input (a gallery) takes them
+    all in every item; `fixed` inputs are the same in every item."""
     fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
     names = {i.name for i in task.inputs}
     kinds = {i.kind: i for i in task.inputs}
-    supported = {"text", "image", "images", "video", "folder", "state"}
+    supported = {"text", "image", "images", "video", "folder", "state", "mask"}
     missing = [i.name for i in task.inputs if i.required and i.kind not in supported]
     if missing:
         raise ValueError(f"task {task.name!r} takes {', '.join(missing)}, which the command line cannot supply")
@@ -221,6 +237,8 @@ def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Pat
                 inputs[text_input.name] = prompt
             if pic is not None:
                 inputs[image_input.name] = pic
+                if "mask" in kinds and masks:
+                    inputs[kinds["mask"].name] = masks[pic]
             if gallery is not None and images:
                 inputs[gallery.name] = [str(p) for p in images]
             inputs.update({k: v for k, v in extra.items() if k in names})  # a JSON line's own inputs
@@ -228,7 +246,7 @@ def plan(task: Task, *, prompts: list[tuple[Any, dict]] | None, images: list[Pat
             if error is None and lacking:
                 error = f"`{lacking[0]}` is required: give `--{lacking[0].replace('_', '-')}` or a {lacking[0]!r} key"
             base.append((inputs, {k: v for k, v in extra.items() if k not in names}, error))
-    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images", "video", "state")}
+    file_inputs = {i.name for i in task.inputs if i.kind in ("image", "images", "video", "state", "mask")}
     folder_inputs = {i.name for i in task.inputs if i.kind == "folder"}
     items = []
     for inputs, extra, error in base:

@@ -43,6 +43,13 @@ def _env_float(name: str) -> float | None:
         raise SystemExit(f"clip-studio: error: {name} must be a number, got {value!r}") from None
 
 
+def _env_int(name: str) -> int | None:
+    value = _env_float(name)
+    if value is not None and not float(value).is_integer():
+        raise SystemExit(f"clip-studio: error: {name} must be a whole number, got {value:g}")
+    return None if value is None else int(value)
+
+
 def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description="CLIP Creative Studio: start the web app. "
                                 "`clip-studio run TASK --help` runs a task from the command line instead.")
@@ -69,6 +76,12 @@ def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> 
                    "local); env STUDIO_MAX_RUN_S")
     p.add_argument("--output-ttl-s", type=float, default=_env_float("STUDIO_OUTPUT_TTL_S"),
                    help="delete outputs older than this (default 3600 public, kept local); env STUDIO_OUTPUT_TTL_S")
+    p.add_argument("--max-waiting", type=int, default=_env_int("STUDIO_MAX_WAITING"),
+                   help="jobs one visitor may have waiting in the queue (default 2 public, no share local); env "
+                   "STUDIO_MAX_WAITING")
+    p.add_argument("--upload-budget-mb", type=float, default=_env_float("STUDIO_UPLOAD_BUDGET_MB"),
+                   help="uploads (and served files) Gradio's cache may hold before uploads are refused (default "
+                   "2048 public, none local); env STUDIO_UPLOAD_BUDGET_MB")
     p.add_argument("--index", default=os.environ.get("STUDIO_INDEX"), metavar="DIR",
                    help="a folder of images whose index (`clip-studio index DIR`) the Lens tab searches; visitors "
                    "never name a folder; env STUDIO_INDEX")
@@ -77,7 +90,7 @@ def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> 
     p.add_argument("--max-queue", type=int, default=int(os.environ.get("STUDIO_MAX_QUEUE", "32")),
                    help="requests waiting before new ones are turned away; env STUDIO_MAX_QUEUE")
     args = p.parse_args(argv)
-    for flag in ("max_upload_mb", "max_run_s", "output_ttl_s"):
+    for flag in ("max_upload_mb", "max_run_s", "output_ttl_s", "max_waiting", "upload_budget_mb"):
         value = getattr(args, flag)
         if value is not None and not value > 0:
             p.error(f"--{flag.replace('_', '-')} must be a positive number, got {value:g}")
@@ -109,7 +122,19 @@ def _range(spec) -> str:
     return ""
 
 
-def run_parser(task, prog: str) -> argparse.ArgumentParser:
+def task_specs(task, model: str | None = None) -> dict:
+    """The task's settings as `--help` shows them: a Text to Image task's are its model family's (the config's
+    `for_model(model)`, which loads nothing), so `--model <an SD 1.5 folder> --help` shows the 25 steps it runs."""
+    if model and "t2i" in task.models and hasattr(task.config, "for_model"):
+        from studio.tasks import specs
+
+        return specs(task.config.for_model(model))
+    return task.specs()
+
+
+def run_parser(task, prog: str, model: str | None = None) -> argparse.ArgumentParser:
+    """The parser of `prog run TASK`; `model`: the --model given (or its environment variable), whose family's
+    defaults the settings' help shows."""
     p = argparse.ArgumentParser(prog=f"{prog} run {task.name}", description=f"{task.title}. Items are the inputs "
                                 "× the seeds; each gets a folder under --out and a line in manifest.jsonl.")
     from studio.batch import fixed_inputs, primary_text
@@ -131,6 +156,9 @@ def run_parser(task, prog: str) -> argparse.ArgumentParser:
                        .replace("%", "%%"))
     if kinds & {"image", "images"}:
         p.add_argument("--images", metavar="DIR_OR_GLOB", help="a folder of images or a glob pattern")
+    if "mask" in kinds:
+        p.add_argument("--masks", metavar="DIR", help="a folder of masks, each named like its image (white or opaque "
+                       "= repaint)")
     if "video" in kinds:
         p.add_argument("--videos", metavar="FILE_OR_GLOB", help="a video file, a folder of videos or a glob pattern "
                        "(an item per video)")
@@ -156,7 +184,7 @@ def run_parser(task, prog: str) -> argparse.ArgumentParser:
                        help="treat --model as a one-step model like sd-turbo (refine needs one); default: the known "
                        "models' presets decide, any other model is multi-step")
     group = p.add_argument_group("settings (from the task's config; default shown)")
-    for name, spec in task.specs().items():
+    for name, spec in task_specs(task, model).items():
         limits = f"; {_range(spec)}" if _range(spec) else ""
         text = f"{spec.help} (default {spec.default!r}{limits})".replace("%", "%%")  # argparse formats help with %
         kw: dict[str, Any] = {"dest": f"setting_{name}", "default": None, "help": text}
@@ -195,7 +223,12 @@ def run_main(argv: list[str], prog: str = "clip-studio") -> int:
     except ValueError as err:
         print(f"{prog} run: error: {err}", file=sys.stderr)
         return 2
-    parser = run_parser(task, prog)
+    model = None
+    if "t2i" in task.models:  # the settings' defaults in --help are this model family's
+        flag, env = MODEL_FLAGS["t2i"][:2]
+        pre.add_argument(flag, dest="t2i", default=os.environ.get(env))
+        model = pre.parse_known_args(argv)[0].t2i
+    parser = run_parser(task, prog, model)
     args = parser.parse_args(argv[1:])
     try:
         return run_batch(task, args, prog)
@@ -245,8 +278,9 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
 
     resolve(task.config(), {**settings, "seed": seeds[0]})
     fixed = {i.name: getattr(args, f"input_{i.name}", None) for i in batch.fixed_inputs(task)}
+    masks = batch.match_masks(images or [], args.masks) if getattr(args, "masks", None) else None
     items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models,
-                       fixed=fixed)
+                       fixed=fixed, masks=masks)
     if not 1 <= args.batch <= MAX_SEED_BATCH:
         raise ValueError(f"`--batch` must be in [1, {MAX_SEED_BATCH}], got {args.batch}")
     task.check_batch(args.batch)  # before any model loads

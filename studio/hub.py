@@ -81,6 +81,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         sd = load_file(str(path), device="cpu")
     else:
+        from studio.safe_pickle import check_torch_file
+
+        check_torch_file(path, f"checkpoint {path.name!r}")  # the pickle's object graph, bounded before it is built
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # TorchScript archives and arbitrary pickles land here

@@ -26,6 +26,8 @@ def thin_frames(frames: list, limit: int = MAX_FRAMES) -> list:
 
 # PNG text chunk holding our JSON settings; "parameters" is what other SD tools write, so we add a readable copy.
 METADATA_KEY = "clip-studio"
+MAX_METADATA_CHARS = 256 * 1024  # a run's settings are a few KB (prompts are at most a few thousand characters)
+MAX_METADATA_DEPTH = 32  # our settings nest 2-3 deep; json.loads recurses per level (200,000 `[`: RecursionError)
 
 
 def _out_path(path: str | os.PathLike | None, suffix: str) -> Path:
@@ -86,10 +88,29 @@ def read_png_metadata(source: str | os.PathLike | Image.Image) -> dict | None:
     img = source if isinstance(source, Image.Image) else Image.open(source)
     text = getattr(img, "text", None) or img.info
     raw = text.get(METADATA_KEY) if text else None
-    if raw is None:
+    if raw is None or not isinstance(raw, str) or len(raw) > MAX_METADATA_CHARS or _nesting(raw) > MAX_METADATA_DEPTH:
         return None
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, counted without parsing it (brackets inside strings are skipped;
+    escaped quotes are taken apart first), so that `json.loads` never recurses past `MAX_METADATA_DEPTH`."""
+    depth = deepest = 0
+    in_string = False
+    text = text.replace("\\\\", "").replace('\\"', "")  # escaped backslashes, then escaped quotes
+    for ch in text:
+        if ch == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest

@@ -212,9 +212,11 @@ class ModelPool:
         self._lock = threading.Lock()
 
     def get(self, task: Any, *, on_load: Callable[[], None] | None = None, **models: Any) -> Any:
-        """The resident pipeline of `task.load(**models)`, built now if needed (`on_load()`, else the pool's
+        """The resident pipeline of `task.load(**models)` (`task`: a registered task, or a loader of its own such
+        as a family's session-sharing facade), built now if needed (`on_load()`, else the pool's
         `on_load(task, models)`, is called first)."""
-        key = (task.load, tuple(sorted((k, repr(v)) for k, v in models.items())))
+        load = getattr(task, "load", task)
+        key = (load, tuple(sorted((k, repr(v)) for k, v in models.items())))
         with self._lock:
             pipe = self._pipes.get(key)
             if pipe is not None and not _stale(pipe):
@@ -224,7 +226,7 @@ class ModelPool:
                 on_load()
             elif self.on_load is not None:
                 self.on_load(task, models)
-            pipe = task.load(**models)  # a failure keeps what was resident
+            pipe = load(**models)  # a failure keeps what was resident
             self._pipes.pop(key, None)
             self._pipes[key] = pipe
             same = [k for k in self._pipes if k[0] == key[0]]  # oldest first

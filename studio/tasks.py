@@ -124,6 +124,7 @@ def check_value(spec: ParamSpec, value: Any) -> Any:
     if spec.kind == "text":
         if not isinstance(value, str):
             raise ValueError(f"{name} must be text, got {value!r}")
+        _check_encodable(value, spec.name)
         return value
     if spec.kind == "tuple":
         if not isinstance(value, (tuple, list)):
@@ -175,7 +176,18 @@ def check_text(value: Any, name: str, *, allow_empty: bool = False, max_chars: i
         raise ValueError(f"`{name}` must be non-empty text, got {value!r:.80}")
     if len(value) > max_chars:
         raise ValueError(f"`{name}` must be at most {max_chars} characters, got {len(value)}")
+    _check_encodable(value, name)
     return value.strip()
+
+
+def _check_encodable(value: str, name: str) -> None:
+    """Refuse a lone surrogate ("\\ud800", which a JSON API call can send): no UTF-8 file, PNG text chunk or
+    tokenizer takes it, and it used to fail only when the finished result was saved, losing the run (issue 22 #8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"`{name}` holds a lone surrogate (U+{ord(value[err.start]):04X} at character {err.start}), "
+                         f"which is not text") from None
 
 
 def check_texts(value: Any, name: str, max_items: int) -> list[str]:

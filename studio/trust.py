@@ -11,7 +11,10 @@ Face Space, where `SPACE_ID` is set, or `--public`) serves strangers, so:
   decoding, by `studio.images.load_image`);
 - every run stops at `--max-run-s` seconds, keeping its result like a Stop (the run is bounded whatever the
   settings; the settings' own limits bound memory);
-- outputs are deleted after `--output-ttl-s` (Gradio's `delete_cache` for its cache, `sweep_outputs` for ours).
+- outputs are deleted after `--output-ttl-s` (`studio.outputs.sweep_all`: ours and Gradio's cache);
+- each visitor has at most `--max-waiting` jobs waiting in the queue; one upload request carries at most
+  `max_upload_files` files, and Gradio's cache holds at most `--upload-budget-mb` (`studio.ui.guard`); a run's
+  uploads are deleted when it ends.
 
 Both levels share the bounds that protect the server itself (failed loads freed, linear-time SVG parsing,
 checkpoint shapes checked before allocation, one GPU queue). No torch here: the UI and the CLI import it.
@@ -38,7 +41,10 @@ class Policy:
 
     clip_models / generators: the operator's lists (first = the default); on a public server the only choices.
     max_upload_mb: Gradio refuses bigger uploads before our code runs. max_run_s: a run is stopped (keeping its
-    result) after this long; None = no limit. output_ttl_s: outputs older than this are deleted; None = kept."""
+    result) after this long; None = no limit. output_ttl_s: outputs older than this are deleted; None = kept.
+    max_waiting: jobs one visitor may have waiting in the queue; None = no share. upload_budget_mb: bytes Gradio's
+    cache may hold before uploads are refused; None = no budget. max_upload_files: files in one upload request (the
+    Lens gallery's 64)."""
 
     public: bool = False
     clip_models: tuple[str, ...] = ()
@@ -46,6 +52,9 @@ class Policy:
     max_upload_mb: float = 512.0
     max_run_s: float | None = None
     output_ttl_s: float | None = None
+    max_waiting: int | None = None
+    upload_budget_mb: float | None = None
+    max_upload_files: int = 64
     loss_models: tuple[str, ...] = field(default=("RN101/openai", "RN50/openai"))
 
     # -------------------------------------------------------------------------------------------- the choices
@@ -99,11 +108,12 @@ class Policy:
     @classmethod
     def from_settings(cls, *, public: bool | None = None, clip: str | None = None, generators: str | None = None,
                       max_upload_mb: float | None = None, max_run_s: float | None = None,
-                      output_ttl_s: float | None = None, environ: dict | None = None) -> Policy:
+                      output_ttl_s: float | None = None, max_waiting: int | None = None,
+                      upload_budget_mb: float | None = None, environ: dict | None = None) -> Policy:
         """The server's policy from its flags, with the environment filling what they leave out. `public=None`
         means "public when on a Space" (`SPACE_ID` set, or STUDIO_PUBLIC=1). Limits left as None take the
-        level's defaults: public 20 MB uploads, 600 s per run, outputs kept 1 h; local 512 MB, no run or age
-        limit."""
+        level's defaults: public 20 MB uploads, 600 s per run, outputs kept 1 h, 2 waiting jobs per visitor, 2 GB
+        of uploads and served files; local 512 MB, no run, age, queue share or upload budget limit."""
         env = os.environ if environ is None else environ
         if public is None:
             public = bool(env.get("SPACE_ID")) or env.get("STUDIO_PUBLIC", "").lower() in ("1", "true", "yes")
@@ -113,12 +123,19 @@ class Policy:
         mb = max_upload_mb if max_upload_mb is not None else defaults[0]
         run_s = max_run_s if max_run_s is not None else defaults[1]
         ttl = output_ttl_s if output_ttl_s is not None else defaults[2]
-        for arg, value in (("max_upload_mb", mb), ("max_run_s", run_s), ("output_ttl_s", ttl)):
+        waiting = max_waiting if max_waiting is not None else (2 if public else None)
+        budget = upload_budget_mb if upload_budget_mb is not None else (2048.0 if public else None)
+        for arg, value in (("max_upload_mb", mb), ("max_run_s", run_s), ("output_ttl_s", ttl),
+                           ("max_waiting", waiting), ("upload_budget_mb", budget)):
             if value is not None and not value > 0:
                 raise ValueError(f"`{arg}` must be a positive number, got {value!r}")
+        if budget is not None and budget < mb:
+            raise ValueError(f"`upload_budget_mb` ({budget:g}) must be at least `max_upload_mb` ({mb:g})")
         return cls(public=public, clip_models=clips, generators=gens, max_upload_mb=float(mb),
                    max_run_s=None if run_s is None else float(run_s),
-                   output_ttl_s=None if ttl is None else float(ttl))
+                   output_ttl_s=None if ttl is None else float(ttl),
+                   max_waiting=None if waiting is None else int(waiting),
+                   upload_budget_mb=None if budget is None else float(budget))
 
     @property
     def default_clip(self) -> str:
@@ -133,5 +150,7 @@ class Policy:
         if not self.public:
             return "local server: every model field takes any spec"
         limit = f"{self.max_run_s:g} s per run" if self.max_run_s else "no run limit"
+        extra = "".join([f", {self.max_waiting} waiting jobs per visitor" if self.max_waiting else "",
+                         f", {self.upload_budget_mb:g} MB of uploads in all" if self.upload_budget_mb else ""])
         return (f"public server: models limited to the operator's list, uploads up to {self.max_upload_mb:g} MB, "
-                f"{limit}")
+                f"{limit}{extra}")

@@ -42,10 +42,14 @@ def relevance(scorer):
     return _pipe(scorer), {}, {"num_samples": 2, "use_cache": False}
 
 
+def sample(scorer):
+    return _pipe(scorer), {}, {"seed": 3, "truncation": 0.5}
+
+
 def _mapper_pipe(scorer):
     from pipelines.styleclip_mapper import StyleCLIPMapperPipeline
 
-    return StyleCLIPMapperPipeline.of(_pipe(scorer))
+    return StyleCLIPMapperPipeline.from_pipe(_pipe(scorer))
 
 
 def mapper(scorer):
@@ -60,7 +64,8 @@ def mapper_apply(scorer):
 
 
 CASES = {"styleclip-edit": edit, "styleclip-global": global_direction, "styleclip-invert": invert,
-         "styleclip-relevance": relevance, "styleclip-mapper": mapper, "styleclip-mapper-apply": mapper_apply}
+         "styleclip-relevance": relevance, "styleclip-mapper": mapper, "styleclip-mapper-apply": mapper_apply,
+         "styleclip-sample": sample}
 FILES = {"styleclip-edit": {"png", "video"}, "styleclip-global": {"png"}, "styleclip-invert": {"png", "video"},
          "styleclip-relevance": {"png"}, "styleclip-mapper": {"png", "video", "mapper"},
-         "styleclip-mapper-apply": {"png"}}
+         "styleclip-mapper-apply": {"png"}, "styleclip-sample": {"png"}}

@@ -213,11 +213,25 @@ def test_lens_in_a_real_browser(page, red_png, fake_png, tmp_path):
 
 
 @needs_chromium
-def test_vector_sketch_in_a_real_browser(page, fake_png):
+def test_vector_sketch_in_a_real_browser(page, fake_png, tmp_path):
     from playwright.sync_api import expect
 
     tab(page, "Vector Sketch", "Text → drawing (CLIPDraw)")
     expect(visible(page.get_by_text("tiny-test-vit: random weights")).first).to_be_visible(timeout=30_000)
+    # Typing a palette selects "custom" (it was ignored unless the dropdown said so; issue 29).
+    visible(page.get_by_label("Custom palette", exact=True)).first.fill("#ff0000, #0000ff")
+    expect(visible(page.get_by_label("Colours", exact=True)).first).to_have_value("custom", timeout=30_000)
+    # A start SVG is checked at upload, and the refusal names the element: escaped, "<text>" is not eaten as HTML.
+    page.get_by_text("Start from an SVG (optional)", exact=True).click()
+    svg = tmp_path / "words.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><text x="1" y="5">hi</text></svg>')
+    box = file_input(page)
+    box.evaluate("e => { (e.closest('.block') || e.parentElement).dataset.e2eUpload = 'svg' }")
+    box.set_input_files(str(svg))
+    expect(visible(page.get_by_text("SVG element <text> is not supported")).first).to_be_visible(timeout=30_000)
+    dismiss_toasts(page)
+    page.locator("[data-e2e-upload=svg]").get_by_label("Clear").first.click()
+    expect(page.locator("[data-e2e-upload=svg]").get_by_role("cell", name="words.svg")).to_have_count(0)
     # A negative seed gets the studio's wording (the API's and the CLI's), not Gradio's "Value -7 is less than ..."
     set_number(page, "clipdraw--seed", -7)
     page.get_by_role("button", name="Draw", exact=True).click()

@@ -17,7 +17,7 @@ BAD_SETTINGS = {
     "float": ["0.1", float("nan"), float("inf"), [0.1]],
     "bool": ["yes", 2],
     "choice": ["no-such-choice", 5],
-    "text": [5, ["a"]],
+    "text": [5, ["a"], "a \ud800"],  # issue 22 #8: a lone surrogate, which no PNG text chunk or file takes
     "tuple": [5, object()],
 }
 LONG = "a " * 60_000  # 120k characters
@@ -27,7 +27,7 @@ def bad_inputs(name: str, value):
     """Values that are wrong for an input whatever its kind, plus ones wrong for its value's kind."""
     out = [5, object()]
     if isinstance(value, str):
-        out += [LONG, ["a", 5]]
+        out += [LONG, ["a", 5], "a red \ud800 circle"]
     if torch.is_tensor(value):
         out += [torch.full_like(value, float("nan")), value.new_zeros(value.shape[:-2] + (4096, 4096))]
     return out

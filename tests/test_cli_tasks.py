@@ -83,6 +83,8 @@ def _args(name: str, f: dict, out_of) -> list[str]:
         return GAN + ["--images", photos] + _sets(num_steps=2)
     if name == "styleclip-relevance":
         return GAN + _sets(num_samples=2, use_cache=False)
+    if name == "styleclip-sample":
+        return GAN + _sets(truncation=0.5)
     if name == "styleclip-mapper":
         return GAN + TWO_PROMPTS + _sets(num_steps=2, batch_size=2, num_eval=2)
     if name == "styleclip-mapper-apply":
@@ -92,6 +94,16 @@ def _args(name: str, f: dict, out_of) -> list[str]:
         return sd + TWO_PROMPTS + T2I
     if name == "text2image-refine":
         return sd + ["--one-step"] + TWO_PROMPTS + _sets(num_steps=2, width=32, height=32)
+    if name == "text2image-img2img":
+        return sd + ["--images", photos] + TWO_PROMPTS + _sets(num_steps=2, strength=0.5, guidance_scale=0.0)
+    if name == "text2image-inpaint":  # each photo's mask is the file of its name in --masks
+        masks = f["root"] / "masks"
+        masks.mkdir(exist_ok=True)
+        for photo in sorted(f["photos"].glob("*.png")):
+            mask = np.zeros((48, 48), np.uint8)
+            mask[:, 24:] = 255
+            Image.fromarray(mask).save(masks / photo.name)
+        return sd + ["--images", photos, "--masks", str(masks)] + TWO_PROMPTS + _sets(num_steps=1, guidance_scale=0.0)
     if name == "text2image-edit":
         latents = out_of("text2image")[0]["files"]["latents"]
         return sd + ["--latents", str(f["root"] / "text2image" / latents), "--source-prompt", "a red circle",
@@ -101,8 +113,8 @@ def _args(name: str, f: dict, out_of) -> list[str]:
 
 TASKS = ["clipdraw", "clipasso", "lens-arithmetic", "lens-classify", "lens-detect", "lens-image-search", "lens-index",
          "lens-index-search", "lens-search", "lens-video", "styleclip-edit", "styleclip-global", "styleclip-invert",
-         "styleclip-mapper", "styleclip-mapper-apply", "styleclip-relevance", "text2image", "text2image-edit",
-         "text2image-refine"]
+         "styleclip-mapper", "styleclip-mapper-apply", "styleclip-relevance", "styleclip-sample", "text2image",
+         "text2image-edit", "text2image-img2img", "text2image-inpaint", "text2image-refine"]
 
 
 def test_every_registered_task_has_a_command_line_case():
@@ -131,7 +143,8 @@ def test_run_every_task_over_two_items_and_two_seeds(name, files, monkeypatch):
     assert run_main([name, *args, "--seeds", "0-1", "--out", str(out), *MODELS]) == 0
     lines = _manifest(out)
     inputs = {json.dumps(ln["inputs"], sort_keys=True) for ln in lines}
-    n_inputs = 1 if name in ("lens-index", "styleclip-relevance", "styleclip-mapper-apply") else 2
+    n_inputs = {"lens-index": 1, "styleclip-relevance": 1, "styleclip-mapper-apply": 1, "styleclip-sample": 1,
+                "text2image-img2img": 4, "text2image-inpaint": 4}.get(name, 2)  # image tasks: 2 photos x 2 prompts
     assert len(lines) == 2 * n_inputs and len(inputs) == n_inputs  # inputs × seeds, each once
     assert sorted(ln["seed"] for ln in lines) == sorted([0, 1] * n_inputs)
     for ln in lines:
@@ -205,3 +218,48 @@ def test_a_folder_input_reruns_when_its_images_change(tmp_path):
     assert key() == first
     Image.new("RGB", (8, 8), "blue").save(folder / "b.png")
     assert key() != first
+
+
+def test_help_shows_the_model_familys_defaults(capsys, monkeypatch):
+    """Issue 23: `--model <an SD 1.5 folder> --help` printed SD-Turbo's 1 step while the run used 25."""
+    import re
+
+    monkeypatch.delenv("STUDIO_T2I_MODEL", raising=False)
+
+    def default_steps(*model: str) -> int:
+        with pytest.raises(SystemExit) as done:
+            run_main(["text2image", *model, "--help"])
+        assert done.value.code == 0
+        help_text = " ".join(capsys.readouterr().out.split())
+        return int(re.search(r"--num-steps INT .*?\(default (\d+);", help_text).group(1))
+
+    assert default_steps() == 1  # the default model, SD-Turbo
+    assert default_steps("--model", "/models/stable-diffusion-v1-5") == 25
+    assert default_steps("--model", "/models/sd-turbo") == 1
+
+
+def test_inpaint_masks_are_matched_by_name_and_keep_the_rest_of_each_photo(files, tmp_path, monkeypatch):
+    """`--masks DIR`: each photo gets the mask of its own file name (a missing one is named before any work); every
+    pixel outside it is the photo's own in the result."""
+    monkeypatch.setenv("STUDIO_CACHE", str(files["root"] / "cache"))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    photos = sorted(files["photos"].glob("*.png"))
+    for k, photo in enumerate(photos):  # a different half per photo: the left for the first, the right for the next
+        mask = np.zeros((48, 48), np.uint8)
+        mask[:, (0 if k == 0 else 24):(24 if k == 0 else 48)] = 255
+        Image.fromarray(mask).save(masks / photo.name)
+    args = ["text2image-inpaint", "--model", str(files["sd"]), "--images", str(files["photos"]), "--prompt", "a blue "
+            "square", *_sets(num_steps=1, guidance_scale=0.0, mask_blur=0), "--seeds", "0", *MODELS]
+    assert run_main([*args, "--masks", str(masks), "--out", str(tmp_path / "out")]) == 0
+    lines = sorted(_manifest(tmp_path / "out"), key=lambda ln: ln["inputs"]["image"])
+    for k, (line, photo) in enumerate(zip(lines, photos, strict=True)):
+        assert line["inputs"]["mask"] == str(masks / photo.name)
+        png = next(p for p in line["files"].values() if p.endswith(".png"))
+        result = np.asarray(Image.open(tmp_path / "out" / png).convert("RGB"))
+        source = np.asarray(Image.open(photo).convert("RGB"))
+        kept = slice(24, 48) if k == 0 else slice(0, 24)
+        assert np.array_equal(result[:, kept], source[:, kept])
+    (masks / photos[1].name).unlink()
+    assert run_main([*args, "--masks", str(masks), "--out", str(tmp_path / "out2")]) == 2
+    assert not (tmp_path / "out2" / "manifest.jsonl").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cases_lens import gallery, shape_image
+from PIL import Image
 
 from pipelines.lens import CLIPLensPipeline
 from pipelines.lens_index import CLIPIndexPipeline
@@ -344,6 +345,18 @@ def test_a_public_server_searches_its_index_but_offers_no_update(folder, demo_sc
     CLIPIndexPipeline(demo_scorer).index(folder)
     _, fns = _tab(folder, public=True)
     assert "lens_index_update" not in fns and "lens_index_search" in fns
+    # Issue 22 #9: the downloads (the JSON, each PNG's settings) hold paths relative to the index, not the server's
+    # absolute folder; the gallery says the same.
+    *_, found = fns["lens_index_search"]("a yellow square", None, 3, -100.0)
+    _token, gallery, _progress, _notice, downloads = found
+    assert gallery[0][1].endswith("· yellow_square.png")
+    texts = [Path(d).read_text(encoding="utf-8") if d.endswith(".json") else json.dumps(Image.open(d).text)
+             for d in downloads]
+    assert len(texts) == 4 and not any(str(folder.parent) in t for t in texts), texts
+    data = json.loads(next(t for d, t in zip(downloads, texts) if d.endswith(".json")))
+    assert data["paths"][0] == "yellow_square.png"
+    meta = json.loads(Image.open(downloads[0]).text["clip-studio"])
+    assert meta["folder"] == "photos" and meta["path"] == "yellow_square.png"
 
 
 def test_the_serve_flag_names_the_index_folder(tmp_path):

@@ -127,6 +127,21 @@ def test_moments_merge_adjacent_matching_frames():
     assert len(moments) == 1 and hidden == 1
 
 
+def test_one_appearance_with_a_dip_is_one_moment():
+    # issue 29: 0:42-0:48 and 0:49-0:50 came back for one 0:40-0:50 appearance (one frame dipped below the level)
+    cfg = get_task("lens-video").config(threshold=0.0, moment_level=0.5, top_k=5)
+    times = [float(i) for i in range(12)]
+    scores = [10, 10, 30, 31, 12, 29, 30, 10, 10, 28, 10, 10]  # frame 4 dips; frames 7-8 are a real gap
+    moments, _ = find_moments(times, scores, 12.0, 1.0, cfg)
+    assert [(m.start_s, m.end_s, m.peak_s, m.frames) for m in moments] == [(2.0, 7.0, 3.0, 4), (9.0, 10.0, 9.0, 1)]
+    cfg.merge_gap_s = 0.0  # no tolerance: only runs the interval apart, i.e. none here
+    moments, _ = find_moments(times, scores, 12.0, 1.0, cfg)
+    assert [(m.start_s, m.end_s) for m in moments] == [(2.0, 4.0), (5.0, 7.0), (9.0, 10.0)]
+    moments, _ = find_moments([t / 5 for t in range(12)], scores, 2.4, 0.2, get_task("lens-video").config(
+        threshold=0.0, merge_gap_s=0.5))  # at 5 fps, 0.5 s bridges up to two missing frames: all one moment
+    assert [(m.start_s, m.end_s, m.peak_s) for m in moments] == [(0.4, 2.0, 0.6)]
+
+
 def test_the_cache_is_bounded(tmp_path):
     cache = EmbeddingCache(tmp_path, max_entries=2)
     for i in range(3):
@@ -138,6 +153,9 @@ def test_the_cache_is_bounded(tmp_path):
 def test_bad_videos_and_settings_are_value_errors(pipe, video, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(ValueError, match=r"`video` 'broken.mp4' is not a video file: its content is none of"):
+        pipe.search(bad, "a red circle")
+    bad.write_bytes(b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00isom" + b"this is not a video" * 50)  # an MP4 start
     with pytest.raises(ValueError, match=r"`video` 'broken.mp4' could not be decoded: .*Invalid data"):
         pipe.search(bad, "a red circle")
     with pytest.raises(ValueError, match=r"is 12 s long; at most `max_duration_s` = 5 s"):

@@ -64,7 +64,7 @@ def test_multistep_scheduler_with_guidance_reproduces_per_image(t2i):
     assert np.abs(pixels(alone.images[0]) - pixels(batch.images[1])).max() <= 1
     default = t2i(PROMPT, num_images=1, seed=4, num_steps=2, guidance_scale=3.0, negative_prompts="blurry")
     assert np.abs(pixels(default.images[0]) - pixels(alone.images[0])).max() > 0
-    assert t2i.pipe.scheduler is t2i._base_scheduler  # restored for the next call
+    assert t2i.pipe.scheduler is t2i.session.base_scheduler  # restored for the next call
 
 
 @pytest.fixture
@@ -243,8 +243,8 @@ def test_edit_moves_the_directional_score(t2i, tiny_scorer):
     rand = z0 + torch.randn_like(delta) * delta.norm() / delta.numel() ** 0.5
     with torch.no_grad():
         t = tiny_scorer.encode_text([PROMPT, "a blue square"])
-        e0 = tiny_scorer.encode_image(t2i._decode(z0))
-        er = tiny_scorer.encode_image(t2i._decode(rand))
+        e0 = tiny_scorer.encode_image(t2i.session.decode(z0))
+        er = tiny_scorer.encode_image(t2i.session.decode(rand))
     random_dir = torch.nn.functional.cosine_similarity(er - e0, (t[1] - t[0])[None]).item()
     assert out.scores["directional"] > 0.2 and out.scores["directional"] > random_dir + 0.2
     assert out.scores["directional"] == pytest.approx(out.directional[out.best_step - 1], abs=1e-5)
@@ -395,9 +395,9 @@ def test_cuda_out_of_memory_becomes_a_clear_error(t2i, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(t2i, "pipe", type("Exploding", (), {"__call__": out_of_memory, "scheduler": None,
-                                                             "unet": t2i.pipe.unet, "vae": t2i.pipe.vae,
-                                                             "_execution_device": torch.device("cpu")})())
+    monkeypatch.setattr(t2i.session, "pipe", type("Exploding", (), {"__call__": out_of_memory, "scheduler": None,
+                                                                     "unet": t2i.pipe.unet, "vae": t2i.pipe.vae,
+                                                                     "_execution_device": torch.device("cpu")})())
     with pytest.raises(StudioOOMError, match="ran out of memory during generation of 2 image"):
         t2i(PROMPT, num_images=2, seed=1)
 

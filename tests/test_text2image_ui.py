@@ -271,3 +271,13 @@ def test_errors_become_gr_error(handlers, task_specs):
 
 def test_the_scheduler_choices_are_the_tables(task_specs):
     assert task_specs[GENERATE]["scheduler"].choices == tuple(SCHEDULERS)
+
+
+def test_negative_prompts_without_guidance_are_refused_with_the_pipelines_message(handlers, t2i):
+    """Issue 23: the tab emptied the negative prompts where the pipeline would refuse them; now it says so."""
+    with pytest.raises(ValueError) as direct:
+        t2i(PROMPT, negative_prompts="blurry", guidance_scale=0.0, num_images=1)
+    with pytest.raises(gr.Error) as err:
+        list(run_handler(handlers.generate)(*gen_args(handlers, negative_prompts="blurry", guidance_scale=0.0)))
+    assert str(direct.value) in err.value.message and "`negative_prompts`" in err.value.message
+    assert RUNS.active() == 0

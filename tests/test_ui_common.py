@@ -13,6 +13,26 @@ def test_value_errors_become_gr_errors_with_the_same_text():
         handler(-1)
 
 
+def test_messages_are_escaped_for_the_page_so_a_named_element_shows():
+    # Gradio renders a toast's text as HTML: "<text>" unescaped was taken for a tag and vanished (issue 29)
+    @user_errors
+    def handler():
+        raise ValueError("`init_svg` is not a usable SVG: SVG element <text> is not supported & 'quoted'")
+
+    with pytest.raises(gr.Error) as err:
+        handler()
+    assert err.value.message == ("`init_svg` is not a usable SVG: SVG element &lt;text&gt; is not supported &amp; "
+                                 "'quoted'")
+
+    @user_errors
+    def bug():
+        raise RuntimeError("<b>bold</b>")
+
+    with pytest.raises(gr.Error) as err:
+        bug()
+    assert "&lt;b&gt;bold&lt;/b&gt;" in err.value.message and "<b>" not in err.value.message
+
+
 def test_generators_are_wrapped_and_keep_their_previews():
     @user_errors
     def handler():

@@ -74,6 +74,16 @@ def test_svg_upload_is_read_and_bad_files_are_named(tmp_path):
         ui.read_svg_upload(str(bad))
 
 
+def test_a_typed_palette_is_used_with_custom_and_refused_beside_a_named_mode():
+    assert ui.palette_choice("custom", " #ff0000, #0000ff ") == "#ff0000, #0000ff"
+    assert ui.palette_choice("primary", "") == "primary" and ui.palette_choice("primary", None) == "primary"
+    with pytest.raises(ValueError, match="palette is empty"):
+        ui.palette_choice("custom", "  ")
+    # issue 29: a palette typed beside a named mode was dropped in silence; now the reason is given
+    with pytest.raises(ValueError, match=r"custom palette \('#ff0000'\) is typed but `colors` is 'primary'"):
+        ui.palette_choice("primary", "#ff0000")
+
+
 def _specs():
     from pipelines.clipdraw import COLOR_MODES
     from pipelines.registry import get_task
@@ -166,3 +176,6 @@ def test_tab_over_http_streams_stops_and_reports_errors(sketch_url, tmp_path):
 
     with pytest.raises(Exception, match="prompt"):
         client.predict("tiny", "  ", "", "full", "", None, 6, 5, 64, 10, False, 0, api_name="/sketch_clipdraw")
+    with pytest.raises(Exception, match="choose 'custom'"):  # refused before any work, not ignored
+        client.predict("tiny", "a red circle", "", "primary", "#ff0000", None, 6, 5, 64, 10, False, 0,
+                       api_name="/sketch_clipdraw")

@@ -143,3 +143,78 @@ def measure(image, threshold: float = 0.15) -> Measurement:
     bbox = (xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h)
     return Measurement(tuple(float(v) for v in bg), frac, COLOUR_NAMES[int(counts.argmax())], fractions, xy,
                        position_name(xy), tuple(float(v) for v in bbox))
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` with every region not reachable from the border through False pixels set True (an outline's
+    inside), by flood fill from the border (4-connected)."""
+    outside = np.zeros_like(mask)
+    outside[0], outside[-1], outside[:, 0], outside[:, -1] = ~mask[0], ~mask[-1], ~mask[:, 0], ~mask[:, -1]
+    free = ~mask
+    while True:
+        grown = outside.copy()
+        grown[1:] |= outside[:-1]
+        grown[:-1] |= outside[1:]
+        grown[:, 1:] |= outside[:, :-1]
+        grown[:, :-1] |= outside[:, 1:]
+        grown &= free
+        if np.array_equal(grown, outside):
+            return ~outside
+        outside = grown
+
+
+def _template(kind: str, rotation: float, bbox: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the filled `kind` at `rotation`, stretched to fill the pixel box (x0, y0, x1, y1)."""
+    from PIL import Image, ImageDraw
+
+    from studio.demo.shapes import _polygon
+
+    ss = 4
+    h, w = shape
+    x0, y0, x1, y1 = bbox
+    img = Image.new("L", (w * ss, h * ss), 0)
+    draw = ImageDraw.Draw(img)
+    if kind == "circle":
+        draw.ellipse([x0 * ss, y0 * ss, x1 * ss - 1, y1 * ss - 1], fill=255)
+    else:
+        pts = np.array(_polygon(kind, 0.0, 0.0, 1.0, rotation))
+        lo, hi = pts.min(0), pts.max(0)
+        pts = (pts - lo) / (hi - lo) * [(x1 - x0) * ss, (y1 - y0) * ss] + [x0 * ss, y0 * ss]
+        draw.polygon([tuple(p) for p in pts], fill=255)
+    return np.asarray(img.reduce(ss)) >= 128
+
+
+def shape_scores(image, threshold: float = 0.15) -> dict[str, float]:
+    """How well each demo shape fits the image's main object: the best intersection-over-union, over rotations
+    in the demo data's range (±0.35 rad), of the filled shape stretched to the object's bounding box.
+
+    The object is the foreground pixels named like the dominant colour, with an outline's inside filled, so a
+    filled shape and an outlined one of the same kind score alike. Empty dict when there is no foreground.
+    """
+    from studio.demo.shapes import SHAPES
+
+    img = to_hwc_float(image)
+    m = measure(img, threshold)
+    if m.dominant_colour is None:
+        return {}
+    mask = foreground_mask(img, threshold) & (colour_names(img) == COLOUR_NAMES.index(m.dominant_colour))
+    if not mask.any():
+        return {}
+    mask = _fill_holes(mask)
+    ys, xs = np.nonzero(mask)
+    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    scores = {}
+    for kind in SHAPES:
+        best = 0.0
+        for rot in ((0.0,) if kind == "circle" else np.linspace(-0.35, 0.35, 9)):
+            t = _template(kind, float(rot), bbox, mask.shape)
+            best = max(best, float((t & mask).sum() / max(1, (t | mask).sum())))
+        scores[kind] = best
+    return scores
+
+
+def shape_name(image, threshold: float = 0.15) -> str | None:
+    """The demo shape (circle, square, triangle, star, cross) that best fits the image's main object
+    (`shape_scores`), or None when there is no foreground."""
+    scores = shape_scores(image, threshold)
+    return max(scores, key=scores.get) if scores else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from studio.defaults import DEMO_GENERATOR  # noqa: F401 — the bundled demo generator, named in studio/defaults.py
+from studio.generators.base import DEMO_GENERATOR
 
 
 def available_generators() -> list[str]:

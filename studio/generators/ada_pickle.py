@@ -1,5 +1,6 @@
 """NVIDIA StyleGAN2-ADA network pickles (`.pkl`, NVlabs/stylegan2-ada-pytorch) read without running their code,
-converted to `studio.generators.stylegan2.Generator`'s (rosinality's) layout and saved as safetensors.
+translated to `studio.generators.stylegan2.Generator`'s (rosinality's) layout. A pure translator: reading and
+renaming only; `studio.generators.checkpoints` (the loader) converts, checks, saves and caches.
 
 An ADA pickle is a dict ({"G", "D", "G_ema", "augment_pipe", "training_set_kwargs"}) whose networks are
 `torch_utils.persistence` objects: each pickles as a call of `torch_utils.persistence._reconstruct_persistent_obj`
@@ -19,9 +20,10 @@ unpickler whose `find_class` knows a short list of names only:
 
 Any other name is refused (`UnsafePickleError`, a ValueError naming it) before it is imported, and nothing else
 in the file can call code: pickle only calls what `find_class` returns. The generator's parameters (G_ema) are then
-renamed to rosinality's keys (`ada_to_rosinality`), checked strictly against the generator built for their shapes,
-and written as `<name>-<sha256[:16]>.safetensors` in `$STUDIO_STYLEGAN_DIR/converted` (default
-~/.cache/studio/stylegan2/converted), so the next load reads that file and needs no pickle at all.
+renamed to rosinality's keys (`ada_to_rosinality`); the loader (`checkpoints.convert_ada_pickle`) checks them
+strictly against the generator built for their shapes and writes them as `<name>-<sha256[:16]>.safetensors` in
+`$STUDIO_STYLEGAN_DIR/converted` (default ~/.cache/studio/stylegan2/converted), so the next load reads that file
+and needs no pickle at all.
 
 The arithmetic is the same: NVIDIA's mapping layers, affines, modulated convolutions (ADA keeps the raw kernel and
 applies the weight gain to the toRGB styles only; demodulation cancels it elsewhere), noise, biases and the skip
@@ -43,12 +45,15 @@ import io
 import os
 import pickle
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from studio.generators.base import CheckpointMismatchError
+from studio.generators.stylegan2 import make_kernel
+from studio.safe_pickle import NotAPickleError, check_pickle_graph, check_torch_file, describe_keys
 
 PERSISTENCE = ("torch_utils.persistence", "_reconstruct_persistent_obj")
 MAX_PICKLE_BYTES = 4 << 30  # an FFHQ-1024 snapshot (G, D, G_ema) is ~360 MB
@@ -88,6 +93,7 @@ def _load_storage_from_bytes(data: bytes) -> Any:
     """torch.storage._load_from_bytes, weights only (the bytes are a nested torch.save of one storage)."""
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafePickleError("a tensor storage that is not bytes")
+    check_torch_file(data, "a tensor storage in the pickle")  # its own pickles, bounded like the outer one
     return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
 
 
@@ -135,12 +141,22 @@ class _SafeUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self.source} uses persistent ids (a torch.save file, not a network pickle)")
 
 
+def check_pickle_graph_file(path: Path) -> None:
+    """The outer pickle's object graph bounded before `_SafeUnpickler` builds it (see `studio.safe_pickle`)."""
+    with open(path, "rb") as f:
+        try:
+            check_pickle_graph(f, f"StyleGAN2-ADA pickle {path.name!r}")
+        except NotAPickleError as err:  # a torch.save zip, a truncated or foreign file
+            raise ValueError(f"cannot read {str(path)!r} as a StyleGAN2-ADA network pickle: {err}") from None
+
+
 def read_ada_pickle(path: str | os.PathLike) -> dict[str, Any]:
     """The top-level dict of an NVIDIA network pickle, networks as `_PersistentStub`s; no code runs."""
     path = Path(path)
     if path.stat().st_size > MAX_PICKLE_BYTES:
         raise ValueError(f"{str(path)!r} is {path.stat().st_size / 2**30:.1f} GiB; a StyleGAN2-ADA snapshot is under "
                          f"{MAX_PICKLE_BYTES / 2**30:.0f} GiB")
+    check_pickle_graph_file(path)
     with open(path, "rb") as f:
         try:
             data = _SafeUnpickler(f, repr(str(path))).load()
@@ -150,7 +166,7 @@ def read_ada_pickle(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"cannot read {str(path)!r} as a StyleGAN2-ADA network pickle: "
                              f"{type(err).__name__}: {err}") from None
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), _PersistentStub):
-        keys = sorted(map(str, data))[:8] if isinstance(data, dict) else type(data).__name__
+        keys = describe_keys(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{str(path)!r} is not a StyleGAN2-ADA network pickle (expected a dict with a persistent "
                          f"'G_ema' network; got {keys})")
     return data
@@ -187,9 +203,6 @@ def ada_to_rosinality(ada: dict[str, torch.Tensor], source: str = "pickle"
     Every key must be consumed: any other one (a conditional generator's `mapping.embed`, a 'resnet' block's
     `skip`, StyleGAN3's layers) is refused, as is an FIR filter other than [1, 3, 3, 1].
     """
-    from studio.generators.checkpoints import CheckpointMismatchError
-    from studio.generators.stylegan2 import make_kernel
-
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     latent_avg = ada.get("mapping.w_avg")
@@ -246,61 +259,4 @@ def ada_to_rosinality(ada: dict[str, torch.Tensor], source: str = "pickle"
     return out, (latent_avg.float().reshape(1, -1) if latent_avg is not None else None)
 
 
-def converted_path(path: str | os.PathLike, digest: str) -> Path:
-    from studio.generators.checkpoints import checkpoint_dir
-
-    return checkpoint_dir() / "converted" / f"{Path(path).stem}-{digest[:16]}.safetensors"
-
-
-def convert_ada_pickle(path: str | os.PathLike) -> Path:
-    """A StyleGAN2-ADA `.pkl` -> a rosinality-layout `.safetensors` file (converted once, then reused): read
-    safely, renamed, checked strictly against the generator its shapes imply, saved. Returns the file."""
-    from safetensors.torch import save_file
-
-    from studio.generators.checkpoints import check_state_dict, file_hash, infer_config
-    from studio.generators.stylegan2 import Generator
-
-    digest = file_hash(path)
-    out = converted_path(path, digest)
-    if out.is_file():
-        return out
-    source = f"StyleGAN2-ADA pickle {str(path)!r}"
-    data = read_ada_pickle(path)
-    g_ema = data["G_ema"]
-    if g_ema.class_name != "Generator":
-        raise ValueError(f"{source}: G_ema is a {g_ema.class_name!r}, expected NVIDIA's 'Generator'")
-    ada = stub_state_dict(g_ema)
-    state, latent_avg = ada_to_rosinality(ada, source)
-    config = infer_config(state)
-    with torch.device("meta"):
-        probe = Generator(**config.__dict__)
-    # the blur kernels are fixed by the config (not in the pickle); keys and shapes are checked on the storage-less
-    # probe first, so a crafted file cannot make a huge generator be allocated
-    kernels = [k for k in probe.state_dict() if k.endswith(".kernel")]
-    check_state_dict(probe, {**state, **{k: probe.state_dict()[k] for k in kernels}}, source)
-    state.update(_kernels(config))
-    check_state_dict(probe, state, source)
-    tensors = {f"g_ema.{k}": v.contiguous() for k, v in state.items()}
-    if latent_avg is not None:
-        tensors["latent_avg"] = latent_avg.reshape(-1).contiguous()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
-    save_file(tensors, str(tmp), metadata={"format": "rosinality-stylegan2", "converted_from": Path(path).name,
-                                           "source_sha256": digest})
-    os.replace(tmp, out)
-    return out
-
-
-def _kernels(config: Any) -> dict[str, torch.Tensor]:
-    """Values of the fixed FIR buffers of a generator of `config`: every one is a 2x resampling kernel (the
-    upsampling convolutions' blur and the toRGB skip's upsample), [1, 3, 3, 1] normalised, times 4."""
-    from studio.generators.stylegan2 import make_kernel
-
-    with torch.device("meta"):
-        from studio.generators.stylegan2 import Generator
-
-        keys = [k for k in Generator(**config.__dict__).state_dict() if k.endswith(".kernel")]
-    return {k: make_kernel(config.blur_kernel) * 4 for k in keys}
-
-
-__all__ = ["UnsafePickleError", "ada_to_rosinality", "convert_ada_pickle", "read_ada_pickle", "stub_state_dict"]
+__all__ = ["UnsafePickleError", "ada_to_rosinality", "read_ada_pickle", "stub_state_dict"]

@@ -3,8 +3,8 @@ download) and loading them strictly into `studio.generators.stylegan2.Generator`
 
 Files are rosinality/stylegan2-pytorch checkpoints (`{"g_ema": state_dict, "latent_avg": ...}`, as its
 `convert_weight.py` and `train.py` write them), `.safetensors` with the same keys, or NVIDIA StyleGAN2-ADA network
-pickles (`.pkl`), which `studio.generators.ada_pickle` reads without running any code from them and converts once to
-such a `.safetensors` file. Loading refuses any missing,
+pickles (`.pkl`), which `studio.generators.ada_pickle` reads without running any code from them and translates, and
+`convert_ada_pickle` here checks and saves once as such a `.safetensors` file. Loading refuses any missing,
 unexpected or mis-shaped key (`CheckpointMismatchError` lists them all) and never unpickles code
 (`torch.load(weights_only=True)`). `Generator.identity()` (the cache key of StyleCLIP's channel relevance) is the
 file's sha256 set here, or `state_dict_hash` of the weights.
@@ -15,14 +15,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from studio.generators.stylegan2 import Generator, StyleGAN2Config
+import studio.generators.ada_pickle as ada_pickle
+from studio.generators.base import DEMO_GENERATOR, CheckpointMismatchError, CheckpointNotFoundError
+from studio.generators.stylegan2 import Generator, StyleGAN2Config, make_kernel, state_dict_hash
 from studio.hub import read_error
+from studio.safe_pickle import check_torch_file, describe_keys
 
 # --------------------------------------------------------------------------------------------------------------
 # Registry
@@ -87,45 +91,6 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
 # --------------------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------------------
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """A named (registry or `hf:`) checkpoint that is neither here nor could be downloaded; the message lists each
-    place tried and how to get the file by hand."""
-
-    setup_problem = True  # the page keeps this message on screen until dismissed (issue 16)
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict that does not match a model's parameter names or shapes (`what`: the model, in words)."""
-
-    setup_problem = True  # the page keeps this message on screen until dismissed
-
-    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]],
-                 source: str = "checkpoint", what: str = "the StyleGAN2 generator (rosinality format)"):
-        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
-
-        def listing(items: list[str], limit: int = 12) -> str:
-            more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
-            return ", ".join(items[:limit]) + more
-
-        parts = [f"{source} does not match {what} (strict):"]
-        if missing:
-            parts.append(f"  missing keys ({len(missing)}): {listing(missing)}")
-        if unexpected:
-            parts.append(f"  unexpected keys ({len(unexpected)}): {listing(unexpected)}")
-        if mismatched:
-            parts.append(f"  shape mismatches ({len(mismatched)}): "
-                         + listing([f"{k} file {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched]))
-        super().__init__("\n".join(parts))
-
-
-def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(state):
-        h.update(key.encode())
-        h.update(state[key].detach().cpu().contiguous().float().numpy().tobytes())
-    return h.hexdigest()
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -211,6 +176,9 @@ def load_weights_only(path: str | os.PathLike, what: str, expected: str, max_byt
         if size > max_bytes:
             raise ValueError(f"{str(path)!r} holds {size / 2**20:.0f} MiB; a {what} is at most "
                              f"{max_bytes / 2**20:.0f} MiB")
+    # the object graph the pickle describes is bounded before torch builds it (a 1 KB file can describe 2**60
+    # shared tuples that hashing alone would walk forever, holding the GIL)
+    check_torch_file(path, f"{what} {Path(path).name!r}")
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -242,7 +210,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], t
     elif "style.1.weight" in raw:  # a bare generator state dict
         state, latent_avg = {k: v for k, v in raw.items() if k != "latent_avg"}, raw.get("latent_avg")
     else:
-        raise ValueError(f"{str(path)!r} has no 'g_ema' entry (keys: {sorted(raw)[:10]}); "
+        raise ValueError(f"{str(path)!r} has no 'g_ema' entry (keys: {describe_keys(raw, 10)}); "
                          "expected a rosinality stylegan2-pytorch checkpoint")
     return dict(state), latent_avg
 
@@ -266,15 +234,11 @@ def load_generator(path_or_name: str | os.PathLike, config: StyleGAN2Config | No
         path = resolve_named_checkpoint(info)
         config = config or info.config
     elif not path.is_file():
-        from studio.generators import DEMO_GENERATOR
-
         what = "not found" if not path.exists() else "not a file"
         raise ValueError(f"`path_or_name` {str(path_or_name)!r}: {what}. Give a checkpoint file, "
                          f"'hf:OWNER/REPO/FILE.pt' or one of {[DEMO_GENERATOR, *sorted(CHECKPOINTS)]}")
     source_path = path
     if path.suffix == ".pkl":  # NVIDIA StyleGAN2-ADA: read without running its code, converted once to safetensors
-        from studio.generators.ada_pickle import convert_ada_pickle
-
         path = convert_ada_pickle(path)
     state, latent_avg = read_checkpoint(path)
     config = config or infer_config(state)
@@ -345,9 +309,62 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get("STUDIO_STYLEGAN_DIR", Path.home() / ".cache" / "studio" / "stylegan2"))
 
 
+# --------------------------------------------------------------------------------------------------------------
+# NVIDIA StyleGAN2-ADA pickles: translated by `ada_pickle`, converted and cached here
+# --------------------------------------------------------------------------------------------------------------
+
+
+def converted_path(path: str | os.PathLike, digest: str) -> Path:
+    return checkpoint_dir() / "converted" / f"{Path(path).stem}-{digest[:16]}.safetensors"
+
+
+def convert_ada_pickle(path: str | os.PathLike) -> Path:
+    """A StyleGAN2-ADA `.pkl` -> a rosinality-layout `.safetensors` file (converted once, then reused): read
+    safely, renamed, checked strictly against the generator its shapes imply, saved. Returns the file."""
+    from safetensors.torch import save_file
+
+    digest = file_hash(path)
+    out = converted_path(path, digest)
+    if out.is_file():
+        return out
+    source = f"StyleGAN2-ADA pickle {str(path)!r}"
+    data = ada_pickle.read_ada_pickle(path)
+    g_ema = data["G_ema"]
+    if g_ema.class_name != "Generator":
+        raise ValueError(f"{source}: G_ema is a {g_ema.class_name!r}, expected NVIDIA's 'Generator'")
+    ada = ada_pickle.stub_state_dict(g_ema)
+    state, latent_avg = ada_pickle.ada_to_rosinality(ada, source)
+    config = infer_config(state)
+    with torch.device("meta"):
+        probe = Generator(**config.__dict__)
+    # the blur kernels are fixed by the config (not in the pickle); keys and shapes are checked on the storage-less
+    # probe first, so a crafted file cannot make a huge generator be allocated
+    kernels = [k for k in probe.state_dict() if k.endswith(".kernel")]
+    check_state_dict(probe, {**state, **{k: probe.state_dict()[k] for k in kernels}}, source)
+    state.update(_kernels(config))
+    check_state_dict(probe, state, source)
+    tensors = {f"g_ema.{k}": v.contiguous() for k, v in state.items()}
+    if latent_avg is not None:
+        tensors["latent_avg"] = latent_avg.reshape(-1).contiguous()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
+    save_file(tensors, str(tmp), metadata={"format": "rosinality-stylegan2", "converted_from": Path(path).name,
+                                           "source_sha256": digest})
+    os.replace(tmp, out)
+    return out
+
+
+def _kernels(config: StyleGAN2Config) -> dict[str, torch.Tensor]:
+    """Values of the fixed FIR buffers of a generator of `config`: every one is a 2x resampling kernel (the
+    upsampling convolutions' blur and the toRGB skip's upsample), [1, 3, 3, 1] normalised, times 4."""
+    with torch.device("meta"):
+        keys = [k for k in Generator(**config.__dict__).state_dict() if k.endswith(".kernel")]
+    return {k: make_kernel(config.blur_kernel) * 4 for k in keys}
+
+
 __all__ = [
     "CHECKPOINTS", "CheckpointInfo", "CheckpointMismatchError", "CheckpointNotFoundError", "check_state_dict",
-    "check_strict", "checkpoint_dir", "file_hash", "infer_config",
+    "check_strict", "checkpoint_dir", "convert_ada_pickle", "converted_path", "file_hash", "infer_config",
     "load_generator", "load_state_dict_strict", "load_weights_only", "read_checkpoint", "resolve_hub_checkpoint",
     "resolve_named_checkpoint", "save_generator", "state_dict_hash",
 ]

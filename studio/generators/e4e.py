@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studio.generators.checkpoints import CheckpointNotFoundError, check_strict
+from studio.generators.checkpoints import CHECKPOINTS, CheckpointNotFoundError, check_strict, load_weights_only
 from studio.generators.stylegan2 import EqualLinear
 
 # The released e4e encoders for the registry's generators (omertov/encoder4editing README, "Pretrained Models").
@@ -221,8 +221,6 @@ def _read(path: Path) -> dict:
         from safetensors.torch import load_file
 
         return {"state_dict": load_file(str(path))}
-    from studio.generators.checkpoints import load_weights_only
-
     return load_weights_only(path, "e4e checkpoint", "e4e's dict with 'state_dict'")
 
 
@@ -307,8 +305,6 @@ def find_encoder(generator: nn.Module) -> Path | None:
         if not Path(env).is_file():
             raise CheckpointNotFoundError(f"STUDIO_E4E={env!r}: no such file; {how_to_get(generator)}")
         return Path(env)
-    from studio.generators.checkpoints import CHECKPOINTS
-
     config = getattr(generator, "config", None)
     for name, filename in E4E_FILES.items():
         if config is not None and config == CHECKPOINTS[name].config and (encoder_dir() / filename).is_file():

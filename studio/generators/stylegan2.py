@@ -27,6 +27,7 @@ W+ and Z inputs, truncation and style mixing.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -448,11 +449,17 @@ class Generator(nn.Module):
     def identity(self) -> str:
         """A stable id for caches: the checkpoint's sha256 if loaded from a file, else a hash of the weights."""
         if self.checkpoint_hash is None:
-            from studio.generators.checkpoints import state_dict_hash
-
             self.checkpoint_hash = state_dict_hash(self.state_dict())
         return self.checkpoint_hash
 
 
+def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()
+
+
 __all__ = ["EqualLinear", "Generator", "ModulatedConv2d", "PixelNorm", "StyleGAN2Config", "StyleLayer", "make_kernel",
-           "upfirdn2d"]
+           "state_dict_hash", "upfirdn2d"]

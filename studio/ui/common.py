@@ -31,6 +31,7 @@ class ServerLimits:
 
     custom_models: bool = True
     max_run_s: float | None = None
+    delete_uploads: bool = False  # a run's uploaded files are deleted when it ends (a public server)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]{0,32}[A-Za-z]")  # terminal colour codes (torch's errors carry some)
@@ -52,6 +53,13 @@ def _message(err: Exception, public: bool = False) -> str:
         for folder in _server_dirs():
             text = text.replace(folder + "/", "…/")
     return text
+
+
+def page_text(text: str) -> str:
+    """A message as the page's toasts show it: Gradio renders a toast's text as HTML, so `<text>` in "SVG element
+    <text> is not supported" was taken for a tag and vanished (issue 29). Only &, < and > are escaped: quotes
+    stay readable for API clients, which receive the same text."""
+    return html.escape(text, quote=False)
 
 
 def is_user_error(err: BaseException) -> bool:
@@ -76,7 +84,7 @@ def user_errors(fn: Callable, limits: ServerLimits | None = None) -> Callable:
     limits = limits or ServerLimits()
 
     def convert(err: Exception) -> gr.Error:
-        if isinstance(err, gr.Error):  # raised by a handler itself: already worded for the page
+        if isinstance(err, gr.Error):  # raised by a handler itself: already worded (and escaped) for the page
             log.info("%s: %s", fn.__name__, _message(err, not limits.custom_models).splitlines()[0][:300])
             err.print_exception = False
             return err
@@ -85,10 +93,10 @@ def user_errors(fn: Callable, limits: ServerLimits | None = None) -> Callable:
             log.info("%s: %s", fn.__name__, message.splitlines()[0][:300])
             if getattr(err, "setup_problem", False):
                 return setup_error(message)
-            return gr.Error(message, print_exception=False)
+            return gr.Error(page_text(message), print_exception=False)
         log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(f"Something went wrong ({type(err).__name__}: {message}). Details are in the server log.",
-                        print_exception=False)
+        return gr.Error(page_text(f"Something went wrong ({type(err).__name__}: {message}). Details are in the "
+                                  "server log."), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -126,6 +134,7 @@ def setup_error(message: str) -> gr.Error:
     Outside a queued event (no page to show a toast on), a plain error that is not timed."""
     from gradio.context import LocalContext
 
+    message = page_text(message)
     if LocalContext.blocks.get(None) is not None and LocalContext.event_id.get(None) is not None:
         gr.Warning(message, duration=None, title=SETUP_TITLE)
         err = gr.Error(message, duration=None, visible=False, title=SETUP_TITLE, print_exception=False)
@@ -137,6 +146,52 @@ def setup_error(message: str) -> gr.Error:
 
 def notice_markdown(notice: str | None) -> str:
     return f"⚠️ {notice}" if notice else ""
+
+
+def _paths_in(values: Any) -> list[str]:
+    """The file paths among a handler's arguments (strings, lists of them, Gradio FileData dicts)."""
+    out: list[str] = []
+    stack = [values]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, dict) and isinstance(v.get("path"), str):
+            out.append(v["path"])
+        elif isinstance(v, str) and 0 < len(v) < 4096 and os.path.isabs(v):
+            out.append(v)
+        elif hasattr(v, "name") and isinstance(v.name, str) and os.path.isabs(v.name):
+            out.append(v.name)  # a tempfile-like upload object
+    return out
+
+
+def _uploads_of(args: tuple) -> tuple[list[str], list[str]]:
+    """(this event's uploaded files among `args`, the paths among them in Gradio's upload cache that are gone)."""
+    from gradio.context import LocalContext
+    from gradio.utils import get_upload_folder
+
+    blocks = LocalContext.blocks.get(None)
+    uploaded = getattr(blocks, "upload_file_set", None) or set()
+    cache = os.path.realpath(get_upload_folder()) + os.sep
+    mine, gone = [], []
+    for path in _paths_in(args):
+        real = os.path.realpath(path)
+        if not real.startswith(cache):
+            continue
+        if not os.path.isfile(real):
+            gone.append(path)
+        elif path in uploaded or real in uploaded:
+            mine.append(real)
+    return mine, gone
+
+
+def _delete_uploads(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+            os.rmdir(os.path.dirname(path))  # Gradio's folder per content hash, when nothing else is in it
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------------------------------------------- the one Stop
@@ -187,11 +242,19 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
 
     With a server time limit (`ServerLimits.max_run_s`, set by `one_gpu_queue`), the flag carries it and the
     runner stops the run once it has taken that long (counted from the click): it ends like a Stop, with its
-    result, and the notice says why."""
+    result, and the notice says why. With `ServerLimits.delete_uploads` (a public server), the files this event
+    uploaded are deleted when the run ends, however it ends, and a run sent a deleted upload again is refused with a
+    message saying so."""
     limits = ServerLimits()
     outputs = {"count": None}  # filled by `one_gpu_queue` once the event is wired
 
     def handler(*args):
+        uploads: list[str] = []
+        if limits.delete_uploads:
+            uploads, gone = _uploads_of(args)
+            if gone:
+                raise ValueError("an uploaded file is no longer on this server (uploads are deleted when their run "
+                                 "ends): upload it again")
         token, flag = RUNS.start(limits.max_run_s)
         if outputs["count"]:
             # The token at once, every other output unchanged: the Stop button works from the first moment, and
@@ -203,6 +266,7 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
                 yield (token, *out)
         finally:
             RUNS.finish(token)
+            _delete_uploads(uploads)  # a public server keeps no upload past its run (issue 22 #6)
 
     handler.__name__ = getattr(fn, "__name__", "run")
     handler.__doc__ = fn.__doc__
@@ -233,7 +297,8 @@ def one_gpu_queue(demo: gr.Blocks, limits: ServerLimits | None = None) -> int:
             outputs["count"] = len(block_fn.outputs)
         own = getattr(block_fn.fn, "studio_limits", None)
         if own is not None:
-            own.custom_models, own.max_run_s = limits.custom_models, limits.max_run_s
+            own.custom_models, own.max_run_s, own.delete_uploads = (limits.custom_models, limits.max_run_s,
+                                                                     limits.delete_uploads)
         if getattr(block_fn.fn, "studio_gpu", False):
             block_fn.concurrency_id = GPU_QUEUE
             block_fn.concurrency_limit = "default"
@@ -320,9 +385,11 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
             return gr.update(value=load_image(path, name), visible=True)
         except ValueError as err:  # a user error: one log line, no traceback
             log.info("%s upload: %s", name, _message(err).splitlines()[0][:300])
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(page_text(_message(err)), print_exception=False) from None
 
-    box.upload(show, box, seen, api_visibility="private")
+    # no status tracker: a refused upload's toast says why, and an empty red "Error" pill stayed on the box after it
+    # faded (issue 29)
+    box.upload(show, box, seen, api_visibility="private", show_progress="hidden")
     box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
     return box
 

@@ -20,6 +20,7 @@ from studio.ui.common import (
     image_upload,
     model_state_line,
     notice_markdown,
+    page_text,
     progress_html,
     run_handler,
     stop_button,
@@ -69,7 +70,7 @@ def stream_hits(run: Iterator, flag: threading.Event, root: str) -> Iterator[tup
 
     def on_result(result) -> tuple:
         files = [str(p) for p in result.save().values()]
-        gallery = [(im, f"{s:.1f} · {os.path.relpath(p, root)}")
+        gallery = [(im, f"{s:.1f} · {os.path.relpath(p, root) if os.path.isabs(p) else p}")
                    for im, p, s in zip(result.images, result.paths, result.similarities)]
         text = f"{len(gallery)} of {result.rows} images" + (f"; {result.hidden} below the threshold hidden"
                                                               if result.hidden else "")
@@ -168,7 +169,7 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
         def announce(spec):
             msg = model_status(spec)
             if msg:
-                gr.Info(msg)
+                gr.Info(page_text(msg))
 
         with gr.Tab("Zero-shot labels"):
             with gr.Row():
@@ -285,7 +286,10 @@ def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run
             gen = run(spec, path, (text.strip() or None) if isinstance(text, str) else None, img,
                       **_settings(values, names))
 
+            total = [0]  # frames the run set out to search (the result knows only those it searched)
+
             def on_progress(item):
+                total[0] = item.total
                 bar = progress_html(item.step, item.total, f"frames {item.step} / {item.total}", clock=item.clock)
                 return (bar, gr.update() if item.preview is None else item.preview, gr.update(), gr.update(), "", None)
 
@@ -293,9 +297,11 @@ def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run
                 files = result.save()
                 gallery = [(m.thumbnail, m.label()) for m in result.moments]
                 state = "stopped" if result.stopped else "done"
-                word = "from the cache" if result.cached else f"{result.steps_run} frames indexed"
-                bar = progress_html(result.steps_run, result.steps_run, f"{len(result.moments)} moments · {word}",
-                                    state)
+                of = max(total[0], result.steps_run)
+                word = ("from the cache" if result.cached else f"{result.steps_run} of {of} frames searched"
+                        if result.stopped else f"{result.steps_run} frames indexed")
+                bar = progress_html(result.steps_run, of if result.stopped and not result.cached else result.steps_run,
+                                    f"{len(result.moments)} moments · {word}", state)
                 return (bar, None, gallery, str(files["clip0"]) if "clip0" in files else None,
                         notice_markdown(result.notice), [str(p) for p in files.values()])
 

@@ -27,6 +27,7 @@ from studio.ui.common import (
     control,
     drive,
     model_state_line,
+    page_text,
     progress_html,
     run_handler,
     setup_error,
@@ -41,7 +42,6 @@ MAX_HISTORY = 64  # images kept in the session history gallery
 LEGACY_KEYS = {"tool": "task", "steps": "num_steps", "negative_prompt": "negative_prompts"}
 # The settings of a refine PNG that are the generation's (the image it refined); the rest are refine controls.
 SHARED = ("seed", "width", "height")
-CFG_MIN = 1.0  # classifier-free guidance acts (and negative prompts matter) only above a guidance scale of 1
 
 
 def control_names(task_specs: dict[str, Any]) -> list[str]:
@@ -137,8 +137,6 @@ class Handlers:
             spec = self.specs[GENERATE]["seed"]
             settings["seed"] = random.randint(int(spec.lo), int(spec.hi))
         seed = int(settings["seed"])
-        if "negative_prompts" in settings and float(settings.get("guidance_scale", 0)) <= CFG_MIN:
-            settings["negative_prompts"] = ""  # the box is hidden then; what it still holds does not apply
         history = list(history or [])
         total = [0]
 
@@ -260,7 +258,7 @@ class Handlers:
             meta = read_png_metadata(path)
             values, skipped = controls_from_metadata(meta, self.specs)
         except (OSError, ValueError) as err:
-            raise gr.Error(f"Could not restore settings: {err}") from None
+            raise gr.Error(page_text(f"Could not restore settings: {err}")) from None
         if (GENERATE, "seed") in values:
             values[("ui", "random_seed")] = False
         info = f"Restored settings from the PNG (model: {meta.get('model', '?')})."
@@ -321,7 +319,6 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
                     "Set `STUDIO_T2I_MODEL` to a downloaded diffusers folder (or run once with network access so "
                     "the model is cached) and restart the studio.")
         return
-    gen_specs = specs[GENERATE]
     comps: dict[tuple[str, str], gr.components.Component] = {}
 
     def c(task: str, name: str, **kwargs: Any) -> gr.components.Component:
@@ -336,7 +333,9 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a watercolor fox in a snowy forest")
             comps[(GENERATE, "prompt")] = prompt
-            negative = c(GENERATE, "negative_prompts", lines=2, visible=gen_specs["guidance_scale"].default > CFG_MIN)
+            # always shown: negative prompts with guidance <= 1 are refused by the pipeline, with its message, so the
+            # box the message names must be in sight
+            c(GENERATE, "negative_prompts", lines=2)
             with gr.Row():
                 generate_btn = gr.Button("Generate", variant="primary")
                 stop_button(token, api_name="t2i_stop")
@@ -348,7 +347,7 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
                 comps[("ui", "random_seed")] = gr.Checkbox(value=True, label="Random seed")
             with gr.Accordion("Advanced", open=False):
                 c(GENERATE, "num_steps")
-                guidance = c(GENERATE, "guidance_scale")
+                c(GENERATE, "guidance_scale")
                 with gr.Row():
                     c(GENERATE, "width")
                     c(GENERATE, "height")
@@ -388,7 +387,6 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
         return [comps[(task, n)] for n in h.names[task]]
 
     gallery.select(on_select, None, selected)
-    guidance.change(lambda g: gr.update(visible=g > CFG_MIN), guidance, negative)
     generate_btn.click(lambda: 0, None, selected).then(
         run_handler(h.generate), [prompt, comps[("ui", "random_seed")], history, *controls_of(GENERATE)],
         [token, gallery, files, info, seed, current, history_gallery, history, progress, preview],

@@ -21,9 +21,11 @@ from studio.ui.common import (
     image_upload,
     model_state_line,
     notice_markdown,
+    page_text,
     progress_html,
     run_handler,
     stop_button,
+    user_errors,
 )
 
 SAME_MODEL = "(same as CLIP model)"
@@ -82,6 +84,21 @@ def stream(run: Iterator, flag: threading.Event, video: str = "mp4") -> Iterator
     yield from drive(run, flag, on_progress, on_result)
 
 
+def palette_choice(mode: str | None, palette: str | None) -> str | None:
+    """The `colors` setting from the Colours dropdown and the custom palette box: the palette when the mode is
+    "custom"; a palette typed beside a named mode is refused with the reason, never dropped in silence (an API
+    client can send both; on the page, typing a palette selects "custom")."""
+    palette = (palette or "").strip()
+    if mode == CUSTOM:
+        if not palette:
+            raise ValueError("`colors` is 'custom' but the palette is empty: type colours like #ff0000, #0000ff")
+        return palette
+    if palette:
+        raise ValueError(f"a custom palette ({palette[:60]!r}) is typed but `colors` is {mode!r}: choose 'custom' to "
+                         "draw with the palette, or clear it")
+    return mode
+
+
 def read_svg_upload(svg_file: Any) -> str | None:
     """The text of an uploaded SVG (a path from the page), or None."""
     if not svg_file:
@@ -98,7 +115,8 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
           default_model: str, model_status: Callable[[str], str | None], *, draw_specs: dict[str, Any],
           sketch_specs: dict[str, Any], colour_modes: list[str], loss_model_choices: list[str] | None = None,
           default_loss_model: str | None = None, cpu: bool = False,
-          model_state: Callable[[str], str] | None = None, custom_models: bool = True) -> None:
+          model_state: Callable[[str], str] | None = None, check_svg: Callable[[str], Any] | None = None,
+          custom_models: bool = True) -> None:
     """Add the Vector Sketch tab's components to the current Blocks. `custom_models`: the model dropdowns take typed
     values (a local server; a public one offers its list only).
 
@@ -110,6 +128,8 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
     model_status(spec) -> a message when using that model needs loading first, else None.
     model_state(spec) -> what that model will really run (shown under the dropdown before the first click).
     cpu: start the controls at their CPU values (the papers' settings take a GPU).
+    check_svg(text): raises ValueError when an uploaded start SVG cannot be used; it is asked at upload, as
+        uploaded images are read at upload, so a bad file is refused before the Draw click.
     """
     loss_choices = [SAME_MODEL] + list(loss_model_choices or [])
     paper = (f"CLIPDraw {draw_specs['num_strokes'].default} strokes × {draw_specs['num_steps'].default} steps; "
@@ -126,7 +146,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
         def announce(spec):
             msg = model_status(spec)
             if msg:
-                gr.Info(msg)
+                gr.Info(page_text(msg))
 
         def outputs_column(name: str):
             preview = gr.Image(label="Live preview", type="pil", interactive=False, height=360)
@@ -159,16 +179,22 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                         custom = gr.Textbox("", label="Custom palette", placeholder="#d62828, #1d4ed8, #111111")
                     with gr.Accordion("Start from an SVG (optional)", open=False):
                         svg_in = gr.File(label="SVG file", file_types=[".svg"])
+                        if check_svg is not None:
+                            svg_in.upload(user_errors(lambda f: check_svg(read_svg_upload(f))), svg_in, None,
+                                          api_visibility="private", show_progress="hidden")
                 with gr.Column():
                     draw_out = outputs_column("clipdraw")
 
+            # Typing a palette selects "custom"; picking a named mode clears the palette: the two never disagree on
+            # the page (issue 29: a typed palette was ignored unless the dropdown said custom).
+            custom.change(lambda text: gr.update(value=CUSTOM) if (text or "").strip() else gr.skip(), custom,
+                         colours, queue=False, api_visibility="private")
+            colours.input(lambda mode: "" if mode != CUSTOM else gr.skip(), colours, custom, queue=False,
+                          api_visibility="private")
+
             def on_draw(spec, p, neg, col, cust, svg_file, *values, flag):
+                col = palette_choice(col, cust)
                 announce(spec)
-                if col == CUSTOM:
-                    if not (cust or "").strip():
-                        raise ValueError("`colors` is 'custom' but the palette is empty: type colours like "
-                                         "#ff0000, #0000ff")
-                    col = cust
                 settings = dict(zip(DRAW_SETTINGS, values))
                 settings.update(colors=col, negative_prompts=[s for s in (neg or "").splitlines() if s.strip()])
                 yield from stream(clipdraw(spec, p, read_svg_upload(svg_file), settings), flag)
