@@ -56,7 +56,11 @@ MAX_PATCHES = 64  # patches per frame (a 720-px 16:9 frame at the defaults has 3
 MAX_CACHE_ENTRIES = 32
 MAX_CACHE_BYTES = 2 * 1024**3
 THUMB_SIDE = 320
-FFMPEG_TIMEOUT_S = 120
+FFMPEG_TIMEOUT_S = 120  # one ffmpeg call at most (a thumbnail, a clip); a timeout is `FFmpegTimeout`, named
+MAX_CLIP_S = 30.0  # one moment's clip at most (around its peak), whatever its length and padding
+MAX_CLIPS_S = 120.0  # the clips of one run in all, in seconds of video: later moments get no clip
+MEDIA_BUDGET_S = 60.0  # wall time of one run's thumbnails and clips in all (a video costly to decode: 8192 px)
+AFTER_STOP_S = 10.0  # after a stop, the thumbnails of the moments found so far get at most this long
 
 
 def default_cache_dir() -> Path:
@@ -119,6 +123,7 @@ class Moment:
     score: float
     frames: int
     thumbnail: Image.Image | None = None
+    clip: str | None = None  # the moment's clip, cut during the run (None: stopped, or past the clip budget)
 
     def label(self) -> str:
         return f"{_clock(self.start_s)}–{_clock(self.end_s)} · {self.score:.1f}"
@@ -134,8 +139,9 @@ def _clock(t: float) -> str:
 class LensMoments(Result):
     """Moments of `video` matching `query`, best first (`images`: their thumbnails). `times_s` and
     `frame_scores` are every sampled frame's time and score; `hidden`: moments below the threshold; `cached`:
-    the embeddings came from the cache. `save()` adds `lens-video.json` and a clip `lens-video-<i>.mp4` per
-    moment (`clip_padding_s` around it, cut with ffmpeg)."""
+    the embeddings came from the cache. `save()` adds `lens-video.json` and a copy of each moment's clip
+    `lens-video-<i>.mp4` (`clip_padding_s` around it, at most `MAX_CLIP_S`, cut with ffmpeg during the run, at
+    the analysis size `max_side`); save runs no ffmpeg."""
 
     task = "lens-video"
     video: str = ""
@@ -152,20 +158,19 @@ class LensMoments(Result):
         m = self.moments[i]
         return {**self.metadata(), "rank": i + 1, "start_s": m.start_s, "end_s": m.end_s, "score": round(m.score, 4)}
 
-    def clip(self, i: int, path: str | Path) -> Path:
-        """Cut moment `i` (with the padding) into an H.264 MP4 at `path`."""
-        m = self.moments[i]
-        start = max(0.0, m.start_s - self.clip_padding_s)
-        end = min(self.duration_s or m.end_s + self.clip_padding_s, m.end_s + self.clip_padding_s)
-        return cut_clip(self.video, start, max(end - start, 0.1), path)
-
     def save(self, folder: str | Path | None = None, video: str = "mp4", fps: float = 12.0) -> dict[str, Path]:
+        import shutil
+
         from pipelines.lens import _folder, _write_json
 
         out = _folder(folder, self.task)
         paths = super().save(out, video, fps)
-        for i in range(len(self.moments)):
-            paths[f"clip{i}"] = self.clip(i, out / f"{self.task}-{i}.mp4")
+        for i, m in enumerate(self.moments):
+            if m.clip and Path(m.clip).is_file():
+                target = out / f"{self.task}-{i}.mp4"
+                if Path(m.clip).resolve() != target.resolve():
+                    shutil.copyfile(m.clip, target)
+                paths[f"clip{i}"] = target
         paths["json"] = _write_json(out / f"{self.task}.json", {
             "video": Path(self.video).name, "query": self.query, "duration_s": self.duration_s, "hidden": self.hidden,
             "moments": [{"start_s": m.start_s, "end_s": m.end_s, "peak_s": m.peak_s, "score": m.score,
@@ -181,23 +186,48 @@ def _ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def cut_clip(video: str | Path, start_s: float, duration_s: float, path: str | Path) -> Path:
-    """`duration_s` seconds of `video` from `start_s` as an H.264 MP4 (re-encoded, so the cut is frame-exact)."""
+class FFmpegTimeout(RuntimeError):
+    """ffmpeg took longer than it was given on a video (one that is costly to decode): an expected outcome with a
+    message for the page, not a bug."""
+
+    user_facing = True
+
+
+def _fit(side: int) -> str:
+    """An ffmpeg scale filter: at most `side` px on the longer side, aspect kept, never enlarged."""
+    return f"scale=w='min(iw,{side})':h='min(ih,{side})':force_original_aspect_ratio=decrease"
+
+
+def _run_ffmpeg(cmd: list[str], timeout: float, what: str, video: str | Path) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=max(0.1, timeout))
+    except subprocess.TimeoutExpired:  # subprocess.run has killed ffmpeg
+        raise FFmpegTimeout(f"`video` {Path(video).name!r}: ffmpeg took longer than {timeout:.0f} s to {what}") \
+            from None
+
+
+def cut_clip(video: str | Path, start_s: float, duration_s: float, path: str | Path, *, max_side: int | None = None,
+             timeout: float = FFMPEG_TIMEOUT_S) -> Path:
+    """`duration_s` seconds of `video` from `start_s` as an H.264 MP4 (re-encoded, so the cut is frame-exact), at
+    most `max_side` px on its longer side (None: the video's size). `FFmpegTimeout` after `timeout` seconds."""
     out = Path(path)
+    fit = f"{_fit(max_side)}," if max_side else ""
     cmd = [_ffmpeg(), "-v", "error", "-nostdin", "-y", "-ss", f"{start_s:.3f}", *ffmpeg_input(Path(video)),
            "-t", f"{duration_s:.3f}", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-vf",
-           "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(out.resolve())]
-    done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S)
+           f"{fit}pad=ceil(iw/2)*2:ceil(ih/2)*2", str(out.resolve())]
+    done = _run_ffmpeg(cmd, timeout, f"cut a clip at {start_s:.1f} s", video)
     if done.returncode != 0 or not out.is_file():
         raise RuntimeError(f"ffmpeg could not cut a clip of {Path(video).name!r}: {_reason(done.stderr)}")
     return out
 
 
-def grab_frame(video: str | Path, t: float, side: int = THUMB_SIDE) -> Image.Image:
-    """The frame of `video` at `t` seconds (ffmpeg seeks; nothing before it is decoded), at most `side` long."""
+def grab_frame(video: str | Path, t: float, side: int = THUMB_SIDE, *, timeout: float = FFMPEG_TIMEOUT_S
+               ) -> Image.Image:
+    """The frame of `video` at `t` seconds (ffmpeg seeks; nothing before it is decoded), at most `side` long
+    (scaled by ffmpeg: a full frame of a huge video never reaches Python). `FFmpegTimeout` after `timeout` s."""
     cmd = [_ffmpeg(), "-v", "error", "-nostdin", "-ss", f"{t:.3f}", *ffmpeg_input(Path(video)), "-frames:v", "1",
-           "-f", "image2pipe", "-vcodec", "png", "-"]
-    done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S)
+           "-vf", _fit(side), "-f", "image2pipe", "-vcodec", "png", "-"]
+    done = _run_ffmpeg(cmd, timeout, f"read the frame at {t:.1f} s", video)
     if done.returncode != 0 or not done.stdout:
         raise RuntimeError(f"ffmpeg could not read the frame at {t:.2f} s of {Path(video).name!r}: "
                            f"{_reason(done.stderr)}")
@@ -452,15 +482,22 @@ class LensVideoPipeline:
         scores = (100.0 * (emb @ q)).amax(dim=1).tolist() if len(times) else []
         moments, hidden = find_moments(times, scores, duration, 1.0 / cfg.fps, cfg)
         t_search = time.perf_counter() - t0 - t_index
-        for m in moments:
-            m.thumbnail = grab_frame(path, m.peak_s)
-        if cached:  # one step for a cached video: the best moment as its preview
-            preview = moments[0].thumbnail if moments else grab_frame(path, 0.0)
+        # 4. thumbnails and clips: steps of the run, at the analysis size, within the run's media budget
+        base = 0 if cached else len(times)
+        media = self._media(path, moments, duration, cfg, base, stopped)
+        item = next(media)
+        while not isinstance(item, tuple):
+            item = media.send((yield item))
+        moments, stopped_in_media, problems = item
+        stopped = stopped or stopped_in_media
+        if cached and not moments:  # one step for a cached video with nothing found
+            preview = grab_frame(path, 0.0, timeout=FFMPEG_TIMEOUT_S)
             stopped = (yield Progress(1, 1, preview, {"frames_done": float(len(times)), "cached": 1.0})) == "stop"
         notice = self.scorer.notice
         if hidden:
-            extra = (f"{hidden} weaker moment{'s' if hidden != 1 else ''} hidden (best frame below the score "
-                     f"threshold {cfg.threshold:g}).")
+            problems.insert(0, f"{hidden} weaker moment{'s' if hidden != 1 else ''} hidden (best frame below the "
+                               f"score threshold {cfg.threshold:g}).")
+        for extra in problems:
             notice = f"{notice} {extra}" if notice else extra
         inputs = {"query": text} if text else {}
         yield LensMoments(images=[m.thumbnail for m in moments], video=str(path), query=text or "example image",
@@ -469,9 +506,63 @@ class LensVideoPipeline:
                           scores={"top_score": moments[0].score} if moments else {}, seed=cfg.seed,
                           timings={"index_s": t_index, "search_s": t_search, "total_s": time.perf_counter() - t0},
                           settings=run_settings(cfg, **inputs), stopped=stopped, notice=notice,
-                          steps_run=1 if cached else len(times))
+                          steps_run=max(1, base + len(moments)) if cached else len(times))
 
     # ------------------------------------------------------------------------------------------------ helpers
+    def _media(self, path: Path, moments: list[Moment], duration: float, cfg: LensVideoConfig, base: int,
+               stopped: bool) -> Iterator[Any]:
+        """Give each moment its thumbnail and clip, a `Progress` step each (numbered on from `base`), then yield
+        (the moments that have a thumbnail, whether a "stop" came in, notices). Bounded: each clip at most
+        `MAX_CLIP_S` around its peak and `MAX_CLIPS_S` in all, cut at `cfg.max_side`; every ffmpeg call within what
+        is left of `MEDIA_BUDGET_S` (a timeout ends the media with a notice). After a stop (before or during
+        this) no clip is cut, and the thumbnails left get at most `AFTER_STOP_S`."""
+        start = time.monotonic()
+        deadline = start + (AFTER_STOP_S if stopped else MEDIA_BUDGET_S)
+        clip_left = MAX_CLIPS_S
+        folder = None
+        kept: list[Moment] = []
+        problems: list[str] = []
+        unclipped = 0
+        def left() -> float:  # seconds the next ffmpeg call may take
+            if time.monotonic() >= deadline:
+                raise FFmpegTimeout(f"`video` {path.name!r}: the time for thumbnails and clips was spent")
+            return min(FFMPEG_TIMEOUT_S, deadline - time.monotonic())
+
+        for i, m in enumerate(moments):
+            try:
+                m.thumbnail = grab_frame(path, m.peak_s, timeout=left())
+                if not stopped and clip_left > 0:
+                    lo = max(0.0, m.start_s - cfg.clip_padding_s, m.peak_s - MAX_CLIP_S / 2)
+                    hi = min(duration or m.end_s + cfg.clip_padding_s, m.end_s + cfg.clip_padding_s, lo + MAX_CLIP_S)
+                    length = min(max(hi - lo, 0.1), clip_left)
+                    if folder is None:
+                        from studio.outputs import new_folder
+
+                        folder = new_folder("lens-video-clips")
+                    m.clip = str(cut_clip(path, lo, length, folder / f"lens-video-{i}.mp4", max_side=cfg.max_side,
+                                          timeout=left()))
+                    clip_left -= length
+                else:
+                    unclipped += 1
+            except FFmpegTimeout as err:
+                if m.thumbnail is not None:
+                    kept.append(m)
+                    unclipped += 1
+                left = len(moments) - len(kept)
+                problems.append(f"{err}; {left} moment{'s' if left != 1 else ''} left out (this server gives a "
+                                f"run's thumbnails and clips {MEDIA_BUDGET_S:g} s).")
+                break
+            kept.append(m)
+            if not stopped:
+                if (yield Progress(base + i + 1, base + len(moments), m.thumbnail, {"clips_done": float(i + 1)},
+                                   "clips")) == "stop":
+                    stopped = True
+                    deadline = min(deadline, time.monotonic() + AFTER_STOP_S)
+        if unclipped and not stopped and clip_left <= 0:
+            problems.append(f"{unclipped} moment{'s' if unclipped != 1 else ''} without a clip (at most "
+                            f"{MAX_CLIPS_S:g} s of clips per run).")
+        yield kept, stopped, problems
+
     def _query(self, text: str, example: Image.Image | None, cfg: LensVideoConfig) -> torch.Tensor:
         """(D,) unit query embedding on the CPU."""
         from pipelines.lens_detect import _strip_article

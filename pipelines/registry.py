@@ -19,6 +19,7 @@ from studio.tasks import Task
 TABLE: dict[str, tuple[str, bool]] = {
     "clipdraw": ("pipelines.clipdraw:CLIPDrawPipeline", True),
     "clipasso": ("pipelines.clipasso:CLIPassoPipeline", False),
+    "vectorize": ("pipelines.vectorize:VectorizePipeline", False),
     "lens-classify": ("pipelines.lens:CLIPLensPipeline", False),
     "lens-search": ("pipelines.lens:CLIPLensPipeline", False),
     "lens-arithmetic": ("pipelines.lens:CLIPLensPipeline", False),

@@ -202,11 +202,11 @@ def make_lens_video_detect_functions(device: str | None, policy: Policy | None =
 
 
 def make_sketch_functions(device: str | None, policy: Policy | None = None) -> dict[str, Callable]:
-    """CLIPDraw and CLIPasso handlers: the registered tasks' generators, on the shared scorers (specs checked
-    against the server's `policy`)."""
+    """CLIPDraw, CLIPasso and Vectorize handlers: the registered tasks' generators, on the shared scorers (specs
+    checked against the server's `policy`; Vectorize loads its CLIP only for a run with a CLIP term)."""
     from pipelines.registry import get_task
 
-    draw, sketch = get_task("clipdraw"), get_task("clipasso")
+    draw, sketch, vec = get_task("clipdraw"), get_task("clipasso"), get_task("vectorize")
     policy = policy or Policy()
 
     @gpu("clipdraw")
@@ -222,13 +222,19 @@ def make_sketch_functions(device: str | None, policy: Policy | None = None) -> d
         pipe = sketch.pipeline(get_scorer(spec, device=device), loss)
         return (yield from sketch.iterate(pipe, image=image, **settings))
 
+    @gpu
+    def vectorize(spec, image, settings):
+        scorer = get_scorer(policy.check_clip(spec), device=device) if settings.get("clip_weight") else None
+        pipe = vec.pipeline(scorer, device=device)
+        return (yield from vec.iterate(pipe, image=image, **settings))
+
     def check_svg(text: str) -> None:  # an uploaded start SVG, read as the run will read it (refused at upload)
         from pipelines.clipdraw import read_init_svg
 
         read_init_svg(text, 64)
 
     return {"clipdraw": clipdraw, "clipasso": clipasso, "draw_specs": draw.specs(), "sketch_specs": sketch.specs(),
-            "check_svg": check_svg}
+            "check_svg": check_svg, "vectorize": vectorize, "vectorize_specs": vec.specs()}
 
 
 LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "styleclip-relevance")
@@ -424,7 +430,9 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
                             draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
                             colour_modes=list(COLOR_MODES), loss_model_choices=policy.loss_choices(),
-                            cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"], custom_models=custom)
+                            cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"],
+                            vectorize=sketch["vectorize"], vectorize_specs=sketch["vectorize_specs"],
+                            custom_models=custom)
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 

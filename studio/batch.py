@@ -512,8 +512,10 @@ def _score(line: dict) -> float:
 
 
 def _first_png(line: dict) -> str | None:
+    """The image a contact sheet shows for a line: a task's own sheet (Vectorize: the picture beside its SVG), else
+    its first PNG."""
     files = line.get("files") or {}
-    for k in ("png", "png0"):
+    for k in ("sheet", "png", "png0"):
         if k in files:
             return files[k]
     return next((v for v in files.values() if v.endswith(".png")), None)

@@ -1,4 +1,5 @@
-"""Run-protocol cases for the Vector Sketch tasks (see tests/test_run_protocol.py): tiny, seeded, two steps."""
+"""Run-protocol cases for the Vector Sketch tasks (see tests/test_run_protocol.py): tiny, seeded, two steps (Vectorize:
+two layers of two steps)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,14 @@ def clipasso(scorer):
 
 CASES["clipasso"] = clipasso
 FILES["clipasso"] = {"png", "svg", "video"}
+
+
+def vectorize(scorer):
+    from pipelines.vectorize import VectorizePipeline
+
+    return VectorizePipeline(scorer), {"image": _photo()}, {"num_paths": 2, "num_steps": 2, "canvas_size": 32,
+                                                             "preview_every": 1}
+
+
+CASES["vectorize"] = vectorize
+FILES["vectorize"] = {"png", "svg", "video", "sheet"}

@@ -56,6 +56,8 @@ def _args(name: str, f: dict, out_of) -> list[str]:
         return TWO_PROMPTS + _sets(num_strokes=4, num_steps=2, canvas_size=32)
     if name == "clipasso":
         return ["--images", photos] + _sets(num_strokes=3, num_steps=2, num_seeds=1, canvas_size=32)
+    if name == "vectorize":
+        return ["--images", photos] + _sets(num_paths=2, num_steps=2, canvas_size=32)
     if name == "lens-classify":
         return ["--images", photos, "--prompt", "red, blue, green"]
     if name == "lens-search":
@@ -114,7 +116,7 @@ def _args(name: str, f: dict, out_of) -> list[str]:
 TASKS = ["clipdraw", "clipasso", "lens-arithmetic", "lens-classify", "lens-detect", "lens-image-search", "lens-index",
          "lens-index-search", "lens-search", "lens-video", "styleclip-edit", "styleclip-global", "styleclip-invert",
          "styleclip-mapper", "styleclip-mapper-apply", "styleclip-relevance", "styleclip-sample", "text2image",
-         "text2image-edit", "text2image-img2img", "text2image-inpaint", "text2image-refine"]
+         "text2image-edit", "text2image-img2img", "text2image-inpaint", "text2image-refine", "vectorize"]
 
 
 def test_every_registered_task_has_a_command_line_case():

@@ -67,11 +67,16 @@ def test_a_red_circle_is_found_where_it_is_and_the_second_query_hits_the_cache(d
 def test_progress_counts_frames_with_an_eta_and_previews(pipe, video):
     items = list(pipe.iter_search(video, "a red circle", patches=False, preview_every=4, batch_frames=5))
     progress, result = items[:-1], items[-1]
-    assert [p.step for p in progress] == list(range(1, 13)) and {p.total for p in progress} == {12}
-    assert all("eta_s" in p.metrics and p.metrics["frames_done"] == p.step for p in progress)
-    assert [p.step for p in progress if p.preview is not None] == [1, 4, 8, 12]
-    assert progress[-1].metrics["eta_s"] == 0.0
-    assert result.steps_run == 12
+    frames = [p for p in progress if p.stage == "index"]
+    media = [p for p in progress if p.stage == "clips"]  # then a step per moment: its thumbnail and clip
+    n = len(result.moments)
+    assert n >= 1 and frames + media == progress
+    assert [p.step for p in progress] == list(range(1, 13 + n)) and {p.total for p in frames} == {12}
+    assert {p.total for p in media} == {12 + n} and [p.preview for p in media] == [m.thumbnail for m in result.moments]
+    assert all("eta_s" in p.metrics and p.metrics["frames_done"] == p.step for p in frames)
+    assert [p.step for p in frames if p.preview is not None] == [1, 4, 8, 12]
+    assert frames[-1].metrics["eta_s"] == 0.0
+    assert result.steps_run == 12 and all(m.clip for m in result.moments)
 
 
 def test_stop_while_indexing_searches_the_frames_done_and_caches_nothing(pipe, video):
@@ -188,3 +193,90 @@ def test_the_command_line_runs_lens_video(video, tmp_path, monkeypatch, capsys):
     assert all(ln["error"] is None and "clip0" in ln["files"] for ln in lines)
     moments = json.loads((out / lines[0]["files"]["json"]).read_text())["moments"]
     assert abs(moments[0]["start_s"] - RED.start_s) <= 1.0
+
+
+# ------------------------------------------------------------------- issue 22 #3: clips and thumbnails in the run
+@pytest.fixture(scope="module")
+def large_video(tmp_path_factory):
+    """The shapes at 640×480: clips and thumbnails must come at the analysis size, not this."""
+    folder = tmp_path_factory.mktemp("large")
+    return write_shapes_video(folder / "large.mp4", [RED, BLUE], 12.0, fps=5, size=(640, 480))
+
+
+class FFmpegCalls:
+    """Counts the ffmpeg runs of pipelines/lens_video (thumbnails and clips), optionally failing some."""
+
+    def __init__(self, monkeypatch, timeout_on: str | None = None):
+        import subprocess
+
+        import pipelines.lens_video as lv
+
+        self.cmds: list[list[str]] = []
+        real = subprocess.run
+
+        def run(cmd, *a, **k):
+            self.cmds.append(cmd)
+            if timeout_on and timeout_on in cmd:
+                raise subprocess.TimeoutExpired(cmd, k.get("timeout"))
+            return real(cmd, *a, **k)
+
+        monkeypatch.setattr(lv.subprocess, "run", run)
+
+    def clips(self) -> int:
+        return sum(1 for c in self.cmds if "libx264" in c)
+
+
+def test_clips_and_thumbnails_are_cut_in_the_run_at_the_analysis_size(pipe, large_video, tmp_path, monkeypatch):
+    """A 1 MB 8192×8192 video's clips were re-encoded at full size after the run ended (79 s, +5.9 GB on a server
+    limited to 20 s a run): now each clip is a step of the run, at `max_side`, and saving runs no ffmpeg."""
+    calls = FFmpegCalls(monkeypatch)
+    out = pipe.search(large_video, "a red circle", patches=False, max_side=128, threshold=0.0, top_k=3)
+    assert out.moments and calls.clips() == len(out.moments)
+    for m in out.moments:
+        assert m.thumbnail.size == (320, 240)  # scaled by ffmpeg: no full frame reaches Python
+        meta = next(imageio_ffmpeg.read_frames(m.clip))
+        assert max(meta["size"]) == 128, meta["size"]  # 640×480 cut at the analysis size
+    before = len(calls.cmds)
+    paths = out.save(tmp_path / "saved")
+    assert len(calls.cmds) == before and {f"clip{i}" for i in range(len(out.moments))} <= set(paths)
+
+
+def test_a_stop_during_the_clips_cuts_no_more(pipe, video, monkeypatch):
+    calls = FFmpegCalls(monkeypatch)
+    gen = pipe.iter_search(video, "a red circle", patches=False, threshold=0.0, top_k=5, batch_frames=12,
+                           moment_level=0.0)
+    item = next(gen)
+    while item.stage != "clips":
+        item = gen.send(None)
+    result = gen.send("stop")  # after the first moment's clip
+    while not result.done:
+        result = gen.send(None)
+    assert result.stopped and len(result.moments) >= 2 and calls.clips() == 1
+    assert result.moments[0].clip and not any(m.clip for m in result.moments[1:])
+    assert all(m.thumbnail is not None for m in result.moments)
+
+
+def test_the_clips_of_a_run_have_a_total_budget(pipe, video, monkeypatch):
+    import pipelines.lens_video as lv
+
+    monkeypatch.setattr(lv, "MAX_CLIPS_S", 2.0)
+    calls = FFmpegCalls(monkeypatch)
+    out = pipe.search(video, "a red circle", patches=False, threshold=0.0, top_k=5, clip_padding_s=1.0,
+                      moment_level=0.0)
+    seconds = [imageio_ffmpeg.count_frames_and_secs(m.clip)[1] for m in out.moments if m.clip]
+    assert len(out.moments) >= 2 and sum(seconds) <= 2.0 + 0.3 and calls.clips() == len(seconds)
+    assert "without a clip" in out.notice
+
+
+def test_an_ffmpeg_timeout_is_a_named_outcome_not_a_crash(pipe, video, monkeypatch):
+    from studio.ui.common import is_user_error
+
+    calls = FFmpegCalls(monkeypatch, timeout_on="libx264")
+    out = pipe.search(video, "a red circle", patches=False, threshold=0.0, top_k=5, moment_level=0.0)
+    assert calls.clips() == 1 and len(out.moments) == 1 and out.moments[0].clip is None
+    assert "took longer than" in out.notice and "left out" in out.notice
+    import pipelines.lens_video as lv
+
+    with pytest.raises(lv.FFmpegTimeout, match="`video` 'shapes.mp4'") as err:
+        lv.cut_clip(video, 0.0, 1.0, "/nonexistent/out.mp4")
+    assert is_user_error(err.value)

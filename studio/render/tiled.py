@@ -236,16 +236,24 @@ def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int =
     ntiles = ntx * nty
 
     # 1. layers: (key, coverage, colour); key orders by scene, tile, path, then fill (0) below stroke (1)
-    keys, cov, gs, gp, spx, spy = _stroke_layers(scene, poly, tile, chunk, ntx, nty)
     styles = scene.topology.all_styles
     shaded = bool(scene.gradients)
-    if shaded:
-        stroke_paint = torch.tensor([-1 if s.stroke_paint is None else s.stroke_paint for s in styles], device=dev)
-        colours = [layer_colors(scene, stroke_paint[gp], gs, scene.stroke_colors[gs, gp], spx, spy)]
-    else:
-        colours = [scene.stroke_colors[gs, gp]]
-    keys, covs = [keys * 2 + 1], [cov]
     has_fill = scene.fill_colors is not None and scene.topology.filled is not None and any(scene.topology.filled)
+    # Fills only (every stroke transparent and nothing to differentiate there, e.g. Vectorize's shapes): no stroke
+    # layer can show, so none is built (they were about a third of such a render).
+    no_strokes = has_fill and not (scene.stroke_colors.requires_grad or scene.widths.requires_grad) and not bool(
+        (scene.stroke_colors[..., 3] > 0).any())
+    keys, covs, colours = [], [], []
+    if not no_strokes:
+        skeys, cov, gs, gp, spx, spy = _stroke_layers(scene, poly, tile, chunk, ntx, nty)
+        if shaded:
+            stroke_paint = torch.tensor([-1 if s.stroke_paint is None else s.stroke_paint for s in styles],
+                                        device=dev)
+            colours.append(layer_colors(scene, stroke_paint[gp], gs, scene.stroke_colors[gs, gp], spx, spy))
+        else:
+            colours.append(scene.stroke_colors[gs, gp])
+        keys.append(skeys * 2 + 1)
+        covs.append(cov)
     if has_fill:
         fkeys, fcov, fs, fp, fpx, fpy = _fill_layers(scene, poly, tile, chunk, ntx, nty)
         keys.append(fkeys * 2)

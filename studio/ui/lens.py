@@ -290,7 +290,10 @@ def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run
 
             def on_progress(item):
                 total[0] = item.total
-                bar = progress_html(item.step, item.total, f"frames {item.step} / {item.total}", clock=item.clock)
+                text = f"frames {item.step} / {item.total}"
+                if item.stage == "clips":  # then the moments' thumbnails and clips, a step each
+                    text = f"moment clips {item.metrics.get('clips_done', 0):.0f}"
+                bar = progress_html(item.step, item.total, text, clock=item.clock)
                 return (bar, gr.update() if item.preview is None else item.preview, gr.update(), gr.update(), "", None)
 
             def on_result(result):

@@ -1,4 +1,5 @@
-"""Vector Sketch tab: text → SVG drawing (CLIPDraw) and photo → line sketch (CLIPasso), with live previews.
+"""Vector Sketch tab: text → SVG drawing (CLIPDraw), photo → line sketch (CLIPasso) and picture → SVG (Vectorize),
+with live previews.
 
 `build` receives plain functions and the tasks' setting specs (see studio/app.py) and never touches a model or
 imports torch. Each run function returns a task generator on the run protocol (`studio.progress`): progress items
@@ -34,6 +35,8 @@ EXAMPLE_PROMPTS = ["a red circle", "a blue star on the left", "a watercolor pain
 UPDATE_EVERY_S = 0.25  # steps without a preview update the bar at most this often (fast GPU steps)
 DRAW_SETTINGS = ("num_strokes", "num_steps", "canvas_size", "max_stroke_width", "filled", "seed")
 SKETCH_SETTINGS = ("num_strokes", "num_steps", "num_seeds", "stroke_width", "mask_background", "seed")
+VECTORIZE_SETTINGS = ("num_paths", "mode", "paint", "num_steps", "target_psnr", "canvas_size", "clip_weight",
+                      "clip_prompt", "seed")
 
 
 def park_at_end(elem_id: str) -> str:
@@ -57,18 +60,25 @@ def stream(run: Iterator, flag: threading.Event, video: str = "mp4") -> Iterator
         if item.preview is None and now - last[0] < UPDATE_EVERY_S and item.step < item.total:
             return (gr.skip(),) * 6
         last[0] = now
-        loss = item.metrics.get("loss")
+        loss, psnr = item.metrics.get("loss"), item.metrics.get("psnr")
         text = f"loss {loss:.4f}" if loss is not None else ""
+        if psnr is not None:  # Vectorize: the paths so far and the error
+            text = f"{int(item.metrics.get('paths', 0))} paths · PSNR {psnr:.2f} dB"
         preview = item.preview if item.preview is not None else gr.skip()
         return preview, progress_html(item.step, item.total, text, clock=item.clock), None, None, None, ""
 
     def on_result(item) -> tuple:
         paths = item.save(video=video)
         scores = item.scores
-        lines = [f"**CLIP score {scores['clip_score']:.1f}**"]
+        if "psnr" in scores:  # Vectorize: the SVG's paths and its error against the picture
+            lines = [f"**{int(scores['num_paths'])} paths · PSNR {scores['psnr']:.2f} dB**"]
+            if "clip_score" in scores:
+                lines.append(f"· CLIP score {scores['clip_score']:.1f}")
+        else:
+            lines = [f"**CLIP score {scores['clip_score']:.1f}**"]
         if "clip_score_init" in scores:
             lines.append(f"(start {scores['clip_score_init']:.1f})")
-        if "loss" in scores:
+        if "loss" in scores and "psnr" not in scores:
             lines.append(f"· loss {scores['loss']:.4f}")
         if getattr(item, "seeds", None):
             lines.append(f"· kept seed {item.seed} of {', '.join(str(s) for s in item.seeds)}")
@@ -116,6 +126,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
           sketch_specs: dict[str, Any], colour_modes: list[str], loss_model_choices: list[str] | None = None,
           default_loss_model: str | None = None, cpu: bool = False,
           model_state: Callable[[str], str] | None = None, check_svg: Callable[[str], Any] | None = None,
+          vectorize: Callable[..., Iterator] | None = None, vectorize_specs: dict[str, Any] | None = None,
           custom_models: bool = True) -> None:
     """Add the Vector Sketch tab's components to the current Blocks. `custom_models`: the model dropdowns take typed
     values (a local server; a public one offers its list only).
@@ -127,6 +138,8 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
         takes its default and range. colour_modes: CLIPDraw's named colour modes (a custom palette is added).
     model_status(spec) -> a message when using that model needs loading first, else None.
     model_state(spec) -> what that model will really run (shown under the dropdown before the first click).
+    vectorize(spec, image, settings) -> a Vectorize run generator (settings: `VectorizeConfig` fields; the CLIP
+        model is used only when clip_weight > 0), with `vectorize_specs` its settings' specs; None: no such sub-tab.
     cpu: start the controls at their CPU values (the papers' settings take a GPU).
     check_svg(text): raises ValueError when an uploaded start SVG cannot be used; it is asked at upload, as
         uploaded images are read at upload, so a bad file is refused before the Draw click.
@@ -136,7 +149,8 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
              f"CLIPasso {sketch_specs['num_steps'].default} steps × {sketch_specs['num_seeds'].default} seeds")
     with gr.Tab("Vector Sketch", id="sketch"):
         gr.Markdown("Draw with Bézier strokes that CLIP steers: type a prompt (**CLIPDraw**) or upload a photo "
-                    "(**CLIPasso**). Previews stream while it works; **Stop** keeps the best result so far."
+                    "(**CLIPasso**); or turn any picture into an editable SVG (**Vectorize**). Previews stream "
+                    "while it works; **Stop** keeps the best result so far."
                     + (f" Running on a CPU, the controls start smaller than the papers' settings ({paper}), which "
                        "take a GPU." if cpu else ""))
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
@@ -233,3 +247,36 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
             sketch_btn.click(run_handler(on_sketch), [model, loss_model, photo, *sketch.values()],
                              [sketch_token, *sketch_out], api_name="sketch_clipasso").then(
                 None, js=park_at_end("clipasso-video"))
+
+        if vectorize is not None:
+            vector_tab(vectorize, vectorize_specs, model, announce, outputs_column, cpu)
+
+
+def vector_tab(vectorize: Callable[..., Iterator], specs: dict[str, Any], model, announce: Callable,
+               outputs_column: Callable, cpu: bool) -> None:
+    """The "Picture → SVG" sub-tab: a picture in, filled shapes or strokes out, drawn as paths are added."""
+    with gr.Tab("Picture → SVG (Vectorize)"):
+        token = gr.State(None)
+        with gr.Row():
+            with gr.Column():
+                picture = image_upload("Picture")
+                with gr.Row():
+                    btn = gr.Button("Vectorize", variant="primary")
+                    stop_button(token, api_name="sketch_vectorize_stop")
+                values = {n: control("vectorize", specs[n], cpu=cpu) for n in VECTORIZE_SETTINGS}
+                gr.Markdown("Paths are added where the drawing is still most wrong, a layer at a time (LIVE); the "
+                            "preview shows the path count and the PSNR against the picture. No model is needed "
+                            "unless the CLIP weight is above 0.")
+            with gr.Column():
+                out = outputs_column("vectorize")
+
+        def on_vectorize(spec, img, *vals, flag):
+            if img is None:
+                raise ValueError("`image` is missing: upload a picture to vectorize")
+            settings = dict(zip(VECTORIZE_SETTINGS, vals))
+            if settings.get("clip_weight"):
+                announce(spec)
+            yield from stream(vectorize(spec, img, settings), flag)
+
+        btn.click(run_handler(on_vectorize), [model, picture, *values.values()], [token, *out],
+                  api_name="sketch_vectorize").then(None, js=park_at_end("vectorize-video"))
