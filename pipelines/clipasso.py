@@ -3,8 +3,9 @@
 Follows Vinker et al. 2022, "CLIPasso: Semantically-Aware Object Sketching" (SIGGRAPH, arXiv:2202.05822) and its
 code (github.com/yael-vinker/CLIPasso: `models/painter_params.py`, `models/loss.py`, `painterly_rendering.py`):
 
-- strokes: 16 open paths of one cubic segment, black, width 1.5; each starts at a sampled pixel and walks 3 more
-  control points by 0.05 · (U - 0.5) of the canvas; only the points are optimised (Adam, lr 1.0);
+- strokes: 16 open paths of one cubic segment, black, width 1.5 (a diffvg half-width: 3 px drawn, as here); each
+  starts at a sampled pixel and walks 3 more control points by 0.05 · (U - 0.5) of the canvas; only the points are
+  optimised (Adam, lr 1.0);
 - initialisation: the ViT's CLS→patch attention averaged over heads and blocks (the repo's `interpret`), times
   an XDoG edge map ((1 − XDoG), k = 10, γ 0.98, φ 200, ε −0.1, σ 0.8 px at 224 px — scaled with the canvas, since
   on a small canvas σ·k would blur a whole object into one "line" —, Otsu-binarised), turned into a sampling
@@ -62,8 +63,9 @@ class CLIPassoConfig:
                            help="CLIPasso repo num_iter 2001")
     num_seeds: int = param(3, 1, 8, ui=(1, 4), cpu=2, label="Seeds optimised together",
                            help="CLIPasso's run_object_sketching.py runs seeds 0, 1000, 2000 and keeps the best")
-    stroke_width: float = param(1.5, 0.25, 20.0, ui=(0.5, 6.0), step=0.25, label="Stroke width (px)",
-                                help="CLIPasso repo width 1.5")
+    stroke_width: float = param(3.0, 0.25, 20.0, ui=(0.5, 6.0), step=0.25, label="Stroke width (px)",
+                                help="full width; CLIPasso repo: 1.5, a diffvg half-width (diffvg's `stroke_width` "
+                                     "is half the drawn width), so 3 px")
     mask_background: bool = param(False, label="Remove background (CLIP saliency)",
                                   help="whiten the background with the scorer's saliency (Otsu on the relevancy "
                                        "map) instead of U²-Net")

@@ -2,12 +2,14 @@
 
 Follows Frans, Soros & Witkowski 2021, "CLIPDraw: Exploring Text-to-Drawing Synthesis through Language-Image
 Encoders" (arXiv:2106.14843) and its reference notebook (github.com/kvfrans/clipdraw, `clipdraw.ipynb`):
-256 open paths of 1–3 cubic segments whose points start at a uniform random point and walk by offsets of
-`radius · (U - 0.5)` of the canvas (radius 0.1), width 1, random RGBA; loss = −cosine(prompt, render) over 4
-augmented views (RandomPerspective 0.5 + RandomResizedCrop 0.7–0.9), plus 0.3 × cosine with each negative prompt;
-three Adam optimisers (points lr 1.0 → 0.4 at 50 % → 0.1 at 75 % of the steps; widths lr 0.1 clamped to [1, 50];
-colours lr 0.01 clamped to [0, 1]); 1000 steps. The notebook sums the per-view terms; we average them as the issue
-asks (Adam is invariant to that constant factor). Rendering is `studio.render` (pure PyTorch) instead of diffvg.
+256 open paths of 1–3 cubic segments whose points start at a uniform random point and walk by offsets of `radius ·
+(U - 0.5)` of the canvas (radius 0.1), width 1, random RGBA; loss = −cosine(prompt, render) over 4 augmented views
+(RandomPerspective 0.5 + RandomResizedCrop 0.7–0.9), plus 0.3 × cosine with each negative prompt; three Adam
+optimisers (points lr 1.0 → 0.4 at 50 % → 0.1 at 75 % of the steps; widths lr 0.1 clamped to [1, 50]; colours lr
+0.01 clamped to [0, 1]); 1000 steps. diffvg's `stroke_width` is half the drawn width, so here (full widths) the
+notebook's strokes start 2 px wide, are clamped to [2, 100] px, and their lr is 0.2. The notebook sums the per-view
+terms; we average them as the issue asks (Adam is invariant to that constant factor). Rendering is `studio.render`
+(pure PyTorch) instead of diffvg.
 
 Additions the studio's users asked for: a colour palette (each stroke picks a palette colour; straight-through
 softmax, so rendered colours are always exact palette colours) or black-only strokes, filled closed shapes,
@@ -65,8 +67,9 @@ class CLIPDrawConfig:
     num_steps: int = param(1000, 1, 10_000, ui=(1, 2000), cpu=300, label="Steps", help="CLIPDraw notebook: 1000")
     canvas_size: int = param(224, 16, min(1024, MAX_CANVAS), ui=(64, 512), step=16, label="Canvas size (px)",
                              help="CLIPDraw notebook: 224, CLIP's input size")
-    max_stroke_width: float = param(50.0, 1.0, 200.0, ui=(1.0, 100.0), step=1.0, label="Max stroke width (px)",
-                                    help="CLIPDraw notebook: widths clamped to [1, 50]")
+    max_stroke_width: float = param(100.0, 1.0, 200.0, ui=(2.0, 100.0), step=1.0, label="Max stroke width (px)",
+                                    help="full width; CLIPDraw notebook: 50, a diffvg half-width (diffvg's "
+                                         "`stroke_width` is half the drawn width), so 100 px")
     colors: str = param("full", help="'full' (free RGBA, the notebook), 'black', a palette name (primary, pastel, "
                                      "earth, mono) or colours '#rrggbb, ...'", control=False)
     filled: bool = param(False, label="Filled closed shapes", help="closed filled shapes instead of open strokes")
@@ -85,12 +88,15 @@ class CLIPDrawConfig:
                               control=False)
     radius: float = param(0.1, 0.0, 1.0, help="each control point moves by radius · (U − 0.5) of the canvas from "
                                               "the previous; notebook 0.1", control=False)
-    init_width: float = param(1.0, 0.1, 200.0, help="starting stroke width; notebook 1", control=False)
-    min_stroke_width: float = param(1.0, 0.1, 200.0, help="notebook clamp: 1", control=False)
+    init_width: float = param(2.0, 0.1, 200.0, help="starting stroke width (full width, px); notebook 1, a diffvg "
+                              "half-width, so 2 px", control=False)
+    min_stroke_width: float = param(2.0, 0.1, 200.0, help="full width, px; notebook clamp 1, a diffvg half-width, "
+                                    "so 2 px", control=False)
     lr_points: float = param(1.0, 0.0, 100.0, help="notebook", control=False)
     lr_schedule: tuple = param(((0.5, 0.4), (0.75, 0.1)), help="points lr at fractions of the run; notebook: 0.4 "
                                                                "at 50 %, 0.1 at 75 %", control=False)
-    lr_widths: float = param(0.1, 0.0, 100.0, help="notebook", control=False)
+    lr_widths: float = param(0.2, 0.0, 100.0, help="notebook 0.1 on diffvg's half-widths: Adam's steps are about lr "
+                             "in the parameter's unit, so 0.2 on full widths", control=False)
     lr_colors: float = param(0.01, 0.0, 10.0, help="notebook", control=False)
     lr_palette: float = param(0.1, 0.0, 10.0, help="ours: palette logits need bigger steps than raw colours to "
                                                    "switch colour at all", control=False)
@@ -375,7 +381,7 @@ class CLIPDrawPipeline:
                 timings={"setup_s": t_setup / k, "optimise_s": t_opt / k, "total_s": total_s / k,
                          "per_step_s": t_opt / k / max(1, step)},
                 settings=run_settings(r.cfg, prompt=prompt), steps_run=step, stopped=stopped,
-                notice=self.scorer.notice))
+                notice=self.scorer.prompt_notice(prompt)))
         return outs
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from studio.scorer import CLIPScorer, get_scorer, oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve
 
 MAX_LABELS = 200  # candidate labels per image: the prompt ensemble encodes labels × templates texts
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")  # what a download's name keeps of an upload's name
 MAX_GALLERY = 64  # images per search: each is embedded on every search (nothing is indexed)
 MAX_WEIGHT = 5.0  # largest arithmetic text weight accepted (the page's slider stops at 3)
 TEMPLATE_CHOICES = ("auto", *TEMPLATE_SETS)
@@ -117,17 +119,31 @@ class LensRanking(Result):
     order: list[int] = field(default_factory=list)
     similarities: list[float] = field(default_factory=list)
     query: str = ""
+    names: list[str] = field(default_factory=list)  # in `order`: the file name of each image given as a path, or ""
+
+    def name(self, i: int) -> str:
+        return self.names[i] if i < len(self.names) else ""
 
     def image_metadata(self, i: int) -> dict[str, Any]:
         return {**self.metadata(), "rank": i + 1, "gallery_index": self.order[i],
-                "similarity": round(self.similarities[i], 4)}
+                "similarity": round(self.similarities[i], 4), **({"name": self.name(i)} if self.name(i) else {})}
 
     def save(self, folder: str | Path | None = None, video: str = "mp4", fps: float = 12.0) -> dict[str, Path]:
-        """The base files plus `<task>.json`: the query, the order and the similarities."""
+        """The base files plus `<task>.json`: the query, the order, the similarities and the names. An image given
+        as a file keeps its name in its PNG's: `<task>-<rank>-<name>.png` (issue 29: `lens-search-0.png`... said
+        nothing of which upload each was)."""
         out = _folder(folder, self.task)
         paths = super().save(out, video, fps)
+        for i in range(len(self.images)):
+            stem = _SAFE.sub("_", Path(self.name(i)).stem)[:60].strip("._")
+            if stem and f"png{i}" in paths:
+                named = paths[f"png{i}"].with_name(f"{self.task}-{i}-{stem}.png")
+                os.replace(paths[f"png{i}"], named)
+                paths[f"png{i}"] = named
         paths["json"] = _write_json(out / f"{self.task}.json", {"query": self.query, "order": self.order,
-                                                                "similarities": self.similarities})
+                                                                "similarities": self.similarities,
+                                                                "names": [self.name(i) for i in
+                                                                          range(len(self.order))]})
         return paths
 
 
@@ -261,7 +277,8 @@ class CLIPLensPipeline:
         gallery = self._gallery(images)
         with torch.no_grad(), oom_guard("CLIP Lens search"):
             q = self.scorer.encode_text([query])[0]
-        yield from self._rank(LensSearchRanking, gallery, q, query, {"query": query, **_settings(cfg)}, cfg, t0)
+        yield from self._rank(LensSearchRanking, gallery, q, query, {"query": query, **_settings(cfg)}, cfg, t0,
+                              self._names(images))
 
     # ---------------------------------------------------------------------------------------------- arithmetic
     def arithmetic(self, images: Sequence[Any], query_image: Any, minus: str | None = None,
@@ -292,7 +309,7 @@ class CLIPLensPipeline:
         label = "image" + (f" − “{minus}”" if minus else "") + (f" + “{plus}”" if plus else "")
         # 3. rank the gallery
         yield from self._rank(LensArithmeticRanking, gallery, q, label,
-                              {"minus": minus, "plus": plus, **_settings(cfg)}, cfg, t0)
+                              {"minus": minus, "plus": plus, **_settings(cfg)}, cfg, t0, self._names(images))
 
     # -------------------------------------------------------------------------------------------- image search
     def image_search(self, images: Sequence[Any], query_image: Any, *, callback: Callable | None = None,
@@ -309,7 +326,7 @@ class CLIPLensPipeline:
         gallery = self._gallery(images)
         with torch.no_grad(), oom_guard("CLIP Lens image search"):
             q = self.scorer.encode_image(x)[0]
-        yield from self._rank(LensImageRanking, gallery, q, "image", _settings(cfg), cfg, t0)
+        yield from self._rank(LensImageRanking, gallery, q, "image", _settings(cfg), cfg, t0, self._names(images))
 
     # ------------------------------------------------------------------------------------------------- helpers
     def _gallery(self, images: Any) -> list[tuple[Any, Image.Image]]:
@@ -331,8 +348,13 @@ class CLIPLensPipeline:
                 out.append((pil, pil))
         return out
 
+    @staticmethod
+    def _names(images: Sequence[Any]) -> list[str]:
+        """The file name of each gallery image given as a path (an upload keeps its name there), else ""."""
+        return [Path(im).name if isinstance(im, (str, os.PathLike)) else "" for im in images]
+
     def _rank(self, kind: type[LensRanking], gallery: list[tuple[Any, Image.Image]], q: torch.Tensor,
-              query: str, settings: dict[str, Any], cfg: LensConfig, t0: float
+              query: str, settings: dict[str, Any], cfg: LensConfig, t0: float, names: list[str] | None = None
               ) -> Iterator[Progress | LensRanking]:
         """Embed the gallery one image a step (similarity to the unit query `q`), then rank what was embedded."""
         sims: list[float] = []
@@ -349,7 +371,9 @@ class CLIPLensPipeline:
         t_embed = time.perf_counter() - t1
         order = sorted(range(len(sims)), key=lambda i: -sims[i])  # stable: ties keep the gallery order
         ranked = [sims[i] for i in order]
+        names = names or [""] * len(gallery)
         yield kind(images=[gallery[i][1] for i in order], order=order, similarities=ranked, query=query,
+                   names=[names[i] for i in order],
                    scores={"top_similarity": ranked[0]} if ranked else {}, seed=cfg.seed,
                    timings={"embed_s": t_embed, "per_step_s": t_embed / max(1, len(sims)),
                             "total_s": time.perf_counter() - t0},

@@ -198,7 +198,7 @@ class StyleCLIPEditPipeline(StyleCLIPTaskPipeline):
                      "per_step_s": (t_opt - t_start) / max(step, 1), "total_s": time.perf_counter() - t0},
             seed=cfg.seed, settings=run_settings(cfg, prompt=prompt), stopped=stopped,
             steps_run=steps,
-            notice=session.scorer.notice)
+            notice=session.scorer.prompt_notice(prompt))
 
     def edit(self, latent_or_image: Any = None, prompt: str = "", *, callback: Callable | None = None,
              **settings: Any) -> LatentEditOutput:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pipelines.registry import register
-from pipelines.text2image_core import Text2ImageSession, load_session
+from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session, load_start_image
 from pipelines.text2image_models import CHECKPOINTING, MAX_SIDE, thin_frames
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result, json_safe
@@ -118,12 +118,18 @@ class Text2ImageEditPipeline:
 
     def iter_edit(self, latents: torch.Tensor, source_prompt: str, edit_prompt: str,
                   **settings: Any) -> Iterator[Progress | EditOutput]:
-        """Optimise z from z0 = `latents` (a generated image's denoised latent) toward `edit_prompt` (see the module
-        docstring); yields progress after each update, then the `EditOutput`."""
+        """Optimise z from z0 = `latents` toward `edit_prompt` (see the module docstring); yields progress after each
+        update, then the `EditOutput`. `latents`: a generated image's denoised latent (C, h, w) or (1, C, h, w), or
+        an image (a photo: PIL, path, bytes or array, read and bounded as every upload), whose VAE encoding is then
+        z0."""
         t_start = time.perf_counter()
         session = self.session
         # 1. check inputs
-        z0 = check_latents(latents, session.latent_channels, MAX_SIDE // session.vae_scale_factor)
+        photo, resized = None, None
+        if isinstance(latents, torch.Tensor):
+            z0 = check_latents(latents, session.latent_channels, MAX_SIDE // session.vae_scale_factor)
+        else:  # an image: edited from its VAE encoding (below, once every input is checked)
+            photo, resized = load_start_image(latents, "latents")
         source = check_text(source_prompt, "source_prompt")
         edit = check_text(edit_prompt, "edit_prompt")
         if source == edit:
@@ -134,6 +140,10 @@ class Text2ImageEditPipeline:
         scorer, total, every = session.scorer, cfg.num_steps, cfg.preview_every
 
         # 2. embed the texts and the original image
+        if photo is not None:
+            with session.lock, torch.no_grad(), oom_guard("encoding of the image to edit"):
+                session.set_tiling(photo.size[1], photo.size[0])
+                z0 = session.encode(image_tensor([photo]))  # (1, C, h, w)
         z0 = z0.to(session.device, torch.float32)
         h, w = (s * session.vae_scale_factor for s in z0.shape[-2:])
         with session.lock, torch.no_grad(), oom_guard("encoding of the image to edit"):
@@ -214,13 +224,14 @@ class Text2ImageEditPipeline:
             seed=cfg.seed, settings={"source_prompt": source, "edit_prompt": edit, **json_safe(asdict(cfg))},
             stopped=stopped, steps_run=step, timings={"edit_s": edit_s, "per_step_s": edit_s / (step + 1),
                                                       "total_s": time.perf_counter() - t_start},
-            notice=getattr(scorer, "notice", None))
+            notice="\n".join(x for x in (resized, getattr(scorer, "notice", None)) if x) or None)
 
 
 register(Task(
     name="text2image-edit", title="Text → image: CLIP edit (directional)", config=Text2ImageEditConfig,
     pipeline=Text2ImageEditPipeline, method="iter_edit", models=("t2i", "clip"),
     load=lambda **models: Text2ImageEditPipeline(load_session(**models)),
-    inputs=(Input("latents", "state", help="a generated image's latent (`Text2ImageOutput.latents[i]`)"),
+    inputs=(Input("latents", "state", help="a generated image's latent (`Text2ImageOutput.latents[i]`), or an image "
+                  "(a photo: edited from its VAE encoding)"),
             Input("source_prompt", "text", help="the prompt it was made from"),
             Input("edit_prompt", "text", help="the text to move it toward"))))

@@ -53,7 +53,6 @@ from pipelines.text2image_models import (
 from studio.images import MAX_PIXELS, load_image
 from studio.progress import Progress, Result
 from studio.runner import drain
-from studio.scorer import oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
 SIDES = ("left", "right", "top", "bottom")
@@ -119,8 +118,8 @@ class InpaintOutput(Result):
     """Inpainted (or outpainted) images in seed order, each composited onto `source` (the input on its final canvas,
     the outpainted area filled with edge pixels) with `alpha`: pixels where alpha is 0 (outside the mask) are
     `source`'s exactly. `mask`: the repainted area (L, 255 = repainted) on the canvas. `seeds[i]`, `clip_scores[i]`
-    belong to `images[i]`; `latents` (N, C, h, w) float32 CPU: the VAE encoding of each final image (`edit` takes
-    it)."""
+    belong to `images[i]`. No latents: each image is a composite in pixels, which `edit` takes as an image (its VAE
+    encoding)."""
 
     task = "text2image-inpaint"
     source: Image.Image | None = None
@@ -131,7 +130,6 @@ class InpaintOutput(Result):
     prompt: str = ""
     model: str = ""
     clip_model: str | None = None
-    latents: torch.Tensor | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "seed": self.settings.get("seed", self.seed), "model": self.model,
@@ -344,15 +342,8 @@ class Text2ImageInpaintPipeline:
         done = yield from session.iterate_calls(calls, steps, cfg.scheduler, "inpainting", prompt, work,
                                                 pipe=session.variant("inpainting"), finish=composite)
 
-        # 4. package the result, with the latent of each final image (for edit)
-        t0 = time.perf_counter()
-        latents = []
-        with session.lock, torch.no_grad(), oom_guard(f"encoding of {len(done.images)} inpainted image(s)"):
-            session.set_tiling(height, width)
-            for im in done.images:
-                latents.append(session.encode(image_tensor([im])).cpu())
-        timings = {**done.timings, "encode_s": time.perf_counter() - t0}
-        timings["total_s"] = time.perf_counter() - t_start
+        # 4. package the result (no latents: the final images are composites, which edit takes as images)
+        timings = {**done.timings, "total_s": time.perf_counter() - t_start}
         kept = seeds[:len(done.images)]
         notice = "\n".join(notes + [getattr(session.scorer, "notice", None) or ""]).strip() or None
         yield InpaintOutput(
@@ -360,7 +351,7 @@ class Text2ImageInpaintPipeline:
             seeds=kept, clip_scores=done.scores, scores={"clip_score": max(done.scores)} if done.scores else {},
             seed=kept[0] if kept else cfg.seed, settings=run_settings(cfg, prompt=prompt), prompt=prompt,
             model=session.model_name, clip_model=session.clip_name,
-            latents=torch.cat(latents) if latents else torch.zeros(0), stopped=done.stopped,
+            stopped=done.stopped,
             steps_run=done.steps_run, timings=timings, notice=notice)
 
 

@@ -13,6 +13,7 @@ iterate seen, so a stop returns the best so far. Settings: `Text2ImageRefineConf
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -21,7 +22,7 @@ import torch
 from PIL import Image
 
 from pipelines.registry import register
-from pipelines.text2image_core import Text2ImageSession, load_session
+from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session, load_start_image
 from pipelines.text2image_models import CHECKPOINTING, DEFAULT_MODEL, DEFAULT_SIDE, MAX_SIDE, check_size, thin_frames
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result
@@ -48,6 +49,10 @@ class Text2ImageRefineConfig:
                                help="weight of the CLIP reward loss 100 - 100 cos; ReNO's CLIP weighting: 0.01")
     seed: int = param(0, 0, SEED_MAX, control=False,
                       help="the noise to start from: the same seed as the generated image refines that image")
+    strength: float = param(0.5, 0.01, 1.0, step=0.05, control=False,
+                            help="with a start image: the noise level it is refined from (its latent noised to "
+                                 "timestep round(strength x 1000) - 1, then denoised in one step); 0.5 as SD-Turbo's "
+                                 "img2img (model card); not used without an image")
     width: int = param(DEFAULT_SIDE, 16, MAX_SIDE, step=8, control=False,
                        help="the generated image's width; a pipeline starts at its model's size")
     height: int = param(DEFAULT_SIDE, 16, MAX_SIDE, step=8, control=False,
@@ -87,16 +92,21 @@ def chi_norm_nll(norm: torch.Tensor, d: int) -> torch.Tensor:
     return 0.5 * norm**2 - (d - 1) * torch.log(norm)
 
 
-def one_step_x0(session: Text2ImageSession, noise: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """Denoised latent of a one-step sample: the x0-prediction at the first timestep of a 1-step schedule.
+def one_step_x0(session: Text2ImageSession, noise: torch.Tensor, embeds: torch.Tensor,
+                timestep: int | None = None) -> torch.Tensor:
+    """Denoised latent of a one-step sample: the x0-prediction at the first timestep of a 1-step schedule (or at
+    `timestep`, where `noise` is then the noised latent x_t of a start image: `noised_start`).
 
     With unit-variance `noise` as x_t, x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (epsilon models) or
     sqrt(a_t) x_t - sqrt(1 - a_t) v (v models). This equals what diffusers' 1-step sampling returns (e.g. Euler:
     sample = noise * sqrt(sigma^2 + 1), x0 = sample - sigma * eps), so refine starts from the generated image.
     """
     scheduler = session.pipe.scheduler
-    scheduler.set_timesteps(1, device=noise.device)
-    t = scheduler.timesteps[0]
+    if timestep is None:
+        scheduler.set_timesteps(1, device=noise.device)
+        t = scheduler.timesteps[0]
+    else:
+        t = torch.tensor(timestep, device=noise.device)
     a = scheduler.alphas_cumprod[int(t)].to(noise.device, torch.float32)
     out = session.pipe.unet(noise.to(embeds.dtype), t, encoder_hidden_states=embeds).sample.float()
     kind = scheduler.config.prediction_type
@@ -107,6 +117,19 @@ def one_step_x0(session: Text2ImageSession, noise: torch.Tensor, embeds: torch.T
     if kind == "sample":
         return out
     raise ValueError(f"scheduler prediction_type {kind!r} is not supported by refine")
+
+
+def start_timestep(session: Text2ImageSession, strength: float) -> int:
+    """The timestep a start image is noised to for `strength`: round(strength x T) - 1 of the T training steps (0.5 on
+    a 1000-step model: 499, where SD-Turbo's img2img with 2 steps at strength 0.5 denoises)."""
+    steps = int(session.pipe.scheduler.config.num_train_timesteps)
+    return max(0, min(steps - 1, round(strength * steps) - 1))
+
+
+def noised_start(session: Text2ImageSession, z: torch.Tensor, noise: torch.Tensor, timestep: int) -> torch.Tensor:
+    """x_t = sqrt(a_t) z + sqrt(1 - a_t) noise: the start image's latent `z` noised to `timestep` (DDPM forward)."""
+    a = session.pipe.scheduler.alphas_cumprod[timestep].to(noise.device, torch.float32)
+    return a.sqrt() * z + (1 - a).sqrt() * noise
 
 
 class Text2ImageRefinePipeline:
@@ -132,17 +155,24 @@ class Text2ImageRefinePipeline:
     def __call__(self, prompt: str, *, callback: Callable | None = None, **settings: Any) -> RefineOutput:
         return drain(self.iter_refine(prompt, **settings), callback)
 
-    def iter_refine(self, prompt: str, **settings: Any) -> Iterator[Progress | RefineOutput]:
+    def iter_refine(self, prompt: str, image: Any = None, **settings: Any) -> Iterator[Progress | RefineOutput]:
         """ReNO on one image: start from the noise `seed` gives, take `num_steps` SGD steps on
         loss = clip_weight * (100 - 100 cos(E_I(G(eps)), E_T(prompt)))
                + reg_weight * (||eps||^2 / 2 - (d - 1) log ||eps||),
         the second term being the chi-distribution negative log-likelihood of the noise norm (ReNO, sec. 3). Every
-        iterate is scored; the best by CLIPScore is returned (the start included)."""
+        iterate is scored; the best by CLIPScore is returned (the start included).
+
+        With a start `image` (a photo: PIL, path, bytes or array, read and bounded as every upload), G(eps) is the
+        one-step denoise of its VAE latent noised with eps to the level `strength` names (`noised_start`), at the
+        image's size (which the result's settings record as width and height)."""
         t_start = time.perf_counter()
         # 1. check inputs
         session = self.session
         prompt = check_text(prompt, "prompt")
         cfg = resolve(self.config, settings)
+        photo, resized = load_start_image(image, "image") if image is not None else (None, None)
+        if photo is not None:
+            cfg = dataclasses.replace(cfg, width=photo.size[0], height=photo.size[1])
         check_size(cfg.width, cfg.height)
         if not session.preset.one_step:
             raise ValueError(f"refine needs a one-step model (e.g. {DEFAULT_MODEL}); {session.model_name!r} is set "
@@ -164,12 +194,18 @@ class Text2ImageRefinePipeline:
             with torch.no_grad():
                 embeds = session.embed_prompt(prompt)
                 text = scorer.encode_text([prompt]).to(scorer.device)  # (1, D)
+                z = session.encode(image_tensor([photo])) if photo is not None else None  # (1, C, h, w)
+        timestep = start_timestep(session, cfg.strength) if photo is not None else None
+
+        def start_latent(eps: torch.Tensor) -> torch.Tensor:
+            """What the one-step model denoises: the noise itself, or the start image noised with it."""
+            return eps if z is None else noised_start(session, z, eps, timestep)
         optimizer = torch.optim.SGD([noise], lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
         def evaluate(update: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
             """CLIPScore, image (1, 3, H, W) and x0 latent of the current noise; with `update`, its gradient too."""
             with session.lock, oom_guard(f"refinement at {width}x{height}"), torch.set_grad_enabled(update):
-                x0 = one_step_x0(session, noise, embeds)
+                x0 = one_step_x0(session, start_latent(noise), embeds, timestep)
                 image = session.decode(x0)
                 cos = (scorer.encode_image(image.to(scorer.device)) * text).sum(-1)  # (1,)
                 score = float(100.0 * cos.clamp(min=0).item())
@@ -219,11 +255,13 @@ class Text2ImageRefinePipeline:
             seed=cfg.seed, settings=run_settings(cfg, prompt=prompt), stopped=stopped, steps_run=step,
             timings={"refine_s": refine_s, "per_step_s": refine_s / (step + 1),  # step + 1 iterates were scored
                      "total_s": time.perf_counter() - t_start},
-            notice=getattr(scorer, "notice", None))
+            notice="\n".join(x for x in (resized, getattr(scorer, "notice", None)) if x) or None)
 
 
 register(Task(
     name="text2image-refine", title="Text → image: CLIP refine (ReNO)", config=Text2ImageRefineConfig,
     pipeline=Text2ImageRefinePipeline, method="iter_refine", models=("t2i", "clip"),
     load=lambda **models: Text2ImageRefinePipeline(load_session(**models)),
-    inputs=(Input("prompt", "text", help="the prompt of the image to refine (its seed and size are settings)"),)))
+    inputs=(Input("prompt", "text", help="the prompt of the image to refine (its seed and size are settings)"),
+            Input("image", "image", required=False,
+                  help="a start image (a photo) to refine instead of a generated one; its size is used"))))

@@ -94,6 +94,9 @@ class VectorizeConfig:
                                                    "16-32", control=False)
     num_colors: int = param(12, 2, 64, help="k-means colour clusters that split the error map into regions "
                                              "(ours; LIVE quantises the error itself)", control=False)
+    blur: float = param(0.0, 0.0, 16.0, help="Gaussian blur (pixels of a 256-pixel canvas) before the colour "
+                                              "clusters are found, so a photo's texture does not cut regions "
+                                              "into specks (ours)", control=False)
     min_error: float = param(0.003, 0.0, 3.0, help="a pixel whose squared error summed over RGB is below this is "
                                                     "fitted already (LIVE nodiff_thres 0.1 on its error map)",
                              control=False)
@@ -269,11 +272,13 @@ class VectorizePipeline:
         total = len(sizes) * cfg.num_steps
         every = cfg.preview_every or max(1, total // 60)
         tgt_np = target[0].permute(1, 2, 0).cpu().numpy().astype(np.float64)  # (H, W, 3)
-        colours = _clusters(tgt_np, cfg.num_colors, rng)  # (H, W) cluster label of every pixel
-        ground = tgt_np[colours == np.bincount(colours.ravel()).argmax()].mean(0)  # the commonest colour's mean
-        # the first path covers the canvas in that colour (under strokes always; under shapes unless it is white,
-        # the canvas itself): a photo's background is seldom one connected region of one colour
-        use_ground = cfg.mode == "stroke" or float(((ground - 1) ** 2).sum()) > cfg.min_error
+        colours = _clusters(tgt_np, cfg.num_colors, rng, cfg.blur * max(w, h) / 256)  # (H, W) cluster labels
+        # The first path covers the canvas in the picture's mean colour (the best one colour for the squared error)
+        # under strokes always, under shapes unless the commonest colour is white, the canvas itself: a photo's
+        # background is seldom one connected region of one colour.
+        common = tgt_np[colours == np.bincount(colours.ravel()).argmax()].mean(0)
+        use_ground = cfg.mode == "stroke" or float(((common - 1) ** 2).sum()) > cfg.min_error
+        ground = tgt_np.reshape(-1, 3).mean(0)
         clip_target = None
         if scorer is not None:
             with torch.no_grad():
@@ -301,9 +306,12 @@ class VectorizePipeline:
                 break
             regions = _regions(err, colours, tgt_np, n_new, cfg.min_error)
             d.add_layer(regions, ground if d.num_paths == 0 and use_ground else None)
-            with torch.no_grad():
-                weight = (weight + _udf(d.draw_new_alpha(), cfg.udf_truncate)).clamp(max=1.0)
-            loss_weight = cfg.udf_mix * weight + (1 - cfg.udf_mix)
+            if li == 0 and use_ground:  # the ground has no outline on the canvas: every pixel counts, and its
+                loss_weight = torch.ones_like(weight)  # weight is not kept for the layers after it
+            else:
+                with torch.no_grad():
+                    weight = (weight + _udf(d.draw_new_alpha(), cfg.udf_truncate).to(dev)).clamp(max=1.0)
+                loss_weight = cfg.udf_mix * weight + (1 - cfg.udf_mix)
             # 4. optimise every path for num_steps steps
             with oom_guard("Vectorize"):
                 for t in range(cfg.num_steps):
@@ -514,8 +522,13 @@ class _Drawing:
 
 
 # ------------------------------------------------------------------------------------------- initialisation
-def _clusters(tgt: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W) int label of each pixel's nearest of `k` k-means colours (fitted on up to 20 000 pixels)."""
+def _clusters(tgt: np.ndarray, k: int, rng: np.random.Generator, blur: float = 0.0) -> np.ndarray:
+    """(H, W) int label of each pixel's nearest of `k` k-means colours (fitted on up to 20 000 pixels) of the
+    picture blurred by `blur` pixels (a photo's texture would cut its regions into specks)."""
+    if blur > 0:
+        from scipy import ndimage
+
+        tgt = ndimage.gaussian_filter(tgt, (blur, blur, 0), mode="nearest")
     flat = tgt.reshape(-1, 3)
     sample = flat[rng.choice(len(flat), size=min(len(flat), 20_000), replace=False)]
     centres = kmeans(sample, k, rng)

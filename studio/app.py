@@ -26,7 +26,7 @@ from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
-from studio.ui.common import ServerLimits, one_gpu_queue, page_text
+from studio.ui.common import ServerLimits, name_input_errors, one_gpu_queue, page_text
 
 log = logging.getLogger("studio")
 
@@ -340,30 +340,51 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     """Text-to-image handlers that load the diffusers model on first use (start-up stays fast), with the settings
     of the model's family (`Text2ImageConfig.for_model`, read without loading it) for the tab's controls.
 
-    When the model is neither a local folder nor cached and cannot be downloaded, the tab shows why instead.
+    When the model is neither a local folder nor cached and cannot be downloaded, the bundled demo model
+    `shapes-diffusion` stands in, and the line under the tab's title says so before the first click (what was tried,
+    how to supply the model), as the demo CLIP does; without it the tab shows why instead.
     """
     import threading
 
     from pipelines.registry import get_task
     from pipelines.text2image import Text2ImageConfig, Text2ImagePipeline
-    from pipelines.text2image_models import DEFAULT_MODEL, MULTI_STEP_PRESET, preset_for, resolve_pipeline
-    from studio.hub import diffusers_state, hf_cached_file, hub_reachable, offline
+    from pipelines.text2image_models import (
+        DEFAULT_MODEL,
+        DEMO_MODEL,
+        MULTI_STEP_PRESET,
+        demo_model_folder,
+        demo_notice,
+        preset_for,
+        resolve_pipeline,
+    )
+    from studio.hub import WeightsNotFoundError, diffusers_state, hf_cached_file, hub_reachable, offline
     from studio.tasks import specs
 
     name = os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
+    stand_in: str | None = None  # the notice, when the demo model stands in for `name`
 
     def t2i_state() -> str:  # what will really run, shown before the first click (asked again on each page load)
-        return f"Model: {diffusers_state(name)}  \nCLIP (reranking): {clip_state(clip)}"
+        model = stand_in or diffusers_state(name)
+        return f"Model: {model}  \nCLIP (reranking): {clip_state(clip)}"
 
-    local = os.path.isdir(os.path.expanduser(name)) or hf_cached_file(name, ("model_index.json",)) is not None
+    local = (name == DEMO_MODEL or os.path.isdir(os.path.expanduser(name))
+             or hf_cached_file(name, ("model_index.json",)) is not None)
     if not local and (offline() or not hub_reachable()):
         try:
             resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
+        except WeightsNotFoundError as err:
+            if not (demo_model_folder() / "model_index.json").is_file():
+                return {"load_error": str(err), "model": name, "model_state": t2i_state}
+            stand_in = demo_notice(name, err.tried, err.how)
+            name = DEMO_MODEL
         except (RuntimeError, ValueError, OSError) as err:
             return {"load_error": str(err), "model": name, "model_state": t2i_state}
     task_specs = {"text2image": specs(Text2ImageConfig.for_model(name)),
                   "text2image-refine": get_task("text2image-refine").specs(),
-                  "text2image-edit": get_task("text2image-edit").specs()}
+                  "text2image-edit": get_task("text2image-edit").specs(),
+                  # the picture tasks' settings are the model family's too (read without loading it)
+                  **{task: specs(get_task(task).config.for_model(name))
+                     for task in ("text2image-img2img", "text2image-inpaint")}}
     state: dict = {}
     lock = threading.Lock()
 
@@ -390,7 +411,17 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     def edit(*args, **kwargs):
         return (yield from pipeline().iter_edit(*args, **kwargs))
 
-    return {"generate": generate, "refine": refine, "edit": edit, "specs": task_specs, "model": name,
+    # img2img and inpaint: their task classes on the same session (from_pipe: no second copy of the weights)
+    @gpu("text2image-img2img")
+    def img2img(*args, **kwargs):
+        return (yield from pipeline().task("text2image-img2img").iter_img2img(*args, **kwargs))
+
+    @gpu("text2image-inpaint")
+    def inpaint(*args, **kwargs):
+        return (yield from pipeline().task("text2image-inpaint").iter_inpaint(*args, **kwargs))
+
+    return {"generate": generate, "refine": refine, "edit": edit, "img2img": img2img, "inpaint": inpaint,
+            "specs": task_specs, "model": name,
             "clip_model": clip, "one_step": (preset_for(name) or MULTI_STEP_PRESET).one_step,
             "model_state": t2i_state}
 
@@ -444,6 +475,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
                             model_state=latent_state, custom_models=custom)
     # one GPU job at a time across every tab, not per endpoint; every handler gets the server's limits
     one_gpu_queue(demo, ServerLimits(custom_models=custom, max_run_s=policy.max_run_s, delete_uploads=policy.public))
+    name_input_errors(demo)  # what Gradio refuses before a handler is named like our own checks
     return demo
 
 

@@ -16,7 +16,7 @@ import torch
 from studio.defaults import DEMO_CLIP  # noqa: F401 — the bundled demo CLIP, named in studio/defaults.py
 
 MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"  # inside the package, so wheels carry it
-
+DEMO_T2I = "shapes-diffusion"  # the bundled demo diffusion model (a diffusers folder there), trained on the same
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 # File names open_clip uses on the Hugging Face Hub, safest first.
 _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -263,6 +263,10 @@ def clip_state(spec: str) -> str:
 def diffusers_state(name: str) -> str:
     """What a diffusers model name will really load, said before anything loads (as `clip_state` says it for a
     CLIP): a local folder, the Hugging Face cache, a download to come, or what is missing and why."""
+    if name == DEMO_T2I:
+        if not (MODELS_DIR / DEMO_T2I / "model_index.json").is_file():
+            return f"`{name}`: the bundled demo model is not in this installation, so it cannot be loaded"
+        return f"`{name}`: the bundled demo model (64x64; it knows shapes, colours and positions, nothing else)"
     folder = Path(name).expanduser()
     if folder.is_dir():
         return f"`{name}`: a local folder; loaded on first use"

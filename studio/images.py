@@ -14,7 +14,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 16  # smaller images carry nothing CLIP can read
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding (PIL's own limit is ~179 MP)
+MAX_DECODE_BYTES = 160_000_000  # what one decoded image may take in memory: 40 MP at PIL's 4 bytes a pixel
 WORK_SIDE = 1024  # larger images are downscaled (aspect kept) before any processing
+_NATIVE_RESIZE = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # high-depth modes PIL resizes as they are
+_RESIZABLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", *_NATIVE_RESIZE)
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes PIL keeps per pixel of a mode (RGB and LA take 4, as PIL stores them)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
 
 
 def load_image(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> Image.Image:
@@ -26,6 +38,7 @@ def load_image(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> Im
     """
     if image is None:
         raise ValueError(f"`{name}` is missing: upload or pass an image")
+    opened = not isinstance(image, Image.Image)  # ours to change (a caller's image is never modified)
     try:
         if isinstance(image, Image.Image):
             img = image
@@ -40,19 +53,42 @@ def load_image(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> Im
         w, h = img.size
         if w * h > MAX_PIXELS:
             raise ValueError(f"`{name}` is {w}×{h} pixels; images above {MAX_PIXELS // 1_000_000} MP are refused")
+        if w * h * _bytes_per_pixel(img.mode) > MAX_DECODE_BYTES:
+            raise ValueError(f"`{name}` is {w}×{h} pixels in mode {img.mode}, which would take "
+                             f"{w * h * _bytes_per_pixel(img.mode) / 1e6:.0f} MB decoded; at most "
+                             f"{MAX_DECODE_BYTES / 1e6:.0f} MB")
+        if opened and img.format == "JPEG":
+            img.draft("RGB", (max_side, max_side))  # JPEG decodes at 1/2, 1/4 or 1/8 size when that is enough
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"`{name}` could not be read as an image ({type(err).__name__}: {err})") from None
     except Image.DecompressionBombError as err:
         raise ValueError(f"`{name}` is too large to decode safely: {err}") from None
-    img = ImageOps.exif_transpose(img)  # the camera's orientation, applied once here for every path
     if min(img.size) < MIN_SIDE:
         raise ValueError(f"`{name}` is {img.size[0]}×{img.size[1]} pixels; each side must be at least {MIN_SIDE}")
-    img = _to_rgb(img)
-    if max(img.size) > max_side:
-        img = img.copy()
-        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return img
+    # Down to the working size first, in the image's own mode: every conversion after it touches at most
+    # max_side² pixels (a 16-bit 39 MP PNG went through float64 whole: +1 GB per decode).
+    img = _shrink(img, max_side)
+    img = ImageOps.exif_transpose(img)  # the camera's orientation, applied once here for every path
+    return _to_rgb(img)
+
+
+def _shrink(img: Image.Image, max_side: int) -> Image.Image:
+    """`img` at most `max_side` on its longer side (a new image; `img` itself when it fits)."""
+    w, h = img.size
+    if max(w, h) <= max_side:
+        return img
+    scale = max_side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if img.mode in _NATIVE_RESIZE:  # no reduce/thumbnail for 16-bit: a box filter then Lanczos, natively
+        if max(w, h) > 2 * max_side:
+            f = max(w, h) // max_side
+            img = img.resize((max(size[0], w // f), max(size[1], h // f)), Image.Resampling.BOX)
+        return img.resize(size, Image.Resampling.LANCZOS)
+    if img.mode not in _RESIZABLE:  # palette, 1-bit and the rest: to a colour mode PIL resizes, first
+        alpha = img.mode == "PA" or "transparency" in img.info or "A" in img.getbands()
+        img = img.convert("L" if img.mode == "1" else "RGBA" if alpha else "RGB")
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)  # reduce() by whole factors, then Lanczos
 
 
 def _from_array(arr: np.ndarray, name: str) -> Image.Image:

@@ -134,7 +134,8 @@ def test_start_from_svg_keeps_its_paths_and_adds_new_ones(pipe):
 
 
 def test_lr_schedule_follows_the_notebook(pipe, monkeypatch):
-    """Points lr 1.0, then 0.4 from 50 % and 0.1 from 75 % of the steps; widths 0.1, colours 0.01."""
+    """Points lr 1.0, then 0.4 from 50 % and 0.1 from 75 % of the steps; widths 0.1 on diffvg's half-widths (0.2 on
+    our full widths), colours 0.01."""
     seen = []
     orig = torch.optim.Adam.step
 
@@ -145,7 +146,7 @@ def test_lr_schedule_follows_the_notebook(pipe, monkeypatch):
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
     pipe("a red circle", **{**TINY, "num_steps": 8})
     assert [lrs[0] for lrs in seen] == [1.0] * 4 + [0.4] * 2 + [0.1] * 2
-    assert seen[0][1:] == [0.1, 0.01]
+    assert seen[0][1:] == [0.2, 0.01]
 
 
 def test_random_strokes_follow_the_notebook_walk():
@@ -203,3 +204,26 @@ def test_an_svg_with_a_clipping_viewport_starts_scaled_with_its_clip(pipe):
     expected = to_image(render(from_svg(doc(64)))).detach()
     first = torch.from_numpy(out.frames[0]).permute(2, 0, 1)[None].float() / 255
     assert (first - expected).abs().amax(1).gt(0.05).float().mean() < 0.01
+
+
+def test_strokes_start_at_the_notebooks_drawn_width(pipe):
+    """The notebook's width 1 and clamp [1, 50] are diffvg half-widths: drawn 2 px wide, clamped to [2, 100] px, as
+    here (our renderer's widths are full widths; issue 29). One step of lr 0.2 moves a width by about 0.2."""
+    from pipelines.clipdraw import CLIPDrawConfig
+
+    cfg = CLIPDrawConfig()
+    assert (cfg.init_width, cfg.min_stroke_width, cfg.max_stroke_width, cfg.lr_widths) == (2.0, 2.0, 100.0, 0.2)
+    out = pipe("a red circle", num_strokes=6, num_steps=1, canvas_size=32, num_augs=1)
+    widths = from_svg(out.svg).widths
+    assert widths.min() >= 2.0 - 1e-4 and widths.max() <= 2.0 + 0.2 + 1e-4
+
+
+def test_the_demo_clip_names_the_prompt_words_it_does_not_know(demo_scorer, pipe):
+    """Issue 29: with the demo CLIP "a cat on a sofa" scored above "a red circle"; the notice now says which words
+    of a prompt it never saw (its training captions' vocabulary), and says nothing for a prompt in its vocabulary."""
+    run = dict(num_strokes=2, num_steps=1, canvas_size=32, num_augs=1)
+    cat = CLIPDrawPipeline(demo_scorer)("a cat on a sofa", **run)
+    assert "does not know 'cat', 'sofa'" in cat.notice
+    red = CLIPDrawPipeline(demo_scorer)("A red circle on the left", **run)
+    assert "does not know" not in (red.notice or "")
+    assert "does not know" not in (pipe("a cat on a sofa", **run).notice or "")  # not the demo model: no vocabulary

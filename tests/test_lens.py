@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -227,6 +228,11 @@ def test_search_on_the_page_streams_and_stop_shows_the_ranking_so_far(lens, tmp_
     token, gallery, progress, _notice, downloads = outs[-1]
     assert len(gallery) == 3 and "done: 3 of 3 steps" in progress and any(d.endswith(".json") for d in downloads)
     assert "step 2 / 3" in outs[1][2] and len(outs[1][1]) == 2  # the images embedded so far
+    # the uploads' names stay in the captions and the downloads (issue 29: captions were scores, files lens-search-0)
+    ranked = [f"{n}.png" for n in json.loads(open(next(d for d in downloads if d.endswith(".json"))).read())["order"]]
+    assert [caption.split(" · ")[1] for _, caption in gallery] == ranked
+    pngs = sorted(os.path.basename(d) for d in downloads if d.endswith(".png"))
+    assert pngs == sorted(f"lens-search-{r}-{name[:-4]}.png" for r, name in enumerate(ranked))
 
     run = fns["lens_arithmetic"]("tiny-test-vit", files, _img(1), "dog", "cat", 0.5)
     first = next(run)

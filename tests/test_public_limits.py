@@ -98,17 +98,18 @@ def test_one_visitor_with_many_sessions_gets_two_waiting_jobs(tiny_configs):
     jobs = []
     try:
         clients = [Client(url, verbose=False) for _ in range(4)]  # four sessions, one address
+        before = RUNS.active()
         jobs.append(clients[0].submit(**LONG_DRAW))
-        deadline = time.time() + 60
-        while RUNS.active() == 0 and time.time() < deadline:
+        deadline = time.time() + 120
+        while RUNS.active() == before and time.time() < deadline:
             time.sleep(0.1)
-        assert RUNS.active() == 1  # running: not waiting
+        assert RUNS.active() == before + 1 and len(demo._queue) == 0  # running: not waiting
         jobs += [c.submit(**LONG_DRAW) for c in clients[1:]]
-        deadline = time.time() + 60
-        while not any(j.done() for j in jobs[1:]) and time.time() < deadline:
+        deadline = time.time() + 120
+        while (not any(j.done() for j in jobs[1:]) or len(demo._queue) < 2) and time.time() < deadline:
             time.sleep(0.1)
         refused = [j for j in jobs[1:] if j.done()]
-        assert len(refused) == 1 and len(demo._queue) == 2
+        assert len(refused) == 1 and len(demo._queue) == 2, (len(refused), len(demo._queue))
         with pytest.raises(Exception, match="400 Bad Request.*queue/join"):  # the page shows the message below
             refused[0].result()
         import httpx
@@ -177,5 +178,99 @@ def test_a_runs_uploads_are_deleted_when_it_ends(tiny_configs, tmp_path, monkeyp
                                                   api_name="/lens_search")
         assert len(out[0]) == 2  # both images ranked
         assert not [p for p in _cached(cache) if p.name.startswith("upload-")]
+    finally:
+        demo.close()
+
+
+# ------------------------------------------------------------------------------------------- #5 upload previews
+MEMORY_PROBE = """
+import resource, sys
+from studio.images import load_image
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+img = load_image(sys.argv[1])
+print(img.size[0], img.size[1], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+"""
+
+
+def test_a_16_bit_39_mp_png_decodes_within_a_memory_bound(tmp_path):
+    """A 92 KB 16-bit PNG of 39 MP cost +1 GB per decode (float64 of the whole image before the downscale); it is
+    decoded in its own mode (78 MB) and shrunk before any conversion now. Measured as the peak resident memory of
+    a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    h, w = 6000, 6500
+    arr = np.zeros((h, w), np.uint16)
+    arr[:, : w // 2] = 40000
+    Image.fromarray(arr).save(tmp_path / "big16.png", compress_level=1)
+    del arr
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "big16.png")], capture_output=True,
+                         text=True, cwd=root, env={**os.environ, "PYTHONPATH": root}, check=True)
+    width, height, grown_mb = map(int, out.stdout.split())
+    assert (width, height) == (1024, 945)
+    assert grown_mb < 200, f"decoding took {grown_mb} MB more"  # the 16-bit image itself is 78 MB
+
+
+def test_large_images_shrink_before_they_are_converted():
+    """Every mode comes out RGB at the working size with its grey level kept (16-bit, 32-bit and float grey are
+    scaled to 8 bits after the shrink)."""
+    import numpy as np
+
+    from studio.images import load_image
+
+    for arr, grey in ((np.full((1500, 3000), 32768, np.uint16), 128), (np.full((1500, 3000), 0.25, np.float32), 64),
+                      (np.full((1500, 3000), 200, np.uint8), 200)):
+        img = load_image(Image.fromarray(arr))
+        assert img.mode == "RGB" and img.size == (1024, 512)
+        assert abs(int(np.asarray(img)[256, 512, 0]) - grey) <= 1
+    pal = Image.new("P", (3000, 1500), 1)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    assert load_image(pal).getpixel((10, 10)) == (255, 0, 0)
+
+
+def test_upload_previews_decode_in_one_bounded_group(tiny_configs):
+    from studio import app
+    from studio.trust import Policy
+    from studio.ui.common import PREVIEW_CONCURRENCY
+
+    demo = app.build_app(device="cpu", policy=Policy.from_settings(public=True, environ={}, clip="tiny-test-vit"))
+    try:
+        previews = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "show"]
+        assert len(previews) >= 6  # every image box of every tab
+        assert {(f.concurrency_id, f.concurrency_limit) for f in previews} == {("studio-preview", PREVIEW_CONCURRENCY)}
+        assert PREVIEW_CONCURRENCY <= 2
+    finally:
+        demo.close()
+
+
+# ------------------------------------------------------------------ #11 what Gradio refuses is named, in one line
+@pytest.mark.e2e
+def test_values_gradio_refuses_are_named_and_logged_in_one_line(tiny_configs, capfd, caplog):
+    import logging
+
+    from gradio_client import Client
+    from test_public_server import LONG_DRAW, serve_public
+
+    demo, url = serve_public()
+    bad = {"param_7": (10**9, "`num_steps` must be an integer in [1, "),  # past the slider's maximum
+           "param_8": ("x", "`canvas_size` must be an integer in [16, "),  # not a number
+           "param_6": (-3, "`num_strokes` must be an integer in [0, "),  # below the minimum
+           "param_5": ({"path": 5, "meta": {"_type": "gradio.FileData"}}, "`SVG file` (input 6)"),  # no file
+           "param_0": ("ViT-H-14/random", "`CLIP model` (input 1): Value: ViT-H-14/random is not in the list")}
+    try:
+        client = Client(url, verbose=False)
+        capfd.readouterr()
+        with caplog.at_level(logging.INFO, logger="studio.ui"):
+            for key, (value, message) in bad.items():
+                with pytest.raises(Exception) as err:
+                    client.predict(**{**LONG_DRAW, key: value})
+                assert message in str(err.value), (key, str(err.value))
+        refusals = [r for r in caplog.records if "refused before the handler" in r.getMessage()]
+        assert len(refusals) == len(bad)
+        assert "Traceback" not in "".join(capfd.readouterr())  # one line each, no traceback
     finally:
         demo.close()

@@ -164,6 +164,66 @@ def test_fill_rule_is_per_path():
     assert differing_fraction(scene) < MAX_FRACTION
 
 
+def _box(x0: float, y0: float, x1: float, y1: float) -> list[tuple[float, float]]:
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def _rotated(pts, angle: float, cx: float = 32, cy: float = 32) -> list[tuple[float, float]]:
+    c, s = math.cos(angle), math.sin(angle)
+    return [(cx + c * (x - cx) - s * (y - cy), cy + s * (x - cx) + c * (y - cy)) for x, y in pts]
+
+
+SEAMS = {  # one filled path whose subpaths share or overlap an edge: fill on both sides of it, so no seam
+    "abutting halves": [_box(8.3, 8.3, 30.7, 52.6), _box(30.7, 8.3, 55.2, 52.6)],
+    "overlapping, same direction": [_box(8.3, 8.3, 36.7, 52.6), _box(24.2, 8.3, 55.2, 52.6)],
+    "slanted abutting halves": [_rotated(_box(12.3, 12.3, 32.4, 51.6), 0.37),
+                                _rotated(_box(32.4, 12.3, 51.2, 51.6), 0.37)],
+    "four quarters": [_box(8.6, 8.6, 31.3, 31.3), _box(31.3, 8.6, 55.4, 31.3), _box(8.6, 31.3, 31.3, 55.4),
+                      _box(31.3, 31.3, 55.4, 55.4)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEAMS))
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_shared_edges_inside_one_fill_draw_no_seam(name, backend):
+    """Issue 26: the edge between two pieces of one fill has fill on both sides, so it is no boundary: no pixel
+    inside the union is lighter than the fill (the old nearest-edge coverage drew a one-pixel line there)."""
+    first, *rest = SEAMS[name]
+    path = Path(first, degrees=1, closed=True, subpaths=[Subpath(p, 1, True) for p in rest], fill=(0, 0, 0, 1),
+                stroke_width=0, stroke=(0, 0, 0, 0))
+    whole = Path([(x, y) for x, y in _union_outline(name)], degrees=1, closed=True, fill=(0, 0, 0, 1),
+                 stroke_width=0, stroke=(0, 0, 0, 0))
+    alpha = render(Scene.from_paths([path], 64, 64, background=None), backend=backend)[0, ..., 3]
+    solid = render(Scene.from_paths([whole], 64, 64, background=None), backend=backend)[0, ..., 3]
+    interior = solid == 1  # every pixel the single outline covers fully (to float rounding of coincident edges)
+    assert interior.sum() > 1000 and float(alpha[interior].min()) > 1 - 1e-5
+    # only the few pixels where a shared edge meets the outline may differ (by the corner's share of a pixel)
+    assert (alpha - solid).abs().max() < 0.5 and int(((alpha - solid).abs() > 1e-4).sum()) <= 8
+    assert float(alpha.sum()) == pytest.approx(float(solid.sum()), abs=1.5)
+    scene = Scene.from_paths([path], 64, 64)
+    assert differing_fraction(scene) < MAX_FRACTION
+
+
+def _union_outline(name: str) -> list[tuple[float, float]]:
+    return {"abutting halves": _box(8.3, 8.3, 55.2, 52.6), "overlapping, same direction": _box(8.3, 8.3, 55.2, 52.6),
+            "slanted abutting halves": _rotated(_box(12.3, 12.3, 51.2, 51.6), 0.37),
+            "four quarters": _box(8.6, 8.6, 55.4, 55.4)}[name]
+
+
+def test_seam_free_fills_keep_their_gradients():
+    """Gradients of a fill whose pieces overlap (an edge inside the fill) and leave a thin gap (two boundaries
+    inside one pixel's filter) against finite differences, both backends. (Exactly abutting pieces are a kink of
+    the image as a function of the points: moving one edge apart opens a gap, moving it over changes nothing.)"""
+    pieces = [_rotated(_box(10.3, 6.2, 16.4, 17.6), 0.2, 12, 12), _rotated(_box(15.1, 7.9, 21.1, 15.3), 0.2, 12, 12),
+              _box(2.2, 3.17, 9.9, 20.4)]  # the third is 0.4 px from the first: a gap thinner than a pixel
+    path = Path(pieces[0], degrees=1, closed=True, subpaths=[Subpath(p, 1, True) for p in pieces[1:]],
+                fill=(0.2, 0.4, 0.9, 1), stroke_width=0, stroke=(0, 0, 0, 0))
+    scene = Scene.from_paths([path], 24, 24, dtype=torch.float64)
+    for backend in ("torch", "reference"):
+        _fd_check(scene, ["points", "fill_colors"], backend=backend)
+    torch.testing.assert_close(render(scene), render(scene, backend="reference"), atol=1e-6, rtol=0)
+
+
 def test_compound_stroke_caps_every_subpath():
     scene = Scene.from_paths([Path([(10, 10), (60, 10)], degrees=1, subpaths=[Subpath([(10, 30), (60, 40)], 1)],
                                    stroke_width=6, cap="square", dash=(9, 3), stroke=(0.2, 0.2, 0.2, 1))], 70, 50)

@@ -187,3 +187,22 @@ def test_crafted_attributes_are_refused_in_linear_time(attack):
 
     small, large = cost(4_000), cost(40_000)
     assert large < 40 * max(small, 1e-4)
+
+
+def test_compact_arc_flags_are_read_in_linear_time():
+    """The arc flag scanner (issue 26) reads one character per flag: a long run of compact arcs with a bad
+    character at its end is refused after one pass."""
+    import time
+
+    def cost(n: int) -> float:
+        text = SVG.format('<path d="M0 0' + "a1 1 0 011 1" * n + 'x"/>')
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            with pytest.raises(ValueError, match="SVG"):
+                from_svg(text)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    small, large = cost(2_000), cost(20_000)
+    assert large < 40 * max(small, 1e-4)

@@ -499,8 +499,15 @@ REFUSED = [
     ('<foreignObject width="8" height="8"/>', "<foreignObject>"),
     ('<script>1</script><rect width="8" height="8"/>', "<script>"),
     ('<rect width="8" height="8"><animate attributeName="x" to="5"/></rect>', "<animate>"),
-    ('<clipPath id="c"><rect width="4" height="4"/></clipPath><rect width="8" height="8" clip-path="url(#c)"/>',
+    ('<clipPath id="c"><circle cx="4" cy="4" r="3"/></clipPath><rect width="8" height="8" clip-path="url(#c)"/>',
      "clip-path"),
+    ('<clipPath id="c"><rect width="4" height="4" transform="rotate(30)"/></clipPath>'
+     '<rect width="8" height="8" clip-path="url(#c)"/>', "rotated clips"),
+    ('<rect width="8" height="8" style="clip-path: circle(3px)"/>', "clip-path"),
+    ('<clipPath id="c"><rect width="4" height="4"/></clipPath><symbol id="s" clip-path="url(#c)"><rect width="8" '
+     'height="8"/></symbol><use href="#s"/>', "clip-path on a <symbol>"),
+    ('<image href="data:image/png;base64,iVBORw0KGgo=" width="8" height="8"/>', "embedded raster images"),
+    ('<path d="M1 1 a2 2 0 2 1 4 4" fill="red"/>', "arc flag"),
     ('<mask id="m"><rect width="4" height="4"/></mask><rect width="8" height="8" mask="url(#m)"/>', "mask"),
     ('<filter id="f"/><g filter="url(#f)"><rect width="8" height="8"/></g>', "filter"),
     ('<pattern id="p" width="4" height="4"/><rect width="8" height="8" fill="url(#p)"/>', "<pattern>"),
@@ -780,3 +787,180 @@ def test_a_sheet_of_too_many_selectors_is_refused_before_they_are_parsed():
         from_svg(doc(f"<style>{many} {{ fill: red }}</style><rect width='8' height='8'/>", 8, 8))
     fine = ", ".join(f".c{i}" for i in range(50))
     assert from_svg(doc(f"<style>{fine} {{ fill: red }}</style><rect class='c7' width='8' height='8'/>", 8, 8))
+
+
+# ---------------------------------------------------------------------------------------------- issue 26
+ARCS = '<path d="M8 32{}" fill="none" stroke="#236" stroke-width="2"/><path d="M8 56{}z" fill="#c63"/>'
+
+
+def test_compact_arc_flags_read_like_spaced_ones():
+    """svgo writes flags without separators (`a5 5 0 0110 0` is flags 0, 1 and x 10); a run of such arcs draws as
+    the spaced form and as resvg draws it (it used to be misread: 47 % of the pixels wrong)."""
+    compact = "a6 6 0 0110 0a6 6 0 1012 0a4 4 0 11-4 0a3 3 0 009 9"
+    spaced = "a6 6 0 0 1 10 0a6 6 0 1 0 12 0a4 4 0 1 1 -4 0a3 3 0 0 0 9 9"
+    a, b = from_svg(doc(ARCS.format(compact, compact))), from_svg(doc(ARCS.format(spaced, spaced)))
+    assert a.topology == b.topology
+    torch.testing.assert_close(a.points, b.points, rtol=0, atol=0)
+    svg = doc(ARCS.format(compact, compact))
+    assert ink(svg) > 0.03 and differing(svg) < TOLERANCE
+    # a flag and the next number run together, with commas and signs, in one implicit repeat
+    assert differing(doc('<path d="M10 40A12 12 0 1,1 40 40 12 12 0 01-30-6z" fill="#393"/>')) < TOLERANCE
+
+
+@pytest.mark.parametrize("d", ["M0 0a5 5 0 2 0 10 0", "M0 0a5 5 0 0 -1 10 0", "M0 0a5 5 0 0 .5 10 0z",
+                               "M0 0a5 5 0 1 1 10 0 5 5 0 07 1 2"])
+def test_a_flag_that_is_not_one_character_0_or_1_is_refused(d):
+    with pytest.raises(ValueError, match="arc flag must be 0 or 1|needs 7 numbers"):
+        from_svg(doc(f'<path d="{d}" fill="red"/>'))
+
+
+PLAIN_DOCTYPE = ('<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG '
+                 '1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n')
+
+
+def test_a_plain_doctype_is_read():
+    svg = PLAIN_DOCTYPE + doc('<rect x="8" y="8" width="40" height="30" fill="#2a7"/>')
+    assert ink(svg) > 0.2 and differing(svg) < TOLERANCE
+    with_system_id = '<!DOCTYPE svg SYSTEM "svg11.dtd">' + doc('<circle cx="32" cy="32" r="20"/>')
+    assert differing(with_system_id) < TOLERANCE
+    # XML's own references and a bare ampersand in a comment are no entity references
+    assert from_svg(PLAIN_DOCTYPE + doc('<!-- R & D --><title>A &amp; B &#38; C</title><rect width="8" '
+                                        'height="8"/>')).num_paths == 1
+
+
+@pytest.mark.parametrize("head, body, name", [
+    ('<!DOCTYPE svg [<!ATTLIST rect fill CDATA "red">]>', '<rect width="8" height="8"/>', "internal subset"),
+    ('<!DOCTYPE svg [<!ENTITY c "red">]>', '<rect width="8" height="8" fill="&c;"/>', "entit"),
+    (PLAIN_DOCTYPE, '<rect width="8" height="8" fill="&c;"/>', "entity reference"),  # would be dropped silently
+    (PLAIN_DOCTYPE, '<rect width="8" height="8"/><desc>&c;</desc>', "entity reference"),
+    ('<!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]>', '<desc>&x;</desc><rect width="8" height="8"/>',
+     "DOCTYPE|entit"),
+    ('<!DOCTYPE svg [<!ENTITY % p SYSTEM "http://example.com/p.dtd"> %p;]>', '<rect width="8" height="8"/>',
+     "internal subset"),
+])
+def test_doctype_declarations_and_entities_stay_refused(head, body, name):
+    with pytest.raises(ValueError, match=f"SVG refused.*({name})"):
+        from_svg(head + doc(body, 16, 16))
+
+
+SCENE = ('<rect width="64" height="64" fill="#eee"/><circle cx="30" cy="34" r="26" fill="#3a7" stroke="#123" '
+         'stroke-width="4"/><path d="M2 60 L62 4" stroke="crimson" stroke-width="5"/>')
+RECT_CLIPS = {
+    "figma whole canvas": '<clipPath id="c"><path d="M0 0h64v64H0z" fill="#fff"/></clipPath>',
+    "crop": '<clipPath id="c"><rect x="10.3" y="12.6" width="30.2" height="25.1"/></clipPath>',
+    "polygon that is a rectangle": '<clipPath id="c"><polygon points="50.5,8 50.5,44.2 6,44.2 6,8"/></clipPath>',
+    "object bounding box": '<clipPath id="c" clipPathUnits="objectBoundingBox"><rect x="0.1" y="0.25" width="0.55" '
+                           'height="0.5"/></clipPath>',
+    "rotated by 90 and scaled": '<clipPath id="c" transform="rotate(90 32 32)"><rect x="5" y="20" width="50" '
+                                'height="18" transform="scale(1 1.1)"/></clipPath>',
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECT_CLIPS))
+@pytest.mark.parametrize("on", ["group", "shape", "transformed group", "css"])
+def test_rectangle_clip_paths_match_resvg(name, on):
+    """Issue 26: a clip path that is an axis-aligned rectangle on the canvas (in any clipPathUnits, under any
+    transform that keeps it axis-aligned) becomes the renderer's group clip."""
+    clip = RECT_CLIPS[name]
+    if on == "group":
+        body = f'{clip}<g clip-path="url(#c)">{SCENE}</g>'
+    elif on == "shape":
+        body = f'{clip}<circle cx="30" cy="34" r="26" fill="#3a7" stroke="#123" stroke-width="4" clip-path="url(#c)"/>'
+    elif on == "transformed group":
+        body = f'{clip}<g transform="translate(3 -2) scale(0.9)" clip-path="url(#c)">{SCENE}</g>'
+    else:
+        body = f'<style>.k {{ clip-path: url(#c) }}</style>{clip}<g class="k" opacity="0.7">{SCENE}</g>'
+    svg = doc(body)
+    scene = from_svg(svg)
+    assert scene.topology.groups is not None and len(scene.topology.groups[0]) == 4  # drawn as a group clip
+    assert ink(svg) > 0.05 and differing(svg) < TOLERANCE
+
+
+def test_an_empty_clip_path_clips_everything():
+    svg = doc('<clipPath id="c"/><g clip-path="url(#c)"><rect width="64" height="64"/></g>'
+              '<rect x="40" y="40" width="20" height="20" fill="#36c"/>')
+    assert from_svg(svg).num_paths == 1 and differing(svg) < TOLERANCE
+
+
+def test_masks_and_filters_stay_refused_by_name():
+    for body, name in [('<mask id="m"><rect width="4" height="4" fill="white"/></mask>'
+                        '<rect width="8" height="8" mask="url(#m)"/>', "masks"),
+                       ('<filter id="f"><feGaussianBlur stdDeviation="2"/></filter>'
+                        '<rect width="8" height="8" filter="url(#f)"/>', "filters")]:
+        with pytest.raises(ValueError, match=name):
+            from_svg(doc(body, 16, 16))
+
+
+@pytest.mark.parametrize("sx, dashed", [(1.0005, False), (1.0005, True), (1.003, False)])
+def test_near_uniform_stroke_transforms_are_drawn_when_the_error_is_sub_pixel(sx, dashed):
+    """Issue 26: a stroke under a transform whose axes scale within a hair of each other is drawn with the nearest
+    similarity when no outline or dash moves by more than `MAX_STROKE_ERROR` px (OpenMoji's 0.05 % matrices)."""
+    dash = ' stroke-dasharray="5 3"' if dashed else ""
+    svg = doc(f'<g transform="matrix({sx} 0 0 1 0.2 0.1)"><path d="M6 40 C 20 4 44 4 58 40" fill="none" '
+              f'stroke="#234" stroke-width="4"{dash}/><circle cx="32" cy="44" r="9" fill="none" stroke="#c33" '
+              f'stroke-width="3"/></g>')
+    assert differing(svg) < TOLERANCE
+
+
+def test_strokes_under_clearly_non_uniform_transforms_stay_refused_with_the_error():
+    from studio.render.svg_read import MAX_STROKE_ERROR
+
+    with pytest.raises(ValueError, match=f"non-uniform.*more than {MAX_STROKE_ERROR} px"):
+        from_svg(doc('<path d="M6 40 L58 40" stroke="#234" stroke-width="4" transform="scale(1.2 1)"/>'))
+    # a small anisotropy that a long dashed stroke would accumulate past the bound
+    long = "M0 10" + "h60v1h-60v1" * 40
+    with pytest.raises(ValueError, match="non-uniform"):
+        from_svg(doc(f'<path d="{long}" fill="none" stroke="#234" stroke-dasharray="2 2" '
+                     'transform="scale(1.0005 1)"/>'))
+    assert from_svg(doc(f'<path d="{long}" fill="none" stroke="#234" transform="scale(1.0005 1)"/>'))  # undashed
+
+
+def _gradient_chain_document(shapes: int, chain: int = 16, stops: int = 256) -> str:
+    ramp = "".join(f'<stop offset="{i / stops:.4f}" stop-color="#{i % 256:02x}3060"/>' for i in range(stops))
+    defs = [f'<linearGradient id="g0">{ramp}</linearGradient>'] + [
+        f'<linearGradient id="g{i}" href="#g{i - 1}"/>' for i in range(1, chain)]
+    body = "".join(f'<rect x="{i % 60}" y="{i // 60 % 60}" width="4" height="4" fill="url(#g{chain - 1})"/>'
+                   for i in range(shapes))
+    return doc(f'<defs>{"".join(defs)}</defs>{body}')
+
+
+def test_a_gradient_chain_painted_many_times_is_resolved_once_and_bounded(monkeypatch):
+    """Issue 26: a 652 KB file painting thousands of shapes from a long href chain of many stops took a minute to
+    read. The chain and its stops are read once per gradient element; the stops every paint instantiates are
+    counted and capped before the tensors are built."""
+    from studio.render import svg_read
+
+    calls = []
+    original = svg_read._Reader.doc_style
+    monkeypatch.setattr(svg_read._Reader, "doc_style", lambda self, el: calls.append(el) or original(self, el))
+    fits = svg_read.MAX_GRADIENT_STOPS // 256
+    scene = from_svg(_gradient_chain_document(fits))
+    assert len(scene.gradients) == fits
+    assert len([e for e in calls if svg_read._local(e.tag) == "stop"]) == 256  # each stop's style read once
+    with pytest.raises(ValueError, match=f"more than {svg_read.MAX_GRADIENT_STOPS} gradient stops"):
+        from_svg(_gradient_chain_document(3000))
+
+
+def _nested_viewports(levels: int, size: int) -> str:
+    inner = '<rect x="-10" y="-10" width="9000" height="9000" fill="#c33"/>'
+    for i in range(levels):
+        # each level draws a shape of its own outside its viewport, so each is a clipped layer of its own
+        inner = (f'<svg x="1" y="1" width="{size - 2 * i - 2}" height="{size - 2 * i - 2}">{inner}'
+                 f'<rect x="-5" y="-5" width="12" height="12" fill="#{i % 10}{i % 7}9"/></svg>')
+    return doc(inner, size, size)
+
+
+def test_nested_clipping_viewports_are_bounded_by_their_layer_area():
+    """Issue 26: 63 nested viewports, each clipping (a layer of its own over the whole canvas), made every drawing
+    step take a minute. The layers' summed area is capped before anything is drawn; a small canvas stays fine."""
+    from studio.render.cost import render_work
+    from studio.render.svg_read import MAX_GROUP_PIXELS
+
+    with pytest.raises(ValueError, match="63 layers.*more than"):
+        from_svg(_nested_viewports(63, 1024))
+    scene = from_svg(_nested_viewports(63, 160))
+    assert len(scene.topology.groups) == 63
+    assert render_work(scene) < 63 * (160 * 160 // 16) + 10_000  # a canvas of tiles per layer, no more
+    assert MAX_GROUP_PIXELS + 2 * 1024 * 1024 < 63 * 900 * 900  # the refused file was far past the cap
+    svg = _nested_viewports(20, 64)
+    assert differing(svg) < TOLERANCE

@@ -142,7 +142,6 @@ def test_each_inpainted_image_reproduces_from_its_own_seed(inpaint, photo):
     assert [p.step for p in progress] == [1, 2, 3, 4] and all(p.preview is not None for p in progress[1::2])
     alone = inpaint(photo, PROMPT, right_half(), num_steps=2, seed=7)
     assert np.array_equal(pixels(alone.images[0]), pixels(out.images[2]))
-    assert out.latents.shape == (3, 4, 16, 20)  # the final images' latents, which edit takes
 
 
 def test_outpainting_extends_the_canvas_and_keeps_the_original_area(inpaint, photo):
@@ -200,3 +199,48 @@ def test_inpaint_bad_input_is_named_before_any_work(inpaint, photo, mask, settin
     monkeypatch.setattr(inpaint.session, "iterate_calls", lambda *a, **k: pytest.fail("work began"))
     with pytest.raises(ValueError, match=match):
         inpaint(photo, PROMPT, right_half() if isinstance(mask, str) else mask, **settings)
+
+
+# ------------------------------------------------------------------------------------------------ refine / edit a photo
+@pytest.fixture(scope="module")
+def demo_session(session, demo_scorer):
+    """The tiny model with the bundled demo CLIP (shapes-clip), whose scores mean something for the demo shapes."""
+    return Text2ImageSession(session.pipe, demo_scorer, model_name="tiny-sd", preset=TINY)
+
+
+@pytest.fixture(scope="module")
+def shape_photo():
+    from studio.demo.shapes import make_sample
+
+    return Image.fromarray(make_sample(3, image_size=64).image)
+
+
+def test_edit_from_a_photo_raises_its_clip_score_and_reproduces(demo_session, shape_photo):
+    from pipelines.text2image_edit import Text2ImageEditPipeline
+
+    edit = Text2ImageEditPipeline(demo_session)
+    out = edit(shape_photo, "a red circle", "a blue square", proximity=0.0, num_steps=6, lr=0.1)
+    with torch.no_grad():
+        through_vae = to_pil(demo_session.decode(demo_session.encode(image_tensor([shape_photo])))[0])
+    assert np.array_equal(pixels(out.original), pixels(through_vae))  # it starts from the photo's VAE encoding
+    assert out.scores["clip_score"] > out.scores["clip_score_before"] + 0.5
+    again = edit(shape_photo, **out.settings)
+    assert np.array_equal(pixels(again.image), pixels(out.image))
+
+
+def test_refine_from_a_photo_raises_its_clip_score_and_reproduces(demo_session, shape_photo):
+    from pipelines.text2image_refine import Text2ImageRefinePipeline
+
+    refine = Text2ImageRefinePipeline(demo_session)
+    out = refine("a blue square", image=shape_photo, num_steps=4, seed=2)
+    assert out.image.size == shape_photo.size and (out.settings["width"], out.settings["height"]) == (64, 64)
+    assert out.scores["clip_score"] > out.scores["clip_score_before"] + 0.5 and out.best_step > 0
+    again = refine(image=shape_photo, **out.settings)
+    assert np.array_equal(pixels(again.image), pixels(out.image))
+    # the start is the photo's latent noised to `strength`'s timestep: SD-Turbo's img2img level at 0.5
+    from pipelines.text2image_refine import noised_start, start_timestep
+
+    assert [start_timestep(demo_session, s) for s in (0.01, 0.5, 1.0)] == [9, 499, 999]
+    z, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    gaps = [(noised_start(demo_session, z, eps, start_timestep(demo_session, s)) - z).norm() for s in (0.01, 0.5, 1)]
+    assert gaps[0] < 0.2 * z.norm() and gaps[0] < gaps[1] < gaps[2]

@@ -16,7 +16,17 @@ from pipelines.text2image_models import SCHEDULERS, ModelPreset
 from studio.media import read_png_metadata, save_png
 from studio.tasks import SEED_MAX, specs
 from studio.ui.common import RUNS, run_handler
-from studio.ui.text2image import EDIT, GENERATE, REFINE, Handlers, build, controls_from_metadata, restore_keys
+from studio.ui.text2image import (
+    EDIT,
+    GENERATE,
+    IMG2IMG,
+    INPAINT,
+    REFINE,
+    Handlers,
+    build,
+    controls_from_metadata,
+    restore_keys,
+)
 
 PROMPT = "a red circle"
 GEN_VALUES = dict(num_steps=1, guidance_scale=0.0, width=32, height=32, num_images=3, batch_size=2, seed=40,
@@ -279,5 +289,90 @@ def test_negative_prompts_without_guidance_are_refused_with_the_pipelines_messag
         t2i(PROMPT, negative_prompts="blurry", guidance_scale=0.0, num_images=1)
     with pytest.raises(gr.Error) as err:
         list(run_handler(handlers.generate)(*gen_args(handlers, negative_prompts="blurry", guidance_scale=0.0)))
-    assert str(direct.value) in err.value.message and "`negative_prompts`" in err.value.message
+    from studio.ui.common import page_text  # the page escapes its messages' HTML
+
+    assert page_text(str(direct.value)) in err.value.message and "`negative_prompts`" in err.value.message
     assert RUNS.active() == 0
+
+
+# ---- start from your picture (issue 24) ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def picture_handlers(t2i, task_specs):
+    from pipelines.text2image_img2img import Text2ImageImg2ImgPipeline
+    from pipelines.text2image_inpaint import Text2ImageInpaintPipeline
+
+    i2i, inpaint = Text2ImageImg2ImgPipeline.from_pipe(t2i), Text2ImageInpaintPipeline.from_pipe(t2i)
+    all_specs = {**task_specs, IMG2IMG: specs(i2i.config), INPAINT: specs(inpaint.config)}
+    return Handlers(t2i.iter_generate, t2i.iter_refine, t2i.iter_edit, all_specs, img2img=i2i.iter_img2img,
+                    inpaint=inpaint.iter_inpaint)
+
+
+@pytest.fixture()
+def painted(tmp_path):
+    """An ImageEditor value as Gradio sends it (type="filepath"): the picture, and a layer with the right half
+    painted over with the brush."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "background.png")
+    layer = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (16, 0, 32, 32))
+    layer.save(tmp_path / "layer.png")
+    return {"background": str(tmp_path / "background.png"), "layers": [str(tmp_path / "layer.png")],
+            "composite": str(tmp_path / "background.png")}
+
+
+def picture_values(handlers, task, **overrides) -> list:
+    values = {**{n: handlers.specs[task][n].default for n in handlers.names[task]}, **overrides}
+    return [values[n] for n in handlers.names[task]]
+
+
+def test_inpaint_from_the_painted_layer_keeps_every_other_pixel_and_can_be_refined(picture_handlers, painted):
+    import numpy as np
+
+    out = list(picture_handlers.inpaint(painted, None, PROMPT, [], *picture_values(
+        picture_handlers, INPAINT, num_images=2, seed=4), flag=threading.Event()))[-1]
+    gallery, records = out[GALLERY], out[RECORDS]
+    assert len(gallery) == 2 and [r["meta"]["seed"] for r in records] == [4, 5] and out[SEED] == 4
+    source = np.asarray(Image.open(painted["background"]).convert("RGB"), dtype=np.int16)
+    for record in records:
+        result = np.asarray(Image.open(record["path"]).convert("RGB"), dtype=np.int16)
+        assert np.array_equal(result[:, :16], source[:, :16]) and not np.array_equal(result[:, 16:], source[:, 16:])
+        assert record["meta"]["task"] == INPAINT and read_png_metadata(record["path"])["mask_blur"] == 4
+    # an inpainted result is refined from its picture (there is no seed that makes it)
+    refined = list(picture_handlers.refine(records, 1, [], 2, 0.01, flag=threading.Event()))[-1]
+    assert "CLIP score" in refined[R_INFO] and refined[R_COMPARE][1].size == (32, 32)
+    # ... and edited from its picture (its VAE encoding)
+    edited = list(picture_handlers.edit(records, 0, "a blue circle", [], 1.0, 1.0, 2, flag=threading.Event()))[-1]
+    assert "Directional CLIP" in edited[R_INFO] and edited[R_COMPARE][0].size == (32, 32)
+    # its PNG restores the inpaint controls
+    keys = restore_keys(picture_handlers.specs)
+    restored = dict(zip(keys, picture_handlers.restore(records[1]["path"])[:-1]))
+    assert restored[(GENERATE, "prompt")] == PROMPT and restored[(INPAINT, "seed")] == 5
+    assert restored[(INPAINT, "mask_blur")] == 4
+
+
+def test_img2img_from_the_editor_and_its_errors(picture_handlers, painted):
+    out = list(picture_handlers.img2img(painted, PROMPT, [], *picture_values(picture_handlers, IMG2IMG, strength=0.0),
+                                        flag=threading.Event()))[-1]
+    assert len(out[GALLERY]) == 1 and out[RECORDS][0]["meta"]["task"] == IMG2IMG
+    with pytest.raises(gr.Error, match="Upload a picture first"):
+        list(run_handler(picture_handlers.img2img)({"background": None, "layers": []}, PROMPT, [],
+                                                   *picture_values(picture_handlers, IMG2IMG)))
+    nothing_painted = {**painted, "layers": []}
+    with pytest.raises(gr.Error, match="`mask` is missing"):
+        list(run_handler(picture_handlers.inpaint)(nothing_painted, None, PROMPT, [],
+                                                   *picture_values(picture_handlers, INPAINT)))
+    with pytest.raises(gr.Error, match=r"`strength` must be a number in \[0, 1\]"):
+        list(run_handler(picture_handlers.img2img)(painted, PROMPT, [],
+                                                   *picture_values(picture_handlers, IMG2IMG, strength=1.5)))
+    assert RUNS.active() == 0
+
+
+def test_the_picture_section_is_built_only_with_its_tasks(t2i, picture_handlers):
+    demo = build(t2i.iter_generate, t2i.iter_refine, t2i.iter_edit, specs=picture_handlers.specs,
+                 img2img=picture_handlers.img2img_fn, inpaint=picture_handlers.inpaint_fn)
+    assert any(isinstance(b, gr.ImageEditor) for b in demo.blocks.values())
+    assert {"/t2i_img2img", "/t2i_inpaint"} <= {f"/{d.api_name}" for d in demo.fns.values()}
+    plain = build(t2i.iter_generate, t2i.iter_refine, t2i.iter_edit, specs=picture_handlers.specs)
+    assert not any(isinstance(b, gr.ImageEditor) for b in plain.blocks.values())

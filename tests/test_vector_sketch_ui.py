@@ -179,3 +179,29 @@ def test_tab_over_http_streams_stops_and_reports_errors(sketch_url, tmp_path):
     with pytest.raises(Exception, match="choose 'custom'"):  # refused before any work, not ignored
         client.predict("tiny", "a red circle", "", "primary", "#ff0000", None, 6, 5, 64, 10, False, 0,
                        api_name="/sketch_clipdraw")
+
+
+def test_vectorize_subtab_builds_and_streams_paths_and_psnr(tmp_path):
+    """The "Picture → SVG" sub-tab: its endpoints exist, its controls start at the task's values, and the real
+    pipeline's progress and result read as paths and PSNR."""
+    from pipelines.registry import get_task
+    from pipelines.vectorize import VectorizePipeline
+
+    specs = get_task("vectorize").specs()
+    with gr.Blocks() as demo:
+        ui.build(lambda *a: fake_run(2, []), lambda *a: fake_run(2, []), ["tiny"], "tiny", lambda spec: None,
+                 vectorize=lambda *a: fake_run(2, []), vectorize_specs=specs, cpu=True, **_specs())
+    names = {getattr(fn, "api_name", None) for fn in demo.fns.values()}
+    assert {"sketch_vectorize", "sketch_vectorize_stop"} <= names
+    start = {c.elem_id: c.value for c in demo.blocks.values() if getattr(c, "elem_id", None)}
+    assert start["vectorize--num_paths"] == specs["num_paths"].cpu_default
+    assert start["vectorize--mode"] == "fill" and start["vectorize--paint"] == "solid"
+
+    picture = Image.new("RGB", (32, 32), "white")
+    picture.paste((200, 30, 30), (8, 8, 24, 24))
+    run = VectorizePipeline().iterate(picture, num_paths=2, num_steps=3, preview_every=1)
+    outs = list(ui.stream(run, threading.Event()))
+    assert "paths · PSNR" in outs[0][1]
+    image, progress, svg, png, video, text = outs[-1]
+    assert "paths · PSNR" in text and "done" in progress
+    assert pathlib.Path(svg).read_text(encoding="utf-8").startswith("<svg") and png.endswith(".png")

@@ -84,16 +84,24 @@ def _spread(t: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
 
 
 def _ramp(t: torch.Tensor, offsets: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear colour (R, N, 4) at t (R, N) for stops (R, S), (R, S, 4)."""
-    out = colors[:, None, 0, :].expand(*t.shape, 4)
-    if offsets.shape[1] == 1:
-        return out
-    o0, o1 = offsets[:, None, :-1], offsets[:, None, 1:]  # (R, 1, S-1)
+    """Piecewise-linear colour (R, N, 4) at t (R, N) for stops (R, S) (non-decreasing), (R, S, 4): each t between
+    the two stops around it (found by binary search, so memory is per pixel, not per pixel and stop); before the
+    first stop its colour, past the last the last's, and at a repeated offset the later stop's."""
+    s = offsets.shape[1]
+    if s == 1:
+        return colors[:, None, 0, :].expand(*t.shape, 4)
+    if s <= 8:  # few stops: every segment's weight at once is cheaper than a search, and small (R, N, S - 1)
+        o0, o1 = offsets[:, None, :-1], offsets[:, None, 1:]
+        span = o1 - o0
+        w = torch.where(span > 1e-9, (t[..., None] - o0) / span.clamp(min=1e-9), (t[..., None] >= o1).to(t.dtype))
+        return colors[:, None, 0, :] + torch.einsum("rnk,rkc->rnc", w.clamp(0, 1), colors[:, 1:] - colors[:, :-1])
+    k = torch.searchsorted(offsets.detach().contiguous(), t.detach().contiguous(), right=True).clamp(1, s - 1)
+    o0, o1 = offsets.gather(1, k - 1), offsets.gather(1, k)  # (R, N) the stops around t
     span = o1 - o0
-    w = torch.where(span > 1e-9, (t[..., None] - o0) / span.clamp(min=1e-9), (t[..., None] >= o1).to(t.dtype))
-    w = w.clamp(0, 1)  # (R, N, S-1)
-    steps = colors[:, 1:] - colors[:, :-1]  # (R, S-1, 4)
-    return out + torch.einsum("rnk,rkc->rnc", w, steps)
+    w = torch.where(span > 1e-9, (t - o0) / span.clamp(min=1e-9), (t >= o1).to(t.dtype)).clamp(0, 1)
+    idx = (k - 1)[..., None].expand(-1, -1, 4)
+    c0, c1 = colors.gather(1, idx), colors.gather(1, idx + 1)  # (R, N, 4)
+    return c0 + w[..., None] * (c1 - c0)
 
 
 def layer_colors(scene: Scene, paint: torch.Tensor, gs: torch.Tensor, flat: torch.Tensor, px: torch.Tensor,

@@ -13,11 +13,13 @@ from torch.utils.checkpoint import checkpoint
 
 from .geometry import (
     DEFAULT_TOLERANCE,
+    crossing_direction,
     distance,
     fill_coverage,
     flatten,
-    inside_from_winding,
+    segment_crossings,
     segment_distance2,
+    segment_hits,
     stroke_coverage,
     winding_contribution,
 )
@@ -49,9 +51,19 @@ def _styled_stroke_alpha(px, py, poly, sg, st, first, count, path, half_width, o
 
 
 def _fill_alpha(px, py, a, b, fill_rule: str):
-    d2 = segment_distance2(px, py, a[:, 0], a[:, 1], b[:, 0], b[:, 1]).amin(dim=1)
-    wind = winding_contribution(px, py, a[:, 0], a[:, 1], b[:, 0], b[:, 1]).sum(dim=1)
-    return fill_coverage(distance(d2), inside_from_winding(wind, fill_rule))
+    """Coverage of the fill of edges a-b (E, 2): winding number at each centre, then the inside fraction of the
+    one-pixel segment towards the nearest edge (`geometry.fill_coverage`), every edge tested against every pixel."""
+    ax, ay, bx, by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
+    wind = winding_contribution(px, py, ax, ay, bx, by).sum(dim=1)  # (HW,)
+    with torch.no_grad():
+        near = segment_distance2(px, py, ax, ay, bx, by).argmin(dim=1)  # (HW,)
+    nx, ny = crossing_direction(px[:, 0], py[:, 0], ax[near], ay[near], bx[near], by[near])
+    with torch.no_grad():
+        pix, e = torch.nonzero(segment_hits(px, py, nx.detach()[:, None], ny.detach()[:, None], ax, ay, bx, by),
+                               as_tuple=True)
+    t, step, before = segment_crossings(px[pix, 0], py[pix, 0], nx[pix], ny[pix], ax[e], ay[e], bx[e], by[e])
+    evenodd = torch.full_like(wind, fill_rule == "evenodd", dtype=torch.bool)
+    return fill_coverage(wind, evenodd, pix, t, step, before)
 
 
 def _over(img: torch.Tensor, coverage: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:

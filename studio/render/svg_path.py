@@ -21,6 +21,8 @@ IDENTITY: Matrix = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 NUMBER_RE = re.compile(NUMBER)
 _TOKEN = re.compile(rf"([MmLlHhVvCcSsQqTtAaZz])|({NUMBER})|([\s,]+)|(.)")
+_SEPARATORS = re.compile(r"[\s,]*")
+_COMMANDS = frozenset("MmLlHhVvCcSsQqTtAaZz")
 _ARITY = {"M": 2, "L": 2, "H": 1, "V": 1, "C": 6, "S": 4, "Q": 4, "T": 2, "A": 7, "Z": 0}
 
 
@@ -160,15 +162,27 @@ class Budget:
 def subpaths(d: str, budget: Budget) -> Iterator[tuple[list[tuple[float, float]], bool]]:
     """Parse path data into subpaths: (cubic control points in the `Scene` layout, closed)."""
     tokens: list[str | float] = []
-    for match in _TOKEN.finditer(d):  # lazily, so oversized data is refused before it is all tokenised
-        kind = match.lastindex  # 1 command, 2 number, 3 separators, 4 anything else
-        if kind == 3:
+    pos, end_text, arc, argi = 0, len(d), False, 0
+    while True:  # one token per turn, left to right: linear in the text, and refused at the first bad character
+        pos = _SEPARATORS.match(d, pos).end()
+        if pos >= end_text:
+            break
+        if arc and argi % 7 in (3, 4) and d[pos] not in _COMMANDS:
+            # a flag is one character (SVG 2 path grammar): svgo writes `a5 5 0 0110 0` for flags 0, 1 then x 10
+            if d[pos] not in "01":
+                raise ValueError(f"SVG path arc flag must be 0 or 1, got {d[pos:pos + 12]!r}")
+            tokens.append(float(d[pos]))
+            pos, argi = pos + 1, argi + 1
             continue
+        match = _TOKEN.match(d, pos)
+        pos = match.end()
+        kind = match.lastindex  # 1 command, 2 number, 4 anything else (separators were skipped)
         if kind == 4:
             raise ValueError(f"SVG path data has an unexpected character {match.group(4)!r}")
         if kind == 1:
             budget.spend(1)
             tokens.append(match.group(1))
+            arc, argi = match.group(1) in "Aa", 0
         else:  # the pattern already matched a number: only its magnitude is left to check
             num = match.group(2)
             v = float(num)
@@ -176,8 +190,9 @@ def subpaths(d: str, budget: Budget) -> Iterator[tuple[list[tuple[float, float]]
                 raise ValueError(f"SVG path coordinate must be finite with magnitude <= {MAX_COORD:g}, got "
                                  f"{num[:40]!r}")
             tokens.append(v)
-            if len(tokens) > 8 * MAX_COMMANDS:  # implicit repeats: numbers without command letters
-                raise ValueError(f"SVG path data has more than {8 * MAX_COMMANDS} numbers; refusing to read it")
+            argi += 1
+        if len(tokens) > 8 * MAX_COMMANDS:  # implicit repeats: numbers without command letters
+            raise ValueError(f"SVG path data has more than {8 * MAX_COMMANDS} numbers; refusing to read it")
     i, cur, start = 0, (0.0, 0.0), (0.0, 0.0)
     pts: list[tuple[float, float]] = []
     last_ctrl, last_cmd = None, ""

@@ -12,7 +12,8 @@ and percentages of the viewport; the paint properties fill / stroke (colour, `ur
 `none`, currentColor with `color`), fill-opacity, stroke-opacity, opacity, fill-rule, stroke-width,
 stroke-linecap, stroke-linejoin (miter, round, bevel), stroke-miterlimit, stroke-dasharray, stroke-dashoffset,
 display, visibility; `linearGradient` / `radialGradient` (gradientUnits, gradientTransform, spreadMethod, href
-inheritance, stops with stop-color and stop-opacity, fx/fy/fr).
+inheritance, stops with stop-color and stop-opacity, fx/fy/fr); `clip-path: url(#id)` of a `<clipPath>` that is one
+axis-aligned rectangle on the canvas (any clipPathUnits; a group clip, `_Reader.clip`).
 
 Accepted and ignored, because they do not change how anything drawn here looks: text and font properties
 (`IGNORED_PROPERTIES`; text itself is refused), pointer-events, cursor, the filter-, clip- and image-only
@@ -20,11 +21,13 @@ properties (flood-*, lighting-color, clip-rule, color-interpolation-filters, ima
 (color-rendering, text-rendering), isolation, enable-background, vendor-prefixed properties (`-inkscape-*`), and
 non-rendered definitions that nothing references (`clipPath`, `mask`, `pattern`, `marker`, `filter` elements).
 
-Refused by name: text, tspan, textPath, image, foreignObject (outside a switch that skips it), script,
-animation elements, any unknown element in the SVG namespace; properties that would change the drawing unless
-they keep their initial value: clip-path, mask, filter, marker(-start/-mid/-end), mix-blend-mode,
+Refused by name: text, tspan, textPath, image (an embedded data: raster named as such), foreignObject (outside a
+switch that skips it), script, animation elements, any unknown element in the SVG namespace; clip paths other than
+one axis-aligned rectangle; properties that would change the drawing unless they keep their initial value: mask,
+filter, marker(-start/-mid/-end), mix-blend-mode,
 vector-effect, shape-rendering other than auto/geometricPrecision, color-interpolation linearRGB,
-transform-box other than view-box, miter-clip / arcs joins; strokes under non-uniform transforms; content
+transform-box other than view-box, miter-clip / arcs joins; strokes under non-uniform transforms (beyond
+`MAX_STROKE_ERROR` pixels of error); content
 overflowing a rotated or skewed nested viewport that clips it; more than `MAX_GROUPS` composited layers; `transform`
 or geometry properties set in CSS; em/ex units; pattern paints; missing references; unknown properties.
 
@@ -34,19 +37,22 @@ multiplied into that layer's alpha (the same drawing). A nested `<svg>` (or `<sy
 overflow clips (the default) and whose content reaches outside its viewport gets a group with the viewport as an
 axis-aligned clip rectangle in canvas pixels; content entirely inside needs no clip and gets none.
 
-Untrusted input is read defensively: `defusedxml` refuses DTDs, entity declarations (billion laughs) and
-external references; the text size, element count (counting every `<use>` expansion), nesting depth, path
-commands, coordinates, style-sheet rules and selector work are capped, and no href may leave the document.
+Untrusted input is read defensively: `defusedxml` refuses entity declarations (billion laughs) and external
+references, a DOCTYPE is read only without an internal subset, and any entity reference other than XML's five is
+refused; the text size, element count (counting every `<use>` expansion), nesting depth, path commands,
+coordinates, style-sheet rules, selector work, gradient stops over all paints and the area of composited layers are
+capped, and no href may leave the document.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field, replace
 
 from defusedxml import ElementTree as SafeET
-from defusedxml.common import DefusedXmlException
+from defusedxml.common import DefusedXmlException, DTDForbidden, EntitiesForbidden
 
 from .scene import MAX_CANVAS, Gradient, Path, Scene, Subpath
 from .svg_color import RGBA, parse_color
@@ -69,7 +75,7 @@ from .svg_path import (
 )
 
 __all__ = ["from_svg", "MAX_SVG_CHARS", "MAX_ELEMENTS", "MAX_DEPTH", "MAX_COMMANDS", "MAX_PATHS", "MAX_COORD",
-           "MAX_USE_EXPANSION", "MAX_GROUPS"]
+           "MAX_USE_EXPANSION", "MAX_GROUPS", "MAX_GRADIENT_STOPS", "MAX_GROUP_PIXELS", "MAX_STROKE_ERROR"]
 
 MAX_SVG_CHARS = 4_000_000  # ~4 MB of markup: far more than a drawing needs, little enough to parse in a second
 MAX_ELEMENTS = 20_000  # elements in the document, and elements drawn after expanding every <use>
@@ -79,6 +85,9 @@ MAX_USE_EXPANSION = 5_000  # <use> instantiations summed over the document (a us
 MAX_HREF_CHAIN = 16  # gradients inheriting from gradients
 MAX_DASHES = 64
 MAX_STOPS = 256
+MAX_GRADIENT_STOPS = 20_000  # stops over every gradient paint of the document (each is a tensor per shape)
+MAX_STROKE_ERROR = 0.1  # px an outline or dash may move when a near-uniform transform is drawn as a similarity
+MAX_GROUP_PIXELS = 4_000_000  # layer pixels beyond two canvases' worth, summed over the groups (see _check_layer_area)
 MAX_GROUPS = 64  # composited layers (each is a render of its own, ~15-50 ms on this CPU): group opacity, clips
 
 _SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -113,7 +122,7 @@ PROPERTIES = {
     "transform-box": ("view-box", False), "clip": ("auto", False),
 }
 _DEFAULT_ONLY = {
-    "clip-path": ({"none"}, "clip paths"), "mask": ({"none"}, "masks"), "filter": ({"none"}, "filters"),
+    "mask": ({"none"}, "masks"), "filter": ({"none"}, "filters"),
     "marker-start": ({"none"}, "markers"), "marker-mid": ({"none"}, "markers"),
     "marker-end": ({"none"}, "markers"), "marker": ({"none"}, "markers"),
     "mix-blend-mode": ({"normal"}, "blend modes"), "vector-effect": ({"none"}, "vector effects"),
@@ -216,16 +225,22 @@ def _href(el) -> str | None:
     return ref if ref is not None else el.get(_XLINK_HREF)
 
 
-def _pixel_scale(m: Matrix, what: str) -> float:
-    """The scale a similarity transform applies to lengths; a non-uniform one is refused for `what`."""
+def _pixel_scale(m: Matrix, what: str, reach: float = 0.0) -> float:
+    """The scale of the similarity nearest to `m` (the mean of its two singular values), used for a stroke's width
+    and dashes. `reach` is how far, in user units, a length scaled wrongly can move an outline: half the stroke
+    width, plus the stroke's length when it is dashed (a dash's place accumulates the error along the path). When
+    the difference between the axes' scales moves any outline by more than `MAX_STROKE_ERROR` pixels the
+    transform is refused for `what` (a stroke under a non-uniform transform is not a constant-width band)."""
     a, b, c, d = m[:4]
     p, q = (a * a + b * b + c * c + d * d) / 2, abs(a * d - b * c)
     disc = math.sqrt(max(p * p - q * q, 0.0))
     s1, s2 = math.sqrt(p + disc), math.sqrt(max(p - disc, 0.0))
-    if s1 - s2 > 1e-4 * max(s1, 1e-12):
-        raise ValueError(f"SVG {what} under a non-uniform transform (scale or skew that differs per axis) is not "
-                         "supported: the stroke would not be drawn as SVG says")
-    return s1
+    error = (s1 - s2) / 2 * reach  # px: each direction's scale is within (s1 - s2) / 2 of the mean
+    if error > MAX_STROKE_ERROR:
+        raise ValueError(f"SVG {what} under a non-uniform transform (scale or skew that differs per axis by "
+                         f"{(s1 - s2) / max(s1, 1e-12):.2%}) is not supported: drawn with one width it would be "
+                         f"off by up to {error:.2g} px, more than {MAX_STROKE_ERROR} px")
+    return (s1 + s2) / 2
 
 
 def _view_box(text: str | None, what: str) -> tuple[float, float, float, float] | None:
@@ -299,6 +314,8 @@ def _stroke_first(text: str, tag: str) -> bool:
 def _check_refs(el, tag: str) -> None:
     for key in ("href", _XLINK_HREF):
         ref = el.get(key)
+        if tag == "image" and ref is not None and ref.strip()[:5].lower() == "data:":
+            continue  # inside the document, never fetched; refused where it would be drawn (`_refuse_element`)
         if ref is not None and not ref.strip().startswith("#") and tag != "a":
             raise ValueError(f"SVG refused: external reference {ref[:60]!r} in <{tag}>")
 
@@ -342,6 +359,13 @@ class _Shape:
         return (self.fill is not None) + (self.stroke is not None)
 
 
+def _refuse_element(el, tag: str):
+    if tag == "image" and (_href(el) or "").strip()[:5].lower() == "data:":
+        raise ValueError("SVG element <image> embeds a raster image (a data: URL): embedded raster images are not "
+                         "drawn")
+    raise ValueError(f"SVG element <{tag}> is not supported ({_REFUSED[tag]} are not drawn)")
+
+
 class _Reader:
     def __init__(self, root) -> None:
         self.root = root
@@ -381,6 +405,8 @@ class _Reader:
         self.uses = 0
         self.drawn_elements = 0
         self.budget = Budget()
+        self._gradients: dict = {}
+        self.stops_used = 0
 
     # -- cascade ---------------------------------------------------------------------------------------------------
     def declared(self, el, tag: str) -> dict[str, str]:
@@ -497,7 +523,7 @@ class _Reader:
         if st["display"].strip().lower() == "none":
             return  # not drawn (so a hidden <text display="none"> has nothing to refuse)
         if not known:
-            raise ValueError(f"SVG element <{tag}> is not supported ({_REFUSED[tag]} are not drawn)")
+            _refuse_element(el, tag)
         if el.get("transform"):
             ox, oy = self.origin(st["transform-origin"], viewport)
             t = parse_transform(el.get("transform"))
@@ -522,6 +548,7 @@ class _Reader:
             self.use(el, st, ctm, viewport, depth, active)
         else:
             self.shape(el, tag, st, ctm, viewport)
+        self.clip(el, tag, st, ctm, viewport, start)
         self.group_opacity(el, tag, st, start)
 
     def origin(self, text: str, viewport) -> tuple[float, float]:
@@ -620,6 +647,9 @@ class _Reader:
                 ox, oy = self.origin(tst["transform-origin"], viewport)
                 t = parse_transform(target.get("transform"))
                 ctm = compose(ctm, compose(compose(translate(ox, oy), t), translate(-ox, -oy)))
+            if tst["clip-path"].strip().lower() != "none":
+                raise ValueError(f"SVG clip-path on a <{ttag}> drawn through <use> is not supported (renderers "
+                                 "disagree on its coordinate system); put it on the <use>")
             self.viewport(target, ttag, tst, ctm, viewport, depth + 1, active, over)
             self.group_opacity(target, ttag, tst, start)
         else:
@@ -644,6 +674,76 @@ class _Reader:
         elif drawn:
             self.group(start, len(self.shapes), op, None, tag)
 
+    def clip(self, el, tag, st, ctm, viewport, start: int) -> None:
+        """`clip-path: url(#id)` (SVG 2 section 14.3) whose clipPath is, in canvas pixels, an axis-aligned
+        rectangle (Figma's whole-canvas clip, a viewport-like crop): a group over the shapes the element drew
+        with that rectangle as its clip, drawn exactly (the clip's box-filtered coverage times the layer). Any
+        other clip shape is refused by name."""
+        value = st["clip-path"].strip()
+        if value.lower() == "none":
+            return
+        kind, ref, _ = _paint(value, f"<{tag}> clip-path")
+        if kind != "url":
+            raise ValueError(f"SVG clip-path {value[:60]!r} on <{tag}> is not supported (only url(#id) of a "
+                             "rectangular <clipPath> is drawn)")
+        target = self.ids.get(ref)
+        if target is None or _local(target.tag) != "clipPath":
+            raise ValueError(f"SVG clip-path url(#{ref[:40]}) on <{tag}> references "
+                             f"{'nothing' if target is None else '<' + str(_local(target.tag)) + '>'}, not a "
+                             "<clipPath>")
+        if start == len(self.shapes):
+            return  # nothing drawn, nothing to clip
+        cst = self.computed(target, "clipPath", st)
+        if cst["clip-path"].strip().lower() != "none":
+            raise ValueError("SVG clip-path on a <clipPath> is not supported (clip paths are drawn only as one "
+                             "axis-aligned rectangle)")
+        m = ctm
+        if target.get("transform"):
+            m = compose(m, parse_transform(target.get("transform")))
+        units = (target.get("clipPathUnits") or "userSpaceOnUse").strip()
+        if units == "objectBoundingBox":
+            x0, y0, x1, y1 = _user_bbox(self.shapes[start:], ctm)
+            if not (x1 > x0 and y1 > y0):
+                self.shapes[start:] = []  # SVG: a bounding-box clip of an element without area clips it all
+                return
+            m = compose(m, (x1 - x0, 0.0, 0.0, y1 - y0, x0, y0))
+        elif units != "userSpaceOnUse":
+            raise ValueError(f"SVG clipPathUnits {units[:40]!r} is not supported")
+        rects = []
+        for child in target:
+            ctag = _local(child.tag)
+            if ctag is None or ctag in ("title", "desc", "metadata"):
+                continue
+            if ctag not in _SHAPES:
+                raise ValueError(f"SVG <clipPath> child <{ctag}> is not supported (clip paths are drawn only as one "
+                                 "axis-aligned rectangle)")
+            if not self.conditions(child):
+                continue
+            chst = self.computed(child, ctag, cst)
+            if chst["display"].strip().lower() == "none" or \
+                    chst["visibility"].strip().lower() in ("hidden", "collapse"):
+                continue
+            if chst["clip-path"].strip().lower() != "none":
+                raise ValueError("SVG clip-path on a <clipPath> child is not supported")
+            cm = compose(m, parse_transform(child.get("transform"))) if child.get("transform") else m
+            d = child.get("d") if ctag == "path" else _shape_data(ctag, child, viewport)
+            if not d:
+                continue
+            subs = d if isinstance(d, list) else list(subpaths(d, self.budget))
+            rect = _axis_rectangle([(apply(cm, pts), closed) for pts, closed in subs])
+            if rect is None:
+                raise ValueError(f"SVG clip-path url(#{ref[:40]}) on <{tag}>: its <{ctag}> is not an axis-aligned "
+                                 "rectangle on the canvas; only rectangular clip paths are drawn (polygon, curved and "
+                                 "rotated clips are not)")
+            rects.append(rect)
+        if not rects:
+            self.shapes[start:] = []  # an empty clip path clips everything away
+            return
+        if any(r != rects[0] for r in rects[1:]):
+            raise ValueError(f"SVG clip-path url(#{ref[:40]}) on <{tag}> is a union of several rectangles; only one "
+                             "rectangle is drawn")
+        self.group(start, len(self.shapes), 1.0, rects[0], tag)
+
     def group(self, start: int, end: int, opacity: float, clip, tag: str) -> None:
         """A layer over shapes [start, end): one entry per range (a group of a group of the same shapes is one
         layer with the product of the opacities and the intersection of the clips)."""
@@ -660,6 +760,48 @@ class _Reader:
             entry[1] = (x0, y0, max(min(entry[1][2], clip[2]), x0), max(min(entry[1][3], clip[3]), y0))
         elif clip is not None:
             entry[1] = clip
+
+    def gradient_def(self, el):
+        """(attribute lookup along the href chain, stops) of a gradient element, resolved once per element: a file
+        that paints thousands of shapes from one long chain of many stops costs one resolution, not thousands."""
+        key = id(el)
+        if key in self._gradients:
+            return self._gradients[key]
+        chain, e = [], el
+        while e is not None:
+            if any(c is e for c in chain):
+                raise ValueError(f"SVG gradient href chain from #{el.get('id', '')[:40]} is a cycle")
+            chain.append(e)
+            if len(chain) > MAX_HREF_CHAIN:
+                raise ValueError(f"SVG gradient href chain is longer than {MAX_HREF_CHAIN}")
+            ref = _href(e)
+            if ref is None:
+                break
+            e = self.ids.get(ref.strip()[1:])
+            if e is None:
+                raise ValueError(f"SVG gradient href {ref[:60]!r} references nothing in the document")
+            if _local(e.tag) not in ("linearGradient", "radialGradient"):
+                raise ValueError(f"SVG gradient href {ref[:60]!r} references a <{_local(e.tag)}>")
+        attrs: dict = {}
+        for g in reversed(chain):  # the nearest element that sets an attribute wins
+            attrs.update(g.attrib)
+
+        def attr(name, default=None):
+            return attrs.get(name, default)
+
+        stops_el = next(([s for s in g if _local(s.tag) == "stop"] for g in chain
+                         if any(_local(s.tag) == "stop" for s in g)), [])
+        if len(stops_el) > MAX_STOPS:
+            raise ValueError(f"SVG gradient has more than {MAX_STOPS} stops")
+        stops, last = [], 0.0
+        for s in stops_el:
+            sst = self.doc_style(s)
+            off = max(_fraction(s.get("offset", "0"), "<stop> offset"), last)
+            last = off
+            c = _colour(sst["stop-color"], "<stop> stop-color", _colour(sst["color"], "color"))
+            stops.append((off, (c[0], c[1], c[2], c[3] * _fraction(sst["stop-opacity"], "<stop> stop-opacity"))))
+        self._gradients[key] = (attr, stops)
+        return attr, stops
 
     # -- shapes ----------------------------------------------------------------------------------------------------
     def shape(self, el, tag, st, ctm, viewport) -> None:
@@ -694,7 +836,13 @@ class _Reader:
             raise ValueError(f"SVG stroke-width must not be negative on <{tag}>, got {st['stroke-width'][:40]!r}")
         if width == 0:
             stroke = None
-        scale = _pixel_scale(ctm, f"stroke of <{tag}>") if stroke is not None else 1.0
+        scale = 1.0
+        if stroke is not None:
+            dashed = st["stroke-dasharray"].strip().lower() != "none"
+            # the control polygon's length bounds the curve's
+            length = sum(math.dist(p, q) for pts, closed in subs_user
+                         for p, q in zip(pts, list(pts[1:]) + ([pts[0]] if closed else []))) if dashed else 0.0
+            scale = _pixel_scale(ctm, f"stroke of <{tag}>", width / 2 + length)
         cap = st["stroke-linecap"].strip().lower()
         join = st["stroke-linejoin"].strip().lower()
         if cap not in ("butt", "round", "square"):
@@ -762,43 +910,15 @@ class _Reader:
         return self.gradient(target, ttag, prop, tag, bbox_user, ctm, viewport)
 
     def gradient(self, el, kind_tag, prop, tag, bbox_user, ctm, viewport):
-        chain, e = [], el
-        while e is not None:
-            if any(c is e for c in chain):
-                raise ValueError(f"SVG gradient href chain from #{el.get('id', '')[:40]} is a cycle")
-            chain.append(e)
-            if len(chain) > MAX_HREF_CHAIN:
-                raise ValueError(f"SVG gradient href chain is longer than {MAX_HREF_CHAIN}")
-            ref = _href(e)
-            if ref is None:
-                break
-            e = self.ids.get(ref.strip()[1:])
-            if e is None:
-                raise ValueError(f"SVG gradient href {ref[:60]!r} references nothing in the document")
-            if _local(e.tag) not in ("linearGradient", "radialGradient"):
-                raise ValueError(f"SVG gradient href {ref[:60]!r} references a <{_local(e.tag)}>")
-
-        def attr(name, default=None):
-            for g in chain:
-                if g.get(name) is not None:
-                    return g.get(name)
-            return default
-
-        stops_el = next(([s for s in g if _local(s.tag) == "stop"] for g in chain
-                         if any(_local(s.tag) == "stop" for s in g)), [])
-        if len(stops_el) > MAX_STOPS:
-            raise ValueError(f"SVG gradient has more than {MAX_STOPS} stops")
-        stops, last = [], 0.0
-        for s in stops_el:
-            sst = self.doc_style(s)
-            off = max(_fraction(s.get("offset", "0"), "<stop> offset"), last)
-            last = off
-            c = _colour(sst["stop-color"], "<stop> stop-color", _colour(sst["color"], "color"))
-            stops.append((off, (c[0], c[1], c[2], c[3] * _fraction(sst["stop-opacity"], "<stop> stop-opacity"))))
+        attr, stops = self.gradient_def(el)
         if not stops:
             return None
         if len(stops) == 1:
             return stops[0][1]
+        self.stops_used += len(stops)
+        if self.stops_used > MAX_GRADIENT_STOPS:
+            raise ValueError(f"SVG paints shapes with more than {MAX_GRADIENT_STOPS} gradient stops in all (each "
+                             "gradient paint counts its stops); refusing to read it")
         units = (attr("gradientUnits") or "objectBoundingBox").strip()
         if units not in ("objectBoundingBox", "userSpaceOnUse"):
             raise ValueError(f"SVG gradientUnits {units[:40]!r} is not supported")
@@ -890,6 +1010,44 @@ def _miter_tips(subs, half: float, limit: float):
             r = half / sin_half
             x, y = s2[0]
             yield x + bx / n * r, y + by / n * r
+
+
+def _user_bbox(shapes: list, ctm: Matrix) -> tuple:
+    """The geometry's bounding box of `shapes` (canvas pixels) in the user space `ctm` maps to pixels."""
+    a, b, c, d, e, f = ctm
+    det = a * d - b * c
+    if abs(det) < 1e-12:
+        return (0.0, 0.0, 0.0, 0.0)
+    inv = (d / det, -b / det, -c / det, a / det, (c * f - d * e) / det, (b * e - a * f) / det)
+    return bounding_box([(apply(inv, pts), closed) for s in shapes for pts, closed in s.subs])
+
+
+def _axis_rectangle(subs: list, eps: float = 1e-6) -> tuple | None:
+    """(x0, y0, x1, y1) when the subpaths (points in the Scene layout) fill exactly an axis-aligned rectangle: one
+    subpath, every segment a straight piece of the rectangle's border, enclosing its whole area; else None."""
+    subs = [(pts, closed) for pts, closed in subs if len(pts) >= 4]
+    if len(subs) != 1:
+        return None
+    pts, closed = subs[0]
+    ring = list(pts) + ([pts[0]] if closed else [])
+    if ring[-1] != ring[0]:  # a clip's fill closes an open subpath with a straight line
+        ring += [lerp(ring[-1], ring[0], 1 / 3), lerp(ring[-1], ring[0], 2 / 3), ring[0]]
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+    tol = eps * max(1.0, x1 - x0, y1 - y0)
+    if not (x1 - x0 > tol and y1 - y0 > tol):
+        return None
+    area = 0.0
+    for k in range(0, len(ring) - 3, 3):
+        seg = ring[k:k + 4]
+        on_x = all(abs(p[0] - seg[0][0]) <= tol for p in seg) and min(abs(seg[0][0] - x0), abs(seg[0][0] - x1)) <= tol
+        on_y = all(abs(p[1] - seg[0][1]) <= tol for p in seg) and min(abs(seg[0][1] - y0), abs(seg[0][1] - y1)) <= tol
+        if not (on_x or on_y):
+            return None
+        area += seg[0][0] * seg[3][1] - seg[3][0] * seg[0][1]
+    if abs(abs(area) / 2 - (x1 - x0) * (y1 - y0)) > tol * (x1 - x0 + y1 - y0):
+        return None
+    return (x0, y0, x1, y1)
 
 
 def _inside(box, quad) -> bool:
@@ -1012,6 +1170,35 @@ def _points(text: str, tag: str) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------------- entry point
+_ENTITY_REF = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)[A-Za-z_:][^;\s<&]{0,40};")
+
+
+def _parse_xml(text):
+    """defusedxml's parser with entities and external references refused. A DOCTYPE is read only in its plain
+    form, a name with public and system identifiers (what Illustrator, Inkscape and Affinity exports carry; the
+    external DTD is never fetched): an internal subset could declare entities or default attribute values that
+    change the drawing, and an entity reference the parser would skip is refused rather than dropped."""
+    parser = SafeET.DefusedXMLParser(target=SafeET._TreeBuilder(), forbid_dtd=False, forbid_entities=True,
+                                     forbid_external=True)
+
+    def doctype(name, sysid, pubid, has_internal_subset):
+        if has_internal_subset:
+            raise DTDForbidden(name, sysid, pubid)
+
+    def skipped(name, is_parameter_entity):
+        raise EntitiesForbidden(name, None, None, None, None, None)
+
+    parser.parser.StartDoctypeDeclHandler = doctype
+    parser.parser.SkippedEntityHandler = skipped
+    doc = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    if "<!DOCTYPE" in doc:  # with a DOCTYPE, expat drops an undeclared entity in an attribute without a word
+        m = _ENTITY_REF.search(doc)
+        if m is not None:
+            raise ValueError(f"SVG refused: entity reference {m.group(0)[:40]!r} (entities are not read)")
+    parser.feed(text)
+    return parser.close()
+
+
 def from_svg(text: str, device=None, dtype=None) -> Scene:
     """Read an SVG document into a one-scene batch (see the module docstring for what is drawn and refused).
 
@@ -1027,10 +1214,11 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
     if len(text) > MAX_SVG_CHARS:
         raise ValueError(f"SVG is {len(text)} characters; the limit is {MAX_SVG_CHARS}")
     try:
-        root = SafeET.fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        root = _parse_xml(text)
     except DefusedXmlException as err:
-        raise ValueError(f"SVG refused: it declares a DTD, entities or external references ({type(err).__name__})") \
-            from None
+        what = "a DOCTYPE with an internal subset (declarations)" if isinstance(err, DTDForbidden) else \
+            "entities" if isinstance(err, EntitiesForbidden) else "external references"
+        raise ValueError(f"SVG refused: it declares {what}, which are not read ({type(err).__name__})") from None
     except SafeET.ParseError as err:
         raise ValueError(f"SVG could not be parsed: {err}") from None
     if _local(root.tag) != "svg":
@@ -1080,12 +1268,33 @@ def from_svg(text: str, device=None, dtype=None) -> Scene:
                 if background is not None:
                     continue
             reader.walk(child, st, base, viewport, 1)
+        reader.clip(root, "svg", st, base, viewport, 0)
         reader.group_opacity(root, "svg", st, 0)
     if not reader.shapes:
         raise ValueError("SVG contains no paths or shapes to draw")
     groups = [(a, b, op) if clip is None else (a, b, op, clip) for (a, b), (op, clip) in reader.groups.items()
               if op < 1 or clip is not None]
+    _check_layer_area(reader.shapes, groups, width, height)
     return _to_scene(reader.shapes, width, height, background, device, dtype or torch.float32, groups)
+
+
+def _check_layer_area(shapes: list, groups: list, width: int, height: int) -> None:
+    """Every group is drawn on a layer of its own and composited, costing its area on the canvas at every drawing
+    step: the layers' summed area (their shapes' box, within the clip and the canvas) is capped before any work,
+    so 63 nested clipping viewports over a large canvas are refused instead of taking a minute per step."""
+    total = 0.0
+    for g in groups:
+        boxes = [shapes[i].bbox for i in range(g[0], g[1])]
+        x0, y0 = min(b[0] for b in boxes) - 2, min(b[1] for b in boxes) - 2
+        x1, y1 = max(b[2] for b in boxes) + 2, max(b[3] for b in boxes) + 2
+        if len(g) > 3 and g[3] is not None:
+            x0, y0, x1, y1 = max(x0, g[3][0]), max(y0, g[3][1]), min(x1, g[3][2]), min(y1, g[3][3])
+        total += max(0.0, min(x1, width) - max(x0, 0.0)) * max(0.0, min(y1, height) - max(y0, 0.0))
+    limit = MAX_GROUP_PIXELS + 2 * width * height
+    if total > limit:
+        raise ValueError(f"SVG composites {len(groups)} layers (group opacity, clips, clipping viewports) covering "
+                         f"{total / 1e6:.1f} M pixels in all, more than the {limit / 1e6:.1f} M allowed for this "
+                         "canvas; refusing to draw it")
 
 
 def _background(reader: _Reader, el, parent, base, viewport, width, height):

@@ -21,11 +21,14 @@ import torch
 from .geometry import (
     DEFAULT_TOLERANCE,
     Polyline,
+    crossing_direction,
     distance,
     fill_coverage,
     fill_edges,
     flatten,
+    segment_crossings,
     segment_distance2,
+    segment_hits,
     stroke_coverage,
 )
 from .paint import layer_colors
@@ -87,12 +90,13 @@ def _edge_distance(a: torch.Tensor, b: torch.Tensor, edges: torch.Tensor, px: to
 
 def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, count: torch.Tensor, pad: torch.Tensor,
                    inst_scene: torch.Tensor, inst_path: torch.Tensor, num_paths: int, tile: int, chunk: int, ntx: int,
-                   nty: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   nty: int, near: float | None = None) -> tuple[torch.Tensor, ...]:
     """For edges stored per instance (contiguous runs `start`, `count`), find every (scene, tile, path) group whose
     chunk boxes (padded by `pad`, per edge (E,), the chunk taking its largest) touch the tile, and the nearest edge
     to each of its pixels.
 
-    Returns sorted group keys (G,) = (scene * tiles + tile) * num_paths + path and edge ids (G, tile*tile).
+    Returns sorted group keys (G,) = (scene * tiles + tile) * num_paths + path and edge ids (G, tile*tile); with
+    `near`, also every (group, pixel, edge) closer than `near` to the pixel centre, as three (K,) index lists.
     Runs without autograd; callers re-evaluate the chosen edges with gradient (`_edge_distance`).
     """
     dev = ea.device
@@ -113,13 +117,22 @@ def _nearest_edges(ea: torch.Tensor, eb: torch.Tensor, start: torch.Tensor, coun
     # number), min-reduced per (group, pixel) slice by slice to bound memory
     npix = tile * tile
     best = torch.full((group_keys.numel(), npix), torch.iinfo(torch.long).max, dtype=torch.long, device=dev)
+    real = first[:, None] + torch.arange(chunk, device=dev) <= last[:, None]  # (NC, C): not a repeated last edge
+    close = []
     for lo, hi in _slices(pchunk.numel(), chunk * npix):
         px, py = _tile_pixels(tiles[lo:hi], tile, ntx, ea.dtype)  # (q, 1, N)
         pair_slots = slots[pchunk[lo:hi]]  # (q, C)
         qa, qb = ea[pair_slots][..., None], eb[pair_slots][..., None]  # (q, C, 2, 1)
-        d2, arg = segment_distance2(px, py, qa[:, :, 0], qa[:, :, 1], qb[:, :, 0], qb[:, :, 1]).min(dim=1)  # (q, N)
+        every = segment_distance2(px, py, qa[:, :, 0], qa[:, :, 1], qb[:, :, 0], qb[:, :, 1])  # (q, C, N)
+        d2, arg = every.min(dim=1)  # (q, N)
         packed = (d2.float().view(torch.int32).long() << 32) | pair_slots.gather(1, arg)
         best.scatter_reduce_(0, inverse[lo:hi, None].expand_as(packed), packed, "amin")
+        if near is not None:
+            i, c, j = torch.nonzero((every < near * near) & real[pchunk[lo:hi]][..., None], as_tuple=True)
+            close.append(torch.stack([inverse[lo + i], j, pair_slots[i, c]]))
+    if near is not None:
+        found = torch.cat(close, 1) if close else torch.zeros(3, 0, dtype=torch.long, device=dev)
+        return group_keys, best & 0xFFFFFFFF, *found.unbind(0)
     return group_keys, best & 0xFFFFFFFF
 
 
@@ -205,22 +218,46 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, 
         base = (src[:, None] * height + prow.long()) * band
         pos = torch.searchsorted(ckey, base + ((px[:, 0].clamp(max=width + 0.5) + 1) * _SUBPIXEL).long(), right=True)
         end = torch.searchsorted(ckey, base + band - 1, right=True)
-        wind = suffix[end] - suffix[pos]
-        inside = torch.where(evenodd[pinst % num_paths][:, None], (wind % 2) != 0, wind != 0)  # (Q, N)
-        # 3. boundary tiles: nearest boundary edge per pixel
-        bkeys, bedges = _nearest_edges(fa, fb, fstart, count, torch.full((owner.numel(),), 0.51, dtype=dtype,
-                                                                         device=dev),
-                                       inst // num_paths, inst % num_paths, num_paths, tile, chunk, ntx, nty)
+        wind = suffix[end] - suffix[pos]  # (Q, N)
+        inside = torch.where(evenodd[pinst % num_paths][:, None], (wind % 2) != 0, wind != 0)
+        npix = tile * tile
+        # 3. boundary tiles: nearest boundary edge per pixel, and every edge that crosses its one-pixel segment
+        bkeys, bedges, cgroup, cpix, cedge = _nearest_edges(
+            fa, fb, fstart, count, torch.full((owner.numel(),), 0.51, dtype=dtype, device=dev), inst // num_paths,
+            inst % num_paths, num_paths, tile, chunk, ntx, nty, near=0.5)
         at = torch.searchsorted(bkeys, keys).clamp(max=max(bkeys.numel() - 1, 0))
         near = (bkeys[at] == keys) if bkeys.numel() else torch.zeros_like(keys, dtype=torch.bool)
         keep = near | inside.any(dim=1)  # drop tiles that are wholly outside
-        keys, src, px, py, inside, near, at = keys[keep], src[keep], px[keep], py[keep], inside[keep], near[keep], \
+        keys, src, px, py, wind, near, at = keys[keep], src[keep], px[keep], py[keep], wind[keep], near[keep], \
             at[keep]
-    d = torch.full(inside.shape, float("inf"), dtype=dtype, device=dev)
-    rows = torch.nonzero(near).flatten()
-    d = d.index_put((rows,), _edge_distance(all_a, all_b, bedges[at[rows]], px[rows], py[rows]))
+        rows = torch.nonzero(near).flatten()
+        row_of = torch.full((bkeys.numel(),), -1, dtype=torch.long, device=dev)
+        row_of[at[rows]] = rows  # boundary group -> kept layer
+        # only edges within half a pixel of a centre can cross its segment: test those (sparse), not every pair
+        cx, cy = _tile_pixels(bkeys[cgroup] // num_paths % (ntx * nty), tile, ntx, dtype)
+        cx, cy = cx[:, 0].gather(1, cpix[:, None])[:, 0], cy[:, 0].gather(1, cpix[:, None])[:, 0]
+        ne = bedges[cgroup, cpix]
+        cnx, cny = crossing_direction(cx, cy, fa[ne, 0], fa[ne, 1], fb[ne, 0], fb[ne, 1])
+        h = segment_hits(cx, cy, cnx, cny, fa[cedge, 0], fa[cedge, 1], fb[cedge, 0], fb[cedge, 1]) \
+            & (row_of[cgroup] >= 0)
+        hit_pix, hit_edge = row_of[cgroup[h]] * npix + cpix[h], cedge[h]
+        # whether each crossing edge lies strictly right of the pixel on its row, by the scanline's own arithmetic
+        hx, hy = px[:, 0].reshape(-1)[hit_pix], py[:, 0].reshape(-1)[hit_pix]
+        hrow = hy.floor().clamp(max=height - 1)
+        ya, yb, xa, xb = fa[hit_edge, 1], fb[hit_edge, 1], fa[hit_edge, 0], fb[hit_edge, 0]
+        xc = xa + (hrow + 0.5 - ya) * (xb - xa) / torch.where(yb == ya, torch.ones_like(ya), yb - ya)
+        left = torch.ceil((xc.clamp(-1, width + 1) + 1) * _SUBPIXEL).long() > \
+            ((hx.clamp(max=width + 0.5) + 1) * _SUBPIXEL).long()
+    # the crossings again, with gradient (edges, and the direction from each pixel's nearest edge)
+    hg = torch.div(hit_pix, npix, rounding_mode="floor")
+    ne = bedges[at[hg], hit_pix % npix]
+    hnx, hny = crossing_direction(hx, hy, all_a[ne, 0], all_a[ne, 1], all_b[ne, 0], all_b[ne, 1])
+    t, step, before = segment_crossings(hx, hy, hnx, hny, all_a[hit_edge, 0], all_a[hit_edge, 1], all_b[hit_edge, 0],
+                                        all_b[hit_edge, 1], left)
     pinst = inst[src]
-    return keys, fill_coverage(d, inside), pinst // num_paths, pinst % num_paths, px[:, 0], py[:, 0]
+    odd = evenodd[pinst % num_paths][:, None].expand(-1, npix)
+    cov = fill_coverage(wind.reshape(-1), odd.reshape(-1), hit_pix, t, step, before).reshape(wind.shape)
+    return keys, cov, pinst // num_paths, pinst % num_paths, px[:, 0], py[:, 0]
 
 
 def render_tiled(scene: Scene, tolerance: float = DEFAULT_TOLERANCE, tile: int = DEFAULT_TILE,

@@ -306,6 +306,73 @@ def one_gpu_queue(demo: gr.Blocks, limits: ServerLimits | None = None) -> int:
     return joined
 
 
+def name_input_errors(demo: gr.Blocks) -> None:
+    """Make the values Gradio itself refuses before a handler runs (an API call's slider value past its maximum, a
+    number that is not one, a file that is not a file) answer like our own checks: a `ValueError`-style message that
+    names the setting (the task's own check of that value, for the task settings' controls; else the component's
+    name and Gradio's reason), shown on the page, and ONE log line instead of a traceback (issue 22 #11: 686 of
+    1,432 bad-argument calls were answered "Value inf is greater than maximum value 3.0." or "Could not preprocess
+    input component at index 2", each with a traceback in the log)."""
+    preprocess = demo.preprocess_data
+
+    async def named(block_fn, inputs, state, explicit_call=False):
+        try:
+            return await preprocess(block_fn, inputs, state, explicit_call)
+        except Exception as err:  # noqa: BLE001 — every refusal becomes a named message
+            message = _input_error(block_fn, inputs, err)
+            log.info("%s: refused before the handler: %s", block_fn.api_name or block_fn.name, message[:300])
+            raise gr.Error(message, print_exception=False) from None
+
+    demo.preprocess_data = named
+
+
+def _input_error(block_fn: Any, inputs: list, err: Exception) -> str:
+    """The message for an input Gradio refused: which input (found from Gradio's message, or by validating each
+    input again), named, with the task's own check where the component is a task setting's control."""
+    from studio.tasks import check_value
+
+    blocks = list(block_fn.inputs)
+    text = _message(Exception(err.message)) if isinstance(err, gr.Error) else _message(err)  # str(Error) is a repr
+    reason = (text.split("Original error:")[-1].strip().splitlines() or [type(err).__name__])[0][:300]
+    index = None
+    found = re.search(r"input component at index (\d+)", str(err))
+    if found:
+        index = int(found.group(1))
+    elif len(inputs) != len(blocks):
+        return f"this call sent {len(inputs)} values for {len(blocks)} inputs"
+    else:
+        for i, (block, value) in enumerate(zip(blocks, inputs)):
+            try:
+                model = getattr(block, "data_model", None)
+                if model is not None and value is not None:
+                    model.model_validate(value)
+                spec = getattr(block, "studio_spec", None)
+                if spec is not None:
+                    check_value(spec, value)
+                elif hasattr(block, "minimum") and isinstance(value, (int, float)):
+                    if (block.minimum is not None and value < block.minimum) or (
+                            getattr(block, "maximum", None) is not None and value > block.maximum):
+                        raise ValueError(reason)
+                if isinstance(block, gr.Dropdown) and not block.multiselect and not block.allow_custom_value:
+                    if value not in [c[1] for c in block.choices]:
+                        raise ValueError(reason)
+            except Exception:  # noqa: BLE001 — the first input that does not pass is the one refused
+                index = i
+                break
+    if index is None or index >= len(blocks):
+        return f"a value of this call was refused: {reason}"
+    block, value = blocks[index], inputs[index] if index < len(inputs) else None
+    spec = getattr(block, "studio_spec", None)
+    if spec is not None:
+        try:
+            check_value(spec, value)
+        except ValueError as ours:
+            return str(ours)
+        return f"`{spec.name}`: {reason}"
+    label = getattr(block, "label", None) or f"input {index + 1}"
+    return f"`{label}` (input {index + 1}): {reason}"
+
+
 def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None = None) -> gr.Button:
     """The Stop button of a run: asks the run whose token the state holds to stop (no queue: it must not wait
     behind the run it stops)."""
@@ -334,6 +401,12 @@ def control(task: str, spec: Any, *, cpu: bool = False, label: str | None = None
     """The page's control for one setting, from its `studio.tasks.ParamSpec`: default, range and choices come from
     the task's config and nowhere else. Its `elem_id` is `TASK--NAME`, which the tests use to compare the built
     page against the configs."""
+    comp = _control(task, spec, cpu=cpu, label=label, **kwargs)
+    comp.studio_spec = spec  # `name_input_errors` answers a value Gradio refuses with the task's own check
+    return comp
+
+
+def _control(task: str, spec: Any, *, cpu: bool, label: str | None, **kwargs: Any) -> gr.Component:
     value = spec.start_value(cpu)
     common = {"label": label or spec.label or spec.name.replace("_", " ").capitalize(),
               "elem_id": f"{task}--{spec.name}", **kwargs}
@@ -369,6 +442,8 @@ def controls(task: str, task_specs: dict[str, Any], names: Sequence[str], *, cpu
 
 
 # ------------------------------------------------------------------------------------------------------ uploads
+PREVIEW_QUEUE = "studio-preview"  # the one concurrency group of every upload preview
+PREVIEW_CONCURRENCY = 2
 def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
     """An image upload that reaches our own reader: a file path (not `gr.Image`, which decodes the upload itself
     and answers a renamed non-image with its raw preprocess error), shown once read, and refused with our message
@@ -389,7 +464,10 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
 
     # no status tracker: a refused upload's toast says why, and an empty red "Error" pill stayed on the box after it
     # faded (issue 29)
-    box.upload(show, box, seen, api_visibility="private", show_progress="hidden")
+    # Decoding a preview is bounded memory (`load_image` shrinks first) and runs two at a time across every upload
+    # box of the page: eight 16-bit 39 MP previews at once took a server from 2.5 to 10 GB (issue 22 #5).
+    box.upload(show, box, seen, api_visibility="private", show_progress="hidden", concurrency_id=PREVIEW_QUEUE,
+               concurrency_limit=PREVIEW_CONCURRENCY)
     box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
     return box
 

@@ -53,7 +53,8 @@ def stream_ranking(run: Iterator, flag: threading.Event) -> Iterator[tuple]:
 
     def on_result(result) -> tuple:
         files = [str(p) for p in result.save().values()]
-        gallery = [(im, f"{s:.1f}") for im, s in zip(result.images, result.similarities)]
+        gallery = [(im, f"{s:.1f} · {result.name(i)}" if result.name(i) else f"{s:.1f}")
+                   for i, (im, s) in enumerate(zip(result.images, result.similarities))]
         best = f"best {result.similarities[0]:.1f}" if result.similarities else ""
         state = "stopped" if result.stopped else "done"
         progress = progress_html(result.steps_run, total[0] or result.steps_run, best, state)

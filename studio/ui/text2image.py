@@ -20,12 +20,14 @@ import random
 from typing import Any, Callable, Iterator
 
 import gradio as gr
+import numpy as np
 
 from studio.media import read_png_metadata
 from studio.tasks import check_value
 from studio.ui.common import (
     control,
     drive,
+    image_upload,
     model_state_line,
     page_text,
     progress_html,
@@ -36,7 +38,9 @@ from studio.ui.common import (
 )
 
 GENERATE, REFINE, EDIT = "text2image", "text2image-refine", "text2image-edit"
-TASKS = (GENERATE, REFINE, EDIT)
+IMG2IMG, INPAINT = "text2image-img2img", "text2image-inpaint"
+TASKS = (GENERATE, REFINE, EDIT, IMG2IMG, INPAINT)
+FROM_PICTURE = (IMG2IMG, INPAINT)  # the tasks that start from the picture in the editor
 MAX_HISTORY = 64  # images kept in the session history gallery
 # PNGs saved before the run protocol (studio 0.1) name some settings differently: old key -> new key.
 LEGACY_KEYS = {"tool": "task", "steps": "num_steps", "negative_prompt": "negative_prompts"}
@@ -51,10 +55,11 @@ def control_names(task_specs: dict[str, Any]) -> list[str]:
 
 def restore_keys(specs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """(task, name) of every control an uploaded PNG can set, in the order of `Handlers.restore`'s outputs
-    ("ui" marks page-only controls)."""
+    ("ui" marks page-only controls); the picture tasks' controls come last, where the page has them."""
     return ([(GENERATE, "prompt"), ("ui", "random_seed")] + [(GENERATE, n) for n in control_names(specs[GENERATE])]
             + [(REFINE, n) for n in control_names(specs[REFINE])] + [(EDIT, "edit_prompt")]
-            + [(EDIT, n) for n in control_names(specs[EDIT])])
+            + [(EDIT, n) for n in control_names(specs[EDIT])]
+            + [(task, n) for task in FROM_PICTURE if task in specs for n in control_names(specs[task])])
 
 
 def controls_from_metadata(meta: dict | None, specs: dict[str, dict[str, Any]]
@@ -62,7 +67,7 @@ def controls_from_metadata(meta: dict | None, specs: dict[str, dict[str, Any]]
     """The controls a PNG saved here sets, {(task, name): value}, each checked against its spec, and the settings
     it holds that this page cannot take (as "name: why"). A generation PNG sets the generation's controls; a refine
     PNG its prompt, seed and size there and the refine controls; an edit PNG the prompt, edit text and edit
-    controls."""
+    controls; an img2img or inpaint PNG the prompt and its own task's controls."""
     if not isinstance(meta, dict):
         raise ValueError("this PNG carries no Text to Image settings (only PNGs saved by this tab do)")
     legacy = "tool" in meta
@@ -77,14 +82,14 @@ def controls_from_metadata(meta: dict | None, specs: dict[str, dict[str, Any]]
     for name, value in meta.items():
         if task == GENERATE or (task == REFINE and name in SHARED):
             wanted[(GENERATE, name)] = value
-        elif task == REFINE or (task == EDIT and not legacy):  # a 0.1 edit PNG's strength meant something else
-            wanted[(task, name)] = value
+        elif task in (REFINE, *FROM_PICTURE) or (task == EDIT and not legacy):  # (a 0.1 edit PNG's strength
+            wanted[(task, name)] = value  # meant something else)
     values: dict[tuple[str, str], Any] = {(GENERATE, "prompt"): prompt}
     if task == EDIT and isinstance(meta.get("edit_prompt"), str):
         values[(EDIT, "edit_prompt")] = meta["edit_prompt"]
     skipped = []
     for (owner, name), value in wanted.items():
-        spec = specs[owner].get(name)
+        spec = specs.get(owner, {}).get(name)
         if spec is None or not spec.control:
             continue
         try:
@@ -92,6 +97,33 @@ def controls_from_metadata(meta: dict | None, specs: dict[str, dict[str, Any]]
         except ValueError as err:
             skipped.append(f"{name}: {err}")
     return values, skipped
+
+
+def editor_background(picture: Any) -> Any:
+    """The picture an `ImageEditor` holds (its background: a path or an image), refused by name when there is none."""
+    background = picture.get("background") if isinstance(picture, dict) else picture
+    if background is None:
+        raise gr.Error("Upload a picture first (the image editor is empty)", title="No picture")
+    return background
+
+
+def painted_mask(picture: Any) -> Any:
+    """The mask painted in an `ImageEditor`: white (255) where any layer is opaque, as an "L" image; None when
+    nothing is painted. Layers are read with the same pixel bound as every upload."""
+    from PIL import Image
+
+    from studio.images import MAX_PIXELS
+
+    union = None
+    for layer in (picture.get("layers") or []) if isinstance(picture, dict) else []:
+        img = layer if isinstance(layer, Image.Image) else Image.open(layer)
+        if img.size[0] * img.size[1] > MAX_PIXELS:
+            raise gr.Error(f"The painted layer is {img.size[0]}×{img.size[1]} pixels, too large")
+        opaque = np.asarray(img.convert("RGBA"))[..., 3] >= 128
+        union = opaque if union is None else union | opaque
+    if union is None or not union.any():
+        return None
+    return Image.fromarray(union.astype(np.uint8) * 255)
 
 
 def _caption(meta: dict) -> str:
@@ -115,11 +147,16 @@ class Handlers:
 
     def __init__(self, generate: Callable[..., Iterator] | None, refine: Callable[..., Iterator] | None,
                  edit: Callable[..., Iterator] | None, specs: dict[str, dict[str, Any]], *,
-                 load_error: str | None = None):
+                 load_error: str | None = None, img2img: Callable[..., Iterator] | None = None,
+                 inpaint: Callable[..., Iterator] | None = None):
         self.generate_fn, self.refine_fn, self.edit_fn = generate, refine, edit
+        self.img2img_fn, self.inpaint_fn = img2img, inpaint
         self.specs = specs
-        self.names = {task: control_names(specs[task]) for task in TASKS}
+        self.names = {task: control_names(specs[task]) for task in TASKS if task in specs}
         self.load_error = load_error
+        offered = {IMG2IMG: img2img, INPAINT: inpaint}
+        # what an uploaded PNG can set: the controls the page has (the picture tasks' only where they are offered)
+        self.restore_specs = {t: sp for t, sp in specs.items() if offered.get(t, True) is not None}
 
     def _check_loaded(self, fn: Callable | None, what: str) -> None:
         if self.load_error:
@@ -164,27 +201,73 @@ class Handlers:
         records = []
         for i in range(len(result.images)):
             meta = result.image_metadata(i)
+            latents = getattr(result, "latents", None)  # an inpainted image has none: edit takes its picture
             records.append({"path": str(paths[f"png{i}"]), "caption": _caption(meta), "meta": meta,
-                            "latent": result.latents[i], "prompt": result.prompt})
+                            "latent": latents[i] if latents is not None else str(paths[f"png{i}"]),
+                            "prompt": result.prompt})
         history = (records + history)[:MAX_HISTORY]
         info = f"{len(records)} image(s) · seeds {min(result.seeds)}…{max(result.seeds)}"
         if result.clip_scores:
-            info += " · sorted by CLIP score" if result.reranked else " · CLIP scores in captions"
+            info += " · sorted by CLIP score" if getattr(result, "reranked", False) else " · CLIP scores in captions"
+        if result.notice:
+            info += f" · {result.notice}"
         if result.stopped:
             info += " · stopped early"
         return (_gallery(records), [r["path"] for r in records], info, seed, records, _gallery(history), history,
                 _bar(result, total), skip)
 
+    # ---- img2img and inpaint: from the picture in the editor ------------------------------------------------
+    def img2img(self, picture, prompt, history, *values, flag):
+        """Inputs: the editor's value (its background is the start image), the prompt, history, then the img2img
+        controls. Yields the outputs of `generate` (the seed being img2img's own control)."""
+        self._check_loaded(self.img2img_fn, "img2img")
+        settings = dict(zip(self.names[IMG2IMG], values))
+        image = editor_background(picture)
+        yield from self._from_picture(self.img2img_fn(image, prompt, **settings), int(settings["seed"]), history,
+                                      flag)
+
+    def inpaint(self, picture, mask_upload, prompt, history, *values, flag):
+        """Inputs: the editor's value (its background is the image, its painted layers the mask), an uploaded mask
+        (used instead of the painted one when given), the prompt, history, then the inpaint controls. Yields the
+        outputs of `generate` (the seed being inpaint's own control)."""
+        self._check_loaded(self.inpaint_fn, "Inpainting")
+        settings = dict(zip(self.names[INPAINT], values))
+        image = editor_background(picture)
+        mask = mask_upload or painted_mask(picture)
+        yield from self._from_picture(self.inpaint_fn(image, prompt, mask, **settings), int(settings["seed"]),
+                                      history, flag)
+
+    def _from_picture(self, run: Iterator, seed: int, history, flag):
+        history = list(history or [])
+        total = [0]
+
+        def on_progress(item):
+            total[0] = item.total
+            text = item.stage
+            if item.metrics.get("batch_steps", 1) > 1:
+                text += f" · step {int(item.metrics['batch_step'])}/{int(item.metrics['batch_steps'])}"
+            skip = gr.skip()
+            return (skip, skip, skip, seed, skip, skip, skip, progress_html(item.step, item.total, text),
+                    item.preview if item.preview is not None else skip)
+
+        yield from drive(run, flag, on_progress, lambda result: self._generated(result, seed, history, total[0]))
+
     # ---- refine -----------------------------------------------------------------------------------------
     def refine(self, records, selected, history, *values, flag):
         """Inputs: the current records, the selected one, history, then the refine controls. Yields (preview,
-        before/after, info, files, history gallery, history records, progress)."""
+        before/after, info, files, history gallery, history records, progress). A generated (or refined) image is
+        refined from its seed, an img2img or inpaint result from its picture."""
         self._check_loaded(self.refine_fn, "Refine")
-        meta = self._selected(records, selected)["meta"]
-        if meta.get("task") == EDIT or "seed" not in meta:
-            raise gr.Error("Refine starts from the seed of a generated (or refined) image; pick one of those")
+        record = self._selected(records, selected)
+        meta = record["meta"]
         settings = dict(zip(self.names[REFINE], values))
-        settings.update(seed=int(meta["seed"]), width=int(meta["width"]), height=int(meta["height"]))
+        if meta.get("task") in FROM_PICTURE:  # no seed makes it: refined from its picture
+            settings["image"] = record["path"]
+        elif meta.get("task") == EDIT or "seed" not in meta:
+            raise gr.Error("Refine starts from the seed of a generated (or refined) image, or from an img2img or "
+                           "inpaint result's picture; pick one of those")
+        else:
+            settings.update(seed=int(meta["seed"]), width=int(meta["width"]), height=int(meta["height"]))
         history = list(history or [])
         total = [0]
         skip = gr.skip()
@@ -206,7 +289,7 @@ class Handlers:
             return (result.image, (result.start_image, result.image), info, [str(p) for p in paths.values()],
                     _gallery(hist), hist, _bar(result, total[0]))
 
-        yield from drive(self.refine_fn(meta["prompt"], **settings), flag, on_progress, on_result)
+        yield from drive(self.refine_fn(record["prompt"], **settings), flag, on_progress, on_result)
 
     # ---- edit -------------------------------------------------------------------------------------------
     def edit(self, records, selected, edit_prompt, history, *values, flag):
@@ -251,12 +334,12 @@ class Handlers:
     # ---- PNG upload -------------------------------------------------------------------------------------
     def restore(self, path):
         """Values for the controls of `restore_keys(specs)`, then the info text."""
-        keys = restore_keys(self.specs)
+        keys = restore_keys(self.restore_specs)
         if not path:
             return (gr.skip(),) * len(keys) + ("",)
         try:
             meta = read_png_metadata(path)
-            values, skipped = controls_from_metadata(meta, self.specs)
+            values, skipped = controls_from_metadata(meta, self.restore_specs)
         except (OSError, ValueError) as err:
             raise gr.Error(page_text(f"Could not restore settings: {err}")) from None
         if (GENERATE, "seed") in values:
@@ -270,7 +353,9 @@ class Handlers:
 def build(generate: Callable[..., Iterator] | None = None, refine: Callable[..., Iterator] | None = None,
           edit: Callable[..., Iterator] | None = None, *, specs: dict[str, dict[str, Any]] | None = None,
           model: str = "(no model)", clip_model: str | None = None, one_step: bool = True,
-          load_error: str | None = None, model_state: Callable[[], str] | None = None) -> gr.Blocks | None:
+          load_error: str | None = None, model_state: Callable[[], str] | None = None,
+          img2img: Callable[..., Iterator] | None = None, inpaint: Callable[..., Iterator] | None = None
+          ) -> gr.Blocks | None:
     """Add the "Text to Image" tab to the current Blocks (or to a new `gr.Blocks`, which is then returned).
 
     `generate`, `refine`, `edit`: `Text2ImagePipeline.iter_generate / iter_refine / iter_edit` (or wrappers of them,
@@ -278,13 +363,16 @@ def build(generate: Callable[..., Iterator] | None = None, refine: Callable[...,
     `specs(Text2ImageConfig.for_model(model))`), text2image-refine and text2image-edit; `model`, `clip_model`:
     what the page names; `one_step`: the model makes an image in one step (refine applies; no scheduler choice);
     `load_error`: the message to show instead when the model could not be loaded (nothing fake is produced);
-    `model_state()`: what the model and its CLIP will really run, shown before the first click.
+    `model_state()`: what the model and its CLIP will really run, shown before the first click; `img2img`,
+    `inpaint`: the `text2image-img2img` / `text2image-inpaint` tasks' `iter_img2img` / `iter_inpaint` on the same
+    model (their specs under those names), which add "Start from your picture" (absent without them).
     """
     from gradio.context import Context
 
     if specs is None and load_error is None:
         raise ValueError("`specs` must give the settings of text2image, text2image-refine and text2image-edit")
-    h = Handlers(generate, refine, edit, specs, load_error=load_error) if specs is not None else None
+    h = Handlers(generate, refine, edit, specs, load_error=load_error, img2img=img2img,
+                 inpaint=inpaint) if specs is not None else None
 
     def layout() -> None:
         _layout(h, specs, model, clip_model, one_step, load_error, model_state)
@@ -378,6 +466,7 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
     with gr.Row():
         preview = gr.Image(label="Live preview", format="png", interactive=False, height=448)
         compare = gr.ImageSlider(label="Before / after", format="png", type="pil", interactive=False, height=448)
+    picture_outputs = _picture_section(h, c, prompt, history) if h.img2img_fn or h.inpaint_fn else None
     history_gallery = gr.Gallery(label="Session history", columns=8, format="png", height="auto")
 
     def on_select(evt: gr.SelectData):
@@ -396,5 +485,42 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
                      api_name="t2i_refine")
     edit_btn.click(run_handler(h.edit), [current, selected, edit_prompt, history, *controls_of(EDIT)], run_outputs,
                    api_name="t2i_edit")
-    upload.upload(user_errors(h.restore), upload, [comps[key] for key in restore_keys(specs)] + [info],
+    if picture_outputs is not None:  # img2img and inpaint show their results where generate does
+        for button, task, handler, inputs in picture_outputs:
+            button.click(lambda: 0, None, selected).then(
+                run_handler(handler), [*inputs, *controls_of(task)],
+                [token, gallery, files, info, comps[(task, "seed")], current, history_gallery, history, progress,
+                 preview], api_name=f"t2i_{task.removeprefix('text2image-')}")
+    upload.upload(user_errors(h.restore), upload, [comps[key] for key in restore_keys(h.restore_specs)] + [info],
                   api_name="t2i_restore")
+
+
+def _picture_section(h: Handlers, c: Callable[..., gr.components.Component], prompt: gr.Textbox,
+                     history: gr.State) -> list[tuple[gr.Button, str, Callable, list]]:
+    """"Start from your picture": the image editor (upload, then paint the area to repaint with the brush), an
+    optional mask upload, and the img2img and inpaint/outpaint controls. Returns (button, task, handler, its inputs
+    before the controls) for each task offered; the caller wires them to the shared outputs."""
+    wired = []
+    with gr.Accordion("Start from your picture: img2img, inpaint, outpaint", open=False):
+        with gr.Row():
+            with gr.Column(scale=3):
+                picture = gr.ImageEditor(
+                    label="Your picture (paint the area to repaint with the brush)", type="filepath",
+                    sources=("upload", "clipboard"), transforms=(), layers=False, format="png",
+                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24), height=448)
+            with gr.Column(scale=2):
+                if h.inpaint_fn is not None:
+                    mask_upload = image_upload("Or upload a mask (white = repaint; the picture's size)", "mask")
+                if h.img2img_fn is not None:
+                    with gr.Accordion("img2img: redraw the whole picture", open=True):
+                        for name in h.names[IMG2IMG]:
+                            c(IMG2IMG, name)
+                        img2img_btn = gr.Button("img2img", variant="primary")
+                    wired.append((img2img_btn, IMG2IMG, h.img2img, [picture, prompt, history]))
+                if h.inpaint_fn is not None:
+                    with gr.Accordion("Inpaint / outpaint: redraw the painted area, or extend the canvas", open=True):
+                        for name in h.names[INPAINT]:
+                            c(INPAINT, name)
+                        inpaint_btn = gr.Button("Inpaint / outpaint", variant="primary")
+                    wired.append((inpaint_btn, INPAINT, h.inpaint, [picture, mask_upload, prompt, history]))
+    return wired
