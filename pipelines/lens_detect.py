@@ -555,7 +555,7 @@ def _notice(notice: str | None, hidden: int, threshold: float) -> str | None:
     if hidden:
         parts.append(f"{hidden} weaker box{'es' if hidden != 1 else ''} hidden (below the score threshold "
                      f"{threshold:g}, or beyond the most boxes kept).")
-    return " ".join(parts) or None
+    return "\n\n".join(parts) or None  # paragraphs: the page's notice no longer glues the two lines together
 
 
 def draw_boxes(image: Image.Image, boxes: Sequence, labels: Sequence[str], scores: Sequence[float]) -> Image.Image:

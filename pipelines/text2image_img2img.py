@@ -209,9 +209,9 @@ class Text2ImageImg2ImgPipeline:
                 if cfg.strength == 1:  # text-to-image: the seed's noise, at the image's size
                     call.update(latents=noise[first:first + b].to(session.device, session.dtype), width=width,
                                 height=height)
-                else:  # diffusers takes a latent as the image and draws each image's noise from its generator
-                    call.update(image=z.to(session.device, session.dtype).expand(b, -1, -1, -1),
-                                strength=cfg.strength)
+                else:  # diffusers encodes the image and draws each image's noise from its generator (the
+                    # picture, not our latent: its pipeline takes only 4-channel latents as images)
+                    call.update(image=[start] * b, strength=cfg.strength)
                 calls.append(call)
             if cfg.strength == 1:
                 pipe, steps = session.pipe, cfg.num_steps

@@ -226,7 +226,7 @@ def test_search_on_the_page_streams_and_stop_shows_the_ranking_so_far(lens, tmp_
     outs = list(fns["lens_search"]("tiny-test-vit", files, "a cat"))
     assert len(outs) == 4  # a step per image, then the ranking
     token, gallery, progress, _notice, downloads = outs[-1]
-    assert len(gallery) == 3 and "done: 3 of 3 steps" in progress and any(d.endswith(".json") for d in downloads)
+    assert len(gallery) == 3 and "done: 3 of 3 images" in progress and any(d.endswith(".json") for d in downloads)
     assert "step 2 / 3" in outs[1][2] and len(outs[1][1]) == 2  # the images embedded so far
     # the uploads' names stay in the captions and the downloads (issue 29: captions were scores, files lens-search-0)
     ranked = [f"{n}.png" for n in json.loads(open(next(d for d in downloads if d.endswith(".json"))).read())["order"]]

@@ -384,12 +384,16 @@ def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None
     return btn
 
 
-def progress_html(step: int, total: int, text: str = "", state: str = "running", clock: Any = None) -> str:
-    """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: n steps") or
-    "stopped" ("stopped at step k of n"), then `text`. clock: the runner's `Clock` of a running item (`item.clock`):
-    its line (elapsed time, speed, ETA) ends the bar's text."""
+def progress_html(step: int, total: int, text: str = "", state: str = "running", unit: str | None = "steps",
+                  clock: Any = None) -> str:
+    """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: k of n steps") or
+    "stopped" ("stopped at step k of n"), then `text`. `unit` names what was counted when done ("images" for a
+    search; None for a run of one pass, which says "done" alone: "done: 1 of 1 steps" said steps where nothing is
+    stepped). clock: the runner's `Clock` of a running item (`item.clock`): its line (elapsed time, speed, ETA)
+    ends the bar's text."""
     pct = 100.0 * step / max(1, total)
-    head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": f"done: {step} of {total} steps",
+    done = f"done: {step} of {total} {unit}" if unit else "done"
+    head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": done,
             "stopped": f"stopped at step {step} of {total}"}[state]
     line = " · ".join(p for p in (head, text, clock.line() if clock is not None else "") if p)
     return (f'<div style="width:100%"><progress value="{step}" max="{total}" style="width:100%"></progress>'

@@ -57,7 +57,7 @@ def stream_ranking(run: Iterator, flag: threading.Event) -> Iterator[tuple]:
                    for i, (im, s) in enumerate(zip(result.images, result.similarities))]
         best = f"best {result.similarities[0]:.1f}" if result.similarities else ""
         state = "stopped" if result.stopped else "done"
-        progress = progress_html(result.steps_run, total[0] or result.steps_run, best, state)
+        progress = progress_html(result.steps_run, total[0] or result.steps_run, best, state, unit="images")
         return gallery, progress, notice_markdown(result.notice), files
 
     yield from drive(run, flag, on_progress, on_result)
@@ -76,7 +76,7 @@ def stream_hits(run: Iterator, flag: threading.Event, root: str) -> Iterator[tup
         text = f"{len(gallery)} of {result.rows} images" + (f"; {result.hidden} below the threshold hidden"
                                                               if result.hidden else "")
         state = "stopped" if result.stopped else "done"
-        return gallery, progress_html(1, 1, text, state), notice_markdown(result.notice), files
+        return gallery, progress_html(1, 1, text, state, unit=None), notice_markdown(result.notice), files
 
     yield from drive(run, flag, on_progress, on_result)
 
@@ -357,7 +357,7 @@ def build_detect(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, ru
                 files = result.save()
                 state = "stopped" if result.stopped else "done"
                 bar = progress_html(result.steps_run, result.steps_run, f"{len(result.boxes)} boxes from "
-                                    f"{result.proposals} proposals", state)
+                                    f"{result.proposals} proposals", state, unit=None)
                 return (bar, (result.source, result.annotations()), notice_markdown(result.notice),
                         [str(p) for p in files.values()])
 

@@ -247,8 +247,8 @@ class Handlers:
             if item.metrics.get("batch_steps", 1) > 1:
                 text += f" · step {int(item.metrics['batch_step'])}/{int(item.metrics['batch_steps'])}"
             skip = gr.skip()
-            return (skip, skip, skip, seed, skip, skip, skip, progress_html(item.step, item.total, text),
-                    item.preview if item.preview is not None else skip)
+            bar = progress_html(item.step, item.total, text, clock=item.clock)
+            return (skip, skip, skip, seed, skip, skip, skip, bar, item.preview if item.preview is not None else skip)
 
         yield from drive(run, flag, on_progress, lambda result: self._generated(result, seed, history, total[0]))
 
