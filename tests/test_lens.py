@@ -268,3 +268,13 @@ def test_sixteen_bit_pngs_are_scaled_and_exif_orientation_applied_once(tmp_path)
     exif[0x0112] = 6
     img.save(tmp_path / "rot.jpg", exif=exif)
     assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+
+
+def test_without_an_index_the_tab_says_how_to_get_one():
+    """Issue 29: the page never hinted that "Search the index" exists without `--index`."""
+    import gradio as gr
+
+    demo, _ = _build_tab()
+    texts = " ".join(b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str))
+    assert "`--index DIR`" in texts and "Search the index" in texts
+    assert not any(getattr(b, "label", None) == "Search the index" for b in demo.blocks.values())

@@ -171,7 +171,10 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
 
             def result(out):
                 sc = out.scores
-                info = (f"Reconstruction MSE {sc['mse']:.4f} (PSNR {sc['psnr']:.1f} dB; start {sc['start_mse']:.4f})"
+                # The kept iterate is the one with the lowest combined loss (pixel, perceptual and CLIP terms), the one
+                # minimised: said first, since the MSE alone can end above its start (issue 29)
+                info = (f"Loss minimised (pixel + perceptual + CLIP terms) {sc['start_loss']:.4f} → {sc['loss']:.4f}; "
+                        f"reconstruction MSE {sc['mse']:.4f} (start {sc['start_mse']:.4f}; PSNR {sc['psnr']:.1f} dB)"
                         + (f", perceptual distance {sc['perceptual']:.3f}" if "perceptual" in sc else "")
                         + (f"; started from the e4e encoder's guess (MSE {sc['encoder_mse']:.4f})"
                            if "encoder_mse" in sc else "")
@@ -346,6 +349,7 @@ def _mapper_tab(make: Callable, token: gr.State, generator: gr.Dropdown, clip: g
                                    type="filepath")
                 m_strength = make(APPLY, "strength")
                 apply_btn = gr.Button("Apply mapper to the image to edit", variant="primary")
+                a_progress = gr.HTML()  # its own line: applying no longer overwrites the training's (issue 29)
                 a_info = gr.Markdown()
             with gr.Column():
                 m_preview = gr.Image(label="Held-out samples: starts above, edits below", type="numpy",
@@ -398,7 +402,7 @@ def _mapper_tab(make: Callable, token: gr.State, generator: gr.Dropdown, clip: g
         train_btn.click(run_handler(on_train), [generator, clip, seed, truncation, m_prompt, *m_controls],
                         [token, m_preview, m_progress, m_info, trained, m_file, notice], api_name="latent_mapper")
         a_inputs = [generator, clip, state, seed, truncation, trained, m_upload, m_strength]
-        a_outputs = [token, a_before, a_after, m_progress, a_info, notice]
+        a_outputs = [token, a_before, a_after, a_progress, a_info, notice]
         apply_btn.click(run_handler(on_apply), a_inputs, a_outputs, api_name="latent_mapper_apply")
         # the strength re-applies on release: an edit is one mapper pass and one generator pass
         m_strength.release(run_handler(on_strength), a_inputs, a_outputs, api_visibility="private",

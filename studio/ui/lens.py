@@ -161,7 +161,10 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
     """
     with gr.Tab("CLIP Lens", id="lens"):
         gr.Markdown("Ask CLIP what it sees: rank labels for an image, search your images with words, "
-                    "or move an image in embedding space (image − “dog” + “cat”).")
+                    "or move an image in embedding space (image − “dog” + “cat”)."
+                    + ("" if index is not None else " To search a whole folder of images, index it "
+                       "(`clip-studio index DIR`) and start the studio with `--index DIR`: a **Search the index** "
+                       "tab appears here."))
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
                             allow_custom_value=custom_models)
         model_state_line(model, model_state)
