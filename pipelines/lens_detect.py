@@ -45,11 +45,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from pipelines.registry import register
 from studio.images import MIN_SIDE, load_image
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
 from studio.prompts import TEMPLATE_SETS
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
 MAX_QUERIES = 32  # texts per image: each proposal is compared with every query
 MAX_IMAGE_SIDE = 1024  # larger images are downscaled before anything (studio.images.WORK_SIDE)

@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
+from pipelines.registry import register
 from pipelines.styleclip_core import EditOutput, StartConfig, StyleCLIPTaskPipeline, cap_frames, get_lr
 from studio.images import to_pil, to_uint8
-from studio.progress import Progress, drain
+from studio.progress import Progress
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import Input, Task, check_text, param, resolve, run_settings
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings and result
