@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 from PIL import Image
 
+from pipelines.registry import register
 from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session, load_start_image
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
@@ -38,9 +39,10 @@ from pipelines.text2image_models import (
     preset_for,
 )
 from studio.images import to_pil
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
 # A one-step model's img2img: 2 steps at strength 0.5 run one denoising step (SD-Turbo's model card).
 ONE_STEP_IMG2IMG = (2, 0.5)

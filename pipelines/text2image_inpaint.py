@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
+from pipelines.registry import register
 from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
@@ -52,9 +53,10 @@ from pipelines.text2image_models import (
     preset_for,
 )
 from studio.images import MAX_PIXELS, load_image
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
 SIDES = ("left", "right", "top", "bottom")
 

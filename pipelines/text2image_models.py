@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studio.media import MAX_FRAMES, thin_frames  # noqa: F401 — refine/edit thin their videos the studio's one way
+
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 # The bundled demo model (studio/assets/models/shapes-diffusion/, a diffusers folder trained here on the demo shapes
 # by scripts/train_demo_diffusion.py): picked by this name, and the stand-in when the model cannot be had offline.
@@ -29,7 +31,6 @@ MAX_IMAGES = 64  # images (rerank candidates) per request
 MAX_STEPS = 100
 MAX_GUIDANCE = 30.0
 MAX_NEGATIVES = 8  # negative prompts per request (they are joined into one text of at most 77 tokens anyway)
-MAX_FRAMES = 120  # refine/edit frames kept for the video; more only makes the file bigger
 # Gradient checkpointing for refine/edit: "auto" turns it on on GPUs only (it trades compute for activation memory,
 # which a CPU with ample RAM does not need; on a CPU it slows small models several-fold).
 CHECKPOINTING = ("auto", "on", "off")
@@ -49,7 +50,7 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     "stabilityai/sd-turbo": ModelPreset(num_steps=1, guidance_scale=0.0, size=512, one_step=True),  # model card
     "stabilityai/sdxl-turbo": ModelPreset(num_steps=1, guidance_scale=0.0, size=512, one_step=True),  # model card
-    # trained at 64x64; 20 DPM-Solver++ steps and guidance 5 are what its card's oracle hit rates were measured at
+    # made at 64x64; 20 DPM-Solver++ steps, guidance 5: the training script's oracle check settings (not tuned yet)
     DEMO_MODEL: ModelPreset(num_steps=20, guidance_scale=5.0, size=64, one_step=False),
 }
 # Other Stable Diffusion models: guidance 7.5 is diffusers' default; 25 steps is ours (diffusers' default is 50).
@@ -156,14 +157,6 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
         except Exception as err:
             tried.append(f"download: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
     raise WeightsNotFoundError(name, tried, how)
-
-
-def thin_frames(frames: list, limit: int = MAX_FRAMES) -> list:
-    """At most `limit` frames: the first, the last and an even spread between."""
-    if len(frames) <= limit:
-        return frames
-    step = (len(frames) - 1) / (limit - 1)
-    return [frames[round(i * step)] for i in range(limit)]
 
 
 def check_size(width: int, height: int) -> None:

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from studio import runner
+from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from studio.progress import json_safe, settings_json
+from studio.runner import StopFlag
 from studio.tasks import MAX_PROMPT_CHARS, SEED_MAX, Task
 
 MANIFEST = "manifest.jsonl"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")  # pipelines/lens_video.py reads these
 MAX_SEEDS = 10_000  # seeds in one --seeds range
 
 
@@ -346,14 +347,18 @@ class Interrupt:
     manifest and the contact sheet are written. A second Ctrl-C interrupts at once."""
 
     def __init__(self) -> None:
-        self.flag = False
+        self.stop = StopFlag()  # what the runner reads between steps
         self._old: Any = None
+
+    @property
+    def flag(self) -> bool:
+        return self.stop.is_set()
 
     def __enter__(self) -> Interrupt:
         def handler(signum, frame):
             if self.flag:
                 raise KeyboardInterrupt
-            self.flag = True
+            self.stop.set()
 
         try:
             self._old = signal.signal(signal.SIGINT, handler)
@@ -444,19 +449,12 @@ def _run_group(task: Task, pipe: Any, group: list[Item], load_input: Callable[[s
         else:
             settings = {k: v for k, v in first.settings.items() if k != "seed"}
             gen = task.iterate_seeds(pipe, [i.settings["seed"] for i in group], **kwargs, **settings)
-        try:
-            progress = next(gen)
-            while not progress.done:
-                if on_step:
-                    on_step(first, progress)
-                progress = gen.send("stop" if interrupt.flag else None)
-        finally:
-            gen.close()
+        result = runner.run(gen, on_step and (lambda progress: on_step(first, progress)), stop=interrupt.stop)
     except ValueError as err:  # a bad item: its line says why, the run goes on
         return [(None, str(err))] * len(group)
     except RuntimeError as err:  # out of memory, missing weights: also this item's error
         return [(None, f"{type(err).__name__}: {err}")] * len(group)
-    results = progress.results if len(group) > 1 else [progress]
+    results = result.results if len(group) > 1 else [result]
     return [(r, None) for r in results]
 
 

@@ -18,11 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-MAX_BATCH = 32  # seeds in one batched run (pipelines.clipdraw.MAX_SEED_BATCH; each seed holds its own graph)
+from studio.defaults import DEFAULT_CLIP, DEMO_CLIP, DEMO_GENERATOR
+from studio.tasks import MAX_SEED_BATCH
+
 MODEL_FLAGS = {  # model kind (Task.models) -> (flag, environment variable, default, help)
-    "clip": ("--clip", "STUDIO_CLIP", "ViT-B-32/openai", "CLIP spec: ARCH/TAG, ARCH:/path/weights or shapes-clip"),
+    "clip": ("--clip", "STUDIO_CLIP", DEFAULT_CLIP, f"CLIP spec: ARCH/TAG, ARCH:/path/weights or {DEMO_CLIP}"),
     "loss_clip": ("--loss-clip", None, None, "CLIPasso's loss CLIP (a ResNet such as RN101/openai; default: --clip)"),
-    "generator": ("--generator", "STUDIO_STYLEGAN", "demo-shapes", "StyleGAN2: a registry name or a checkpoint path"),
+    "generator": ("--generator", "STUDIO_STYLEGAN", DEMO_GENERATOR, "StyleGAN2: a registry name or a checkpoint path"),
     "t2i": ("--model", "STUDIO_T2I_MODEL", None, "diffusers text-to-image model: a repo id or a folder"),
     "mapper": ("--mapper", None, None, "a trained StyleCLIP latent mapper: .safetensors from styleclip-mapper, or "
                "one of StyleCLIP's published .pt mappers"),
@@ -223,7 +225,7 @@ def run_main(argv: list[str], prog: str = "clip-studio") -> int:
     pre.add_argument("task", nargs="?")
     known, _ = pre.parse_known_args(argv)
     if known.task is None or known.task.startswith("-"):
-        from studio.tasks import task_names
+        from pipelines.registry import task_names
 
         names = task_names()
         if "-h" in argv or "--help" in argv:
@@ -231,7 +233,7 @@ def run_main(argv: list[str], prog: str = "clip-studio") -> int:
             return 0
         print(f"{prog} run: error: name a task: {', '.join(names)}", file=sys.stderr)
         return 2
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     try:
         task = get_task(known.task)
@@ -313,8 +315,8 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     masks = batch.match_masks(images or [], args.masks) if getattr(args, "masks", None) else None
     items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models,
                        fixed=fixed, masks=masks)
-    if not 1 <= args.batch <= MAX_BATCH:
-        raise ValueError(f"`--batch` must be in [1, {MAX_BATCH}], got {args.batch}")
+    if not 1 <= args.batch <= MAX_SEED_BATCH:
+        raise ValueError(f"`--batch` must be in [1, {MAX_SEED_BATCH}], got {args.batch}")
     task.check_batch(args.batch)  # before any model loads
     if cpu_note:
         print(f"{prog} run: {cpu_note}", file=sys.stderr)
@@ -324,8 +326,11 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = str(state.device) if state is not None and world > 1 else args.device
     logging.getLogger("studio").setLevel(logging.WARNING)
+    from studio.runner import ModelPool
+
     try:
-        pipe = task.load(**{k: v for k, v in models.items() if k in task.models}, **load_options, device=device)
+        pipe = ModelPool().get(task, **{k: v for k, v in models.items() if k in task.models}, **load_options,
+                               device=device)
     except (RuntimeError, OSError) as err:  # weights that cannot be found or loaded: say which, how to fix
         print(f"{prog} run: error: {str(err).splitlines()[0] if args.quiet else err}", file=sys.stderr)
         return 2
@@ -344,7 +349,8 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
 
     def on_step(item, progress):
         if bar is not None:
-            bar.set_postfix_str(f"{item.folder} step {progress.step}/{progress.total}", refresh=False)
+            bar.set_postfix_str(f"{item.folder} step {progress.step}/{progress.total} · {progress.clock.line()}",
+                                refresh=False)
             bar.refresh() if progress.preview is not None else None
 
     def on_item(item, line, status):
@@ -458,10 +464,12 @@ def search_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _load_index_pipeline(spec: str, device: str | None):
-    from pipelines.lens_index import CLIPIndexPipeline
+    """The index's pipeline, from the task table (lens-index and lens-index-search share it) through the pool."""
+    from pipelines.registry import get_task
+    from studio.runner import ModelPool
 
     logging.getLogger("studio").setLevel(logging.WARNING)
-    return CLIPIndexPipeline.from_pretrained(spec, device=device)
+    return ModelPool().get(get_task("lens-index"), clip=spec, device=device)
 
 
 def index_main(argv: list[str], prog: str = "clip-studio") -> int:
@@ -483,18 +491,19 @@ def index_main(argv: list[str], prog: str = "clip-studio") -> int:
 
         from studio.batch import Interrupt
 
+        def on_progress(progress):
+            if bar is not None and "images_total" in progress.metrics:
+                bar.total = progress.metrics["images_total"]
+                bar.n = progress.metrics["images_done"]
+                bar.set_postfix_str(progress.clock.line(), refresh=False)
+                bar.refresh()
+
+        from studio import runner
+
         with Interrupt() as interrupt:  # Ctrl-C stops after the batch in progress, keeping what was indexed
-            run = pipe.iter_index(folder, **settings)
             try:
-                item = next(run)
-                while not item.done:
-                    if bar is not None and "images_total" in item.metrics:
-                        bar.total = item.metrics["images_total"]
-                        bar.n = item.metrics["images_done"]
-                        bar.refresh()
-                    item = run.send("stop" if interrupt.flag else None)
+                item = runner.run(pipe.iter_index(folder, **settings), on_progress, stop=interrupt.stop)
             finally:
-                run.close()
                 if bar is not None:
                     bar.close()
     except (ValueError, RuntimeError, OSError) as err:

@@ -13,8 +13,9 @@ from typing import Sequence
 
 import torch
 
+from studio.defaults import DEMO_CLIP  # noqa: F401 — the bundled demo CLIP, named in studio/defaults.py
+
 MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"  # inside the package, so wheels carry it
-DEMO_CLIP = "shapes-clip"  # the bundled demo CLIP (studio/assets/models/shapes-clip.*), trained on synthetic shapes
 DEMO_T2I = "shapes-diffusion"  # the bundled demo diffusion model (a diffusers folder there), trained on the same
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 # File names open_clip uses on the Hugging Face Hub, safest first.

@@ -23,13 +23,14 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from studio import defaults
 from studio.device import pick_device, pick_dtype, precision_name
 from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, real_weights_within_reach, resolve_clip
 from studio.images import resize_crop
 from studio.prompts import get_templates
 
 log = logging.getLogger("studio.scorer")
-DEFAULT_CLIP = os.environ.get("STUDIO_CLIP", "ViT-B-32/openai")
+DEFAULT_CLIP = os.environ.get("STUDIO_CLIP", defaults.DEFAULT_CLIP)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's preprocessing statistics
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 TEXT_CHUNK = 8  # texts per text-encoder batch, always (see CLIPScorer._encode_fresh)
@@ -547,7 +548,7 @@ def loaded() -> list[str]:
 
 def available_specs() -> list[str]:
     """Specs offered in the UI: the demo model (when bundled) and common OpenAI CLIPs."""
-    specs = ["ViT-B-32/openai", "ViT-B-16/openai", "ViT-L-14/openai", "RN50/openai", "RN101/openai"]
+    specs = [defaults.DEFAULT_CLIP, "ViT-B-16/openai", "ViT-L-14/openai", "RN50/openai", "RN101/openai"]
     if (MODELS_DIR / f"{DEMO_CLIP}.safetensors").is_file():
         specs.insert(0, DEMO_CLIP)
     env = os.environ.get("STUDIO_CLIP")

@@ -115,7 +115,7 @@ def test_a_mistyped_command_gets_did_you_mean_and_help_lists_the_commands(capsys
 
 
 def test_on_the_cpu_unset_settings_start_where_the_page_starts(tmp_path, capsys):
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     spec = get_task("clipdraw").specs()["num_strokes"]
     assert (spec.default, spec.cpu_default) == (256, 64)
@@ -215,7 +215,7 @@ def test_batch_is_refused_by_name_for_a_task_that_runs_one_seed_at_a_time(tmp_pa
 
 def test_iterate_seeds_equals_one_seed_runs_and_encodes_together_only_where_exact(demo_scorer, monkeypatch):
     from pipelines.clipdraw import CLIPDrawPipeline
-    from studio.progress import drain
+    from studio.runner import drain
 
     pipe = CLIPDrawPipeline(demo_scorer)
     kw = dict(num_strokes=6, num_steps=4, canvas_size=32, negative_prompts=["a blue square"])

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from pipelines.lens import MAX_GALLERY, MAX_LABELS, CLIPLensPipeline, LensConfig, parse_labels
+from pipelines.registry import get_task
 from studio.media import read_png_metadata
 from studio.progress import Progress
-from studio.tasks import get_task
 
 
 @pytest.fixture()
@@ -156,7 +156,7 @@ def test_search_steps_per_image_and_a_stop_ranks_what_was_embedded(lens):
 def test_ranking_saves_each_image_with_its_rank(lens, tmp_path):
     gallery = [_img(i) for i in range(3)]
     out = lens.arithmetic(gallery, gallery[1], "dog", "cat", weight=0.5)
-    assert out.settings == {"minus": "dog", "plus": "cat", "templates": "auto", "weight": 0.5, "seed": 0}
+    assert out.settings == {"minus": "dog", "plus": "cat", "weight": 0.5, "seed": 0}  # no `templates`: not read
     paths = out.save(tmp_path)
     assert {"png0", "png1", "png2", "json"} <= set(paths)
     meta = read_png_metadata(paths["png1"])
@@ -164,10 +164,19 @@ def test_ranking_saves_each_image_with_its_rank(lens, tmp_path):
     assert json.loads(paths["json"].read_text(encoding="utf-8"))["order"] == out.order
 
 
-def test_the_registered_tasks_read_one_config():
-    for name in ("lens-classify", "lens-search", "lens-arithmetic"):
-        task = get_task(name)
-        assert task.config is LensConfig and task.models == ("clip",)
+def test_each_registered_task_reads_its_own_config_and_refuses_what_it_would_ignore(lens):
+    configs = {name: get_task(name).config for name in ("lens-classify", "lens-search", "lens-arithmetic",
+                                                        "lens-image-search")}
+    assert len(set(configs.values())) == 4 and all(issubclass(c, LensConfig) for c in configs.values())
+    assert {n: list(get_task(n).specs()) for n in configs} == {
+        "lens-classify": ["seed", "templates"], "lens-search": ["seed"], "lens-arithmetic": ["seed", "weight"],
+        "lens-image-search": ["seed"]}
+    assert all(get_task(n).models == ("clip",) for n in configs)
+    # issue 23: lens-search accepted `weight` and `templates` and ignored them
+    with pytest.raises(ValueError, match="unknown settings 'templates', 'weight' for LensSearchConfig; valid: seed"):
+        lens.search([_img(0)], "a cat", weight=2.0, templates="imagenet")
+    with pytest.raises(ValueError, match="unknown setting 'templates' for LensArithmeticConfig"):
+        lens.arithmetic([_img(0)], _img(1), "dog", "cat", templates="imagenet")
     weight = get_task("lens-arithmetic").specs()["weight"]
     assert (weight.default, weight.lo, weight.hi) == (1.0, 0.0, 5.0) and weight.ui_hi <= weight.hi
     assert get_task("lens-classify").specs()["templates"].choices[0] == "auto"

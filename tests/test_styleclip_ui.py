@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.registry import get_task
 from studio.progress import Progress
-from studio.tasks import get_task
 from studio.ui import latent_editing
 from studio.ui.common import RUNS
 

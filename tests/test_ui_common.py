@@ -216,7 +216,8 @@ def test_the_studio_shows_no_timed_warning_toasts():
 def test_number_boxes_leave_out_of_range_values_to_the_tasks_check():
     """Issue 16: a negative seed got Gradio's "Value -7 is less than minimum value 0." while other fields said
     what was wrong in the studio's words (the API's and the CLI's)."""
-    from studio.tasks import check_value, get_task
+    from pipelines.registry import get_task
+    from studio.tasks import check_value
     from studio.ui.common import control
 
     spec = get_task("clipdraw").specs()["seed"]

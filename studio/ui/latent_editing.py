@@ -17,7 +17,6 @@ import numpy as np
 
 from studio.media import save_gif
 from studio.ui.common import (
-    LIMITS,
     control,
     drive,
     gpu_bound,
@@ -80,7 +79,7 @@ class _Bar:
 
     def running(self, item: Any) -> str:
         self.total = item.total
-        return progress_html(item.step, item.total, _status(item))
+        return progress_html(item.step, item.total, _status(item), clock=item.clock)
 
     def end(self, result: Any, text: str = "") -> str:
         if not self.total:  # nothing ran: the result was at hand (a cached relevance)
@@ -91,8 +90,10 @@ class _Bar:
 def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callable, global_edit: Callable,
           specs: dict[str, dict[str, Any]], generator_choices: list[str], default_generator: str,
           clip_choices: list[str], default_clip: str, cpu: bool = False, train_mapper: Callable | None = None,
-          apply_mapper: Callable | None = None, model_state: Callable[[str, str], str] | None = None) -> None:
-    """Add the Latent Editing tab to the current Blocks.
+          apply_mapper: Callable | None = None, model_state: Callable[[str, str], str] | None = None,
+          custom_models: bool = True) -> None:
+    """Add the Latent Editing tab to the current Blocks. `custom_models`: the dropdowns take typed values (a local
+    server; a public one offers its list only).
 
     sample(generator, clip, settings) -> a result (`.image` PIL, `.seed`, `.settings`, `.notice`)
     invert(generator, clip, image, settings) -> a run: progress items, then a result (`.image`, `.scores` mse, psnr,
@@ -123,11 +124,11 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
         with gr.Accordion("Generators and checkpoints", open=False):
             gr.Markdown(OFFLINE_HELP)
         with gr.Row():
-            generator = gr.Dropdown(generator_choices, value=default_generator, allow_custom_value=LIMITS.custom_models,
-                                    label="Generator (a name or a checkpoint path)" if LIMITS.custom_models
+            generator = gr.Dropdown(generator_choices, value=default_generator, allow_custom_value=custom_models,
+                                    label="Generator (a name or a checkpoint path)" if custom_models
                                     else "Generator")
             clip = gr.Dropdown(clip_choices, value=default_clip, label="CLIP model",
-                               allow_custom_value=LIMITS.custom_models)
+                               allow_custom_value=custom_models)
         model_state_line([generator, clip], model_state)
         notice = gr.Markdown()
         state = gr.State(None)
@@ -225,6 +226,9 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     gif = str(save_gif(frames, fps=8)) if len(frames) > 1 else None
                     png = str(out.save(video="gif")["png"])
                     info = f"CLIPScore for “{out.prompt}”: {sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}"
+                    if "clip_score_augmented" in sc:  # the optimised view can be gamed; these views were not seen
+                        info += (f" (on augmented views it was not optimised on, the honest reading: "
+                                 f"{sc['clip_score_augmented_before']:.1f} → {sc['clip_score_augmented']:.1f})")
                     if "l2" in sc:
                         info += f"; ‖w − w₀‖² = {sc['l2']:.3f}, kept step {sc['best_step']} (lowest loss)"
                     line = f"{1000 * out.timings['per_step_s']:.0f} ms/step"

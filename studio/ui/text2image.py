@@ -185,8 +185,8 @@ class Handlers:
             if "clip_score" in item.metrics:
                 text += f" · best CLIP {item.metrics['clip_score']:.2f}"
             skip = gr.skip()
-            return (skip, skip, skip, seed, skip, skip, skip, progress_html(item.step, item.total, text),
-                    item.preview if item.preview is not None else skip)
+            bar = progress_html(item.step, item.total, text, clock=item.clock)
+            return (skip, skip, skip, seed, skip, skip, skip, bar, item.preview if item.preview is not None else skip)
 
         yield from drive(self.generate_fn(prompt, **settings), flag, on_progress,
                          lambda result: self._generated(result, seed, history, total[0]))
@@ -247,8 +247,8 @@ class Handlers:
             if item.metrics.get("batch_steps", 1) > 1:
                 text += f" · step {int(item.metrics['batch_step'])}/{int(item.metrics['batch_steps'])}"
             skip = gr.skip()
-            return (skip, skip, skip, seed, skip, skip, skip, progress_html(item.step, item.total, text),
-                    item.preview if item.preview is not None else skip)
+            bar = progress_html(item.step, item.total, text, clock=item.clock)
+            return (skip, skip, skip, seed, skip, skip, skip, bar, item.preview if item.preview is not None else skip)
 
         yield from drive(run, flag, on_progress, lambda result: self._generated(result, seed, history, total[0]))
 
@@ -276,7 +276,7 @@ class Handlers:
             total[0] = item.total
             text = f"Refining · CLIP {item.metrics['clip_score']:.2f} (best {item.metrics['best_clip_score']:.2f})"
             return (item.preview if item.preview is not None else skip, skip, skip, skip, skip, skip,
-                    progress_html(item.step, item.total, text))
+                    progress_html(item.step, item.total, text, clock=item.clock))
 
         def on_result(result):
             paths = result.save()
@@ -306,7 +306,7 @@ class Handlers:
             total[0] = item.total
             text = f"Editing · direction {item.metrics['directional']:.3f}"
             return (item.preview if item.preview is not None else skip, skip, skip, skip, skip, skip,
-                    progress_html(item.step, item.total, text))
+                    progress_html(item.step, item.total, text, clock=item.clock))
 
         def on_result(result):
             paths = result.save()
