@@ -1,6 +1,7 @@
 """CLIP Creative Studio: `python app.py [--help]` here, and the Hugging Face Space's entry point.
 
-The app lives in `studio/app.py` (installed as the `clip-studio` command); this file only starts it.
+The command line lives in `studio/cli.py` (installed as the `clip-studio` command; serving the app, `studio/app.py`,
+is one of its commands); this file only calls its `main`.
 """
 
 try:  # ZeroGPU Spaces want `spaces` imported before torch; elsewhere it is absent and nothing changes.
@@ -8,7 +9,8 @@ try:  # ZeroGPU Spaces want `spaces` imported before torch; elsewhere it is abse
 except ImportError:
     pass
 
-from studio.app import build_app, main  # noqa: E402
+from studio.app import build_app  # noqa: E402
+from studio.cli import main  # noqa: E402
 
 __all__ = ["build_app", "main"]
 

@@ -1,4 +1,5 @@
-"""Time the Text to Image hot paths: our generate vs a plain diffusers call, the rerank cost, one refine step.
+"""Time the Text to Image hot paths: our generate, img2img and inpaint vs plain diffusers calls on the same
+components, the rerank cost, one refine step.
 
 Models are built from config with random weights (the cost of a forward pass does not depend on the weights), so
 nothing is downloaded: `sd-turbo` is SD-Turbo's architecture (Stable Diffusion 2.1-base UNet, OpenCLIP ViT-H text
@@ -187,6 +188,43 @@ def main(argv: list[str] | None = None) -> None:
         t = timed({"plain": plain, "ours": ours_gen, "rerank": rerank}, device, args.repeats)
         rows.append((b, t["plain"], t["ours"], 100 * (t["ours"] / t["plain"] - 1), t["rerank"] - t["ours"]))
 
+    # img2img and inpaint against diffusers' own pipelines over the same components (our extra work: the image's
+    # VAE encoding for img2img, done once per request, the composite and the result's latent for inpaint)
+    from PIL import Image
+
+    from pipelines.text2image_img2img import Text2ImageImg2ImgPipeline
+    from pipelines.text2image_inpaint import Text2ImageInpaintPipeline
+
+    i2i, inpaint = Text2ImageImg2ImgPipeline.from_pipe(ours), Text2ImageInpaintPipeline.from_pipe(ours)
+    start = Image.effect_noise((size, size), 64).convert("RGB")
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, (size // 2, 0, size, size))
+    steps2 = max(2, args.steps)  # img2img at strength 0.5 runs half of them
+    picture_rows = []
+    for b in args.batches:
+        def plain_i2i(b=b):
+            gens = [torch.Generator("cpu").manual_seed(i) for i in range(b)]
+            ours.session.variant("image2image")(prompt=[prompt] * b, image=[start] * b, strength=0.5,
+                                                num_inference_steps=steps2, guidance_scale=0.0, generator=gens,
+                                                output_type="pil")
+
+        def ours_i2i(b=b):
+            i2i(start, prompt, num_images=b, batch_size=b, seed=0, strength=0.5, num_steps=steps2)
+
+        def plain_inpaint(b=b):
+            gens = [torch.Generator("cpu").manual_seed(i) for i in range(b)]
+            ours.session.variant("inpainting")(prompt=[prompt] * b, image=[start] * b, mask_image=[mask] * b,
+                                               num_inference_steps=args.steps, guidance_scale=0.0, generator=gens,
+                                               height=size, width=size, output_type="pil")
+
+        def ours_inpaint(b=b):
+            inpaint(start, prompt, mask, num_images=b, batch_size=b, seed=0, num_steps=args.steps, mask_blur=4)
+
+        t = timed({"plain_i2i": plain_i2i, "ours_i2i": ours_i2i, "plain_inp": plain_inpaint,
+                   "ours_inp": ours_inpaint}, device, args.repeats)
+        picture_rows.append([b, t["plain_i2i"], t["ours_i2i"], 100 * (t["ours_i2i"] / t["plain_i2i"] - 1),
+                             t["plain_inp"], t["ours_inp"], 100 * (t["ours_inp"] / t["plain_inp"] - 1)])
+
     refine_ms = refine_s = mem = None
     if args.refine_steps > 0:
         k = args.refine_steps
@@ -209,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
           f"best of {args.repeats} interleaved rounds\n")
     print(table(["batch", "plain diffusers (ms)", "our generate (ms)", "overhead (%)", "rerank adds (ms)"],
                 [[b, tp, to, ov, tr] for b, tp, to, ov, tr in rows]))
+    print(f"\nimg2img ({steps2} steps at strength 0.5) and inpaint (half the image masked, {args.steps} step(s)) "
+          f"against diffusers' pipelines on the same components\n")
+    print(table(["batch", "plain img2img (ms)", "our img2img (ms)", "overhead (%)", "plain inpaint (ms)",
+                 "our inpaint (ms)", "overhead (%)"], picture_rows))
     if refine_ms is not None:
         mem_text = f", peak {mem:.2f} GiB" if mem is not None else ""
         ckpt = "on" if device.type != "cpu" else "off (CPU default)"

@@ -1,22 +1,16 @@
 """The studio's pipelines, one task per module: `from pipelines import CLIPDrawPipeline` and so on.
 
-Imports are lazy so that `import pipelines` stays cheap (diffusers and the generators load on first use).
+The exports are the pipeline classes of the task table (`pipelines/registry.py`). Imports are lazy so that
+`import pipelines` stays cheap (torch, diffusers and the generators load on first use).
 """
 
 from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {
-    "CLIPDrawPipeline": "pipelines.clipdraw",
-    "CLIPassoPipeline": "pipelines.clipasso",
-    "CLIPLensPipeline": "pipelines.lens",
-    "LensDetectPipeline": "pipelines.lens_detect",
-    "LensVideoPipeline": "pipelines.lens_video",
-    "StyleCLIPPipeline": "pipelines.styleclip",
-    "Text2ImagePipeline": "pipelines.text2image",
-    "VectorizePipeline": "pipelines.vectorize",
-}
+from pipelines.registry import exports
+
+_EXPORTS = exports()
 __all__ = sorted(_EXPORTS)
 
 

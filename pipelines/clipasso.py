@@ -43,12 +43,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipelines.clipdraw import MAX_FRAMES
+from pipelines.registry import register
 from studio.images import resize_crop, to_pil, to_tensor, to_uint8
-from studio.progress import Progress, Result, drain
+from studio.media import MAX_FRAMES
+from studio.progress import Progress, Result
 from studio.render import Scene, Topology, render, to_image, to_svg
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, param, resolve, run_settings
 
 
 @dataclass

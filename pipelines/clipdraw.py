@@ -35,16 +35,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipelines.registry import register
 from studio.images import to_pil, to_uint8
-from studio.progress import Progress, Result, drain
+from studio.media import MAX_FRAMES, thin_frames
+from studio.progress import Progress, Result
 from studio.render import MAX_CANVAS, Scene, Topology, from_svg, render, to_image, to_svg
 from studio.render.cost import check_render_work
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
+from studio.tasks import MAX_SEED_BATCH, SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
-MAX_FRAMES = 120  # frames kept for the video; more only makes the file bigger
 MAX_NEGATIVES = 8
-MAX_SEED_BATCH = 32  # seeds in one iterate_seeds call (each holds a graph of its own)
 
 NAMED_PALETTES: dict[str, tuple[str, ...]] = {
     # Small palettes users can pick by name; any list of "#rrggbb" strings or RGB triples works too.
@@ -369,9 +370,7 @@ class CLIPDrawPipeline:
                 img = draw(final)
                 clip_score = float(self.scorer.score(img, [prompt])[0, 0])
             frames = r.frames
-            if len(frames) > MAX_FRAMES - 1:  # keep the first, the last and an even spread between
-                keep = np.linspace(0, len(frames) - 1, MAX_FRAMES - 1).round().astype(int)
-                frames = [frames[i] for i in keep]
+            frames = thin_frames(frames, MAX_FRAMES - 1)
             frames.append(to_uint8(img))  # the video ends on the result
             total_s = time.perf_counter() - t0
             outs.append(CLIPDrawOutput(
@@ -382,7 +381,7 @@ class CLIPDrawPipeline:
                 timings={"setup_s": t_setup / k, "optimise_s": t_opt / k, "total_s": total_s / k,
                          "per_step_s": t_opt / k / max(1, step)},
                 settings=run_settings(r.cfg, prompt=prompt), steps_run=step, stopped=stopped,
-                notice=self.scorer.notice))
+                notice=self.scorer.prompt_notice(prompt)))
         return outs
 
 

@@ -9,7 +9,8 @@ image as its preview) and then `LensLabels`; `iter_search(images, query, **setti
 **settings)` (image → image) yield a `Progress` for each gallery image they
 embed (that image as the preview, its similarity as the metric) and end with a `LensRanking`. Send "stop" (or
 close the generator) to end early: the ranking then holds the images embedded so far, with `stopped=True`.
-`classify`, `search` and `arithmetic` drain them. Settings and their limits are `LensConfig`; the tasks are
+`classify`, `search` and `arithmetic` drain them. Settings and their limits are each task's config
+(`LensClassifyConfig`, `LensSearchConfig`, `LensArithmeticConfig`, `LensImageSearchConfig`); the tasks are
 registered as `lens-classify`, `lens-search`, `lens-arithmetic` and `lens-image-search`; the
 persistent index of a folder is `pipelines/lens_index.py`.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -28,14 +30,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.registry import register
 from studio.images import MIN_SIDE, load_image, to_pil, to_tensor
 from studio.outputs import new_folder
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, json_safe
 from studio.prompts import TEMPLATE_SETS
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve
 
 MAX_LABELS = 200  # candidate labels per image: the prompt ensemble encodes labels × templates texts
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")  # what a download's name keeps of an upload's name
 MAX_GALLERY = 64  # images per search: each is embedded on every search (nothing is indexed)
 MAX_WEIGHT = 5.0  # largest arithmetic text weight accepted (the page's slider stops at 3)
 TEMPLATE_CHOICES = ("auto", *TEMPLATE_SETS)
@@ -43,19 +48,42 @@ TEMPLATE_CHOICES = ("auto", *TEMPLATE_SETS)
 
 @dataclass
 class LensConfig:
-    """Settings of the Lens tasks: defaults (with where they come from) and limits."""
+    """What every Lens task's settings hold; each task's config adds the settings it reads (and only those, so that
+    a setting a task would ignore is refused by name)."""
+
+    seed: int = param(0, 0, SEED_MAX, control=False,
+                      help="unused: every Lens task is deterministic; kept so that every task's settings have one")
+
+
+@dataclass
+class LensClassifyConfig(LensConfig):
+    """lens-classify: the prompt ensemble of its labels."""
 
     templates: str = param("auto", choices=TEMPLATE_CHOICES, label="Prompt templates",
                            help="prompt ensemble of the zero-shot labels: 'curated' (the 7 templates of CLIP's "
                                 "prompt-engineering notebook, Radford et al. 2021), 'imagenet' (its 80), 'shapes' "
                                 "(the demo CLIP's caption style) or 'none'; 'auto': 'shapes' for the demo CLIP, "
                                 f"else 'curated'. Used for the labels (at most {MAX_LABELS}) only")
+
+
+@dataclass
+class LensSearchConfig(LensConfig):
+    """lens-search: a text query ranks the gallery; nothing to set."""
+
+
+@dataclass
+class LensArithmeticConfig(LensConfig):
+    """lens-arithmetic: how far the texts move the query image."""
+
     weight: float = param(1.0, 0.0, MAX_WEIGHT, ui=(0.0, 3.0), step=0.1, label="Text weight",
                           help="arithmetic: query = image − weight·minus + weight·plus (unit embeddings), "
                                f"ranking a gallery of at most {MAX_GALLERY} images; 1.0: the plain "
                                "'dog − \"dog\" + \"cat\"' probe; 0: the image alone")
-    seed: int = param(0, 0, SEED_MAX, control=False,
-                      help="unused: every Lens task is deterministic; kept so that every task's settings have one")
+
+
+@dataclass
+class LensImageSearchConfig(LensConfig):
+    """lens-image-search: an image query ranks the gallery; nothing to set."""
 
 
 @dataclass
@@ -91,17 +119,31 @@ class LensRanking(Result):
     order: list[int] = field(default_factory=list)
     similarities: list[float] = field(default_factory=list)
     query: str = ""
+    names: list[str] = field(default_factory=list)  # in `order`: the file name of each image given as a path, or ""
+
+    def name(self, i: int) -> str:
+        return self.names[i] if i < len(self.names) else ""
 
     def image_metadata(self, i: int) -> dict[str, Any]:
         return {**self.metadata(), "rank": i + 1, "gallery_index": self.order[i],
-                "similarity": round(self.similarities[i], 4)}
+                "similarity": round(self.similarities[i], 4), **({"name": self.name(i)} if self.name(i) else {})}
 
     def save(self, folder: str | Path | None = None, video: str = "mp4", fps: float = 12.0) -> dict[str, Path]:
-        """The base files plus `<task>.json`: the query, the order and the similarities."""
+        """The base files plus `<task>.json`: the query, the order, the similarities and the names. An image given
+        as a file keeps its name in its PNG's: `<task>-<rank>-<name>.png` (issue 29: `lens-search-0.png`... said
+        nothing of which upload each was)."""
         out = _folder(folder, self.task)
         paths = super().save(out, video, fps)
+        for i in range(len(self.images)):
+            stem = _SAFE.sub("_", Path(self.name(i)).stem)[:60].strip("._")
+            if stem and f"png{i}" in paths:
+                named = paths[f"png{i}"].with_name(f"{self.task}-{i}-{stem}.png")
+                os.replace(paths[f"png{i}"], named)
+                paths[f"png{i}"] = named
         paths["json"] = _write_json(out / f"{self.task}.json", {"query": self.query, "order": self.order,
-                                                                "similarities": self.similarities})
+                                                                "similarities": self.similarities,
+                                                                "names": [self.name(i) for i in
+                                                                          range(len(self.order))]})
         return paths
 
 
@@ -177,7 +219,15 @@ class CLIPLensPipeline:
 
     def __init__(self, scorer: CLIPScorer, config: LensConfig | None = None):
         self.scorer = scorer
-        self.config = config or LensConfig()
+        self.config = config  # defaults for the settings a task's config shares with it (None: the configs')
+
+    def _resolve(self, kind: type, settings: dict[str, Any]) -> LensConfig:
+        """The task's own config (`kind`) with `settings` applied: a setting the task does not read is refused."""
+        base = kind()
+        if self.config is not None:
+            shared = {f.name for f in dataclasses.fields(kind)} & {f.name for f in dataclasses.fields(self.config)}
+            base = dataclasses.replace(base, **{n: getattr(self.config, n) for n in shared})
+        return resolve(base, settings)
 
     @classmethod
     def from_pretrained(cls, spec: str | None = None, device: str | None = None, **kwargs: Any) -> "CLIPLensPipeline":
@@ -194,7 +244,7 @@ class CLIPLensPipeline:
         """Zero-shot probabilities of `labels` for `image`, with a prompt-template ensemble: one step."""
         t0 = time.perf_counter()
         # 1. check inputs
-        cfg = resolve(self.config, settings)
+        cfg = self._resolve(LensClassifyConfig, settings)
         names = parse_labels(labels)
         x = _image_tensor(image, "image")
         templates = cfg.templates
@@ -222,12 +272,13 @@ class CLIPLensPipeline:
     def iter_search(self, images: Sequence[Any], query: str, **settings: Any) -> Iterator[Progress | LensRanking]:
         """Rank `images` by similarity to a text `query`: one step per image embedded."""
         t0 = time.perf_counter()
-        cfg = resolve(self.config, settings)
+        cfg = self._resolve(LensSearchConfig, settings)
         query = check_text(query, "query")
         gallery = self._gallery(images)
         with torch.no_grad(), oom_guard("CLIP Lens search"):
             q = self.scorer.encode_text([query])[0]
-        yield from self._rank(LensSearchRanking, gallery, q, query, {"query": query, **_settings(cfg)}, cfg, t0)
+        yield from self._rank(LensSearchRanking, gallery, q, query, {"query": query, **_settings(cfg)}, cfg, t0,
+                              self._names(images))
 
     # ---------------------------------------------------------------------------------------------- arithmetic
     def arithmetic(self, images: Sequence[Any], query_image: Any, minus: str | None = None,
@@ -241,7 +292,7 @@ class CLIPLensPipeline:
         w the `weight` setting: one step per image embedded."""
         t0 = time.perf_counter()
         # 1. check inputs
-        cfg = resolve(self.config, settings)
+        cfg = self._resolve(LensArithmeticConfig, settings)
         minus, plus = _optional_text(minus, "minus"), _optional_text(plus, "plus")
         if not minus and not plus:
             raise ValueError("`minus` and `plus` are both empty: give at least one text to subtract or add")
@@ -258,7 +309,7 @@ class CLIPLensPipeline:
         label = "image" + (f" − “{minus}”" if minus else "") + (f" + “{plus}”" if plus else "")
         # 3. rank the gallery
         yield from self._rank(LensArithmeticRanking, gallery, q, label,
-                              {"minus": minus, "plus": plus, **_settings(cfg)}, cfg, t0)
+                              {"minus": minus, "plus": plus, **_settings(cfg)}, cfg, t0, self._names(images))
 
     # -------------------------------------------------------------------------------------------- image search
     def image_search(self, images: Sequence[Any], query_image: Any, *, callback: Callable | None = None,
@@ -270,12 +321,12 @@ class CLIPLensPipeline:
                           ) -> Iterator[Progress | LensRanking]:
         """Rank `images` by similarity to `query_image` alone (image → image): one step per image embedded."""
         t0 = time.perf_counter()
-        cfg = resolve(self.config, settings)
+        cfg = self._resolve(LensImageSearchConfig, settings)
         x = _image_tensor(query_image, "query_image")
         gallery = self._gallery(images)
         with torch.no_grad(), oom_guard("CLIP Lens image search"):
             q = self.scorer.encode_image(x)[0]
-        yield from self._rank(LensImageRanking, gallery, q, "image", _settings(cfg), cfg, t0)
+        yield from self._rank(LensImageRanking, gallery, q, "image", _settings(cfg), cfg, t0, self._names(images))
 
     # ------------------------------------------------------------------------------------------------- helpers
     def _gallery(self, images: Any) -> list[tuple[Any, Image.Image]]:
@@ -297,8 +348,13 @@ class CLIPLensPipeline:
                 out.append((pil, pil))
         return out
 
+    @staticmethod
+    def _names(images: Sequence[Any]) -> list[str]:
+        """The file name of each gallery image given as a path (an upload keeps its name there), else ""."""
+        return [Path(im).name if isinstance(im, (str, os.PathLike)) else "" for im in images]
+
     def _rank(self, kind: type[LensRanking], gallery: list[tuple[Any, Image.Image]], q: torch.Tensor,
-              query: str, settings: dict[str, Any], cfg: LensConfig, t0: float
+              query: str, settings: dict[str, Any], cfg: LensConfig, t0: float, names: list[str] | None = None
               ) -> Iterator[Progress | LensRanking]:
         """Embed the gallery one image a step (similarity to the unit query `q`), then rank what was embedded."""
         sims: list[float] = []
@@ -315,7 +371,9 @@ class CLIPLensPipeline:
         t_embed = time.perf_counter() - t1
         order = sorted(range(len(sims)), key=lambda i: -sims[i])  # stable: ties keep the gallery order
         ranked = [sims[i] for i in order]
+        names = names or [""] * len(gallery)
         yield kind(images=[gallery[i][1] for i in order], order=order, similarities=ranked, query=query,
+                   names=[names[i] for i in order],
                    scores={"top_similarity": ranked[0]} if ranked else {}, seed=cfg.seed,
                    timings={"embed_s": t_embed, "per_step_s": t_embed / max(1, len(sims)),
                             "total_s": time.perf_counter() - t0},
@@ -332,19 +390,19 @@ def _load(clip: str | None = None, device: str | None = None) -> CLIPLensPipelin
 
 _GALLERY = Input("images", "images", help=f"the images to rank: a list of images (paths, PIL, arrays), at most "
                                           f"{MAX_GALLERY}")
-register(Task(name="lens-classify", title="Zero-shot labels (CLIP Lens)", config=LensConfig,
+register(Task(name="lens-classify", title="Zero-shot labels (CLIP Lens)", config=LensClassifyConfig,
               pipeline=CLIPLensPipeline, method="iter_classify", models=("clip",), load=_load,
               inputs=(Input("image", "image", help="the image to label"),
                       Input("labels", "text", help=f"candidate labels, comma or newline separated; at most "
                                                    f"{MAX_LABELS}"))))
-register(Task(name="lens-search", title="Text search over images (CLIP Lens)", config=LensConfig,
+register(Task(name="lens-search", title="Text search over images (CLIP Lens)", config=LensSearchConfig,
               pipeline=CLIPLensPipeline, method="iter_search", models=("clip",), load=_load,
               inputs=(_GALLERY, Input("query", "text", help="what to look for"))))
-register(Task(name="lens-arithmetic", title="Image − text + text (CLIP Lens)", config=LensConfig,
+register(Task(name="lens-arithmetic", title="Image − text + text (CLIP Lens)", config=LensArithmeticConfig,
               pipeline=CLIPLensPipeline, method="iter_arithmetic", models=("clip",), load=_load,
               inputs=(_GALLERY, Input("query_image", "image", help="the image to start from"),
                       Input("minus", "text", required=False, help="a text to subtract (e.g. dog)"),
                       Input("plus", "text", required=False, help="a text to add (e.g. cat)"))))
-register(Task(name="lens-image-search", title="Image → image search (CLIP Lens)", config=LensConfig,
+register(Task(name="lens-image-search", title="Image → image search (CLIP Lens)", config=LensImageSearchConfig,
               pipeline=CLIPLensPipeline, method="iter_image_search", models=("clip",), load=_load,
               inputs=(_GALLERY, Input("query_image", "image", help="the image to find the like of"))))

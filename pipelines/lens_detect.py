@@ -45,11 +45,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from pipelines.registry import register
 from studio.images import MIN_SIDE, load_image
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
 from studio.prompts import TEMPLATE_SETS
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
 MAX_QUERIES = 32  # texts per image: each proposal is compared with every query
 MAX_IMAGE_SIDE = 1024  # larger images are downscaled before anything (studio.images.WORK_SIDE)
@@ -467,13 +469,13 @@ class LensDetectPipeline:
                 e = e + scorer.encode_image(square_crops(xd, cd, cfg.context, scorer.image_size, fd))
                 self.crops_encoded += 2 * len(chunk)
                 sims = torch.cat([sims, 100.0 * (F.normalize(e, dim=-1) @ q.to(dev).T).float().cpu()])
-            kept = self._select(boxes[: len(sims)], sims, names, cfg)
+            kept = self._select(boxes[: len(sims)], sims, names, cfg, pil.width * pil.height)
             preview = draw_boxes(pil, *kept[:3])
             if (yield Progress(step + 1, total, preview, {"proposals": float(len(sims)),
                                                          "boxes": float(len(kept[0]))})) == "stop":
                 stopped = True
                 break
-        bxs, labels, scores, hidden = self._select(boxes[: len(sims)], sims, names, cfg)
+        bxs, labels, scores, hidden = self._select(boxes[: len(sims)], sims, names, cfg, pil.width * pil.height)
         yield LensDetections(image=draw_boxes(pil, bxs, labels, scores), source=pil, boxes=bxs, labels=labels,
                              box_scores=scores, queries=names, hidden=hidden, proposals=len(sims), detector="clip",
                              scores={"top_score": scores[0]} if scores else {}, seed=cfg.seed,
@@ -502,21 +504,32 @@ class LensDetectPipeline:
         return out[keep[: cfg.max_proposals]]
 
     @staticmethod
-    def _select(boxes: torch.Tensor, sims: torch.Tensor, names: list[str], cfg: LensDetectConfig
-                ) -> tuple[list[list[float]], list[str], list[float], int]:
-        """Each proposal takes its best query; per query NMS; then the threshold and `max_detections`."""
+    def _select(boxes: torch.Tensor, sims: torch.Tensor, names: list[str], cfg: LensDetectConfig,
+                image_area: float | None = None) -> tuple[list[list[float]], list[str], list[float], int]:
+        """Each proposal takes its best query; per query NMS; then the threshold and `max_detections`.
+
+        A box covering most of the image (over `LARGE_BOX` of `image_area`) must score more for its query than
+        every crop inside it: the whole canvas named "a red circle" at 25.2 while the circle's own box scored more
+        was the context speaking, not a detection (issue 29). Such a box is hidden and counted."""
         if len(sims) == 0:
             return [], [], [], 0
         score, label = sims.max(dim=1)
+        areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
         found: list[tuple[float, int, int]] = []
+        dropped = 0
         for qi in range(len(names)):
             idx = torch.nonzero(label == qi).flatten()
             if idx.numel():
                 for k in nms(boxes[idx], score[idx], cfg.nms_iou):
-                    found.append((float(score[idx[k]]), qi, int(idx[k])))
+                    i = int(idx[k])
+                    large = image_area and areas[i] > LARGE_BOX * image_area
+                    if large and _beaten_inside(boxes, areas, sims[:, qi], i):
+                        dropped += 1
+                        continue
+                    found.append((float(score[i]), qi, i))
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
         shown = [f for f in found if f[0] >= cfg.threshold]
-        hidden = len(shown) - len(shown[: cfg.max_detections]) + len(found) - len(shown)
+        hidden = len(shown) - len(shown[: cfg.max_detections]) + len(found) - len(shown) + dropped
         shown = shown[: cfg.max_detections]
         return ([[round(v, 2) for v in boxes[i].tolist()] for _, _, i in shown], [names[qi] for _, qi, _ in shown],
                 [s for s, _, _ in shown], hidden)
@@ -548,12 +561,25 @@ def _strip_article(text: str) -> str:
     return text
 
 
+LARGE_BOX = 0.5  # a box over this fraction of the image must beat the crops inside it (see `_select`)
+
+
+def _beaten_inside(boxes: torch.Tensor, areas: torch.Tensor, query_scores: torch.Tensor, i: int) -> bool:
+    """Whether some proposal lying inside box `i` (90 % of it within, at most half its area) scores at least as
+    much for the query as box `i` does."""
+    b = boxes[i]
+    iw = (torch.minimum(boxes[:, 2], b[2]) - torch.maximum(boxes[:, 0], b[0])).clamp(min=0)
+    ih = (torch.minimum(boxes[:, 3], b[3]) - torch.maximum(boxes[:, 1], b[1])).clamp(min=0)
+    inside = (iw * ih >= 0.9 * areas) & (areas <= 0.5 * areas[i]) & (areas > 0)
+    return bool((query_scores[inside] >= query_scores[i]).any())
+
+
 def _notice(notice: str | None, hidden: int, threshold: float) -> str | None:
     parts = [notice] if notice else []
     if hidden:
         parts.append(f"{hidden} weaker box{'es' if hidden != 1 else ''} hidden (below the score threshold "
                      f"{threshold:g}, or beyond the most boxes kept).")
-    return " ".join(parts) or None
+    return "\n\n".join(parts) or None  # paragraphs: the page's notice no longer glues the two lines together
 
 
 def draw_boxes(image: Image.Image, boxes: Sequence, labels: Sequence[str], scores: Sequence[float]) -> Image.Image:

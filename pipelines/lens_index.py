@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.registry import register
 from studio.hub import DEMO_CLIP
 from studio.images import load_image, resize_crop, to_tensor
 from studio.index import (
@@ -40,9 +41,10 @@ from studio.index import (
     thumbnail_png,
 )
 from studio.outputs import new_folder
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, json_safe
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import Input, Task, check_text, register, resolve, run_settings
+from studio.tasks import Input, Task, check_text, resolve, run_settings
 
 __all__ = ["CLIPIndexPipeline", "LensIndexConfig", "LensIndexSearchConfig", "LensIndexResult", "LensIndexHits",
            "clip_identity"]

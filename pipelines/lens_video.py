@@ -41,13 +41,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.registry import register
 from studio.images import load_image
-from studio.progress import Progress, Result, drain
+from studio.media import VIDEO_SUFFIXES
+from studio.progress import Progress, Result
 from studio.prompts import TEMPLATE_SETS
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")
 MAX_FRAMES = 20_000  # sampled frames per video (2 h at 1 fps is 7,200): the embeddings of each are kept
 MAX_VIDEO_BYTES = 8 * 1024**3
 MAX_PATCHES = 64  # patches per frame (a 720-px 16:9 frame at the defaults has 3)
@@ -469,11 +471,9 @@ class LensVideoPipeline:
             run = self._index(path, cfg)
             item = next(run)
             while not isinstance(item, tuple):
-                if (yield item) == "stop":
-                    stopped = True
-                    item = run.send("stop")
-                else:
-                    item = next(run)
+                sent = yield item  # the runner's "stop" goes on to the indexing loop, which ends with what it has
+                stopped = stopped or sent == "stop"
+                item = run.send(sent)
             emb, times, duration = item
             if cfg.use_cache and not stopped and len(times):
                 self.cache.put(key, emb.numpy(), {"times_s": times, "duration_s": duration, "spec": self.scorer.spec})

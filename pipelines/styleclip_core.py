@@ -35,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.registry import get_task
 from studio.generators import DEMO_GENERATOR
+from studio.media import MAX_FRAMES
 from studio.progress import Progress, Result
-from studio.tasks import SEED_MAX, get_task, param, resolve
+from studio.tasks import SEED_MAX, param, resolve
 
-MAX_FRAMES = 120  # video frames kept: the first ones and the last
 INVERT_TASK = "styleclip-invert"  # the registered task that turns an image into a start ("invert first")
 
 

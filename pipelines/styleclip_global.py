@@ -39,11 +39,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.registry import register
 from pipelines.styleclip_core import Start, StartConfig, StyleCLIPTaskPipeline, staged, start_after
 from studio.images import to_pil
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, json_safe
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
 GRID_SAMPLES = 4  # samples shown in a relevance result's image
 THUMB = 128  # px: their largest side

@@ -31,11 +31,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.registry import register
 from pipelines.styleclip_core import Start, StyleCLIPTaskPipeline, cap_frames, get_lr
 from studio.images import resize_crop, to_pil, to_tensor, to_uint8
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, Input, Task, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, param, resolve, run_settings
 
 
 class EncoderMissingError(ValueError):

@@ -43,12 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipelines.registry import register
 from pipelines.styleclip_core import EditOutput, StartConfig, StyleCLIPTaskPipeline, cap_frames, default_cache_dir
 from studio.generators.stylegan2 import EqualLinear, PixelNorm
 from studio.images import to_pil, to_uint8
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
 # (group, first W+ entry, end): StyleCLIP LevelsMapper's x[:, :4], x[:, 4:8], x[:, 8:]
 GROUPS: tuple[tuple[str, int, int | None], ...] = (("coarse", 0, 4), ("medium", 4, 8), ("fine", 8, None))

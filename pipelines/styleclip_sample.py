@@ -12,11 +12,13 @@ from typing import Any
 
 import torch
 
+from pipelines.registry import register
 from pipelines.styleclip_core import SampleConfig, Start, StyleCLIPTaskPipeline
 from studio.images import to_pil
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import Task, register, resolve, run_settings
+from studio.tasks import Task, resolve, run_settings
 
 
 @dataclass

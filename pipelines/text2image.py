@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from pipelines.registry import get_task, register
 from pipelines.text2image_core import Text2ImageSession, load_session
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
@@ -45,19 +46,9 @@ from pipelines.text2image_models import (
     check_size,
     preset_for,
 )
-from studio.progress import Progress, Result, drain
-from studio.tasks import (
-    SEED_MAX,
-    Input,
-    Task,
-    check_text,
-    check_texts,
-    get_task,
-    param,
-    register,
-    resolve,
-    run_settings,
-)
+from studio.progress import Progress, Result
+from studio.runner import drain
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
 
 @dataclass

@@ -12,6 +12,7 @@ second copy of the weights).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -295,7 +296,8 @@ class Text2ImageSession:
 
     # ------------------------------------------------------------------ one diffusers call, step by step
     def denoise(self, call: dict[str, Any], scheduler: str, what: str, on_step: Callable[[int], None] | None = None,
-                pipe: Any | None = None, steps: int | None = None, size: tuple[int, int] | None = None
+                pipe: Any | None = None, steps: int | None = None, size: tuple[int, int] | None = None,
+                blend: Callable[[Any, Any, torch.Tensor], torch.Tensor] | None = None
                 ) -> tuple[Any, torch.Tensor, float]:
         """One diffusers call under the lock: (output, final latents (b, C, h, w), seconds it took).
 
@@ -304,13 +306,16 @@ class Text2ImageSession:
         `num_inference_steps`; fewer for image-to-image, which skips the first ones). `on_step(step)` runs after each
         denoising step but the last (1-based; the last one ends with the decode, which the caller reports); raising
         `studio.progress.Stopped` there ends the call. `size`: (width, height) of the images (default the call's
-        `width` and `height`; image-to-image pipelines take the image's)."""
+        `width` and `height`; image-to-image pipelines take the image's). `blend(pipe, t, latents)`, when given,
+        replaces the latents after each step (latent-blending inpainting)."""
         pipe = pipe or self.pipe
         width, height = size or (call["width"], call["height"])
         final: dict[str, torch.Tensor] = {}
         steps = steps or call["num_inference_steps"]
 
         def step_end(_pipe, i, t, kw):
+            if blend is not None:
+                kw["latents"] = blend(_pipe, t, kw["latents"])
             final["latents"] = kw["latents"]
             if on_step is not None and i + 1 < steps:
                 on_step(i + 1)
@@ -333,7 +338,8 @@ class Text2ImageSession:
 
     def denoise_stepwise(self, call: dict[str, Any], scheduler: str, what: str,
                          progress: Callable[[int], Progress], pipe: Any | None = None, steps: int | None = None,
-                         size: tuple[int, int] | None = None
+                         size: tuple[int, int] | None = None,
+                         blend: Callable[[Any, Any, torch.Tensor], torch.Tensor] | None = None
                          ) -> Generator[Progress, str | None, tuple[tuple[Any, torch.Tensor, float] | None, bool]]:
         """`denoise` in a worker thread, yielding `progress(step)` after each denoising step but the last.
 
@@ -341,14 +347,15 @@ class Text2ImageSession:
         `studio.progress.iterate_callback`: the worker runs at most one step ahead, so at most two steps follow
         the last one the caller saw."""
         def run(report: Callable[[int], None]) -> tuple[Any, torch.Tensor, float]:
-            return self.denoise(call, scheduler, what, report, pipe, steps, size)
+            return self.denoise(call, scheduler, what, report, pipe, steps, size, blend)
 
         return (yield from iterate_callback(run, progress))
 
 
     def iterate_calls(self, calls: list[dict[str, Any]], steps: int, scheduler: str, what: str, prompt: str,
                       size: tuple[int, int], pipe: Any | None = None,
-                      finish: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+                      finish: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                      blend: Callable[[int, Any, Any, torch.Tensor], torch.Tensor] | None = None
                       ) -> Generator[Progress, str | None, Batches]:
         """Run diffusers calls (a batch of images each; `output_type="pt"`) one after another on the run protocol.
 
@@ -358,7 +365,7 @@ class Text2ImageSession:
         scorer has scored them against `prompt`, and previews its first image. A multi-step call runs in a worker
         thread (see `denoise_stepwise`). "stop" sent in ends it: a call cut short is dropped, so the returned
         `Batches` holds the finished calls. `what` names the work in an out-of-memory message; `size`: (width,
-        height) of the images."""
+        height) of the images; `blend(call index, pipe, t, latents)`: see `denoise`."""
         done_ = Batches()
         total = len(calls) * steps
         n = sum(len(call["prompt"]) for call in calls)
@@ -372,11 +379,12 @@ class Text2ImageSession:
                 done_.steps_run = _offset + step
                 return Progress(_offset + step, total, None, {"batch_step": step, "batch_steps": steps}, _stage)
 
+            mix = None if blend is None else functools.partial(blend, index)
             if steps == 1:  # nothing to report within the call: no thread
-                ran = self.denoise(call, scheduler, label, pipe=pipe, steps=steps, size=size)
+                ran = self.denoise(call, scheduler, label, pipe=pipe, steps=steps, size=size, blend=mix)
             else:
                 ran, done_.stopped = yield from self.denoise_stepwise(call, scheduler, label, progress, pipe, steps,
-                                                                      size)
+                                                                      size, mix)
                 if ran is None:  # stopped mid-call: this batch is dropped
                     break
             out, final, seconds = ran

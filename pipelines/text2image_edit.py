@@ -25,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipelines.registry import register
 from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session, load_start_image
 from pipelines.text2image_models import CHECKPOINTING, MAX_SIDE, thin_frames
 from studio.images import to_pil, to_uint8
-from studio.progress import Progress, Result, drain, json_safe
+from studio.progress import Progress, Result, json_safe
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 from PIL import Image
 
+from pipelines.registry import register
 from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session, load_start_image
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
@@ -38,9 +39,10 @@ from pipelines.text2image_models import (
     preset_for,
 )
 from studio.images import to_pil
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
 # A one-step model's img2img: 2 steps at strength 0.5 run one denoising step (SD-Turbo's model card).
 ONE_STEP_IMG2IMG = (2, 0.5)
@@ -207,9 +209,9 @@ class Text2ImageImg2ImgPipeline:
                 if cfg.strength == 1:  # text-to-image: the seed's noise, at the image's size
                     call.update(latents=noise[first:first + b].to(session.device, session.dtype), width=width,
                                 height=height)
-                else:  # diffusers takes a latent as the image and draws each image's noise from its generator
-                    call.update(image=z.to(session.device, session.dtype).expand(b, -1, -1, -1),
-                                strength=cfg.strength)
+                else:  # diffusers encodes the image and draws each image's noise from its generator (the
+                    # picture, not our latent: its pipeline takes only 4-channel latents as images)
+                    call.update(image=[start] * b, strength=cfg.strength)
                 calls.append(call)
             if cfg.strength == 1:
                 pipe, steps = session.pipe, cfg.num_steps

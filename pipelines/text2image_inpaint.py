@@ -1,11 +1,13 @@
 """Text to Image inpainting and outpainting: repaint the masked part of your picture, or extend its canvas.
 
-diffusers' inpainting pipeline for the model family (`AutoPipelineForInpainting.from_pipe`: the loaded components, no
-second copy of the weights) does the denoising: an inpainting model (a UNet with 9 input channels) sees the mask and
-the masked image; an ordinary text-to-image model (4 channels) is inpainted by latent blending (after every step the
-latent outside the mask is the image's own, noised to that step's level: Avrahami et al. 2023, "Blended Latent
-Diffusion"). Then, as AUTOMATIC1111 does and diffusers does not by default, the result is composited onto the input
-in pixels: **every pixel outside the mask is the input's, exactly** (the VAE round trip does not touch it).
+An inpainting model (a UNet with 9 input channels, which sees the mask and the masked image) runs diffusers'
+inpainting pipeline (`AutoPipelineForInpainting.from_pipe`: the loaded components, no second copy of the weights);
+any other text-to-image model, whatever its latent channels, is inpainted by latent blending on diffusers'
+image-to-image pipeline (after every step the latent outside the mask is the image's own, noised to the level the
+next step starts from: Avrahami et al. 2023, "Blended Latent Diffusion"; diffusers' inpainting pipeline does the
+same for 4-channel UNets only). Then, as AUTOMATIC1111 does and diffusers does not by default, the result is
+composited onto the input in pixels: **every pixel outside the mask is the input's, exactly** (the VAE round trip
+does not touch it).
 `mask_blur` feathers that composite inside the mask's edge only.
 
 - Mask: white (>= 128) repaints, black keeps; a mask with transparency (a painted layer) repaints where it is
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
+from pipelines.registry import register
 from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
@@ -50,9 +53,10 @@ from pipelines.text2image_models import (
     preset_for,
 )
 from studio.images import MAX_PIXELS, load_image
-from studio.progress import Progress, Result, drain
+from studio.progress import Progress, Result
+from studio.runner import drain
 from studio.scorer import oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
 SIDES = ("left", "right", "top", "bottom")
 
@@ -117,8 +121,8 @@ class InpaintOutput(Result):
     """Inpainted (or outpainted) images in seed order, each composited onto `source` (the input on its final canvas,
     the outpainted area filled with edge pixels) with `alpha`: pixels where alpha is 0 (outside the mask) are
     `source`'s exactly. `mask`: the repainted area (L, 255 = repainted) on the canvas. `seeds[i]`, `clip_scores[i]`
-    belong to `images[i]`; `latents` (N, C, h, w) float32 CPU: the VAE encoding of each final image (`edit` takes
-    it)."""
+    belong to `images[i]`. No latents: each image is a composite in pixels, which `edit` takes as an image (its VAE
+    encoding)."""
 
     task = "text2image-inpaint"
     source: Image.Image | None = None
@@ -129,7 +133,6 @@ class InpaintOutput(Result):
     prompt: str = ""
     model: str = ""
     clip_model: str | None = None
-    latents: torch.Tensor | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "seed": self.settings.get("seed", self.seed), "model": self.model,
@@ -318,6 +321,7 @@ class Text2ImageInpaintPipeline:
         part_mask = Image.fromarray(m).crop(box).resize(work, Image.Resampling.NEAREST) if cfg.padding else \
             Image.fromarray(m)
         _, generators = session.noise(seeds, work[1], work[0])
+        inpainting_model = session.latent_channels == 9  # a UNet that sees the mask and the masked image
 
         def composite(images: torch.Tensor, index: int) -> torch.Tensor:
             """(b, 3, h, w) generated in [0, 1] -> (b, 3, H, W) on the canvas: source outside the mask, exactly."""
@@ -334,23 +338,43 @@ class Text2ImageInpaintPipeline:
         calls = []
         for first in range(0, n, cfg.batch_size):
             b = len(seeds[first:first + cfg.batch_size])
-            calls.append(dict(prompt=[prompt] * b, negative_prompt=[negative] * b if negative else None,
-                              image=[part] * b, mask_image=[part_mask.convert("L")] * b, strength=cfg.strength,
-                              num_inference_steps=cfg.num_steps, guidance_scale=cfg.guidance_scale, width=work[0],
-                              height=work[1], generator=generators[first:first + b], output_type="pt"))
+            call = dict(prompt=[prompt] * b, negative_prompt=[negative] * b if negative else None, image=[part] * b,
+                        strength=cfg.strength, num_inference_steps=cfg.num_steps, guidance_scale=cfg.guidance_scale,
+                        generator=generators[first:first + b], output_type="pt")
+            if inpainting_model:
+                call.update(mask_image=[part_mask.convert("L")] * b, width=work[0], height=work[1])
+            calls.append(call)
         steps = min(int(cfg.num_steps * cfg.strength), cfg.num_steps)
-        done = yield from session.iterate_calls(calls, steps, cfg.scheduler, "inpainting", prompt, work,
-                                                pipe=session.variant("inpainting"), finish=composite)
+        blend = None
+        if not inpainting_model:  # any other model: diffusers' img2img with the known area blended in every step
+            with session.lock, torch.no_grad(), oom_guard(f"encoding of the {work[0]}x{work[1]} image"):
+                session.set_tiling(work[1], work[0])
+                known = session.encode(image_tensor([part]))  # (1, C, h, w)
+            keep_noise = session.noise(seeds, work[1], work[0])[0]  # (N, C, h, w): the known area's noise
+            repaint = torch.from_numpy(np.asarray(part_mask) > 0).float()[None, None]
+            repaint = F.adaptive_max_pool2d(repaint, known.shape[-2:])  # (1, 1, h, w): any masked pixel repaints
 
-        # 4. package the result, with the latent of each final image (for edit)
-        t0 = time.perf_counter()
-        latents = []
-        with session.lock, torch.no_grad(), oom_guard(f"encoding of {len(done.images)} inpainted image(s)"):
-            session.set_tiling(height, width)
-            for im in done.images:
-                latents.append(session.encode(image_tensor([im])).cpu())
-        timings = {**done.timings, "encode_s": time.perf_counter() - t0}
-        timings["total_s"] = time.perf_counter() - t_start
+            def blend(index: int, pipe: Any, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+                """Blended Latent Diffusion's step: outside the mask, the image's latent noised to the level the
+                next step starts from (diffusers' own inpainting does this for 4-channel UNets), clean after the
+                last step."""
+                first = index * cfg.batch_size
+                z = known.to(latents.device, latents.dtype).expand(len(latents), -1, -1, -1)
+                timesteps = pipe.scheduler.timesteps
+                later = (timesteps == t).nonzero()
+                k = int(later[0]) + 1 if len(later) else len(timesteps)
+                if k < len(timesteps):
+                    eps = keep_noise[first:first + len(latents)].to(latents.device, latents.dtype)
+                    z = pipe.scheduler.add_noise(z, eps, timesteps[k:k + 1])
+                m = repaint.to(latents.device, latents.dtype)
+                return m * latents + (1 - m) * z
+
+        done = yield from session.iterate_calls(
+            calls, steps, cfg.scheduler, "inpainting", prompt, work,
+            pipe=session.variant("inpainting" if inpainting_model else "image2image"), finish=composite, blend=blend)
+
+        # 4. package the result (no latents: the final images are composites, which edit takes as images)
+        timings = {**done.timings, "total_s": time.perf_counter() - t_start}
         kept = seeds[:len(done.images)]
         notice = "\n".join(notes + [getattr(session.scorer, "notice", None) or ""]).strip() or None
         yield InpaintOutput(
@@ -358,7 +382,7 @@ class Text2ImageInpaintPipeline:
             seeds=kept, clip_scores=done.scores, scores={"clip_score": max(done.scores)} if done.scores else {},
             seed=kept[0] if kept else cfg.seed, settings=run_settings(cfg, prompt=prompt), prompt=prompt,
             model=session.model_name, clip_model=session.clip_name,
-            latents=torch.cat(latents) if latents else torch.zeros(0), stopped=done.stopped,
+            stopped=done.stopped,
             steps_run=done.steps_run, timings=timings, notice=notice)
 
 

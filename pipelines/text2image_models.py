@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studio.media import MAX_FRAMES, thin_frames  # noqa: F401 — refine/edit thin their videos the studio's one way
+
 DEFAULT_MODEL = "stabilityai/sd-turbo"
+# The bundled demo model (studio/assets/models/shapes-diffusion/, a diffusers folder trained here on the demo shapes
+# by scripts/train_demo_diffusion.py): picked by this name, and the stand-in when the model cannot be had offline.
+DEMO_MODEL = "shapes-diffusion"  # = studio.hub.DEMO_T2I (not imported here: studio.hub imports torch)
 DEFAULT_SIDE = 512  # the image side when neither the preset nor a loaded model says otherwise (SD 1.x/2.x-base)
 MAX_SIDE = 1024  # SD 2.x/Turbo were trained at 512-768; larger sides mostly repeat content and cost quadratic memory
 MAX_BATCH = 8  # images per forward pass; more rarely fits a consumer GPU at 512x512
@@ -26,7 +31,6 @@ MAX_IMAGES = 64  # images (rerank candidates) per request
 MAX_STEPS = 100
 MAX_GUIDANCE = 30.0
 MAX_NEGATIVES = 8  # negative prompts per request (they are joined into one text of at most 77 tokens anyway)
-MAX_FRAMES = 120  # refine/edit frames kept for the video; more only makes the file bigger
 # Gradient checkpointing for refine/edit: "auto" turns it on on GPUs only (it trades compute for activation memory,
 # which a CPU with ample RAM does not need; on a CPU it slows small models several-fold).
 CHECKPOINTING = ("auto", "on", "off")
@@ -46,6 +50,8 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     "stabilityai/sd-turbo": ModelPreset(num_steps=1, guidance_scale=0.0, size=512, one_step=True),  # model card
     "stabilityai/sdxl-turbo": ModelPreset(num_steps=1, guidance_scale=0.0, size=512, one_step=True),  # model card
+    # made at 64x64; 20 DPM-Solver++ steps, guidance 5: the training script's oracle check settings (not tuned yet)
+    DEMO_MODEL: ModelPreset(num_steps=20, guidance_scale=5.0, size=64, one_step=False),
 }
 # Other Stable Diffusion models: guidance 7.5 is diffusers' default; 25 steps is ours (diffusers' default is 50).
 MULTI_STEP_PRESET = ModelPreset(num_steps=25, guidance_scale=7.5, size=None, one_step=False)
@@ -74,6 +80,21 @@ def preset_for(name: str | None) -> ModelPreset | None:
     return None
 
 
+def demo_model_folder() -> Path:
+    """The bundled demo model's diffusers folder (inside the `studio` package, so wheels carry it)."""
+    import studio
+
+    return Path(studio.__file__).resolve().parent / "assets" / "models" / DEMO_MODEL
+
+
+def demo_notice(name: str, tried: list[str], how: str) -> str:
+    """What the page says when the demo model stands in for `name` (worded as `studio.hub.clip_state` words the demo
+    CLIP's stand-in): what was tried, and how to supply the model."""
+    return (f"`{name}`: not cached here and it could not be had, so the bundled demo model `{DEMO_MODEL}` stands in "
+            f"(64x64; it knows shapes, colours and positions, nothing else). Tried: {'; '.join(tried) or 'nothing'}. "
+            f"To use `{name}`: {how}.")
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
@@ -89,15 +110,23 @@ def _from_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
 def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None = None, **load_kwargs: Any):
     """Load a diffusers text-to-image pipeline: explicit folder -> Hugging Face cache -> download.
 
-    `model` defaults to `STUDIO_T2I_MODEL`, then `DEFAULT_MODEL`. Downloads are skipped when `HF_HUB_OFFLINE` is set
-    or `local_files_only=True`. Returns `(pipeline, name, where)`; raises `studio.hub.WeightsNotFoundError` naming the
-    model, each place tried, and how to supply a local folder.
+    `model` defaults to `STUDIO_T2I_MODEL`, then `DEFAULT_MODEL`; `DEMO_MODEL` ("shapes-diffusion") is the bundled
+    demo folder. Downloads are skipped when `HF_HUB_OFFLINE` is set or `local_files_only=True`. Returns
+    `(pipeline, name, where)`; raises `studio.hub.WeightsNotFoundError` naming the model, each place tried, and how
+    to supply a local folder.
     """
     from diffusers import AutoPipelineForText2Image
 
     from studio.hub import WeightsNotFoundError, download_command, hub_reachable, offline
 
     name = model or os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
+    if name == DEMO_MODEL:
+        folder = demo_model_folder()
+        if not (folder / "model_index.json").is_file():
+            raise WeightsNotFoundError(name, [f"the bundled folder {folder}: not in this installation"],
+                                       "train it with `python scripts/train_demo_diffusion.py --out "
+                                       "studio/assets/models/shapes-diffusion` (see its model card)")
+        return _from_pretrained(AutoPipelineForText2Image, str(folder), **load_kwargs), name, "the bundled demo model"
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return _from_pretrained(AutoPipelineForText2Image, expanded, **load_kwargs), name, f"local folder {expanded}"
@@ -128,14 +157,6 @@ def resolve_pipeline(model: str | None = None, *, local_files_only: bool | None 
         except Exception as err:
             tried.append(f"download: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
     raise WeightsNotFoundError(name, tried, how)
-
-
-def thin_frames(frames: list, limit: int = MAX_FRAMES) -> list:
-    """At most `limit` frames: the first, the last and an even spread between."""
-    if len(frames) <= limit:
-        return frames
-    step = (len(frames) - 1) / (limit - 1)
-    return [frames[round(i * step)] for i in range(limit)]
 
 
 def check_size(width: int, height: int) -> None:

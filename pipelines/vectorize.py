@@ -46,13 +46,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.clipdraw import MAX_FRAMES
+from pipelines.registry import register
 from studio.images import load_image, to_pil, to_uint8
-from studio.progress import Progress, Result, drain
+from studio.media import MAX_FRAMES
+from studio.progress import Progress, Result
 from studio.render import Gradient, Scene, Topology, render, to_image, to_svg
 from studio.render.cost import MAX_RENDER_WORK, render_work
+from studio.runner import drain
 from studio.scorer import CLIPScorer, get_scorer, oom_guard
-from studio.tasks import SEED_MAX, Input, Task, check_text, param, register, resolve, run_settings
+from studio.tasks import SEED_MAX, Input, Task, check_text, param, resolve, run_settings
 
 MODES = ("fill", "stroke")
 PAINTS = ("solid", "gradient")

@@ -2,8 +2,9 @@
 
 This is the only place that joins models to the UI: each tab's `build(...)` receives plain functions made
 here. Run `python app.py --help` for the flags; every flag has an environment variable too (see README).
-The repository's top-level `app.py` (the Space's entry point) only calls `main` here, so an installed wheel
-carries the whole app.
+The repository's top-level `app.py` (the Space's entry point) and the `clip-studio` command both call
+`studio.cli.main`, whose serve command calls `serve` here (this module never imports the command line), so an
+installed wheel carries the whole app.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from typing import Callable
 
 import gradio as gr
 
+from studio.defaults import DEMO_CLIP, DEMO_GENERATOR
 from studio.device import pick_device
 from studio.hub import clip_state
+from studio.runner import ModelPool
 from studio.scorer import available_specs, get_scorer, is_loaded
 from studio.trust import Policy
 from studio.ui import latent_editing as latent_ui
 from studio.ui import lens as lens_ui
 from studio.ui import text2image as t2i_ui
 from studio.ui import vector_sketch as sketch_ui
-from studio.ui.common import configure, one_gpu_queue, page_text
+from studio.ui.common import ServerLimits, name_input_errors, one_gpu_queue, page_text
 
 log = logging.getLogger("studio")
 
@@ -89,7 +92,7 @@ def make_lens_functions(device: str | None, policy: Policy | None = None, index:
     image) is `index["search"]`, on the CLIP that made the index; `index["update"]` re-indexes it (local servers
     only); no index given, no `index` entry."""
     from pipelines.lens import MAX_GALLERY, CLIPLensPipeline
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     policy = policy or Policy()
 
@@ -161,29 +164,25 @@ def _index_functions(device: str | None, policy: Policy, folder: str) -> dict:
     return {"search": search, "update": None if policy.public else update, "describe": describe, "root": str(root)}
 
 
-def make_lens_video_detect_functions(device: str | None, policy: Policy | None = None) -> dict:
+def make_lens_video_detect_functions(device: str | None, policy: Policy | None = None,
+                                     pool: ModelPool | None = None) -> dict:
     """CLIP Lens's video moment search and open-vocabulary detection: the task generators on the shared scorer (or
-    a locally present OWL-ViT, loaded once), with their settings' specs and the detectors offered. CLIP specs are
-    checked against the server's `policy`."""
-    import threading
+    a locally present OWL-ViT, loaded once through the page's model `pool`), with their settings' specs and the
+    detectors offered. CLIP specs are checked against the server's `policy`."""
+    from pipelines.lens_detect import LensDetectPipeline, available_detectors
+    from pipelines.lens_video import LensVideoPipeline
+    from pipelines.registry import get_task
+    from studio.media import VIDEO_SUFFIXES
 
-    from pipelines.lens_detect import LensDetectPipeline, OwlDetector, available_detectors
-    from pipelines.lens_video import VIDEO_SUFFIXES, LensVideoPipeline
-    from studio.tasks import get_task
-
-    owls: dict[str, OwlDetector] = {}
-    lock = threading.Lock()
     detectors = available_detectors()
     policy = policy or Policy()
+    pool = pool or ModelPool()
+    detect_task = get_task("lens-detect")
 
-    def owl(name: str) -> OwlDetector:
+    def owl_pipeline(name: str) -> LensDetectPipeline:
         if name not in detectors:  # only what the operator's machine holds; never a typed path or a download
             raise ValueError(f"`detector` must be one of {detectors}, got {name!r}")
-        with lock:
-            if name not in owls:
-                owls.clear()  # keep one
-                owls[name] = OwlDetector.from_pretrained(name, device=device)
-            return owls[name]
+        return pool.get(detect_task, clip=None, detector=name, device=device)  # the pool keeps one detector
 
     @gpu
     def moments(spec, video, query, query_image, **settings):
@@ -195,7 +194,7 @@ def make_lens_video_detect_functions(device: str | None, policy: Policy | None =
         if detector in (None, "", "clip"):
             pipe = LensDetectPipeline(get_scorer(policy.check_clip(spec), device=device))
         else:
-            pipe = LensDetectPipeline(None, owl(detector))
+            pipe = owl_pipeline(detector)
         return (yield from pipe.iter_detect(image, queries, query_image=query_image, **settings))
 
     return {"video": {"run": moments, "specs": get_task("lens-video").specs(), "suffixes": list(VIDEO_SUFFIXES)},
@@ -205,7 +204,7 @@ def make_lens_video_detect_functions(device: str | None, policy: Policy | None =
 def make_sketch_functions(device: str | None, policy: Policy | None = None) -> dict[str, Callable]:
     """CLIPDraw, CLIPasso and Vectorize handlers: the registered tasks' generators, on the shared scorers (specs
     checked against the server's `policy`; Vectorize loads its CLIP only for a run with a CLIP term)."""
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     draw, sketch, vec = get_task("clipdraw"), get_task("clipasso"), get_task("vectorize")
     policy = policy or Policy()
@@ -242,7 +241,7 @@ LATENT_TASKS = ("styleclip-edit", "styleclip-global", "styleclip-invert", "style
 MAPPER_TASKS = ("styleclip-mapper", "styleclip-mapper-apply")  # StyleCLIP's latent mapper: train, apply
 
 
-def make_latent_functions(device: str | None, policy: Policy | None = None) -> dict:
+def make_latent_functions(device: str | None, policy: Policy | None = None, pool: ModelPool | None = None) -> dict:
     """StyleCLIP handlers for the Latent Editing tab; one pipeline (generator + CLIP) is kept, replaced when the
     user picks another pair. The runs (invert, edit, relevance, global_edit) return the pipeline's task generators
     (`Progress` items, then the result), which the tab drives with its Stop; `sample` is one generator pass.
@@ -250,9 +249,9 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
     The tab's state is `{"generator", "clip", "result"}`: the last sample, inversion or edit, which the next edit
     starts from (an edit's own start, so that edits do not pile up); a state from another generator or CLIP is
     ignored and the seed decides the start. `specs` are the tasks' settings, for the tab's controls. The generator
-    and CLIP specs are checked against the server's `policy` before anything loads."""
-    import threading
-
+    and CLIP specs are checked against the server's `policy` before anything loads; `pool`: the page's model
+    pool."""
+    from pipelines.registry import get_task
     from pipelines.styleclip import (
         GlobalDirectionOutput,
         InversionOutput,
@@ -261,24 +260,20 @@ def make_latent_functions(device: str | None, policy: Policy | None = None) -> d
         StyleCLIPPipeline,
     )
     from studio.generators import generator_state
-    from studio.tasks import get_task
 
-    pipes: dict = {}
-    lock = threading.Lock()
     policy = policy or Policy()
+    pool = pool or ModelPool()
 
     def get_pipeline(generator: str, clip: str) -> StyleCLIPPipeline:
         generator, clip = policy.check_generator(generator), policy.check_clip(clip)
-        with lock:
-            pipe = pipes.get((generator, clip))
-            # Build on first use, and again when the pipeline's CLIP is no longer the resident one (the demo model
-            # stood in and the real weights have since arrived, or the scorer was released to make room).
-            if pipe is None or pipe.scorer is not get_scorer(clip, device=device):
-                gr.Info(page_text(f"Loading generator {generator_state(generator)}; CLIP {clip_state(clip)}…"))
-                pipe = StyleCLIPPipeline.from_pretrained(generator, clip, device=device)  # a failure keeps the old
-                pipes.clear()  # a StyleGAN2 at 1024 is large: keep one
-                pipes[(generator, clip)] = pipe
-            return pipe
+        # Built on first use, and again when its CLIP is no longer the resident one (the demo model stood in and
+        # the real weights have since arrived, or the scorer was released); the pool keeps one (a StyleGAN2 at
+        # 1024 is large), and a failure keeps the old.
+        def announce() -> None:
+            gr.Info(page_text(f"Loading generator {generator_state(generator)}; CLIP {clip_state(clip)}…"))
+
+        return pool.get(StyleCLIPPipeline.from_pretrained, generator=generator, clip=clip, device=device,
+                        on_load=announce)
 
     def start(generator: str, clip: str, state) -> object:
         """What an edit starts from, from the tab's state (None: a random start from the seed)."""
@@ -345,24 +340,43 @@ def make_text2image_functions(device: str | None, clip: str) -> dict:
     """Text-to-image handlers that load the diffusers model on first use (start-up stays fast), with the settings
     of the model's family (`Text2ImageConfig.for_model`, read without loading it) for the tab's controls.
 
-    When the model is neither a local folder nor cached and cannot be downloaded, the tab shows why instead.
+    When the model is neither a local folder nor cached and cannot be downloaded, the bundled demo model
+    `shapes-diffusion` stands in, and the line under the tab's title says so before the first click (what was tried,
+    how to supply the model), as the demo CLIP does; without it the tab shows why instead.
     """
     import threading
 
+    from pipelines.registry import get_task
     from pipelines.text2image import Text2ImageConfig, Text2ImagePipeline
-    from pipelines.text2image_models import DEFAULT_MODEL, MULTI_STEP_PRESET, preset_for, resolve_pipeline
-    from studio.hub import diffusers_state, hf_cached_file, hub_reachable, offline
-    from studio.tasks import get_task, specs
+    from pipelines.text2image_models import (
+        DEFAULT_MODEL,
+        DEMO_MODEL,
+        MULTI_STEP_PRESET,
+        demo_model_folder,
+        demo_notice,
+        preset_for,
+        resolve_pipeline,
+    )
+    from studio.hub import WeightsNotFoundError, diffusers_state, hf_cached_file, hub_reachable, offline
+    from studio.tasks import specs
 
     name = os.environ.get("STUDIO_T2I_MODEL") or DEFAULT_MODEL
+    stand_in: str | None = None  # the notice, when the demo model stands in for `name`
 
     def t2i_state() -> str:  # what will really run, shown before the first click (asked again on each page load)
-        return f"Model: {diffusers_state(name)}  \nCLIP (reranking): {clip_state(clip)}"
+        model = stand_in or diffusers_state(name)
+        return f"Model: {model}  \nCLIP (reranking): {clip_state(clip)}"
 
-    local = os.path.isdir(os.path.expanduser(name)) or hf_cached_file(name, ("model_index.json",)) is not None
+    local = (name == DEMO_MODEL or os.path.isdir(os.path.expanduser(name))
+             or hf_cached_file(name, ("model_index.json",)) is not None)
     if not local and (offline() or not hub_reachable()):
         try:
             resolve_pipeline(name)  # raises without downloading, naming what was tried and how to supply it
+        except WeightsNotFoundError as err:
+            if not (demo_model_folder() / "model_index.json").is_file():
+                return {"load_error": str(err), "model": name, "model_state": t2i_state}
+            stand_in = demo_notice(name, err.tried, err.how)
+            name = DEMO_MODEL
         except (RuntimeError, ValueError, OSError) as err:
             return {"load_error": str(err), "model": name, "model_state": t2i_state}
     task_specs = {"text2image": specs(Text2ImageConfig.for_model(name)),
@@ -428,9 +442,10 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
     device = str(dev)
     cpu = _on_cpu(dev)  # controls start at settings a CPU finishes in minutes
     choices = policy.clip_choices(available_specs())
-    configure(custom_models=policy.custom_values, max_run_s=policy.max_run_s, delete_uploads=policy.public)
+    custom = policy.custom_values  # model dropdowns take typed values (a local server)
     ttl = policy.output_ttl_s
     cache = (int(min(ttl, 3600)), int(ttl)) if ttl else None  # Gradio's own cache: (every N s, older than M s)
+    pool = ModelPool()  # the page's resident pipelines (one per loader), built by the tasks' `load`
     with gr.Blocks(title="CLIP Creative Studio", delete_cache=cache) as demo:
         gr.Markdown(f"# CLIP Creative Studio\nCLIP-driven creation · running on **{device}** · default CLIP "
                     f"`{clip}`" + (" · public server: models from the operator's list" if policy.public else ""))
@@ -439,7 +454,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"],
                           specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state,
                           image_search=lens["image_search"], index=lens.get("index"),
-                          **make_lens_video_detect_functions(device, policy))
+                          custom_models=custom, **make_lens_video_detect_functions(device, policy, pool))
             from pipelines.clipdraw import COLOR_MODES
 
             sketch = make_sketch_functions(device, policy)
@@ -447,17 +462,20 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
                             draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
                             colour_modes=list(COLOR_MODES), loss_model_choices=policy.loss_choices(),
                             cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"],
-                            vectorize=sketch["vectorize"], vectorize_specs=sketch["vectorize_specs"])
+                            vectorize=sketch["vectorize"], vectorize_specs=sketch["vectorize_specs"],
+                            custom_models=custom)
             t2i_ui.build(**make_text2image_functions(device, clip))
             from studio.generators import available_generators
 
             generator = policy.default_generator
-            latent_ui.build(**make_latent_functions(device, policy),
+            latent_ui.build(**make_latent_functions(device, policy, pool),
                             generator_choices=policy.generator_choices(available_generators()),
                             default_generator=generator, clip_choices=choices,
-                            default_clip="shapes-clip" if generator == "demo-shapes" else clip, cpu=cpu,
-                            model_state=latent_state)
-    one_gpu_queue(demo)  # one GPU job at a time across every tab, not per endpoint
+                            default_clip=DEMO_CLIP if generator == DEMO_GENERATOR else clip, cpu=cpu,
+                            model_state=latent_state, custom_models=custom)
+    # one GPU job at a time across every tab, not per endpoint; every handler gets the server's limits
+    one_gpu_queue(demo, ServerLimits(custom_models=custom, max_run_s=policy.max_run_s, delete_uploads=policy.public))
+    name_input_errors(demo)  # what Gradio refuses before a handler is named like our own checks
     return demo
 
 
@@ -512,20 +530,3 @@ def serve(args, prog: str = "clip-studio") -> None:
         start_sweeper(policy.output_ttl_s)
     queue(demo, policy, args.concurrency, args.max_queue)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options(policy))
-
-
-def parse_args(argv: list[str] | None = None, prog: str | None = None):
-    from studio.cli import parse_serve_args
-
-    return parse_serve_args(argv, prog)
-
-
-def main(argv: list[str] | None = None, prog: str = "clip-studio") -> None:
-    """`clip-studio` (see `studio.cli`): the web app, or `run TASK ...`."""
-    from studio.cli import main as cli_main
-
-    cli_main(argv, prog)
-
-
-if __name__ == "__main__":
-    main()

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from studio import runner
+from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from studio.progress import json_safe, settings_json
+from studio.runner import StopFlag
 from studio.tasks import MAX_PROMPT_CHARS, SEED_MAX, Task
 
 MANIFEST = "manifest.jsonl"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")  # pipelines/lens_video.py reads these
 MAX_SEEDS = 10_000  # seeds in one --seeds range
 
 
@@ -90,6 +91,8 @@ def read_prompts(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any]]]:
 def find_images(pattern: str) -> list[Path]:
     """A folder (its image files, sorted) or a glob pattern (matches, sorted)."""
     p = Path(pattern).expanduser()
+    if not p.exists() and not glob.has_magic(pattern):
+        raise ValueError(f"`--images` {pattern!r} does not exist")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     else:
@@ -102,6 +105,8 @@ def find_images(pattern: str) -> list[Path]:
 def find_videos(pattern: str) -> list[Path]:
     """A video file, a folder (its video files, sorted) or a glob pattern (matches, sorted)."""
     p = Path(pattern).expanduser()
+    if not p.exists() and not glob.has_magic(pattern):
+        raise ValueError(f"`--videos` {pattern!r} does not exist")
     if p.is_file():
         return [p]
     if p.is_dir():
@@ -342,14 +347,18 @@ class Interrupt:
     manifest and the contact sheet are written. A second Ctrl-C interrupts at once."""
 
     def __init__(self) -> None:
-        self.flag = False
+        self.stop = StopFlag()  # what the runner reads between steps
         self._old: Any = None
+
+    @property
+    def flag(self) -> bool:
+        return self.stop.is_set()
 
     def __enter__(self) -> Interrupt:
         def handler(signum, frame):
             if self.flag:
                 raise KeyboardInterrupt
-            self.flag = True
+            self.stop.set()
 
         try:
             self._old = signal.signal(signal.SIGINT, handler)
@@ -440,19 +449,12 @@ def _run_group(task: Task, pipe: Any, group: list[Item], load_input: Callable[[s
         else:
             settings = {k: v for k, v in first.settings.items() if k != "seed"}
             gen = task.iterate_seeds(pipe, [i.settings["seed"] for i in group], **kwargs, **settings)
-        try:
-            progress = next(gen)
-            while not progress.done:
-                if on_step:
-                    on_step(first, progress)
-                progress = gen.send("stop" if interrupt.flag else None)
-        finally:
-            gen.close()
+        result = runner.run(gen, on_step and (lambda progress: on_step(first, progress)), stop=interrupt.stop)
     except ValueError as err:  # a bad item: its line says why, the run goes on
         return [(None, str(err))] * len(group)
     except RuntimeError as err:  # out of memory, missing weights: also this item's error
         return [(None, f"{type(err).__name__}: {err}")] * len(group)
-    results = progress.results if len(group) > 1 else [progress]
+    results = result.results if len(group) > 1 else [result]
     return [(r, None) for r in results]
 
 
@@ -523,16 +525,69 @@ def _first_png(line: dict) -> str | None:
     return next((v for v in files.values() if v.endswith(".png")), None)
 
 
+def _label(line: dict) -> str:
+    """What an item was made from: its prompt, else the name of its first text input (an image's file name)."""
+    texts = [v for v in line["inputs"].values() if isinstance(v, str)]
+    return str(line["inputs"].get("prompt") or (Path(texts[0]).name if texts else ""))
+
+
+def sheet_order(lines: list[dict]) -> list[dict]:
+    """The contact sheet's order: the items of one prompt (or input) together, in the order the inputs came, and
+    within each the best score first. Scores of different prompts are not comparable (CLIP scores "a cat on a sofa"
+    above "a red circle" for drawings of neither), so they are never ranked against each other (issue 29)."""
+    first: dict[str, int] = {}
+    for i, ln in enumerate(lines):
+        first.setdefault(_label(ln), i)
+    return sorted(lines, key=lambda ln: (first[_label(ln)], -_score(ln)))
+
+
+SHEET_BORDER = 4  # white margin around each cell of grid.png, inside a grey frame
+SHEET_CAPTION = 30  # pixels of caption under each cell: the prompt (or input), then seed and score
+
+
+def _sheet_cell(out: Path, line: dict, thumb: int) -> Any:
+    """One cell of grid.png: the result (and, for a task made from an image, that image on its left), framed, with
+    its prompt or input name, seed and score written under it."""
+    from PIL import Image, ImageDraw
+
+    parts = []
+    source = line["inputs"].get("image")
+    if isinstance(source, str) and Path(source).is_file():
+        try:
+            with Image.open(source) as im:
+                parts.append(im.convert("RGB"))
+        except OSError:  # an unreadable source: the result alone
+            pass
+    with Image.open(out / _first_png(line)) as im:
+        parts.append(im.convert("RGB"))
+    for im in parts:
+        im.thumbnail((thumb, thumb))
+    b = SHEET_BORDER
+    cell = Image.new("RGB", (len(parts) * thumb + 2 * b, thumb + 2 * b + SHEET_CAPTION), "white")
+    draw = ImageDraw.Draw(cell)
+    for k, im in enumerate(parts):
+        x, y = b + k * thumb + (thumb - im.width) // 2, b + (thumb - im.height) // 2
+        cell.paste(im, (x, y))
+        draw.rectangle((b + k * thumb, b, b + (k + 1) * thumb - 1, b + thumb - 1), outline=(170, 170, 170))
+    score = _score(line)
+    chars = cell.width // 6  # PIL's default font is about 6 px a character
+    label = _label(line)
+    draw.text((b, b + thumb + 2), label if len(label) <= chars else label[: chars - 1] + "…", fill="black")
+    draw.text((b, b + thumb + 15), f"seed {line.get('seed')}" + (f" · score {score:.1f}" if score != float("-inf")
+                                                                  else ""), fill=(80, 80, 80))
+    return cell
+
+
 def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) -> tuple[Path, Path]:
-    """index.html (thumbnails with prompt, seed and score, best first, linking the files) and grid.png."""
+    """index.html (thumbnails with prompt, seed and score, grouped by prompt and best first within one, linking the
+    files) and grid.png."""
     from PIL import Image
 
-    ok = sorted((ln for ln in lines if ln.get("error") is None and _first_png(ln)), key=_score, reverse=True)
+    ok = sheet_order([ln for ln in lines if ln.get("error") is None and _first_png(ln)])
     cards = []
     for ln in ok:
         png = _first_png(ln)
-        texts = [v for v in ln["inputs"].values() if isinstance(v, str)]
-        label = ln["inputs"].get("prompt") or (Path(texts[0]).name if texts else "")
+        label = _label(ln)
         score = _score(ln)
         links = " ".join(f'<a href="{html.escape(p)}">{html.escape(k)}</a>' for k, p in ln["files"].items())
         cards.append(f'<figure><a href="{html.escape(png)}"><img src="{html.escape(png)}" width="{thumb}"></a>'
@@ -540,20 +595,24 @@ def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) ->
                      f"{f' · score {score:.2f}' if score != float('-inf') else ''}<br>{links}</figcaption></figure>")
     failed = [ln for ln in lines if ln.get("error") is not None]
     errors = "".join(f"<li>{html.escape(ln['folder'])}: {html.escape(str(ln['error']))}</li>" for ln in failed)
+    notices = list(dict.fromkeys(str(ln["notice"]) for ln in lines if ln.get("notice")))  # the demo model's, ...
     page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif}figure{display:inline-block;margin:6px;width:"
-            f"{thumb}px;vertical-align:top;font-size:12px}}</style><h1>{html.escape(title)}</h1>"
-            f"<p>{len(ok)} results, best first; {len(failed)} failed.</p>{''.join(cards)}"
+            f"{thumb}px;vertical-align:top;font-size:12px}}.notice{{background:#fff4d6;padding:6px}}</style>"
+            f"<h1>{html.escape(title)}</h1>"
+            + "".join(f"<p class='notice'>⚠️ {html.escape(n)}</p>" for n in notices)
+            + f"<p>{len(ok)} results, by prompt (or input) and best first within each; {len(failed)} failed.</p>"
+            f"{''.join(cards)}"
             + (f"<h2>Failed</h2><ul>{errors}</ul>" if failed else ""))
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
-    cols = max(1, min(8, len(ok)))
-    rows = max(1, -(-len(ok) // cols))
-    grid = Image.new("RGB", (cols * thumb, rows * thumb), "white")
-    for i, ln in enumerate(ok):
-        with Image.open(out / _first_png(ln)) as im:
-            im = im.convert("RGB")
-            im.thumbnail((thumb, thumb))
-            grid.paste(im, ((i % cols) * thumb, (i // cols) * thumb))
+    cells = [_sheet_cell(out, ln, thumb) for ln in ok]
+    cw = max([c.width for c in cells], default=thumb)
+    ch = max([c.height for c in cells], default=thumb)
+    cols = max(1, min(8 if cw <= thumb + 2 * SHEET_BORDER else 4, len(cells)))
+    rows = max(1, -(-len(cells) // cols))
+    grid = Image.new("RGB", (cols * cw, rows * ch), "white")
+    for i, cell in enumerate(cells):
+        grid.paste(cell, ((i % cols) * cw, (i // cols) * ch))
     grid.save(out / "grid.png")
     return index, out / "grid.png"

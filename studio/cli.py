@@ -10,24 +10,41 @@ lists the task's settings, which come from its config dataclass (names, types, d
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-MAX_BATCH = 32  # seeds in one batched run (pipelines.clipdraw.MAX_SEED_BATCH; each seed holds its own graph)
+from studio.defaults import DEFAULT_CLIP, DEMO_CLIP, DEMO_GENERATOR
+from studio.tasks import MAX_SEED_BATCH
+
 MODEL_FLAGS = {  # model kind (Task.models) -> (flag, environment variable, default, help)
-    "clip": ("--clip", "STUDIO_CLIP", "ViT-B-32/openai", "CLIP spec: ARCH/TAG, ARCH:/path/weights or shapes-clip"),
+    "clip": ("--clip", "STUDIO_CLIP", DEFAULT_CLIP, f"CLIP spec: ARCH/TAG, ARCH:/path/weights or {DEMO_CLIP}"),
     "loss_clip": ("--loss-clip", None, None, "CLIPasso's loss CLIP (a ResNet such as RN101/openai; default: --clip)"),
-    "generator": ("--generator", "STUDIO_STYLEGAN", "demo-shapes", "StyleGAN2: a registry name or a checkpoint path"),
+    "generator": ("--generator", "STUDIO_STYLEGAN", DEMO_GENERATOR, "StyleGAN2: a registry name or a checkpoint path"),
     "t2i": ("--model", "STUDIO_T2I_MODEL", None, "diffusers text-to-image model: a repo id or a folder"),
     "mapper": ("--mapper", None, None, "a trained StyleCLIP latent mapper: .safetensors from styleclip-mapper, or "
                "one of StyleCLIP's published .pt mappers"),
     "detector": ("--detector", "STUDIO_DETECTOR", None, "lens-detect's detector: clip (CLIP-named regions, the "
                  "default) or an OWL-ViT / OWLv2 repo id or folder"),
 }
+
+
+COMMANDS = ("run", "index", "search", "serve")
+COMMANDS_HELP = """  run TASK ...     run a task over prompts, images and seeds (`clip-studio run --help` lists the
+                   tasks, `clip-studio run TASK --help` its settings)
+  index DIR        index a folder's images for search
+  search QUERY     search an indexed folder (--index DIR)
+  serve            start the web app (the default: `clip-studio` alone does it)"""
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """" (did you mean 'search'?)" for a near miss of one of `choices`, else ""."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # ------------------------------------------------------------------------------------------------------- serve
@@ -49,8 +66,9 @@ def _env_int(name: str) -> int | None:
 
 
 def parse_serve_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description="CLIP Creative Studio: start the web app. "
-                                "`clip-studio run TASK --help` runs a task from the command line instead.")
+    p = argparse.ArgumentParser(prog=prog, description="CLIP Creative Studio: start the web app (the flags below).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"commands:\n{COMMANDS_HELP}")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on (0.0.0.0 for all); env GRADIO_SERVER_NAME")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
@@ -184,7 +202,8 @@ def run_parser(task, prog: str, model: str | None = None) -> argparse.ArgumentPa
     group = p.add_argument_group("settings (from the task's config; default shown)")
     for name, spec in task_specs(task, model).items():
         limits = f"; {_range(spec)}" if _range(spec) else ""
-        text = f"{spec.help} (default {spec.default!r}{limits})".replace("%", "%%")  # argparse formats help with %
+        cpu = f", {spec.cpu_default!r} on a CPU" if spec.cpu_default is not None else ""
+        text = f"{spec.help} (default {spec.default!r}{cpu}{limits})".replace("%", "%%")  # argparse formats with %
         kw: dict[str, Any] = {"dest": f"setting_{name}", "default": None, "help": text}
         if spec.kind == "bool":
             group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kw)
@@ -206,7 +225,7 @@ def run_main(argv: list[str], prog: str = "clip-studio") -> int:
     pre.add_argument("task", nargs="?")
     known, _ = pre.parse_known_args(argv)
     if known.task is None or known.task.startswith("-"):
-        from studio.tasks import task_names
+        from pipelines.registry import task_names
 
         names = task_names()
         if "-h" in argv or "--help" in argv:
@@ -214,7 +233,7 @@ def run_main(argv: list[str], prog: str = "clip-studio") -> int:
             return 0
         print(f"{prog} run: error: name a task: {', '.join(names)}", file=sys.stderr)
         return 2
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     try:
         task = get_task(known.task)
@@ -252,6 +271,22 @@ def _settings_from(args: argparse.Namespace, task) -> dict[str, Any]:
     return settings
 
 
+def _cpu_start(task, settings: dict[str, Any], device: str | None) -> str:
+    """On a CPU, the settings not given start where the page's controls start (`ParamSpec.cpu_default`: the papers'
+    settings take a GPU; CLIPDraw's 256 strokes × 1000 steps took many minutes); returns the line that says so."""
+    smaller = {n: s for n, s in task.specs().items() if s.cpu_default is not None and n not in settings}
+    if not smaller:
+        return ""
+    from studio.device import pick_device
+
+    if pick_device(device).type != "cpu":
+        return ""
+    settings.update({n: s.cpu_default for n, s in smaller.items()})
+    now = ", ".join(f"{_flag(n)} {s.cpu_default}" for n, s in smaller.items())
+    paper = " ".join(f"{_flag(n)} {s.default}" for n, s in smaller.items())
+    return f"on the CPU the settings start smaller, as on the page: {now} (the defaults: {paper})"
+
+
 def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     from studio import batch
 
@@ -265,6 +300,7 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     if getattr(args, "videos", None):
         images = batch.find_videos(args.videos)
     settings = _settings_from(args, task)
+    cpu_note = _cpu_start(task, settings, args.device)
     seeds = batch.parse_seeds(args.seeds) if args.seeds else [int(settings.get("seed", task.specs()["seed"].default))]
     settings.pop("seed", None)
     models = {kind: getattr(args, kind) or MODEL_FLAGS[kind][2] for kind in task.models}
@@ -279,17 +315,22 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
     masks = batch.match_masks(images or [], args.masks) if getattr(args, "masks", None) else None
     items = batch.plan(task, prompts=prompts, images=images, seeds=seeds, settings=settings, models=models,
                        fixed=fixed, masks=masks)
-    if not 1 <= args.batch <= MAX_BATCH:
-        raise ValueError(f"`--batch` must be in [1, {MAX_BATCH}], got {args.batch}")
+    if not 1 <= args.batch <= MAX_SEED_BATCH:
+        raise ValueError(f"`--batch` must be in [1, {MAX_SEED_BATCH}], got {args.batch}")
     task.check_batch(args.batch)  # before any model loads
+    if cpu_note:
+        print(f"{prog} run: {cpu_note}", file=sys.stderr)
 
     state = _accelerate_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     out.mkdir(parents=True, exist_ok=True)
     device = str(state.device) if state is not None and world > 1 else args.device
     logging.getLogger("studio").setLevel(logging.WARNING)
+    from studio.runner import ModelPool
+
     try:
-        pipe = task.load(**{k: v for k, v in models.items() if k in task.models}, **load_options, device=device)
+        pipe = ModelPool().get(task, **{k: v for k, v in models.items() if k in task.models}, **load_options,
+                               device=device)
     except (RuntimeError, OSError) as err:  # weights that cannot be found or loaded: say which, how to fix
         print(f"{prog} run: error: {str(err).splitlines()[0] if args.quiet else err}", file=sys.stderr)
         return 2
@@ -308,7 +349,8 @@ def run_batch(task, args: argparse.Namespace, prog: str) -> int:
 
     def on_step(item, progress):
         if bar is not None:
-            bar.set_postfix_str(f"{item.folder} step {progress.step}/{progress.total}", refresh=False)
+            bar.set_postfix_str(f"{item.folder} step {progress.step}/{progress.total} · {progress.clock.line()}",
+                                refresh=False)
             bar.refresh() if progress.preview is not None else None
 
     def on_item(item, line, status):
@@ -422,10 +464,12 @@ def search_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _load_index_pipeline(spec: str, device: str | None):
-    from pipelines.lens_index import CLIPIndexPipeline
+    """The index's pipeline, from the task table (lens-index and lens-index-search share it) through the pool."""
+    from pipelines.registry import get_task
+    from studio.runner import ModelPool
 
     logging.getLogger("studio").setLevel(logging.WARNING)
-    return CLIPIndexPipeline.from_pretrained(spec, device=device)
+    return ModelPool().get(get_task("lens-index"), clip=spec, device=device)
 
 
 def index_main(argv: list[str], prog: str = "clip-studio") -> int:
@@ -447,18 +491,19 @@ def index_main(argv: list[str], prog: str = "clip-studio") -> int:
 
         from studio.batch import Interrupt
 
+        def on_progress(progress):
+            if bar is not None and "images_total" in progress.metrics:
+                bar.total = progress.metrics["images_total"]
+                bar.n = progress.metrics["images_done"]
+                bar.set_postfix_str(progress.clock.line(), refresh=False)
+                bar.refresh()
+
+        from studio import runner
+
         with Interrupt() as interrupt:  # Ctrl-C stops after the batch in progress, keeping what was indexed
-            run = pipe.iter_index(folder, **settings)
             try:
-                item = next(run)
-                while not item.done:
-                    if bar is not None and "images_total" in item.metrics:
-                        bar.total = item.metrics["images_total"]
-                        bar.n = item.metrics["images_done"]
-                        bar.refresh()
-                    item = run.send("stop" if interrupt.flag else None)
+                item = runner.run(pipe.iter_index(folder, **settings), on_progress, stop=interrupt.stop)
             finally:
-                run.close()
                 if bar is not None:
                     bar.close()
     except (ValueError, RuntimeError, OSError) as err:
@@ -512,6 +557,12 @@ def search_main(argv: list[str], prog: str = "clip-studio") -> int:
 # -------------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None, prog: str = "clip-studio") -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    import warnings
+
+    from studio.scorer import DemoModelWarning
+
+    # a demo stand-in is said once, by the scorer's log line; the Python warning (with a source line) repeated it
+    warnings.simplefilter("ignore", DemoModelWarning)
     if argv and argv[0] == "run":
         raise SystemExit(run_main(argv[1:], prog))
     if argv and argv[0] == "index":
@@ -520,6 +571,10 @@ def main(argv: list[str] | None = None, prog: str = "clip-studio") -> None:
         raise SystemExit(search_main(argv[1:], prog))
     if argv and argv[0] == "serve":
         argv = argv[1:]
+    elif argv and not argv[0].startswith("-"):  # the web app takes no word of its own: a mistyped command
+        print(f"{prog}: error: unknown command {argv[0]!r}{_did_you_mean(argv[0], COMMANDS)}; commands: "
+              f"{', '.join(COMMANDS)}", file=sys.stderr)
+        raise SystemExit(2)
     args = parse_serve_args(argv, prog)
     from studio.app import serve
 

@@ -13,8 +13,10 @@ from typing import Sequence
 
 import torch
 
+from studio.defaults import DEMO_CLIP  # noqa: F401 — the bundled demo CLIP, named in studio/defaults.py
+
 MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"  # inside the package, so wheels carry it
-DEMO_CLIP = "shapes-clip"  # the bundled demo CLIP (studio/assets/models/shapes-clip.*), trained on synthetic shapes
+DEMO_T2I = "shapes-diffusion"  # the bundled demo diffusion model (a diffusers folder there), trained on the same
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 # File names open_clip uses on the Hugging Face Hub, safest first.
 _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -48,6 +50,14 @@ class ClipSource:
     @property
     def is_demo(self) -> bool:
         return self.kind == "demo"
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    """" (did you mean 'openai'?)" for a near miss of one of `choices`, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def offline() -> bool:
@@ -261,6 +271,10 @@ def clip_state(spec: str) -> str:
 def diffusers_state(name: str) -> str:
     """What a diffusers model name will really load, said before anything loads (as `clip_state` says it for a
     CLIP): a local folder, the Hugging Face cache, a download to come, or what is missing and why."""
+    if name == DEMO_T2I:
+        if not (MODELS_DIR / DEMO_T2I / "model_index.json").is_file():
+            return f"`{name}`: the bundled demo model is not in this installation, so it cannot be loaded"
+        return f"`{name}`: the bundled demo model (64x64; it knows shapes, colours and positions, nothing else)"
     folder = Path(name).expanduser()
     if folder.is_dir():
         return f"`{name}`: a local folder; loaded on first use"
@@ -306,8 +320,9 @@ def resolve_clip(spec: str, allow_demo: bool = True, download: bool = True) -> C
     # The QuickGELU variant of an architecture is named "-quickgelu"; the plain name with an OpenAI tag needs it.
     if arch not in open_clip.list_models():
         raise ValueError(
-            f"`spec` {spec!r}: unknown architecture {arch!r}. Use '{DEMO_CLIP}', 'ARCH/TAG' with ARCH one of "
-            f"open_clip.list_models() (e.g. 'ViT-B-32/openai', 'RN101/openai'), or 'ARCH:/path/to/weights'"
+            f"`spec` {spec!r}: unknown architecture {arch!r}{_did_you_mean(arch, open_clip.list_models())}. Use "
+            f"'{DEMO_CLIP}', 'ARCH/TAG' with ARCH one of open_clip.list_models() (e.g. 'ViT-B-32/openai', "
+            "'RN101/openai'), or 'ARCH:/path/to/weights'"
         )
     tags = open_clip.list_pretrained_tags_by_model(arch)
     random_notice = (f"CLIP {spec!r} has random weights (no pretrained tag): it has learnt nothing, so its labels "
@@ -325,7 +340,11 @@ def resolve_clip(spec: str, allow_demo: bool = True, download: bool = True) -> C
             raise WeightsNotFoundError(spec, [f"local file {path} (missing)"], "check the path")
         return ClipSource(spec=spec, arch=arch, weights=path, kind="local")
     if tag not in tags:
-        raise ValueError(f"`spec` {spec!r}: unknown pretrained tag {tag!r} for {arch}; valid tags: {tags}")
+        close = _did_you_mean(tag, tags)
+        # a near miss gets the one suggestion, not the ~20 tags (issue 29: the page showed the list three times)
+        raise ValueError(f"`spec` {spec!r}: unknown pretrained tag {tag!r} for {arch}"
+                         + (f"{close}; {len(tags)} tags in open_clip.list_pretrained_tags_by_model({arch!r})"
+                            if close else f"; valid tags: {', '.join(tags)}"))
 
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     common = dict(spec=spec, arch=arch, quick_gelu=bool(cfg.get("quick_gelu", False)),

@@ -29,6 +29,11 @@ def _bytes_per_pixel(mode: str) -> int:
     return 4
 
 
+def _file_name(image: Any) -> str:
+    """How a message names the image: the file's own name (not the server's temp path), else "the data"."""
+    return repr(os.path.basename(os.fspath(image))) if isinstance(image, (str, os.PathLike)) else "the data"
+
+
 def load_image(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> Image.Image:
     """Any of PIL image, path, bytes, (H,W[,C]) array → RGB PIL image.
 
@@ -60,8 +65,14 @@ def load_image(image: Any, name: str = "image", max_side: int = WORK_SIDE) -> Im
         if opened and img.format == "JPEG":
             img.draft("RGB", (max_side, max_side))  # JPEG decodes at 1/2, 1/4 or 1/8 size when that is enough
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"`{name}` could not be read as an image ({type(err).__name__}: {err})") from None
+    except UnidentifiedImageError:
+        # the file's own name, not the server's temp path, and no exception name (issue 29)
+        raise ValueError(f"`{name}` could not be read as an image: {_file_name(image)} is not in an image format "
+                         "this reads (PNG, JPEG, WebP, GIF, BMP, TIFF, ...)") from None
+    except (OSError, SyntaxError) as err:
+        why = str(err).replace(os.fspath(image), "") if isinstance(image, (str, os.PathLike)) else str(err)
+        raise ValueError(f"`{name}` could not be read as an image: {_file_name(image)} looks damaged or cut short "
+                         f"({why.strip(' :')})") from None
     except Image.DecompressionBombError as err:
         raise ValueError(f"`{name}` is too large to decode safely: {err}") from None
     if min(img.size) < MIN_SIDE:

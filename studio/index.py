@@ -31,11 +31,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from studio.media import IMAGE_SUFFIXES
 from studio.tasks import MAX_PROMPT_CHARS, SEED_MAX, param
 
 INDEX_DIRNAME = ".clip-studio-index"  # inside the indexed folder; hidden, so scans skip it
 TABLE, SKIPPED_TABLE = "images", "skipped"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # as studio.batch
 MAX_IMAGES = 2_000_000  # files one folder may hold (the scan itself is bounded by it)
 MAX_TOP_K = 1000
 MAX_TERMS = 16  # terms of one arithmetic query

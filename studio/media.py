@@ -12,6 +12,18 @@ from PIL import Image, PngImagePlugin
 
 from studio.images import to_uint8
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # what a folder's images are
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")  # what lens-video reads
+MAX_FRAMES = 120  # frames a result keeps for its video; more only makes the file bigger
+
+
+def thin_frames(frames: list, limit: int = MAX_FRAMES) -> list:
+    """At most `limit` frames: the first, the last and an even spread between (the one way every task thins)."""
+    if len(frames) <= limit:
+        return frames
+    step = (len(frames) - 1) / (limit - 1)
+    return [frames[round(i * step)] for i in range(limit)]
+
 # PNG text chunk holding our JSON settings; "parameters" is what other SD tools write, so we add a readable copy.
 METADATA_KEY = "clip-studio"
 MAX_METADATA_CHARS = 256 * 1024  # a run's settings are a few KB (prompts are at most a few thousand characters)

@@ -1,4 +1,4 @@
-"""The run protocol every task shares: one progress item, one result base, `drain`, and one thread bridge.
+"""The run protocol every task shares: one progress item, one result base, and one thread bridge.
 
 A task is a generator (`pipeline.iterate(...)` or a named `iter_*` method) that
 
@@ -6,8 +6,9 @@ A task is a generator (`pipeline.iterate(...)` or a named `iter_*` method) that
 * accepts `"stop"` sent into it (or `close()`), after which it finishes with the best result so far;
 * ends by yielding its `Result` (a subclass of `Result`), whose `done` is True.
 
-`drain(gen, callback)` runs such a generator for the plain `__call__` API and forwards each item to
-`callback(step, total, preview)` (STYLE.md §7); a callback returning False stops the run. `iterate_callback` runs
+`studio.runner` is the one loop that drives such a generator (the page, the command line, the library's plain
+`__call__` API through `studio.runner.drain`, whose `callback(step, total, preview)` returning False stops the run,
+STYLE.md §7). `iterate_callback` runs
 callback-style library code (diffusers' per-step callback) in a worker thread and turns it into the same kind of
 generator, so that Stop reaches the inside of a library call too.
 
@@ -24,7 +25,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generator, Iterator
+from typing import Any, Callable, ClassVar, Generator
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,7 @@ class Progress:
     step: 1-based, at most `total`. preview: the current state as a PIL image, or None when this step has none.
     metrics: numbers worth showing (loss, score, ...). stage: which part of a multi-part run this step belongs to
     ("invert" before an edit, "relevance" before a global direction, "batch 2/4" of a generation), or "".
+    clock: set by the runner (`studio.runner.Clock`): elapsed time, speed and ETA so far; None until driven.
     """
 
     step: int
@@ -46,6 +48,7 @@ class Progress:
     preview: Image.Image | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     stage: str = ""
+    clock: Any = field(default=None, compare=False, repr=False)
 
     done: ClassVar[bool] = False
 
@@ -162,18 +165,6 @@ def json_safe(value: Any) -> Any:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def drain(gen: Iterator[Any], callback: Callable[[int, int, Any], Any] | None = None) -> Any:
-    """Run a task generator to its result; `callback(step, total, preview)` returning False stops it."""
-    try:
-        item = next(gen)
-        while not item.done:
-            stop = callback is not None and callback(item.step, item.total, item.preview) is False
-            item = gen.send("stop" if stop else None)
-    finally:
-        gen.close()
-    return item
 
 
 class Stopped(Exception):

@@ -23,13 +23,14 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from studio import defaults
 from studio.device import pick_device, pick_dtype, precision_name
 from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, real_weights_within_reach, resolve_clip
 from studio.images import resize_crop
 from studio.prompts import get_templates
 
 log = logging.getLogger("studio.scorer")
-DEFAULT_CLIP = os.environ.get("STUDIO_CLIP", "ViT-B-32/openai")
+DEFAULT_CLIP = os.environ.get("STUDIO_CLIP", defaults.DEFAULT_CLIP)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's preprocessing statistics
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 TEXT_CHUNK = 8  # texts per text-encoder batch, always (see CLIPScorer._encode_fresh)
@@ -91,6 +92,20 @@ class CLIPScorer:
     @property
     def notice(self) -> str | None:
         return self.source.notice
+
+    def prompt_notice(self, *texts: str) -> str | None:
+        """The notice of a result made for `texts`: the model's own, and with the demo CLIP the words of the
+        prompts it does not know, since it scores those arbitrarily (issue 29: "a cat on a sofa" scored 71.4, above
+        "a red circle")."""
+        unknown: list[str] = []
+        if self.source.is_demo:
+            from studio.demo.shapes import unknown_words
+
+            unknown = list(dict.fromkeys(w for t in texts if isinstance(t, str) for w in unknown_words(t)))
+        extra = (f"The demo CLIP does not know {', '.join(repr(w) for w in unknown[:12])}"
+                 f"{' …' if len(unknown) > 12 else ''}: its score for this prompt means little (it knows colours, "
+                 "shapes, positions, sizes, filled/outlined and backgrounds).") if unknown else None
+        return " ".join(n for n in (self.notice, extra) if n) or None
 
     def __repr__(self) -> str:
         return (f"CLIPScorer(spec={self.spec!r}, arch={self.source.arch!r}, weights={self.source.kind}, "
@@ -456,6 +471,11 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
 _WARNED: set[tuple[str, str]] = set()
 
 
+class DemoModelWarning(UserWarning):
+    """The warning the API gets when the demo model stands in or weights are random (the command line, which
+    prints the same text as a log line, ignores it)."""
+
+
 def _warn_once(source: ClipSource) -> None:
     """A Python warning and a log line, once per spec, when what loaded is not what was asked for (the demo
     model standing in) or cannot answer (random weights): the API must not switch silently."""
@@ -465,7 +485,7 @@ def _warn_once(source: ClipSource) -> None:
         return
     _WARNED.add((source.spec, source.kind))
     log.warning("%s", source.notice)
-    warnings.warn(source.notice, UserWarning, stacklevel=3)
+    warnings.warn(source.notice, DemoModelWarning, stacklevel=3)
 
 
 RECHECK_S = 60.0  # how often a demo stand-in looks again for the real weights it stands in for
@@ -528,7 +548,7 @@ def loaded() -> list[str]:
 
 def available_specs() -> list[str]:
     """Specs offered in the UI: the demo model (when bundled) and common OpenAI CLIPs."""
-    specs = ["ViT-B-32/openai", "ViT-B-16/openai", "ViT-L-14/openai", "RN50/openai", "RN101/openai"]
+    specs = [defaults.DEFAULT_CLIP, "ViT-B-16/openai", "ViT-L-14/openai", "RN50/openai", "RN101/openai"]
     if (MODELS_DIR / f"{DEMO_CLIP}.safetensors").is_file():
         specs.insert(0, DEMO_CLIP)
     env = os.environ.get("STUDIO_CLIP")

@@ -1,4 +1,4 @@
-"""The task registry and the one source of every task's defaults and limits (no torch here: the UI reads it).
+"""What a task is, and the one source of every task's defaults and limits (no torch here: the UI reads it).
 
 A task's settings are a config dataclass whose fields are declared with `param(...)`: the default, the limits,
 where the default comes from, and what a control for it looks like. From that one declaration come
@@ -8,21 +8,19 @@ where the default comes from, and what a control for it looks like. From that on
 * the controls of the page (`specs(config)` gives plain `ParamSpec`s that `studio.ui.common.control` turns into
   sliders, checkboxes and dropdowns), and the command line's flags.
 
-Every task registers itself from its pipeline module with `register(Task(...))`; `get_task(name)` imports the
-modules of the `pipelines` package on first use, so a new task file needs no list edited anywhere.
+Declarations only: the registry (task name → its pipeline class, loaded on first use) lives with the tasks, in
+`pipelines/registry.py`, and this module never imports `pipelines`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
-import pkgutil
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 SEED_MAX = 2**32 - 1  # one seed range for every task (NumPy's and diffusers' generators take 32-bit seeds)
+MAX_SEED_BATCH = 32  # seeds one batched run optimises together (`--batch`; each seed holds a graph of its own)
 MAX_PROMPT_CHARS = 1000  # CLIP reads 77 tokens (~300 characters); longer texts are refused, not cut silently
 
 
@@ -244,6 +242,7 @@ class Task:
     # the pipeline method that runs several seeds of one item together, `method(seeds=[...], **kwargs)`, ending
     # with a result whose `results[i]` is seed i's, each equal to its own run's (None: one seed at a time)
     batch_method: str | None = None
+    batching: tuple[str, ...] = ()  # the registered tasks that have one (the registry fills it in), for messages
 
     def iterate(self, pipe: Any, **kwargs: Any) -> Iterator:
         return getattr(pipe, self.method)(**kwargs)
@@ -252,56 +251,16 @@ class Task:
         """Refuse `size` > 1 seeds in one run for a task that runs one seed at a time (naming those that can)."""
         if size > 1 and self.batch_method is None:
             raise ValueError(f"task {self.name!r} runs one seed at a time; tasks that batch seeds: "
-                             f"{', '.join(n for n in task_names() if get_task(n).batch_method) or 'none'}")
+                             f"{', '.join(self.batching) or 'none'}")
 
     def iterate_seeds(self, pipe: Any, seeds: list[int], **kwargs: Any) -> Iterator:
         self.check_batch(max(2, len(seeds)))  # a task without a batched method has no iterate_seeds at all
         return getattr(pipe, self.batch_method)(seeds=seeds, **kwargs)
 
     def run(self, pipe: Any, callback: Callable | None = None, **kwargs: Any) -> Any:
-        from studio.progress import drain
+        from studio.runner import drain
 
         return drain(self.iterate(pipe, **kwargs), callback)
 
     def specs(self) -> dict[str, ParamSpec]:
         return specs(self.config)
-
-
-_TASKS: dict[str, Task] = {}
-_DISCOVERED = False
-_LOCK = threading.Lock()
-
-
-def register(task: Task) -> Task:
-    """Add a task (called by its pipeline module at import). Registering one name twice is a bug."""
-    existing = _TASKS.get(task.name)
-    if existing is not None and existing.pipeline.__qualname__ != task.pipeline.__qualname__:
-        raise ValueError(f"task {task.name!r} is registered twice ({existing.pipeline} and {task.pipeline})")
-    _TASKS[task.name] = task
-    return task
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    with _LOCK:
-        if _DISCOVERED:
-            return
-        import pipelines
-
-        for mod in pkgutil.iter_modules(pipelines.__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"pipelines.{mod.name}")
-        _DISCOVERED = True
-
-
-def task_names() -> list[str]:
-    _discover()
-    return sorted(_TASKS)
-
-
-def get_task(name: str) -> Task:
-    """The registered task called `name`; an unknown name lists the valid ones."""
-    _discover()
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]

@@ -25,8 +25,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-BUNDLED_CLIP = "shapes-clip"  # the bundled demo CLIP (a few MB, offline): always offered
-BUNDLED_GENERATOR = "demo-shapes"
+from studio.defaults import DEFAULT_CLIP, DEMO_CLIP, DEMO_GENERATOR
+
+BUNDLED_CLIP = DEMO_CLIP  # the bundled demo CLIP (a few MB, offline): always offered
+BUNDLED_GENERATOR = DEMO_GENERATOR
 
 
 def _names(value: str | None) -> tuple[str, ...]:
@@ -115,7 +117,7 @@ class Policy:
         env = os.environ if environ is None else environ
         if public is None:
             public = bool(env.get("SPACE_ID")) or env.get("STUDIO_PUBLIC", "").lower() in ("1", "true", "yes")
-        clips = _names(clip if clip is not None else env.get("STUDIO_CLIP")) or ("ViT-B-32/openai",)
+        clips = _names(clip if clip is not None else env.get("STUDIO_CLIP")) or (DEFAULT_CLIP,)
         gens = _names(generators if generators is not None else env.get("STUDIO_STYLEGAN")) or (BUNDLED_GENERATOR,)
         defaults = (20.0, 600.0, 3600.0) if public else (512.0, None, None)
         mb = max_upload_mb if max_upload_mb is not None else defaults[0]
@@ -137,7 +139,7 @@ class Policy:
 
     @property
     def default_clip(self) -> str:
-        return self.clip_models[0] if self.clip_models else "ViT-B-32/openai"
+        return self.clip_models[0] if self.clip_models else DEFAULT_CLIP
 
     @property
     def default_generator(self) -> str:

@@ -27,7 +27,7 @@ def session(scorer):
 
 def _pipeline(scorer, name="text2image"):
     """The registered task's own class on a session of the tiny model."""
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     return get_task(name).pipeline(session(scorer))
 

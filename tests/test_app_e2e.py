@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,12 +294,15 @@ def test_latent_editing_in_a_real_browser(page, fake_png):
 
 @pytest.fixture(scope="module")
 def missing_t2i_url():
-    """The Text to Image tab as the studio builds it when its model is missing (not a folder, not cached, offline)."""
+    """The Text to Image tab as the studio builds it when its model is missing (not a folder, not cached, offline)
+    and no demo model can stand in."""
     from studio import app
     from studio.ui import text2image as t2i_ui
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_T2I_MODEL", "nobody/no-such-model")
+        # a package without the bundled demo model, which would otherwise stand in (tests/test_app_t2i.py)
+        mp.setattr("pipelines.text2image_models.demo_model_folder", lambda: Path("/nonexistent/shapes-diffusion"))
         demo = t2i_ui.build(**app.make_text2image_functions("cpu", "tiny-test-vit"))
     url = launch_local(demo)
     yield url

@@ -58,9 +58,11 @@ def test_generate_and_restore_through_the_app_with_a_local_model_folder(tiny_con
         demo.close()
 
 
-def test_unavailable_model_becomes_a_message(monkeypatch):
+def test_unavailable_model_becomes_a_message(monkeypatch, tmp_path):
+    import pipelines.text2image_models as models
     from studio import app
 
+    monkeypatch.setattr(models, "demo_model_folder", lambda: tmp_path / "no-demo")  # a package without the demo
     monkeypatch.setenv("STUDIO_T2I_MODEL", "nobody/no-such-model")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     functions = app.make_text2image_functions("cpu", "tiny-test-vit")
@@ -76,3 +78,4 @@ def test_unavailable_model_becomes_a_message(monkeypatch):
     assert lines[last_item + 1] == "" and "STUDIO_T2I_MODEL" in "\n".join(lines[last_item + 2:])
     demo = build(**functions)  # the tab says so and offers no controls
     assert not any(isinstance(b, (gr.Button, gr.Slider)) for b in demo.blocks.values())
+

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_run_protocol import CASES
 
-from studio.tasks import get_task
+from pipelines.registry import get_task
 
 BAD_SETTINGS = {
     "int": ["x", 1.5, 2**70, float("nan"), [1]],

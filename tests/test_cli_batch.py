@@ -89,12 +89,43 @@ def test_clipasso_over_a_folder_of_images(tmp_path, capsys):
     (["clipdraw", "--out", "x", "--prompt", "a", "--set", "bogus=1"], "'bogus' is not a setting"),
     (["clipdraw", "--out", "x", "--prompt", "a", "--num-steps", "0"], "`num_steps` must be an integer"),
     (["clipdraw", "--out", "x"], "needs `--prompts FILE`"),
+    (["clipasso", "--out", "x", "--images", "nosuchdir"], "`--images` 'nosuchdir' does not exist"),
+    (["lens-video", "--out", "x", "--prompt", "a", "--videos", "nosuch.mp4"], "`--videos` 'nosuch.mp4' does not exist"),
 ])
 def test_bad_command_lines_get_one_line_and_a_non_zero_exit(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run(*argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_mistyped_command_gets_did_you_mean_and_help_lists_the_commands(capsys):
+    from studio.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serach", "a cat"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert "unknown command 'serach' (did you mean 'search'?)" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert all(f"\n  {word} " in out for word in ("run TASK", "index DIR", "search QUERY", "serve"))
+
+
+def test_on_the_cpu_unset_settings_start_where_the_page_starts(tmp_path, capsys):
+    from pipelines.registry import get_task
+
+    spec = get_task("clipdraw").specs()["num_strokes"]
+    assert (spec.default, spec.cpu_default) == (256, 64)
+    out = tmp_path / "o"
+    assert run("clipdraw", "--out", out, "--prompt", "a red circle", "--clip", "shapes-clip", "--device", "cpu",
+               "--num-steps", "1", "--canvas-size", "32", "--quiet") == 0
+    assert manifest(out)[0]["settings"]["num_strokes"] == 64  # not the paper's 256
+    err = capsys.readouterr().err
+    assert "on the CPU the settings start smaller, as on the page: --num-strokes 64" in err
+    assert "--num-steps 300" not in err  # given on the command line: kept as given
 
 
 def _cli(*args, **kwargs) -> subprocess.Popen:
@@ -184,7 +215,7 @@ def test_batch_is_refused_by_name_for_a_task_that_runs_one_seed_at_a_time(tmp_pa
 
 def test_iterate_seeds_equals_one_seed_runs_and_encodes_together_only_where_exact(demo_scorer, monkeypatch):
     from pipelines.clipdraw import CLIPDrawPipeline
-    from studio.progress import drain
+    from studio.runner import drain
 
     pipe = CLIPDrawPipeline(demo_scorer)
     kw = dict(num_strokes=6, num_steps=4, canvas_size=32, negative_prompts=["a blue square"])
@@ -239,3 +270,38 @@ def test_iterate_seeds_stop_keeps_every_seeds_best_and_bad_seeds_are_refused(dem
             next(pipe.iterate_seeds("a red circle", seeds=bad, num_steps=2))
     with pytest.raises(ValueError, match="`num_steps`"):
         next(pipe.iterate_seeds("a red circle", seeds=[0], num_steps=0))
+
+
+def test_contact_sheets_rank_within_a_prompt_never_across_prompts():
+    from studio.batch import sheet_order
+
+    def line(prompt, seed, score):
+        return {"inputs": {"prompt": prompt}, "seed": seed, "scores": {"clip_score": score}}
+
+    # issue 29: "a cat on a sofa" (71.4) ranked above "a red circle" (67.0) in one list of both prompts
+    lines = [line("a red circle", 0, 60.0), line("a red circle", 1, 67.0), line("a cat on a sofa", 0, 71.4),
+             line("a cat on a sofa", 1, 50.0), line("a red circle", 2, 64.0)]
+    assert [(ln["inputs"]["prompt"], ln["seed"]) for ln in sheet_order(lines)] == [
+        ("a red circle", 1), ("a red circle", 2), ("a red circle", 0), ("a cat on a sofa", 0), ("a cat on a sofa", 1)]
+
+
+def test_the_contact_sheet_captions_frames_shows_the_source_and_the_notice(tmp_path):
+    import numpy as np
+
+    from studio.batch import SHEET_BORDER, SHEET_CAPTION, contact_sheet
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(tmp_path / "photo.png")  # the source: blue
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(tmp_path / "a" / "sketch.png")  # the result: red
+    line = {"inputs": {"image": str(tmp_path / "photo.png")}, "seed": 7, "scores": {"clip_score": 55.5},
+            "files": {"png": "a/sketch.png"}, "error": None, "notice": "Using the bundled demo CLIP <shapes-clip>"}
+    index, grid = contact_sheet(tmp_path, [line], "CLIPasso: 1 item", thumb=64)
+    page = index.read_text(encoding="utf-8")
+    assert "Using the bundled demo CLIP &lt;shapes-clip&gt;" in page  # the manifest's notice, on the sheet too
+    g = np.asarray(Image.open(grid).convert("RGB")).astype(int)
+    b = SHEET_BORDER
+    assert g.shape == (64 + 2 * b + SHEET_CAPTION, 2 * 64 + 2 * b, 3)  # the source beside the result, a caption
+    assert tuple(g[b + 32, b + 32]) == (0, 0, 255) and tuple(g[b + 32, b + 64 + 32]) == (255, 0, 0)
+    assert tuple(g[0, 0]) == (255, 255, 255)  # the white border around the frame
+    caption = g[b + 64:, :]
+    assert (caption.sum(axis=2) < 300).sum() > 20  # written text: the input's name, seed and score

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.registry import task_names
 from studio.cli import run_main
-from studio.tasks import task_names
 
 MODELS = ["--clip", "shapes-clip", "--device", "cpu", "--quiet"]
 GAN = ["--generator", "demo-shapes"]
@@ -196,8 +196,8 @@ def test_a_required_secondary_input_is_asked_for_by_its_flag(tmp_path, capsys):
     assert "needs `--neutral`" in err and err.count("\n") == 1
     lines = tmp_path / "p.jsonl"
     lines.write_text('{"prompt": "a red circle", "neutral": "a circle"}\n{"prompt": "a blue circle"}\n')
+    from pipelines.registry import get_task
     from studio.batch import plan, read_prompts
-    from studio.tasks import get_task
 
     items = plan(get_task("styleclip-global"), prompts=read_prompts(lines), images=None, seeds=[0], settings={},
                  models={})
@@ -207,8 +207,8 @@ def test_a_required_secondary_input_is_asked_for_by_its_flag(tmp_path, capsys):
 
 def test_a_folder_input_reruns_when_its_images_change(tmp_path):
     """`lens-index --folder DIR` rerun after adding an image must index it, not skip the item as done."""
+    from pipelines.registry import get_task
     from studio.batch import plan
-    from studio.tasks import get_task
 
     folder = tmp_path / "pics"
     folder.mkdir()

@@ -216,3 +216,14 @@ def test_strokes_start_at_the_notebooks_drawn_width(pipe):
     out = pipe("a red circle", num_strokes=6, num_steps=1, canvas_size=32, num_augs=1)
     widths = from_svg(out.svg).widths
     assert widths.min() >= 2.0 - 1e-4 and widths.max() <= 2.0 + 0.2 + 1e-4
+
+
+def test_the_demo_clip_names_the_prompt_words_it_does_not_know(demo_scorer, pipe):
+    """Issue 29: with the demo CLIP "a cat on a sofa" scored above "a red circle"; the notice now says which words
+    of a prompt it never saw (its training captions' vocabulary), and says nothing for a prompt in its vocabulary."""
+    run = dict(num_strokes=2, num_steps=1, canvas_size=32, num_augs=1)
+    cat = CLIPDrawPipeline(demo_scorer)("a cat on a sofa", **run)
+    assert "does not know 'cat', 'sofa'" in cat.notice
+    red = CLIPDrawPipeline(demo_scorer)("A red circle on the left", **run)
+    assert "does not know" not in (red.notice or "")
+    assert "does not know" not in (pipe("a cat on a sofa", **run).notice or "")  # not the demo model: no vocabulary

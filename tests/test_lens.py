@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -6,9 +7,9 @@ import torch
 from PIL import Image
 
 from pipelines.lens import MAX_GALLERY, MAX_LABELS, CLIPLensPipeline, LensConfig, parse_labels
+from pipelines.registry import get_task
 from studio.media import read_png_metadata
 from studio.progress import Progress
-from studio.tasks import get_task
 
 
 @pytest.fixture()
@@ -155,7 +156,7 @@ def test_search_steps_per_image_and_a_stop_ranks_what_was_embedded(lens):
 def test_ranking_saves_each_image_with_its_rank(lens, tmp_path):
     gallery = [_img(i) for i in range(3)]
     out = lens.arithmetic(gallery, gallery[1], "dog", "cat", weight=0.5)
-    assert out.settings == {"minus": "dog", "plus": "cat", "templates": "auto", "weight": 0.5, "seed": 0}
+    assert out.settings == {"minus": "dog", "plus": "cat", "weight": 0.5, "seed": 0}  # no `templates`: not read
     paths = out.save(tmp_path)
     assert {"png0", "png1", "png2", "json"} <= set(paths)
     meta = read_png_metadata(paths["png1"])
@@ -163,10 +164,19 @@ def test_ranking_saves_each_image_with_its_rank(lens, tmp_path):
     assert json.loads(paths["json"].read_text(encoding="utf-8"))["order"] == out.order
 
 
-def test_the_registered_tasks_read_one_config():
-    for name in ("lens-classify", "lens-search", "lens-arithmetic"):
-        task = get_task(name)
-        assert task.config is LensConfig and task.models == ("clip",)
+def test_each_registered_task_reads_its_own_config_and_refuses_what_it_would_ignore(lens):
+    configs = {name: get_task(name).config for name in ("lens-classify", "lens-search", "lens-arithmetic",
+                                                        "lens-image-search")}
+    assert len(set(configs.values())) == 4 and all(issubclass(c, LensConfig) for c in configs.values())
+    assert {n: list(get_task(n).specs()) for n in configs} == {
+        "lens-classify": ["seed", "templates"], "lens-search": ["seed"], "lens-arithmetic": ["seed", "weight"],
+        "lens-image-search": ["seed"]}
+    assert all(get_task(n).models == ("clip",) for n in configs)
+    # issue 23: lens-search accepted `weight` and `templates` and ignored them
+    with pytest.raises(ValueError, match="unknown settings 'templates', 'weight' for LensSearchConfig; valid: seed"):
+        lens.search([_img(0)], "a cat", weight=2.0, templates="imagenet")
+    with pytest.raises(ValueError, match="unknown setting 'templates' for LensArithmeticConfig"):
+        lens.arithmetic([_img(0)], _img(1), "dog", "cat", templates="imagenet")
     weight = get_task("lens-arithmetic").specs()["weight"]
     assert (weight.default, weight.lo, weight.hi) == (1.0, 0.0, 5.0) and weight.ui_hi <= weight.hi
     assert get_task("lens-classify").specs()["templates"].choices[0] == "auto"
@@ -216,8 +226,13 @@ def test_search_on_the_page_streams_and_stop_shows_the_ranking_so_far(lens, tmp_
     outs = list(fns["lens_search"]("tiny-test-vit", files, "a cat"))
     assert len(outs) == 4  # a step per image, then the ranking
     token, gallery, progress, _notice, downloads = outs[-1]
-    assert len(gallery) == 3 and "done: 3 of 3 steps" in progress and any(d.endswith(".json") for d in downloads)
+    assert len(gallery) == 3 and "done: 3 of 3 images" in progress and any(d.endswith(".json") for d in downloads)
     assert "step 2 / 3" in outs[1][2] and len(outs[1][1]) == 2  # the images embedded so far
+    # the uploads' names stay in the captions and the downloads (issue 29: captions were scores, files lens-search-0)
+    ranked = [f"{n}.png" for n in json.loads(open(next(d for d in downloads if d.endswith(".json"))).read())["order"]]
+    assert [caption.split(" · ")[1] for _, caption in gallery] == ranked
+    pngs = sorted(os.path.basename(d) for d in downloads if d.endswith(".png"))
+    assert pngs == sorted(f"lens-search-{r}-{name[:-4]}.png" for r, name in enumerate(ranked))
 
     run = fns["lens_arithmetic"]("tiny-test-vit", files, _img(1), "dog", "cat", 0.5)
     first = next(run)
@@ -253,3 +268,13 @@ def test_sixteen_bit_pngs_are_scaled_and_exif_orientation_applied_once(tmp_path)
     exif[0x0112] = 6
     img.save(tmp_path / "rot.jpg", exif=exif)
     assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+
+
+def test_without_an_index_the_tab_says_how_to_get_one():
+    """Issue 29: the page never hinted that "Search the index" exists without `--index`."""
+    import gradio as gr
+
+    demo, _ = _build_tab()
+    texts = " ".join(b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str))
+    assert "`--index DIR`" in texts and "Search the index" in texts
+    assert not any(getattr(b, "label", None) == "Search the index" for b in demo.blocks.values())

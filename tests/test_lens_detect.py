@@ -74,7 +74,8 @@ def test_threshold_and_max_detections_hide_boxes_and_say_so(det):
     everything = det.detect(scene.image, "a blue square", threshold=0.0, max_detections=100)
     top = everything.box_scores[0]
     strict = det.detect(scene.image, "a blue square", threshold=top - 0.01)
-    assert len(strict.boxes) == 1 and strict.hidden == len(everything.boxes) - 1
+    # every box past NMS is shown or counted (a large box beaten by a crop inside it is counted too)
+    assert len(strict.boxes) == 1 and strict.hidden == len(everything.boxes) + everything.hidden - 1
     assert "hidden" in strict.notice
 
 
@@ -191,3 +192,25 @@ def test_the_command_line_runs_lens_detect(tmp_path, capsys):
         blue = [a for a in coco["annotations"] if a["category_id"] == 1]
         x, y, w, h = blue[0]["bbox"]
         assert iou((x, y, x + w, y + h), make_scene(seed).find("blue", "square").box) >= 0.5
+
+
+def test_a_box_covering_most_of_the_image_must_beat_the_crops_inside_it():
+    """Issue 29: the whole canvas came back as "a red circle" (25.2) beside the circle's own box; a large box is
+    kept only when it scores more for its query than every crop inside it."""
+    import torch
+
+    from pipelines.lens_detect import LensDetectConfig, LensDetectPipeline
+
+    cfg = LensDetectConfig(threshold=20.0)
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 100.0], [10.0, 10.0, 30.0, 30.0], [60.0, 60.0, 90.0, 90.0]])
+    names = ["a red circle", "a blue square"]
+    # whole canvas: red 25.2 (beaten by the circle's crop, 40); the square's crop 35 for blue
+    sims = torch.tensor([[25.2, 10.0], [40.0, 5.0], [5.0, 35.0]])
+    bxs, labels, scores, hidden = LensDetectPipeline._select(boxes, sims, names, cfg, 100.0 * 100.0)
+    assert labels == ["a red circle", "a blue square"] and [0.0, 0.0, 100.0, 100.0] not in bxs and hidden == 1
+    # a large box that beats every crop inside it stays (a big object), and without the image area nothing changes
+    sims[0, 0] = 45.0
+    bxs, labels, scores, hidden = LensDetectPipeline._select(boxes, sims, names, cfg, 100.0 * 100.0)
+    assert bxs[0] == [0.0, 0.0, 100.0, 100.0] and labels[0] == "a red circle" and hidden == 0
+    sims[0, 0] = 25.2
+    assert [0.0, 0.0, 100.0, 100.0] in LensDetectPipeline._select(boxes, sims, names, cfg)[0]

@@ -9,8 +9,8 @@ import os
 import pytest
 from conftest import launch_local
 
+from pipelines.registry import get_task
 from studio.demo.scenes import Appearance, iou, make_scene, write_shapes_video
-from studio.tasks import get_task
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipelines.lens_video import EmbeddingCache, LensVideoPipeline, find_moments, patch_boxes
+from pipelines.registry import get_task
 from studio.demo.scenes import Appearance, write_shapes_video
-from studio.tasks import get_task
 
 RED = Appearance("red", "circle", 3.0, 6.0, centre=(0.3, 0.5), radius=0.25)
 BLUE = Appearance("blue", "square", 8.0, 10.0, centre=(0.7, 0.5), radius=0.25)

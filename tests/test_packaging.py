@@ -24,7 +24,7 @@ def test_wheel_carries_the_demo_model_and_the_app(tmp_path):
 
 def test_app_py_and_module_entry_point_refuse_a_bad_flag_by_name():
     for cmd, prog in (([sys.executable, "app.py"], "app.py"),
-                      ([sys.executable, "-c", "from studio.app import main; main()"], "clip-studio")):
+                      ([sys.executable, "-c", "from studio.cli import main; main()"], "clip-studio")):
         res = subprocess.run([*cmd, "--device", "warp9"], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert res.returncode != 0
         assert f"{prog}: error:" in res.stderr and "warp9" in res.stderr, res.stderr[-2000:]

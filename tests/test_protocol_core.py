@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from studio.media import read_png_metadata
-from studio.progress import Progress, Result, Stopped, drain, iterate_callback, json_safe
+from studio.progress import Progress, Result, Stopped, iterate_callback, json_safe
+from studio.runner import drain
 from studio.tasks import SEED_MAX, check_seed, check_texts, param, resolve, specs
 
 

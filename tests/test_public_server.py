@@ -257,7 +257,7 @@ def test_errors_reach_the_page_without_terminal_codes_or_server_folders(tmp_path
 
     import gradio as gr
 
-    from studio.ui.common import LIMITS, configure, user_errors
+    from studio.ui.common import user_errors
 
     path = os.path.join(tempfile.gettempdir(), "gradio", "abc123", "photo.png")
 
@@ -265,18 +265,14 @@ def test_errors_reach_the_page_without_terminal_codes_or_server_folders(tmp_path
     def handler():
         raise ValueError(f"\x1b[31mboom\x1b[0m: `image` {path} could not be read")
 
-    saved = (LIMITS.custom_models, LIMITS.max_run_s)
-    try:
-        configure(custom_models=False)
-        with pytest.raises(gr.Error) as err:
-            handler()
-        assert err.value.message == "boom: `image` …/gradio/abc123/photo.png could not be read"
-        configure(custom_models=True)  # a local server shows its own user the whole path
-        with pytest.raises(gr.Error) as err:
-            handler()
-        assert err.value.message == f"boom: `image` {path} could not be read"
-    finally:
-        configure(*saved)
+    handler.studio_limits.custom_models = False  # what one_gpu_queue hands a public server's handlers
+    with pytest.raises(gr.Error) as err:
+        handler()
+    assert err.value.message == "boom: `image` …/gradio/abc123/photo.png could not be read"
+    handler.studio_limits.custom_models = True  # a local server shows its own user the whole path
+    with pytest.raises(gr.Error) as err:
+        handler()
+    assert err.value.message == f"boom: `image` {path} could not be read"
 
 
 def test_an_empty_checkpoint_says_it_is_empty(tmp_path):

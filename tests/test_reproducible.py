@@ -18,7 +18,7 @@ def test_a_texts_embedding_does_not_depend_on_what_else_was_asked_with_it(tiny_c
 
 
 def _draw(scorer):
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     task = get_task("clipdraw")
     *_, result = task.iterate(task.pipeline(scorer), prompt="a red circle", num_strokes=6, num_steps=6,

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.registry import get_task, task_names
 from studio.progress import Progress, Result
-from studio.tasks import get_task, task_names
 
 HERE = Path(__file__).parent
 

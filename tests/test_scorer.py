@@ -175,6 +175,12 @@ def test_bad_specs_give_clear_errors(tiny_configs):
         get_scorer("NoSuchNet/openai", device="cpu")
     with pytest.raises(ValueError, match="unknown pretrained tag 'nope'.*valid tags"):
         resolve_clip("ViT-B-32/nope")
+    with pytest.raises(ValueError) as err:  # a near miss: one suggestion, not the ~20 tags (issue 29)
+        resolve_clip("ViT-B-32/openia")
+    assert "unknown pretrained tag 'openia' for ViT-B-32 (did you mean 'openai'?)" in str(err.value)
+    assert "laion2b" not in str(err.value)
+    with pytest.raises(ValueError, match=r"unknown architecture 'ViT-B-23' \(did you mean 'ViT-B-32'\?\)"):
+        resolve_clip("ViT-B-23/openai")
     with pytest.raises(ValueError, match="needs pretrained weights"):
         resolve_clip("ViT-B-32")
     with pytest.raises(ValueError, match="`spec`"):

@@ -61,6 +61,12 @@ def test_edit_lowers_clip_loss_and_l2_keeps_latent_near_start(pipe):
     # strength 0 returns the start; strength scales the move linearly
     none = pipe.edit(free.start_latent, "a red circle", num_steps=2, strength=0.0)
     torch.testing.assert_close(none.latent, none.start_latent)
+    # the score on augmented views (not the optimised one; issue 29): a seeded draw, so the unchanged image
+    # scores the same before and after, and it is its own reading, not the plain view's
+    sc = none.scores
+    assert sc["clip_score_augmented"] == pytest.approx(sc["clip_score_augmented_before"], abs=1e-4)
+    assert 0.0 <= sc["clip_score_augmented"] <= 100.0
+    assert sc["clip_score_augmented"] != pytest.approx(sc["clip_score"], abs=1e-3)
     torch.testing.assert_close(none.image_tensor, none.original_tensor)
     half = pipe.edit(free.start_latent, "a red circle", num_steps=12, l2_weight=0.0, id_weight=0.0, strength=0.5)
     torch.testing.assert_close(half.latent - half.start_latent, 0.5 * (free.latent - free.start_latent))

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.registry import get_task
 from pipelines.styleclip import StyleCLIPPipeline
 from pipelines.styleclip_core import get_lr
 from pipelines.styleclip_global import RelevanceConfig, StyleCLIPGlobalPipeline
 from pipelines.styleclip_mapper import StyleCLIPMapperPipeline
 from pipelines.styleclip_sample import StyleCLIPSamplePipeline
 from studio.generators.shapes import ShapesGenerator
-from studio.tasks import get_task
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.registry import get_task
 from studio.progress import Progress
-from studio.tasks import get_task
 from studio.ui import latent_editing
 from studio.ui.common import RUNS
 
@@ -118,6 +118,11 @@ def test_stop_keeps_the_result_on_the_page(functions):
     *_, (_, current, inv_state, info, progress, _) = outputs
     assert current.shape == (256, 256, 3) and "stopped" in info and "stopped at step" in progress
     assert inv_state["result"].stopped
+    # the loss that was minimised comes first, its start and end from the result (issue 29: "MSE 0.0740 (start
+    # 0.0288)" read as if the run made things worse, while the kept iterate is chosen on the combined loss)
+    sc = inv_state["result"].scores
+    assert info.startswith(f"Loss minimised (pixel + perceptual + CLIP terms) {sc['start_loss']:.4f} → "
+                           f"{sc['loss']:.4f}") and sc["loss"] <= sc["start_loss"]
 
 
 def test_app_says_what_a_registry_generator_needs_and_goes_on_serving(tmp_path, monkeypatch):
@@ -199,6 +204,10 @@ def test_mapper_trains_stops_and_applies_through_the_tab(functions):
     assert preview.shape == (128, 256, 3) and trained.stopped  # 4 held-out samples: starts over edits
     assert pathlib.Path(path).suffix == ".safetensors"
 
+    # applying writes its own progress line, not the training's (issue 29): the two events share no bar
+    outs = {fn.api_name: [o._id for o in fn.outputs] for fn in demo.fns.values()
+            if fn.api_name in ("latent_mapper", "latent_mapper_apply")}
+    assert outs["latent_mapper"][2] not in outs["latent_mapper_apply"]
     apply = _handler(demo, "latent_mapper_apply")
     *_, (_, before, after, progress, info, _) = apply(*DEMO, state, 2, 0.7, trained, None, 1.0)
     np.testing.assert_array_equal(before, latent_editing.shown(sample.image))  # the image to edit, mapped

@@ -504,6 +504,8 @@ REFUSED = [
     ('<clipPath id="c"><rect width="4" height="4" transform="rotate(30)"/></clipPath>'
      '<rect width="8" height="8" clip-path="url(#c)"/>', "rotated clips"),
     ('<rect width="8" height="8" style="clip-path: circle(3px)"/>', "clip-path"),
+    ('<clipPath id="c"><rect width="4" height="4"/></clipPath><symbol id="s" clip-path="url(#c)"><rect width="8" '
+     'height="8"/></symbol><use href="#s"/>', "clip-path on a <symbol>"),
     ('<image href="data:image/png;base64,iVBORw0KGgo=" width="8" height="8"/>', "embedded raster images"),
     ('<path d="M1 1 a2 2 0 2 1 4 4" fill="red"/>', "arc flag"),
     ('<mask id="m"><rect width="4" height="4"/></mask><rect width="8" height="8" mask="url(#m)"/>', "mask"),
@@ -821,6 +823,9 @@ def test_a_plain_doctype_is_read():
     assert ink(svg) > 0.2 and differing(svg) < TOLERANCE
     with_system_id = '<!DOCTYPE svg SYSTEM "svg11.dtd">' + doc('<circle cx="32" cy="32" r="20"/>')
     assert differing(with_system_id) < TOLERANCE
+    # XML's own references and a bare ampersand in a comment are no entity references
+    assert from_svg(PLAIN_DOCTYPE + doc('<!-- R & D --><title>A &amp; B &#38; C</title><rect width="8" '
+                                        'height="8"/>')).num_paths == 1
 
 
 @pytest.mark.parametrize("head, body, name", [

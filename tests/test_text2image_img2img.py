@@ -142,7 +142,6 @@ def test_each_inpainted_image_reproduces_from_its_own_seed(inpaint, photo):
     assert [p.step for p in progress] == [1, 2, 3, 4] and all(p.preview is not None for p in progress[1::2])
     alone = inpaint(photo, PROMPT, right_half(), num_steps=2, seed=7)
     assert np.array_equal(pixels(alone.images[0]), pixels(out.images[2]))
-    assert out.latents.shape == (3, 4, 16, 20)  # the final images' latents, which edit takes
 
 
 def test_outpainting_extends_the_canvas_and_keeps_the_original_area(inpaint, photo):
@@ -245,3 +244,25 @@ def test_refine_from_a_photo_raises_its_clip_score_and_reproduces(demo_session, 
     z, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
     gaps = [(noised_start(demo_session, z, eps, start_timestep(demo_session, s)) - z).norm() for s in (0.01, 0.5, 1)]
     assert gaps[0] < 0.2 * z.norm() and gaps[0] < gaps[1] < gaps[2]
+
+
+def test_latent_blending_keeps_the_images_latent_outside_the_mask_at_every_step(inpaint, photo, monkeypatch):
+    """An ordinary (4-channel here; any channel count) model is inpainted by blending: after the last step the
+    latent outside the mask is exactly the image's encoding, before any pixel composite."""
+    session = inpaint.session
+    finals = []
+    denoise = session.denoise
+
+    def recording(*args, **kwargs):
+        out = denoise(*args, **kwargs)
+        finals.append(out[1].detach().float().cpu())
+        return out
+
+    monkeypatch.setattr(session, "denoise", recording)
+    inpaint(photo, PROMPT, right_half(), num_steps=3, seed=1, num_images=2, batch_size=2)
+    with torch.no_grad():
+        known = session.encode(image_tensor([photo]))  # (1, 4, 16, 20)
+    (final,) = finals
+    assert final.shape == (2, 4, 16, 20)
+    torch.testing.assert_close(final[..., :10], known[..., :10].expand(2, -1, -1, -1), atol=0, rtol=0)
+    assert not torch.allclose(final[..., 10:], known[..., 10:].expand(2, -1, -1, -1), atol=0.05)

@@ -342,6 +342,9 @@ def test_inpaint_from_the_painted_layer_keeps_every_other_pixel_and_can_be_refin
     # an inpainted result is refined from its picture (there is no seed that makes it)
     refined = list(picture_handlers.refine(records, 1, [], 2, 0.01, flag=threading.Event()))[-1]
     assert "CLIP score" in refined[R_INFO] and refined[R_COMPARE][1].size == (32, 32)
+    # ... and edited from its picture (its VAE encoding)
+    edited = list(picture_handlers.edit(records, 0, "a blue circle", [], 1.0, 1.0, 2, flag=threading.Event()))[-1]
+    assert "Directional CLIP" in edited[R_INFO] and edited[R_COMPARE][0].size == (32, 32)
     # its PNG restores the inpaint controls
     keys = restore_keys(picture_handlers.specs)
     restored = dict(zip(keys, picture_handlers.restore(records[1]["path"])[:-1]))

@@ -108,6 +108,9 @@ def test_progress_text_says_running_done_or_stopped():
 
     assert "step 3 / 10 (30 %)" in progress_html(3, 10)
     assert "done: 10 of 10 steps" in progress_html(10, 10, state="done")
+    assert "done: 7 of 7 images" in progress_html(7, 7, state="done", unit="images")  # a search counts images
+    one = progress_html(1, 1, "3 boxes", state="done", unit=None)  # one pass: nothing was stepped
+    assert "done · 3 boxes" in one and "steps" not in one
     stopped = progress_html(4, 10, state="stopped")
     assert "stopped at step 4 of 10" in stopped and "100 %" not in stopped and 'value="4"' in stopped
 
@@ -124,8 +127,11 @@ def test_image_uploads_reach_our_reader_and_its_message(tmp_path):
     show = next(fn.fn for fn in demo.fns.values() if fn.fn is not None and fn.fn.__name__ == "show")
     fake = tmp_path / "fake.png"
     fake.write_text("not an image")
-    with pytest.raises(gr.Error, match="`image` could not be read as an image"):
+    with pytest.raises(gr.Error) as err:
         show(str(fake))
+    # issue 29: the upload's own name, not the server's temp path, and no UnidentifiedImageError
+    assert err.value.message.startswith("`image` could not be read as an image: 'fake.png' is not in an image format")
+    assert str(tmp_path) not in err.value.message and "UnidentifiedImageError" not in err.value.message
     good = tmp_path / "good.png"
     Image.new("RGB", (20, 30), "red").save(good)
     assert show(str(good))["value"].size == (20, 30)
@@ -210,7 +216,8 @@ def test_the_studio_shows_no_timed_warning_toasts():
 def test_number_boxes_leave_out_of_range_values_to_the_tasks_check():
     """Issue 16: a negative seed got Gradio's "Value -7 is less than minimum value 0." while other fields said
     what was wrong in the studio's words (the API's and the CLI's)."""
-    from studio.tasks import check_value, get_task
+    from pipelines.registry import get_task
+    from studio.tasks import check_value
     from studio.ui.common import control
 
     spec = get_task("clipdraw").specs()["seed"]

@@ -12,7 +12,7 @@ import gradio as gr
 import pytest
 
 import studio.ui
-from studio.tasks import get_task
+from pipelines.registry import get_task
 
 
 def _choices(component) -> list:

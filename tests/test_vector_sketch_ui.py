@@ -86,7 +86,7 @@ def test_a_typed_palette_is_used_with_custom_and_refused_beside_a_named_mode():
 
 def _specs():
     from pipelines.clipdraw import COLOR_MODES
-    from studio.tasks import get_task
+    from pipelines.registry import get_task
 
     return {"draw_specs": get_task("clipdraw").specs(), "sketch_specs": get_task("clipasso").specs(),
             "colour_modes": list(COLOR_MODES)}
@@ -184,8 +184,8 @@ def test_tab_over_http_streams_stops_and_reports_errors(sketch_url, tmp_path):
 def test_vectorize_subtab_builds_and_streams_paths_and_psnr(tmp_path):
     """The "Picture → SVG" sub-tab: its endpoints exist, its controls start at the task's values, and the real
     pipeline's progress and result read as paths and PSNR."""
+    from pipelines.registry import get_task
     from pipelines.vectorize import VectorizePipeline
-    from studio.tasks import get_task
 
     specs = get_task("vectorize").specs()
     with gr.Blocks() as demo:

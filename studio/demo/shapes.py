@@ -13,6 +13,7 @@ size, then box-filter down (`Image.reduce`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,21 @@ BACKGROUNDS: tuple[str, ...] = ("white", "black", "gray") + COLOUR_NAMES
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "{}", "a {}", "a drawing of a {}", "a picture of a {}", "an image of a {}", "a sketch of a {}",
 )
+
+# Every word of the captions the demo CLIP was trained on (the generator below; its model card's "Vocabulary"):
+# a prompt's other words it has never seen, and scores arbitrarily.
+VOCABULARY: frozenset[str] = frozenset(
+    {*COLOUR_NAMES, *KINDS, *POSITIONS, *SIZES, *FILLS, *BACKGROUNDS, "shape", "shapes", "two", "and", "background"}
+    | {w for phrase in POSITION_PHRASES.values() for w in phrase.split()}
+    | {w for t in CAPTION_TEMPLATES for w in t.replace("{}", " ").split()})
+
+
+def unknown_words(text: str) -> list[str]:
+    """The words of `text` the demo CLIP never saw in training, in order, once each ("a cat on a sofa" -> cat,
+    sofa)."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return list(dict.fromkeys(w for w in words if w not in VOCABULARY))
+
 
 IMAGE_SIZE = 64  # the demo CLIP's input size (studio/assets/models/shapes-clip.json)
 SUPERSAMPLE = 4  # draw at 4x and box-filter down for anti-aliasing

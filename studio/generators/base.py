@@ -3,7 +3,7 @@ generator's name and the checkpoint errors (`checkpoints` re-exports them; `ada_
 
 from __future__ import annotations
 
-DEMO_GENERATOR = "demo-shapes"
+from studio.defaults import DEMO_GENERATOR  # noqa: F401 — the bundled demo generator, named in studio/defaults.py
 
 
 class CheckpointNotFoundError(FileNotFoundError):

@@ -225,23 +225,27 @@ def fill_coverage(wind: torch.Tensor, evenodd: torch.Tensor, pix: torch.Tensor, 
     def inside(w, odd):
         return torch.where(odd, (w % 2) != 0, w != 0).to(t.dtype)
 
-    n = wind.numel()
+    cov = inside(wind, evenodd)  # pixels no edge crosses: their centre's side
+    if pix.numel() == 0:
+        return cov
     with torch.no_grad():
-        w0 = wind - torch.zeros_like(wind).index_add_(0, pix, (step * before).to(wind.dtype))
-        w_end = w0 + torch.zeros_like(wind).index_add_(0, pix, step.to(wind.dtype))
         order = torch.sort(t.detach(), stable=True)[1]
         order = order[torch.sort(pix[order], stable=True)[1]]  # by pixel, then t
         spix, sstep = pix[order], step[order].to(wind.dtype)
-        cum = torch.cumsum(sstep, 0)
         first = torch.ones_like(spix, dtype=torch.bool)
         first[1:] = spix[1:] != spix[:-1]
-        base = (cum - sstep)[torch.cummax(torch.where(first, torch.arange(spix.numel(), device=spix.device), 0),
-                                          0)[0]]
-        w_after = w0[spix] + cum - base
-        odd = evenodd[spix]
-        jump = inside(w_after - sstep, odd) - inside(w_after, odd)  # I_{k-1} - I_k
-    cov = 0.5 * (inside(w0, evenodd) + inside(w_end, evenodd))
-    return cov.index_add(0, spix, t[order] * jump) if n else cov
+        run = torch.cumsum(first, 0) - 1  # (K,) the run (crossed pixel) of each crossing
+        upix = spix[first]  # (U,) crossed pixels
+        w0 = wind[upix] - torch.zeros_like(upix, dtype=wind.dtype).index_add_(0, run, sstep * before[order])
+        cum = torch.cumsum(sstep, 0)
+        base = (cum - sstep)[first]  # the running sum before each run
+        w_after = w0[run] + cum - base[run]
+        w_end = w0 + torch.zeros_like(w0).index_add_(0, run, sstep)
+        odd = evenodd[upix]
+        jump = inside(w_after - sstep, odd[run]) - inside(w_after, odd[run])  # I_{k-1} - I_k
+        ends = 0.5 * (inside(w0, odd) + inside(w_end, odd))
+    crossed = ends.index_add(0, run, t[order] * jump)
+    return cov.index_put((upix,), crossed)
 
 
 def inside_from_winding(winding: torch.Tensor, fill_rule: str) -> torch.Tensor:

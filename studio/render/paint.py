@@ -90,6 +90,11 @@ def _ramp(t: torch.Tensor, offsets: torch.Tensor, colors: torch.Tensor) -> torch
     s = offsets.shape[1]
     if s == 1:
         return colors[:, None, 0, :].expand(*t.shape, 4)
+    if s <= 8:  # few stops: every segment's weight at once is cheaper than a search, and small (R, N, S - 1)
+        o0, o1 = offsets[:, None, :-1], offsets[:, None, 1:]
+        span = o1 - o0
+        w = torch.where(span > 1e-9, (t[..., None] - o0) / span.clamp(min=1e-9), (t[..., None] >= o1).to(t.dtype))
+        return colors[:, None, 0, :] + torch.einsum("rnk,rkc->rnc", w.clamp(0, 1), colors[:, 1:] - colors[:, :-1])
     k = torch.searchsorted(offsets.detach().contiguous(), t.detach().contiguous(), right=True).clamp(1, s - 1)
     o0, o1 = offsets.gather(1, k - 1), offsets.gather(1, k)  # (R, N) the stops around t
     span = o1 - o0

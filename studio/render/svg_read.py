@@ -647,6 +647,9 @@ class _Reader:
                 ox, oy = self.origin(tst["transform-origin"], viewport)
                 t = parse_transform(target.get("transform"))
                 ctm = compose(ctm, compose(compose(translate(ox, oy), t), translate(-ox, -oy)))
+            if tst["clip-path"].strip().lower() != "none":
+                raise ValueError(f"SVG clip-path on a <{ttag}> drawn through <use> is not supported (renderers "
+                                 "disagree on its coordinate system); put it on the <use>")
             self.viewport(target, ttag, tst, ctm, viewport, depth + 1, active, over)
             self.group_opacity(target, ttag, tst, start)
         else:
@@ -1167,7 +1170,7 @@ def _points(text: str, tag: str) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------------- entry point
-_ENTITY_REF = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)[^;\s<&]{0,40};?")
+_ENTITY_REF = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)[A-Za-z_:][^;\s<&]{0,40};")
 
 
 def _parse_xml(text):

@@ -233,14 +233,12 @@ def _fill_layers(scene: Scene, poly: Polyline, tile: int, chunk: int, ntx: int, 
         rows = torch.nonzero(near).flatten()
         row_of = torch.full((bkeys.numel(),), -1, dtype=torch.long, device=dev)
         row_of[at[rows]] = rows  # boundary group -> kept layer
-        ge = bedges[at[rows]]  # (R, N) nearest edge of each boundary-tile pixel
-        nx, ny = crossing_direction(px[rows, 0], py[rows, 0], fa[ge, 0], fa[ge, 1], fb[ge, 0], fb[ge, 1])
-        dirs = torch.zeros(bkeys.numel(), npix, 2, dtype=dtype, device=dev)
-        dirs[at[rows]] = torch.stack([nx, ny], -1)
         # only edges within half a pixel of a centre can cross its segment: test those (sparse), not every pair
-        cx, cy = _tile_pixels(bkeys // num_paths % (ntx * nty), tile, ntx, dtype)
-        cx, cy, cn = cx[cgroup, 0, cpix], cy[cgroup, 0, cpix], dirs[cgroup, cpix]
-        h = segment_hits(cx, cy, cn[:, 0], cn[:, 1], fa[cedge, 0], fa[cedge, 1], fb[cedge, 0], fb[cedge, 1]) \
+        cx, cy = _tile_pixels(bkeys[cgroup] // num_paths % (ntx * nty), tile, ntx, dtype)
+        cx, cy = cx[:, 0].gather(1, cpix[:, None])[:, 0], cy[:, 0].gather(1, cpix[:, None])[:, 0]
+        ne = bedges[cgroup, cpix]
+        cnx, cny = crossing_direction(cx, cy, fa[ne, 0], fa[ne, 1], fb[ne, 0], fb[ne, 1])
+        h = segment_hits(cx, cy, cnx, cny, fa[cedge, 0], fa[cedge, 1], fb[cedge, 0], fb[cedge, 1]) \
             & (row_of[cgroup] >= 0)
         hit_pix, hit_edge = row_of[cgroup[h]] * npix + cpix[h], cedge[h]
         # whether each crossing edge lies strictly right of the pixel on its row, by the scanline's own arithmetic

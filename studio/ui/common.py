@@ -17,7 +17,21 @@ from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
 
+from studio.runner import StopFlag, drive  # noqa: F401 — the tabs drive their runs through the one runner
+
 log = logging.getLogger("studio.ui")
+
+
+@dataclass
+class ServerLimits:
+    """What the server allows (from `studio.trust.Policy`; `one_gpu_queue(demo, limits)` hands them to every
+    handler once the page is built, so no tab reads a global while it is built). custom_models: model dropdowns
+    take typed values and errors show full paths (a local server); max_run_s: every run is stopped after this many
+    seconds, keeping its result (a public server)."""
+
+    custom_models: bool = True
+    max_run_s: float | None = None
+    delete_uploads: bool = False  # a run's uploaded files are deleted when it ends (a public server)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]{0,32}[A-Za-z]")  # terminal colour codes (torch's errors carry some)
@@ -30,12 +44,12 @@ def _server_dirs() -> list[str]:
     return sorted((d.rstrip("/") for d in dirs if d and d != "/"), key=len, reverse=True)
 
 
-def _message(err: Exception) -> str:
+def _message(err: Exception, public: bool = False) -> str:
     """The text the page shows for an error: no terminal codes; on a public server (no custom model values) also
     the server's folders cut down to what lies below them (`…/upload-123/photo.png`), so its layout does not
     reach a visitor. A local server shows its own user the full paths."""
     text = _ANSI.sub("", str(err)) or type(err).__name__
-    if not LIMITS.custom_models:
+    if public:
         for folder in _server_dirs():
             text = text.replace(folder + "/", "…/")
     return text
@@ -54,7 +68,7 @@ def is_user_error(err: BaseException) -> bool:
             or getattr(err, "user_facing", False))
 
 
-def user_errors(fn: Callable) -> Callable:
+def user_errors(fn: Callable, limits: ServerLimits | None = None) -> Callable:
     """Wrap a handler so that bad input and failures reach the page as `gr.Error`, never a dead worker.
 
     Expected errors carry messages written for users: ValueError and FileNotFoundError (bad input), and the
@@ -63,20 +77,25 @@ def user_errors(fn: Callable) -> Callable:
     KeyError: our bugs) is logged with its traceback and reported briefly. Gradio prints no traceback of its own
     for either (`print_exception=False`), so the server log holds one line per user error and one traceback per
     bug. A setup problem stays on the page until the user dismisses it, instead of vanishing after a few seconds.
+
+    The wrapper's `studio_limits` (`limits`, else its own) are the server's limits, which `one_gpu_queue` sets once
+    the page is built: a public server's messages show no server folders.
     """
+    limits = limits or ServerLimits()
 
     def convert(err: Exception) -> gr.Error:
         if isinstance(err, gr.Error):  # raised by a handler itself: already worded (and escaped) for the page
-            log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
+            log.info("%s: %s", fn.__name__, _message(err, not limits.custom_models).splitlines()[0][:300])
             err.print_exception = False
             return err
+        message = _message(err, not limits.custom_models)
         if is_user_error(err):
-            log.info("%s: %s", fn.__name__, _message(err).splitlines()[0][:300])
+            log.info("%s: %s", fn.__name__, message.splitlines()[0][:300])
             if getattr(err, "setup_problem", False):
-                return setup_error(_message(err))
-            return gr.Error(page_text(_message(err)), print_exception=False)
+                return setup_error(message)
+            return gr.Error(page_text(message), print_exception=False)
         log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(page_text(f"Something went wrong ({type(err).__name__}: {_message(err)}). Details are in the "
+        return gr.Error(page_text(f"Something went wrong ({type(err).__name__}: {message}). Details are in the "
                                   "server log."), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
@@ -86,6 +105,7 @@ def user_errors(fn: Callable) -> Callable:
                 yield from fn(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 — every failure becomes a message on the page
                 raise convert(err) from err
+        gen_wrapper.studio_limits = limits
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -94,6 +114,7 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001
             raise convert(err) from err
+    wrapper.studio_limits = limits
     return wrapper
 
 
@@ -125,28 +146,6 @@ def setup_error(message: str) -> gr.Error:
 
 def notice_markdown(notice: str | None) -> str:
     return f"⚠️ {notice}" if notice else ""
-
-
-# ------------------------------------------------------------------------------------------- the server's limits
-@dataclass
-class ServerLimits:
-    """What the server allows (from `studio.trust.Policy`, set by `studio.app.build_app` before the tabs are built;
-    each tab reads it while it is built). custom_models: model dropdowns take typed values (a local server);
-    max_run_s: every run is stopped after this many seconds, keeping its result (a public server)."""
-
-    custom_models: bool = True
-    max_run_s: float | None = None
-    delete_uploads: bool = False  # a run's uploaded files are deleted when it ends (a public server)
-
-
-LIMITS = ServerLimits()
-
-
-def configure(custom_models: bool = True, max_run_s: float | None = None,
-              delete_uploads: bool = False) -> ServerLimits:
-    """Set the limits the tabs built next will use (the handlers keep the values they were built with)."""
-    LIMITS.custom_models, LIMITS.max_run_s, LIMITS.delete_uploads = bool(custom_models), max_run_s, delete_uploads
-    return LIMITS
 
 
 def _paths_in(values: Any) -> list[str]:
@@ -196,18 +195,6 @@ def _delete_uploads(paths: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- the one Stop
-class StopFlag(threading.Event):
-    """A run's Stop flag; `reason` says why it was set when it was not the user's Stop (the server's time limit),
-    and is added to the result's notice."""
-
-    reason: str | None = None
-
-    def stop(self, reason: str | None = None) -> None:
-        if reason and not self.is_set():
-            self.reason = reason
-        self.set()
-
-
 class Runs:
     """The one Stop of every tab, keyed by the run (the event), not by the browser session.
 
@@ -220,8 +207,9 @@ class Runs:
         self._flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def start(self) -> tuple[str, StopFlag]:
-        token, flag = uuid.uuid4().hex, StopFlag()
+    def start(self, limit_s: float | None = None) -> tuple[str, StopFlag]:
+        """A new run's token and Stop flag; `limit_s`: the server's run-time limit, which the runner reads."""
+        token, flag = uuid.uuid4().hex, StopFlag(limit_s)
         with self._lock:
             self._flags[token] = flag
         return token, flag
@@ -252,44 +240,37 @@ def run_handler(fn: Callable[..., Iterator[tuple]]) -> Callable[..., Iterator[tu
     values; the handler takes the same positional arguments and yields `(token, *outputs)`, the token going to
     the tab's run-token `gr.State` (the Stop button's input). Errors become `gr.Error` (see `user_errors`).
 
-    With a server time limit (`LIMITS.max_run_s` when the handler is built), a timer sets the flag when the run
-    has taken that long: it ends like a Stop, with its result, and the notice says why. With
-    `LIMITS.delete_uploads` (a public server), the files this event uploaded are deleted when the run ends, however
-    it ends, and a run sent a deleted upload again is refused with a message saying so."""
-    limit, delete_uploads = LIMITS.max_run_s, LIMITS.delete_uploads
+    With a server time limit (`ServerLimits.max_run_s`, set by `one_gpu_queue`), the flag carries it and the
+    runner stops the run once it has taken that long (counted from the click): it ends like a Stop, with its
+    result, and the notice says why. With `ServerLimits.delete_uploads` (a public server), the files this event
+    uploaded are deleted when the run ends, however it ends, and a run sent a deleted upload again is refused with a
+    message saying so."""
+    limits = ServerLimits()
     outputs = {"count": None}  # filled by `one_gpu_queue` once the event is wired
 
     def handler(*args):
         uploads: list[str] = []
-        if delete_uploads:
+        if limits.delete_uploads:
             uploads, gone = _uploads_of(args)
             if gone:
                 raise ValueError("an uploaded file is no longer on this server (uploads are deleted when their run "
                                  "ends): upload it again")
-        token, flag = RUNS.start()
+        token, flag = RUNS.start(limits.max_run_s)
         if outputs["count"]:
             # The token at once, every other output unchanged: the Stop button works from the first moment, and
             # Gradio registers the run's iterator, which is how a cancelled request (the page closed, an API
             # client's cancel) closes the run; before its first update a cancelled run would go on unseen.
             yield (token, *[gr.skip()] * (outputs["count"] - 1))
-        timer = None
-        if limit:
-            why = f"This server stops every run after {limit:g} s; the result so far is shown."
-            timer = threading.Timer(limit, flag.stop, kwargs={"reason": why})
-            timer.daemon = True
-            timer.start()
         try:
             for out in fn(*args, flag=flag):
                 yield (token, *out)
         finally:
-            if timer is not None:
-                timer.cancel()
             RUNS.finish(token)
             _delete_uploads(uploads)  # a public server keeps no upload past its run (issue 22 #6)
 
     handler.__name__ = getattr(fn, "__name__", "run")
     handler.__doc__ = fn.__doc__
-    wrapped = user_errors(gpu_bound(handler))
+    wrapped = user_errors(gpu_bound(handler), limits)
     wrapped.studio_outputs = outputs
     return wrapped
 
@@ -304,15 +285,20 @@ def gpu_bound(fn: Callable) -> Callable:
     return fn
 
 
-def one_gpu_queue(demo: gr.Blocks) -> int:
-    """Give every marked event of `demo` the one concurrency id (their limit is the queue's default limit), and
-    tell each run handler how many outputs its event has (its first update is the run token alone). Returns how
-    many events were joined."""
+def one_gpu_queue(demo: gr.Blocks, limits: ServerLimits | None = None) -> int:
+    """Give every marked event of `demo` the one concurrency id (their limit is the queue's default limit), tell
+    each run handler how many outputs its event has (its first update is the run token alone), and hand every
+    handler the server's `limits`. Returns how many events were joined."""
+    limits = limits or ServerLimits()
     joined = 0
     for block_fn in demo.fns.values():
         outputs = getattr(block_fn.fn, "studio_outputs", None)
         if outputs is not None:
             outputs["count"] = len(block_fn.outputs)
+        own = getattr(block_fn.fn, "studio_limits", None)
+        if own is not None:
+            own.custom_models, own.max_run_s, own.delete_uploads = (limits.custom_models, limits.max_run_s,
+                                                                     limits.delete_uploads)
         if getattr(block_fn.fn, "studio_gpu", False):
             block_fn.concurrency_id = GPU_QUEUE
             block_fn.concurrency_limit = "default"
@@ -320,28 +306,71 @@ def one_gpu_queue(demo: gr.Blocks) -> int:
     return joined
 
 
-def drive(run: Iterator, flag: threading.Event, on_progress: Callable[[Any], tuple],
-          on_result: Callable[[Any], tuple]) -> Iterator[tuple]:
-    """Drive a task generator for the page: `on_progress(item)` for each progress item, `on_result(result)` once.
+def name_input_errors(demo: gr.Blocks) -> None:
+    """Make the values Gradio itself refuses before a handler runs (an API call's slider value past its maximum, a
+    number that is not one, a file that is not a file) answer like our own checks: a `ValueError`-style message that
+    names the setting (the task's own check of that value, for the task settings' controls; else the component's
+    name and Gradio's reason), shown on the page, and ONE log line instead of a traceback (issue 22 #11: 686 of
+    1,432 bad-argument calls were answered "Value inf is greater than maximum value 3.0." or "Could not preprocess
+    input component at index 2", each with a traceback in the log)."""
+    preprocess = demo.preprocess_data
 
-    Between steps the Stop flag is read; once set, "stop" is sent and the task finishes with its best result so
-    far, which `on_result` shows like any other. Closing this generator (the page went away) closes the task."""
-    try:
-        item = next(run)
-        while not item.done:
-            yield on_progress(item)
-            item = run.send("stop" if flag.is_set() else None)
-    finally:
-        run.close()
-    timings = getattr(item, "timings", None)
-    if isinstance(timings, dict) and getattr(item, "task", None) and not getattr(item, "stopped", False):
-        from studio import lease
+    async def named(block_fn, inputs, state, explicit_call=False):
+        try:
+            return await preprocess(block_fn, inputs, state, explicit_call)
+        except Exception as err:  # noqa: BLE001 — every refusal becomes a named message
+            message = _input_error(block_fn, inputs, err)
+            log.info("%s: refused before the handler: %s", block_fn.api_name or block_fn.name, message[:300])
+            raise gr.Error(message, print_exception=False) from None
 
-        lease.record(item.task, timings.get("per_step_s"))  # sizes the next ZeroGPU lease of this task
-    reason = getattr(flag, "reason", None)
-    if reason and hasattr(item, "notice"):
-        item.notice = f"{item.notice} {reason}" if item.notice else reason
-    yield on_result(item)
+    demo.preprocess_data = named
+
+
+def _input_error(block_fn: Any, inputs: list, err: Exception) -> str:
+    """The message for an input Gradio refused: which input (found from Gradio's message, or by validating each
+    input again), named, with the task's own check where the component is a task setting's control."""
+    from studio.tasks import check_value
+
+    blocks = list(block_fn.inputs)
+    text = _message(Exception(err.message)) if isinstance(err, gr.Error) else _message(err)  # str(Error) is a repr
+    reason = (text.split("Original error:")[-1].strip().splitlines() or [type(err).__name__])[0][:300]
+    index = None
+    found = re.search(r"input component at index (\d+)", str(err))
+    if found:
+        index = int(found.group(1))
+    elif len(inputs) != len(blocks):
+        return f"this call sent {len(inputs)} values for {len(blocks)} inputs"
+    else:
+        for i, (block, value) in enumerate(zip(blocks, inputs)):
+            try:
+                model = getattr(block, "data_model", None)
+                if model is not None and value is not None:
+                    model.model_validate(value)
+                spec = getattr(block, "studio_spec", None)
+                if spec is not None:
+                    check_value(spec, value)
+                elif hasattr(block, "minimum") and isinstance(value, (int, float)):
+                    if (block.minimum is not None and value < block.minimum) or (
+                            getattr(block, "maximum", None) is not None and value > block.maximum):
+                        raise ValueError(reason)
+                if isinstance(block, gr.Dropdown) and not block.multiselect and not block.allow_custom_value:
+                    if value not in [c[1] for c in block.choices]:
+                        raise ValueError(reason)
+            except Exception:  # noqa: BLE001 — the first input that does not pass is the one refused
+                index = i
+                break
+    if index is None or index >= len(blocks):
+        return f"a value of this call was refused: {reason}"
+    block, value = blocks[index], inputs[index] if index < len(inputs) else None
+    spec = getattr(block, "studio_spec", None)
+    if spec is not None:
+        try:
+            check_value(spec, value)
+        except ValueError as ours:
+            return str(ours)
+        return f"`{spec.name}`: {reason}"
+    label = getattr(block, "label", None) or f"input {index + 1}"
+    return f"`{label}` (input {index + 1}): {reason}"
 
 
 def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None = None) -> gr.Button:
@@ -355,14 +384,20 @@ def stop_button(token_state: gr.State, label: str = "Stop", api_name: str | None
     return btn
 
 
-def progress_html(step: int, total: int, text: str = "", state: str = "running") -> str:
-    """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: n steps") or
-    "stopped" ("stopped at step k of n")."""
+def progress_html(step: int, total: int, text: str = "", state: str = "running", unit: str | None = "steps",
+                  clock: Any = None) -> str:
+    """The progress bar of every tab. state: "running" ("step k / n (p %)"), "done" ("done: k of n steps") or
+    "stopped" ("stopped at step k of n"), then `text`. `unit` names what was counted when done ("images" for a
+    search; None for a run of one pass, which says "done" alone: "done: 1 of 1 steps" said steps where nothing is
+    stepped). clock: the runner's `Clock` of a running item (`item.clock`): its line (elapsed time, speed, ETA)
+    ends the bar's text."""
     pct = 100.0 * step / max(1, total)
-    head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": f"done: {step} of {total} steps",
+    done = f"done: {step} of {total} {unit}" if unit else "done"
+    head = {"running": f"step {step} / {total} ({pct:.0f} %)", "done": done,
             "stopped": f"stopped at step {step} of {total}"}[state]
+    line = " · ".join(p for p in (head, text, clock.line() if clock is not None else "") if p)
     return (f'<div style="width:100%"><progress value="{step}" max="{total}" style="width:100%"></progress>'
-            f"<div>{html.escape(head)}{' · ' + html.escape(text) if text else ''}</div></div>")
+            f"<div>{html.escape(line)}</div></div>")
 
 
 # --------------------------------------------------------------------------------- controls from the task configs
@@ -370,6 +405,12 @@ def control(task: str, spec: Any, *, cpu: bool = False, label: str | None = None
     """The page's control for one setting, from its `studio.tasks.ParamSpec`: default, range and choices come from
     the task's config and nowhere else. Its `elem_id` is `TASK--NAME`, which the tests use to compare the built
     page against the configs."""
+    comp = _control(task, spec, cpu=cpu, label=label, **kwargs)
+    comp.studio_spec = spec  # `name_input_errors` answers a value Gradio refuses with the task's own check
+    return comp
+
+
+def _control(task: str, spec: Any, *, cpu: bool, label: str | None, **kwargs: Any) -> gr.Component:
     value = spec.start_value(cpu)
     common = {"label": label or spec.label or spec.name.replace("_", " ").capitalize(),
               "elem_id": f"{task}--{spec.name}", **kwargs}

@@ -17,7 +17,6 @@ import numpy as np
 
 from studio.media import save_gif
 from studio.ui.common import (
-    LIMITS,
     control,
     drive,
     gpu_bound,
@@ -80,7 +79,7 @@ class _Bar:
 
     def running(self, item: Any) -> str:
         self.total = item.total
-        return progress_html(item.step, item.total, _status(item))
+        return progress_html(item.step, item.total, _status(item), clock=item.clock)
 
     def end(self, result: Any, text: str = "") -> str:
         if not self.total:  # nothing ran: the result was at hand (a cached relevance)
@@ -91,8 +90,10 @@ class _Bar:
 def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callable, global_edit: Callable,
           specs: dict[str, dict[str, Any]], generator_choices: list[str], default_generator: str,
           clip_choices: list[str], default_clip: str, cpu: bool = False, train_mapper: Callable | None = None,
-          apply_mapper: Callable | None = None, model_state: Callable[[str, str], str] | None = None) -> None:
-    """Add the Latent Editing tab to the current Blocks.
+          apply_mapper: Callable | None = None, model_state: Callable[[str, str], str] | None = None,
+          custom_models: bool = True) -> None:
+    """Add the Latent Editing tab to the current Blocks. `custom_models`: the dropdowns take typed values (a local
+    server; a public one offers its list only).
 
     sample(generator, clip, settings) -> a result (`.image` PIL, `.seed`, `.settings`, `.notice`)
     invert(generator, clip, image, settings) -> a run: progress items, then a result (`.image`, `.scores` mse, psnr,
@@ -123,11 +124,11 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
         with gr.Accordion("Generators and checkpoints", open=False):
             gr.Markdown(OFFLINE_HELP)
         with gr.Row():
-            generator = gr.Dropdown(generator_choices, value=default_generator, allow_custom_value=LIMITS.custom_models,
-                                    label="Generator (a name or a checkpoint path)" if LIMITS.custom_models
+            generator = gr.Dropdown(generator_choices, value=default_generator, allow_custom_value=custom_models,
+                                    label="Generator (a name or a checkpoint path)" if custom_models
                                     else "Generator")
             clip = gr.Dropdown(clip_choices, value=default_clip, label="CLIP model",
-                               allow_custom_value=LIMITS.custom_models)
+                               allow_custom_value=custom_models)
         model_state_line([generator, clip], model_state)
         notice = gr.Markdown()
         state = gr.State(None)
@@ -170,7 +171,10 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
 
             def result(out):
                 sc = out.scores
-                info = (f"Reconstruction MSE {sc['mse']:.4f} (PSNR {sc['psnr']:.1f} dB; start {sc['start_mse']:.4f})"
+                # The kept iterate is the one with the lowest combined loss (pixel, perceptual and CLIP terms), the one
+                # minimised: said first, since the MSE alone can end above its start (issue 29)
+                info = (f"Loss minimised (pixel + perceptual + CLIP terms) {sc['start_loss']:.4f} → {sc['loss']:.4f}; "
+                        f"reconstruction MSE {sc['mse']:.4f} (start {sc['start_mse']:.4f}; PSNR {sc['psnr']:.1f} dB)"
                         + (f", perceptual distance {sc['perceptual']:.3f}" if "perceptual" in sc else "")
                         + (f"; started from the e4e encoder's guess (MSE {sc['encoder_mse']:.4f})"
                            if "encoder_mse" in sc else "")
@@ -222,6 +226,9 @@ def build(sample: Callable, invert: Callable, edit: Callable, relevance: Callabl
                     gif = str(save_gif(frames, fps=8)) if len(frames) > 1 else None
                     png = str(out.save(video="gif")["png"])
                     info = f"CLIPScore for “{out.prompt}”: {sc['clip_score_before']:.1f} → {sc['clip_score']:.1f}"
+                    if "clip_score_augmented" in sc:  # the optimised view can be gamed; these views were not seen
+                        info += (f" (on augmented views it was not optimised on, the honest reading: "
+                                 f"{sc['clip_score_augmented_before']:.1f} → {sc['clip_score_augmented']:.1f})")
                     if "l2" in sc:
                         info += f"; ‖w − w₀‖² = {sc['l2']:.3f}, kept step {sc['best_step']} (lowest loss)"
                     line = f"{1000 * out.timings['per_step_s']:.0f} ms/step"
@@ -345,6 +352,7 @@ def _mapper_tab(make: Callable, token: gr.State, generator: gr.Dropdown, clip: g
                                    type="filepath")
                 m_strength = make(APPLY, "strength")
                 apply_btn = gr.Button("Apply mapper to the image to edit", variant="primary")
+                a_progress = gr.HTML()  # its own line: applying no longer overwrites the training's (issue 29)
                 a_info = gr.Markdown()
             with gr.Column():
                 m_preview = gr.Image(label="Held-out samples: starts above, edits below", type="numpy",
@@ -397,7 +405,7 @@ def _mapper_tab(make: Callable, token: gr.State, generator: gr.Dropdown, clip: g
         train_btn.click(run_handler(on_train), [generator, clip, seed, truncation, m_prompt, *m_controls],
                         [token, m_preview, m_progress, m_info, trained, m_file, notice], api_name="latent_mapper")
         a_inputs = [generator, clip, state, seed, truncation, trained, m_upload, m_strength]
-        a_outputs = [token, a_before, a_after, m_progress, a_info, notice]
+        a_outputs = [token, a_before, a_after, a_progress, a_info, notice]
         apply_btn.click(run_handler(on_apply), a_inputs, a_outputs, api_name="latent_mapper_apply")
         # the strength re-applies on release: an edit is one mapper pass and one generator pass
         m_strength.release(run_handler(on_strength), a_inputs, a_outputs, api_visibility="private",

@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from studio.ui.common import (
-    LIMITS,
     control,
     drive,
     gpu_bound,
@@ -50,14 +49,15 @@ def stream_ranking(run: Iterator, flag: threading.Event) -> Iterator[tuple]:
         total[0] = item.total
         if item.preview is not None:
             seen.append((item.preview, caption))
-        return list(seen), progress_html(item.step, item.total, f"similarity {caption}"), "", None
+        return list(seen), progress_html(item.step, item.total, f"similarity {caption}", clock=item.clock), "", None
 
     def on_result(result) -> tuple:
         files = [str(p) for p in result.save().values()]
-        gallery = [(im, f"{s:.1f}") for im, s in zip(result.images, result.similarities)]
+        gallery = [(im, f"{s:.1f} · {result.name(i)}" if result.name(i) else f"{s:.1f}")
+                   for i, (im, s) in enumerate(zip(result.images, result.similarities))]
         best = f"best {result.similarities[0]:.1f}" if result.similarities else ""
         state = "stopped" if result.stopped else "done"
-        progress = progress_html(result.steps_run, total[0] or result.steps_run, best, state)
+        progress = progress_html(result.steps_run, total[0] or result.steps_run, best, state, unit="images")
         return gallery, progress, notice_markdown(result.notice), files
 
     yield from drive(run, flag, on_progress, on_result)
@@ -67,7 +67,7 @@ def stream_hits(run: Iterator, flag: threading.Event, root: str) -> Iterator[tup
     """Drive an index search for the page: (gallery, progress, notice, downloads) tuples; captions are the
     similarity and the path inside the indexed folder."""
     def on_progress(item) -> tuple:
-        return [], progress_html(item.step, item.total, "searching"), "", None
+        return [], progress_html(item.step, item.total, "searching", clock=item.clock), "", None
 
     def on_result(result) -> tuple:
         files = [str(p) for p in result.save().values()]
@@ -76,7 +76,7 @@ def stream_hits(run: Iterator, flag: threading.Event, root: str) -> Iterator[tup
         text = f"{len(gallery)} of {result.rows} images" + (f"; {result.hidden} below the threshold hidden"
                                                               if result.hidden else "")
         state = "stopped" if result.stopped else "done"
-        return gallery, progress_html(1, 1, text, state), notice_markdown(result.notice), files
+        return gallery, progress_html(1, 1, text, state, unit=None), notice_markdown(result.notice), files
 
     yield from drive(run, flag, on_progress, on_result)
 
@@ -87,7 +87,7 @@ def stream_update(run: Iterator, flag: threading.Event, describe: Callable[[], s
         m = item.metrics
         text = f"images {m.get('images_done', 0)} / {m.get('images_total', 0)}" + (
             f", {m['skipped']} unreadable" if m.get("skipped") else "")
-        return gr.update(), progress_html(item.step, item.total, text or item.stage), gr.update()
+        return gr.update(), progress_html(item.step, item.total, text or item.stage, clock=item.clock), gr.update()
 
     def on_result(r) -> tuple:
         lines = [describe(), f"{r.new} new, {r.changed} changed, {r.deleted} deleted, {r.unchanged} unchanged; "
@@ -142,8 +142,10 @@ def build_index_tab(index: dict, specs: dict[str, dict[str, Any]]) -> None:
 def build(classify: Callable, search: Callable, arithmetic: Callable, model_choices: list[str],
           default_model: str, model_status: Callable[[str], str | None], specs: dict[str, dict[str, Any]],
           max_gallery: int, model_state: Callable[[str], str] | None = None, image_search: Callable | None = None,
-          index: dict | None = None, video: dict | None = None, detect: dict | None = None) -> None:
-    """Add the Lens tab's components to the current Blocks.
+          index: dict | None = None, video: dict | None = None, detect: dict | None = None,
+          custom_models: bool = True) -> None:
+    """Add the Lens tab's components to the current Blocks. `custom_models`: the model dropdown takes typed values
+    (a local server; a public one offers its list only).
 
     classify(spec, image, labels_text, **settings) -> {"labels": [(label, prob)], "notice": str | None}
     search(spec, files, query, **settings) -> the lens-search task generator (progress items, then the ranking)
@@ -159,9 +161,12 @@ def build(classify: Callable, search: Callable, arithmetic: Callable, model_choi
     """
     with gr.Tab("CLIP Lens", id="lens"):
         gr.Markdown("Ask CLIP what it sees: rank labels for an image, search your images with words, "
-                    "or move an image in embedding space (image − “dog” + “cat”).")
+                    "or move an image in embedding space (image − “dog” + “cat”)."
+                    + ("" if index is not None else " To search a whole folder of images, index it "
+                       "(`clip-studio index DIR`) and start the studio with `--index DIR`: a **Search the index** "
+                       "tab appears here."))
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
-                            allow_custom_value=LIMITS.custom_models)
+                            allow_custom_value=custom_models)
         model_state_line(model, model_state)
         notice = gr.Markdown()
 
@@ -289,12 +294,11 @@ def build_video(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, run
 
             def on_progress(item):
                 total[0] = item.total
-                eta = item.metrics.get("eta_s")
-                text = f"frames {item.step} / {item.total}" + (f" · ETA {eta:.0f} s" if eta is not None else "")
+                text = f"frames {item.step} / {item.total}"
                 if item.stage == "clips":  # then the moments' thumbnails and clips, a step each
                     text = f"moment clips {item.metrics.get('clips_done', 0):.0f}"
-                return (progress_html(item.step, item.total, text), gr.update() if item.preview is None
-                        else item.preview, gr.update(), gr.update(), "", None)
+                bar = progress_html(item.step, item.total, text, clock=item.clock)
+                return (bar, gr.update() if item.preview is None else item.preview, gr.update(), gr.update(), "", None)
 
             def on_result(result):
                 files = result.save()
@@ -348,14 +352,15 @@ def build_detect(model: gr.Dropdown, notice: gr.Markdown, announce: Callable, ru
             gen = run(spec, det, img, text, crop, **_settings(values, names))
 
             def on_progress(item):
-                bar = progress_html(item.step, item.total, f"{item.metrics.get('boxes', 0):.0f} boxes so far")
+                boxes = f"{item.metrics.get('boxes', 0):.0f} boxes so far"
+                bar = progress_html(item.step, item.total, boxes, clock=item.clock)
                 return bar, (item.preview, []) if item.preview is not None else gr.update(), "", None
 
             def on_result(result):
                 files = result.save()
                 state = "stopped" if result.stopped else "done"
                 bar = progress_html(result.steps_run, result.steps_run, f"{len(result.boxes)} boxes from "
-                                    f"{result.proposals} proposals", state)
+                                    f"{result.proposals} proposals", state, unit=None)
                 return (bar, (result.source, result.annotations()), notice_markdown(result.notice),
                         [str(p) for p in files.values()])
 

@@ -185,8 +185,8 @@ class Handlers:
             if "clip_score" in item.metrics:
                 text += f" · best CLIP {item.metrics['clip_score']:.2f}"
             skip = gr.skip()
-            return (skip, skip, skip, seed, skip, skip, skip, progress_html(item.step, item.total, text),
-                    item.preview if item.preview is not None else skip)
+            bar = progress_html(item.step, item.total, text, clock=item.clock)
+            return (skip, skip, skip, seed, skip, skip, skip, bar, item.preview if item.preview is not None else skip)
 
         yield from drive(self.generate_fn(prompt, **settings), flag, on_progress,
                          lambda result: self._generated(result, seed, history, total[0]))
@@ -201,8 +201,10 @@ class Handlers:
         records = []
         for i in range(len(result.images)):
             meta = result.image_metadata(i)
+            latents = getattr(result, "latents", None)  # an inpainted image has none: edit takes its picture
             records.append({"path": str(paths[f"png{i}"]), "caption": _caption(meta), "meta": meta,
-                            "latent": result.latents[i], "prompt": result.prompt})
+                            "latent": latents[i] if latents is not None else str(paths[f"png{i}"]),
+                            "prompt": result.prompt})
         history = (records + history)[:MAX_HISTORY]
         info = f"{len(records)} image(s) · seeds {min(result.seeds)}…{max(result.seeds)}"
         if result.clip_scores:
@@ -245,8 +247,8 @@ class Handlers:
             if item.metrics.get("batch_steps", 1) > 1:
                 text += f" · step {int(item.metrics['batch_step'])}/{int(item.metrics['batch_steps'])}"
             skip = gr.skip()
-            return (skip, skip, skip, seed, skip, skip, skip, progress_html(item.step, item.total, text),
-                    item.preview if item.preview is not None else skip)
+            bar = progress_html(item.step, item.total, text, clock=item.clock)
+            return (skip, skip, skip, seed, skip, skip, skip, bar, item.preview if item.preview is not None else skip)
 
         yield from drive(run, flag, on_progress, lambda result: self._generated(result, seed, history, total[0]))
 
@@ -274,7 +276,7 @@ class Handlers:
             total[0] = item.total
             text = f"Refining · CLIP {item.metrics['clip_score']:.2f} (best {item.metrics['best_clip_score']:.2f})"
             return (item.preview if item.preview is not None else skip, skip, skip, skip, skip, skip,
-                    progress_html(item.step, item.total, text))
+                    progress_html(item.step, item.total, text, clock=item.clock))
 
         def on_result(result):
             paths = result.save()
@@ -304,7 +306,7 @@ class Handlers:
             total[0] = item.total
             text = f"Editing · direction {item.metrics['directional']:.3f}"
             return (item.preview if item.preview is not None else skip, skip, skip, skip, skip, skip,
-                    progress_html(item.step, item.total, text))
+                    progress_html(item.step, item.total, text, clock=item.clock))
 
         def on_result(result):
             paths = result.save()

@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from studio.ui.common import (
-    LIMITS,
     control,
     drive,
     image_upload,
@@ -66,7 +65,7 @@ def stream(run: Iterator, flag: threading.Event, video: str = "mp4") -> Iterator
         if psnr is not None:  # Vectorize: the paths so far and the error
             text = f"{int(item.metrics.get('paths', 0))} paths · PSNR {psnr:.2f} dB"
         preview = item.preview if item.preview is not None else gr.skip()
-        return preview, progress_html(item.step, item.total, text), None, None, None, ""
+        return preview, progress_html(item.step, item.total, text, clock=item.clock), None, None, None, ""
 
     def on_result(item) -> tuple:
         paths = item.save(video=video)
@@ -127,8 +126,10 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
           sketch_specs: dict[str, Any], colour_modes: list[str], loss_model_choices: list[str] | None = None,
           default_loss_model: str | None = None, cpu: bool = False,
           model_state: Callable[[str], str] | None = None, check_svg: Callable[[str], Any] | None = None,
-          vectorize: Callable[..., Iterator] | None = None, vectorize_specs: dict[str, Any] | None = None) -> None:
-    """Add the Vector Sketch tab's components to the current Blocks.
+          vectorize: Callable[..., Iterator] | None = None, vectorize_specs: dict[str, Any] | None = None,
+          custom_models: bool = True) -> None:
+    """Add the Vector Sketch tab's components to the current Blocks. `custom_models`: the model dropdowns take typed
+    values (a local server; a public one offers its list only).
 
     clipdraw(spec, prompt, init_svg, settings) -> a CLIPDraw run generator (settings: `CLIPDrawConfig` fields).
     clipasso(spec, loss_spec or None, image, settings) -> a CLIPasso run generator; loss_spec is the CLIP whose
@@ -153,7 +154,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     + (f" Running on a CPU, the controls start smaller than the papers' settings ({paper}), which "
                        "take a GPU." if cpu else ""))
         model = gr.Dropdown(model_choices, value=default_model, label="CLIP model",
-                            allow_custom_value=LIMITS.custom_models)
+                            allow_custom_value=custom_models)
         model_state_line(model, model_state)
 
         def announce(spec):
@@ -230,7 +231,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                     with gr.Accordion("Loss CLIP (optional)", open=False):
                         loss_model = gr.Dropdown(loss_choices, value=default_loss_model or SAME_MODEL,
                                                  label="Loss CLIP (a ResNet, e.g. RN101, as in the paper)",
-                                                 allow_custom_value=LIMITS.custom_models)
+                                                 allow_custom_value=custom_models)
                 with gr.Column():
                     sketch_out = outputs_column("clipasso")
 
