@@ -215,8 +215,8 @@ def test_vectorize_over_http_streams_stops_and_names_bad_input(tmp_path):
 
     from gradio_client import Client, handle_file
 
+    from pipelines.registry import get_task
     from pipelines.vectorize import VectorizePipeline
-    from studio.tasks import get_task
 
     with gr.Blocks() as demo:
         ui.build(lambda *a: fake_run(2, []), lambda *a: fake_run(2, []), ["tiny"], "tiny", lambda spec: None,
