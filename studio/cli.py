@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None, prog: str = "clip-studio") -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     import warnings
 
-    from studio.scorer import DemoModelWarning
+    from studio.defaults import DemoModelWarning
 
     # a demo stand-in is said once, by the scorer's log line; the Python warning (with a source line) repeated it
     warnings.simplefilter("ignore", DemoModelWarning)

@@ -8,3 +8,9 @@ here on synthetic shapes, which work offline and stand in when real weights cann
 DEFAULT_CLIP = "ViT-B-32/openai"  # open_clip's name for OpenAI's ViT-B/32, the CLIP of CLIPDraw and StyleCLIP
 DEMO_CLIP = "shapes-clip"  # the bundled demo CLIP (studio/assets/models/shapes-clip.*)
 DEMO_GENERATOR = "demo-shapes"  # the bundled demo generator (studio/generators/shapes.py)
+
+
+class DemoModelWarning(UserWarning):
+    """The warning the API gets when the demo model stands in or weights are random (the command line, which
+    prints the same text as a log line, ignores it). Here, not in the scorer, so the command line can filter it
+    without importing torch."""

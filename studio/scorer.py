@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from studio import defaults
+from studio.defaults import DemoModelWarning  # noqa: F401  (re-exported: the API filters it from here)
 from studio.device import pick_device, pick_dtype, precision_name
 from studio.hub import DEMO_CLIP, MODELS_DIR, ClipSource, load_state_dict, real_weights_within_reach, resolve_clip
 from studio.images import resize_crop
@@ -469,11 +470,6 @@ def get_scorer(spec: str | None = None, device: str | torch.device | None = None
 
 
 _WARNED: set[tuple[str, str]] = set()
-
-
-class DemoModelWarning(UserWarning):
-    """The warning the API gets when the demo model stands in or weights are random (the command line, which
-    prints the same text as a log line, ignores it)."""
 
 
 def _warn_once(source: ClipSource) -> None:
