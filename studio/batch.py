@@ -508,18 +508,18 @@ def merge_manifests(out: Path, items: list[Item], shards: list[Path]) -> list[di
 # ------------------------------------------------------------------------------------------------ contact sheet
 def _score(line: dict) -> float:
     scores = line.get("scores") or {}
-    for key in ("clip_score", "score_after", "top_similarity"):
+    for key in ("clip_score", "score_after", "top_similarity", "psnr"):
         if isinstance(scores.get(key), (int, float)):
             return float(scores[key])
     nums = [v for v in scores.values() if isinstance(v, (int, float))]
     return float(nums[0]) if nums else float("-inf")
 
 
-def _first_png(line: dict) -> str | None:
-    """The image a contact sheet shows for a line: a task's own sheet (Vectorize: the picture beside its SVG), else
-    its first PNG."""
+def _first_png(line: dict, sheet: bool = False) -> str | None:
+    """The image a contact sheet shows for a line: its first PNG; with `sheet`, a task's own sheet first (Vectorize:
+    the picture beside its SVG; index.html shows it, grid.png puts the source picture beside the result itself)."""
     files = line.get("files") or {}
-    for k in ("sheet", "png", "png0"):
+    for k in (("sheet",) if sheet else ()) + ("png", "png0"):
         if k in files:
             return files[k]
     return next((v for v in files.values() if v.endswith(".png")), None)
@@ -586,7 +586,7 @@ def contact_sheet(out: Path, lines: list[dict], title: str, thumb: int = 160) ->
     ok = sheet_order([ln for ln in lines if ln.get("error") is None and _first_png(ln)])
     cards = []
     for ln in ok:
-        png = _first_png(ln)
+        png = _first_png(ln, sheet=True)
         label = _label(ln)
         score = _score(ln)
         links = " ".join(f'<a href="{html.escape(p)}">{html.escape(k)}</a>' for k, p in ln["files"].items())
