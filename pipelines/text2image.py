@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from pipelines.registry import get_task, register
-from pipelines.text2image_core import Text2ImageSession, load_session
+from pipelines.text2image_core import SeededImages, SessionTask, Text2ImageSession, load_session
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
     DEFAULT_SIDE,
@@ -46,7 +46,7 @@ from pipelines.text2image_models import (
     check_size,
     preset_for,
 )
-from studio.progress import Progress, Result
+from studio.progress import Progress
 from studio.runner import drain
 from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
 
@@ -97,7 +97,7 @@ class Text2ImageConfig:
 
 
 @dataclass
-class Text2ImageOutput(Result):
+class Text2ImageOutput(SeededImages):
     """Generated images (best first when reranked) with everything needed to reproduce or edit them.
 
     `seeds[i]` and `clip_scores[i]` (CLIPScore against the prompt; empty without a scorer) belong to `images[i]`;
@@ -114,19 +114,8 @@ class Text2ImageOutput(Result):
     noise: torch.Tensor | None = None
     reranked: bool = False
 
-    def metadata(self) -> dict[str, Any]:
-        """The request's settings (its base seed), model and CLIP model."""
-        return {**super().metadata(), "seed": self.settings.get("seed", self.seed), "model": self.model,
-                "clip_model": self.clip_model}
 
-    def image_metadata(self, i: int) -> dict[str, Any]:
-        """What image `i`'s PNG carries: the settings that make that image alone (its seed, num_images 1)."""
-        meta = {**self.metadata(), "seed": self.seeds[i], "num_images": 1}
-        meta["scores"] = {"clip_score": round(self.clip_scores[i], 4)} if self.clip_scores else {}
-        return meta
-
-
-class Text2ImagePipeline:
+class Text2ImagePipeline(SessionTask):
     """Generate with diffusers and rerank by CLIPScore: the `text2image` task, on a `Text2ImageSession`.
 
     Build from a diffusers pipeline, `Text2ImagePipeline(pipe, scorer=..., model_name=..., preset=...)` (the preset:
@@ -142,22 +131,12 @@ class Text2ImagePipeline:
 
     def __init__(self, pipe: Any, scorer: Any | None = None, *, model_name: str = "custom",
                  preset: ModelPreset | None = None):
-        self.session = Text2ImageSession.of(pipe, scorer, model_name=model_name, preset=preset)
-        size = self.session.default_size
-        self.config = dataclasses.replace(Text2ImageConfig.from_preset(self.session.preset, size),
-                                          rerank=self.session.scorer is not None)
+        super().__init__(pipe, scorer, model_name=model_name, preset=preset)
         self._tasks: dict[str, Any] = {}
 
-    @classmethod
-    def from_pretrained(cls, model_id_or_folder: str | None = None, scorer: Any | None = None,
-                        **kwargs: Any) -> "Text2ImagePipeline":
-        """Load a model into a new session (see `Text2ImageSession.from_pretrained` for the arguments)."""
-        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
-
-    @classmethod
-    def from_pipe(cls, other: Any) -> "Text2ImagePipeline":
-        """This task on another Text to Image task's session (the same weights, no copy)."""
-        return cls(other.session)
+    def make_config(self, session: Text2ImageSession) -> Any:
+        return dataclasses.replace(Text2ImageConfig.from_preset(session.preset, session.default_size),
+                                   rerank=session.scorer is not None)
 
     # ------------------------------------------------------------------ the session's, for convenience
     @property

@@ -16,7 +16,7 @@ import functools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, TypeVar
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from pipelines.text2image_models import (
 )
 from studio.device import pick_device, pick_dtype
 from studio.images import load_image, to_pil
-from studio.progress import Progress, Stopped, iterate_callback
+from studio.progress import Progress, Result, Stopped, iterate_callback
 from studio.scorer import get_scorer, oom_guard
 
 LOW_VRAM_BYTES = 6 * 1024**3  # below this, weights stay on the CPU between uses (SD-Turbo fp16 needs ~3.5 GB resident)
@@ -409,6 +409,52 @@ class Text2ImageSession:
                 done_.stopped = True
                 break
         return done_
+
+
+T = TypeVar("T", bound="SessionTask")
+
+
+class SessionTask:
+    """How every Text to Image task is built (diffusers' shape: separate pipeline classes over one set of
+    components): from a diffusers pipeline or a `Text2ImageSession` (`session_kwargs` go to `Text2ImageSession.of`),
+    with `from_pretrained(...)`, or with `from_pipe(other_task)`, which shares the other task's session (no second
+    copy of any weight). `config` holds the settings each call starts from: `make_config(session)`."""
+
+    def __init__(self, pipe: Any, scorer: Any | None = None, **session_kwargs: Any):
+        self.session = Text2ImageSession.of(pipe, scorer, **session_kwargs)
+        self.config = self.make_config(self.session)
+
+    def make_config(self, session: Text2ImageSession) -> Any:
+        """The task's config for `session`'s model family (each task defines it)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls: type[T], model_id_or_folder: str | None = None, scorer: Any | None = None,
+                        **kwargs: Any) -> T:
+        """Load a model into a new session (see `Text2ImageSession.from_pretrained` for the arguments)."""
+        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
+
+    @classmethod
+    def from_pipe(cls: type[T], other: Any) -> T:
+        """This task on another Text to Image task's session (the same weights, no copy)."""
+        return cls(other.session)
+
+
+class SeededImages(Result):
+    """What the image results of the Text to Image tasks share: the request's settings with its base seed, model and
+    CLIP model, and per image the settings that make that image alone. Subclasses are dataclasses with `seeds`,
+    `clip_scores`, `model` and `clip_model` fields."""
+
+    def metadata(self) -> dict[str, Any]:
+        """The request's settings (its base seed), model and CLIP model."""
+        return {**super().metadata(), "seed": self.settings.get("seed", self.seed), "model": self.model,
+                "clip_model": self.clip_model}
+
+    def image_metadata(self, i: int) -> dict[str, Any]:
+        """What image `i`'s PNG carries: the settings that make that image alone (its seed, num_images 1)."""
+        meta = {**self.metadata(), "seed": self.seeds[i], "num_images": 1}
+        meta["scores"] = {"clip_score": round(self.clip_scores[i], 4)} if self.clip_scores else {}
+        return meta
 
 
 def load_session(t2i: str | None = None, clip: str | None = None, device: str | None = None,

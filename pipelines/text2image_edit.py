@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pipelines.registry import register
-from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session, load_start_image
+from pipelines.text2image_core import SessionTask, Text2ImageSession, image_tensor, load_session, load_start_image
 from pipelines.text2image_models import CHECKPOINTING, MAX_SIDE, thin_frames
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result, json_safe
@@ -93,24 +93,14 @@ def check_latents(latents: Any, channels: int, max_side: int | None = None) -> t
     return latents.reshape(1, *latents.shape[-3:])
 
 
-class Text2ImageEditPipeline:
+class Text2ImageEditPipeline(SessionTask):
     """Directional-CLIP edit on a Text to Image session: the `text2image-edit` task.
 
     Built like every Text to Image task: from a diffusers pipeline or a session, `from_pretrained(...)`, or
     `from_pipe(other_task)`. `config` holds the settings each call starts from."""
 
-    def __init__(self, pipe: Any, scorer: Any | None = None, **session_kwargs: Any):
-        self.session = Text2ImageSession.of(pipe, scorer, **session_kwargs)
-        self.config = Text2ImageEditConfig()
-
-    @classmethod
-    def from_pretrained(cls, model_id_or_folder: str | None = None, scorer: Any | None = None,
-                        **kwargs: Any) -> "Text2ImageEditPipeline":
-        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
-
-    @classmethod
-    def from_pipe(cls, other: Any) -> "Text2ImageEditPipeline":
-        return cls(other.session)
+    def make_config(self, session: Text2ImageSession) -> Any:
+        return Text2ImageEditConfig()
 
     def __call__(self, latents: torch.Tensor, source_prompt: str, edit_prompt: str, *,
                  callback: Callable | None = None, **settings: Any) -> EditOutput:

@@ -25,7 +25,14 @@ import torch
 from PIL import Image
 
 from pipelines.registry import register
-from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session, load_start_image
+from pipelines.text2image_core import (
+    SeededImages,
+    SessionTask,
+    Text2ImageSession,
+    image_tensor,
+    load_session,
+    load_start_image,
+)
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
     MAX_BATCH,
@@ -39,7 +46,7 @@ from pipelines.text2image_models import (
     preset_for,
 )
 from studio.images import to_pil
-from studio.progress import Progress, Result
+from studio.progress import Progress
 from studio.runner import drain
 from studio.scorer import oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
@@ -90,7 +97,7 @@ class Text2ImageImg2ImgConfig:
 
 
 @dataclass
-class Img2ImgOutput(Result):
+class Img2ImgOutput(SeededImages):
     """Images made from `source` (the start image as used: resized only where `notice` says so), in seed order.
 
     `seeds[i]` and `clip_scores[i]` (CLIPScore against the prompt; empty without a scorer) belong to `images[i]`;
@@ -105,23 +112,13 @@ class Img2ImgOutput(Result):
     clip_model: str | None = None
     latents: torch.Tensor | None = None
 
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "seed": self.settings.get("seed", self.seed), "model": self.model,
-                "clip_model": self.clip_model}
-
-    def image_metadata(self, i: int) -> dict[str, Any]:
-        """What image `i`'s PNG carries: the settings that make that image alone (its seed, num_images 1)."""
-        meta = {**self.metadata(), "seed": self.seeds[i], "num_images": 1}
-        meta["scores"] = {"clip_score": round(self.clip_scores[i], 4)} if self.clip_scores else {}
-        return meta
-
 
 def steps_run(num_steps: int, strength: float) -> int:
     """The denoising steps diffusers' img2img runs: int(num_steps x strength) of the schedule's last ones."""
     return min(int(num_steps * strength), num_steps)
 
 
-class Text2ImageImg2ImgPipeline:
+class Text2ImageImg2ImgPipeline(SessionTask):
     """img2img on a Text to Image session: the `text2image-img2img` task.
 
     Built like every Text to Image task: from a diffusers pipeline or a session, `from_pretrained(...)`, or
@@ -131,18 +128,8 @@ class Text2ImageImg2ImgPipeline:
     >>> out = i2i("photo.png", "a watercolor painting", strength=0.5)  # doctest: +SKIP
     """
 
-    def __init__(self, pipe: Any, scorer: Any | None = None, **session_kwargs: Any):
-        self.session = Text2ImageSession.of(pipe, scorer, **session_kwargs)
-        self.config = Text2ImageImg2ImgConfig.from_preset(self.session.preset)
-
-    @classmethod
-    def from_pretrained(cls, model_id_or_folder: str | None = None, scorer: Any | None = None,
-                        **kwargs: Any) -> "Text2ImageImg2ImgPipeline":
-        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
-
-    @classmethod
-    def from_pipe(cls, other: Any) -> "Text2ImageImg2ImgPipeline":
-        return cls(other.session)
+    def make_config(self, session: Text2ImageSession) -> Any:
+        return Text2ImageImg2ImgConfig.from_preset(session.preset)
 
     def __call__(self, image: Any, prompt: str, *, callback: Callable | None = None, **settings: Any) -> Img2ImgOutput:
         return drain(self.iter_img2img(image, prompt, **settings), callback)

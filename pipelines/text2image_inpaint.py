@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from pipelines.registry import register
-from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session
+from pipelines.text2image_core import SeededImages, SessionTask, Text2ImageSession, image_tensor, load_session
 from pipelines.text2image_models import (
     DEFAULT_MODEL,
     MAX_BATCH,
@@ -53,7 +53,7 @@ from pipelines.text2image_models import (
     preset_for,
 )
 from studio.images import MAX_PIXELS, load_image
-from studio.progress import Progress, Result
+from studio.progress import Progress
 from studio.runner import drain
 from studio.scorer import oom_guard
 from studio.tasks import SEED_MAX, Input, Task, check_text, check_texts, param, resolve, run_settings
@@ -117,7 +117,7 @@ class Text2ImageInpaintConfig:
 
 
 @dataclass
-class InpaintOutput(Result):
+class InpaintOutput(SeededImages):
     """Inpainted (or outpainted) images in seed order, each composited onto `source` (the input on its final canvas,
     the outpainted area filled with edge pixels) with `alpha`: pixels where alpha is 0 (outside the mask) are
     `source`'s exactly. `mask`: the repainted area (L, 255 = repainted) on the canvas. `seeds[i]`, `clip_scores[i]`
@@ -133,16 +133,6 @@ class InpaintOutput(Result):
     prompt: str = ""
     model: str = ""
     clip_model: str | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "seed": self.settings.get("seed", self.seed), "model": self.model,
-                "clip_model": self.clip_model}
-
-    def image_metadata(self, i: int) -> dict[str, Any]:
-        """What image `i`'s PNG carries: the settings that make that image alone (its seed, num_images 1)."""
-        meta = {**self.metadata(), "seed": self.seeds[i], "num_images": 1}
-        meta["scores"] = {"clip_score": round(self.clip_scores[i], 4)} if self.clip_scores else {}
-        return meta
 
 
 def load_mask(mask: Any, name: str = "mask") -> np.ndarray:
@@ -210,7 +200,7 @@ def crop_box(mask: np.ndarray, padding: int, multiple: int) -> tuple[int, int, i
     return box[0], box[1], box[2], box[3]
 
 
-class Text2ImageInpaintPipeline:
+class Text2ImageInpaintPipeline(SessionTask):
     """Inpainting and outpainting on a Text to Image session: the `text2image-inpaint` task.
 
     Built like every Text to Image task: from a diffusers pipeline or a session, `from_pretrained(...)`, or
@@ -221,18 +211,8 @@ class Text2ImageInpaintPipeline:
     >>> wider = inpaint("room.png", "a bright room", outpaint_left=128, outpaint_right=128)  # doctest: +SKIP
     """
 
-    def __init__(self, pipe: Any, scorer: Any | None = None, **session_kwargs: Any):
-        self.session = Text2ImageSession.of(pipe, scorer, **session_kwargs)
-        self.config = Text2ImageInpaintConfig.from_preset(self.session.preset)
-
-    @classmethod
-    def from_pretrained(cls, model_id_or_folder: str | None = None, scorer: Any | None = None,
-                        **kwargs: Any) -> "Text2ImageInpaintPipeline":
-        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
-
-    @classmethod
-    def from_pipe(cls, other: Any) -> "Text2ImageInpaintPipeline":
-        return cls(other.session)
+    def make_config(self, session: Text2ImageSession) -> Any:
+        return Text2ImageInpaintConfig.from_preset(session.preset)
 
     def __call__(self, image: Any, prompt: str, mask: Any = None, *, callback: Callable | None = None,
                  **settings: Any) -> InpaintOutput:

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from pipelines.registry import register
-from pipelines.text2image_core import Text2ImageSession, image_tensor, load_session, load_start_image
+from pipelines.text2image_core import SessionTask, Text2ImageSession, image_tensor, load_session, load_start_image
 from pipelines.text2image_models import CHECKPOINTING, DEFAULT_MODEL, DEFAULT_SIDE, MAX_SIDE, check_size, thin_frames
 from studio.images import to_pil, to_uint8
 from studio.progress import Progress, Result
@@ -132,25 +132,14 @@ def noised_start(session: Text2ImageSession, z: torch.Tensor, noise: torch.Tenso
     return a.sqrt() * z + (1 - a).sqrt() * noise
 
 
-class Text2ImageRefinePipeline:
+class Text2ImageRefinePipeline(SessionTask):
     """ReNO refine on a Text to Image session: the `text2image-refine` task.
 
     Built like every Text to Image task: from a diffusers pipeline or a session, `from_pretrained(...)`, or
     `from_pipe(other_task)`. `config` holds the settings each call starts from (the model's image size)."""
 
-    def __init__(self, pipe: Any, scorer: Any | None = None, **session_kwargs: Any):
-        self.session = Text2ImageSession.of(pipe, scorer, **session_kwargs)
-        size = self.session.default_size
-        self.config = Text2ImageRefineConfig(width=size, height=size)
-
-    @classmethod
-    def from_pretrained(cls, model_id_or_folder: str | None = None, scorer: Any | None = None,
-                        **kwargs: Any) -> "Text2ImageRefinePipeline":
-        return cls(Text2ImageSession.from_pretrained(model_id_or_folder, scorer, **kwargs))
-
-    @classmethod
-    def from_pipe(cls, other: Any) -> "Text2ImageRefinePipeline":
-        return cls(other.session)
+    def make_config(self, session: Text2ImageSession) -> Any:
+        return Text2ImageRefineConfig(width=session.default_size, height=session.default_size)
 
     def __call__(self, prompt: str, *, callback: Callable | None = None, **settings: Any) -> RefineOutput:
         return drain(self.iter_refine(prompt, **settings), callback)
