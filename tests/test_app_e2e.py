@@ -143,9 +143,18 @@ def dismiss_toasts(page) -> None:
     expect(close).to_have_count(0)
 
 
-def file_input(page, index: int = 0):
-    """The `index`-th file input of an upload box on screen (the inputs themselves are hidden)."""
-    return [el for el in page.locator("input[type=file]").all() if _shown(el)][index]
+def file_input(page, index: int = 0, timeout_ms: int = 30_000):
+    """The `index`-th file input of an upload box on screen (the inputs themselves are hidden), waiting for it: an
+    upload box in an accordion that was just clicked open is on screen only after its opening transition."""
+    waited = 0
+    while True:
+        shown = [el for el in page.locator("input[type=file]").all() if _shown(el)]
+        if len(shown) > index:
+            return shown[index]
+        if waited >= timeout_ms:
+            raise AssertionError(f"no upload box #{index} on screen after {timeout_ms} ms ({len(shown)} shown)")
+        page.wait_for_timeout(100)
+        waited += 100
 
 
 def _shown(el) -> bool:
