@@ -449,7 +449,7 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
     with gr.Blocks(title="CLIP Creative Studio", delete_cache=cache) as demo:
         gr.Markdown(f"# CLIP Creative Studio\nCLIP-driven creation · running on **{device}** · default CLIP "
                     f"`{clip}`" + (" · public server: models from the operator's list" if policy.public else ""))
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             lens = make_lens_functions(device, policy, index or os.environ.get("STUDIO_INDEX") or None)
             lens_ui.build(lens["classify"], lens["search"], lens["arithmetic"], choices, clip, lens["model_status"],
                           specs=lens["specs"], max_gallery=lens["max_gallery"], model_state=model_state,
@@ -458,13 +458,17 @@ def build_app(clip: str | None = None, device: str | None = None, policy: Policy
             from pipelines.clipdraw import COLOR_MODES
 
             sketch = make_sketch_functions(device, policy)
-            sketch_ui.build(sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
-                            draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
-                            colour_modes=list(COLOR_MODES), loss_model_choices=policy.loss_choices(),
-                            cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"],
-                            vectorize=sketch["vectorize"], vectorize_specs=sketch["vectorize_specs"],
-                            custom_models=custom)
-            t2i_ui.build(**make_text2image_functions(device, clip))
+            picture_to_svg = sketch_ui.build(
+                sketch["clipdraw"], sketch["clipasso"], choices, clip, lens["model_status"],
+                draw_specs=sketch["draw_specs"], sketch_specs=sketch["sketch_specs"],
+                colour_modes=list(COLOR_MODES), loss_model_choices=policy.loss_choices(),
+                cpu=cpu, model_state=model_state, check_svg=sketch["check_svg"],
+                vectorize=sketch["vectorize"], vectorize_specs=sketch["vectorize_specs"],
+                custom_models=custom)
+            # "Vectorize selected" in Text to Image fills Vector Sketch's Picture → SVG and goes there
+            target = picture_to_svg and {**picture_to_svg, "tabs": [tabs, picture_to_svg["tabs"]],
+                                         "ids": [sketch_ui.SKETCH_TAB, sketch_ui.VECTORIZE_TAB]}
+            t2i_ui.build(**make_text2image_functions(device, clip), vectorize_target=target)
             from studio.generators import available_generators
 
             generator = policy.default_generator

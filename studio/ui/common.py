@@ -473,6 +473,7 @@ def image_upload(label: str, name: str = "image", **kwargs: Any) -> gr.File:
     box.upload(show, box, seen, api_visibility="private", show_progress="hidden", concurrency_id=PREVIEW_QUEUE,
                concurrency_limit=PREVIEW_CONCURRENCY)
     box.clear(lambda: gr.update(value=None, visible=False), None, seen, queue=False, api_visibility="private")
+    box.studio_seen = seen  # the "as read" preview, for a page action that fills the box (it has no upload event)
     return box
 
 

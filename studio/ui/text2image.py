@@ -17,7 +17,7 @@ an edit, shown with their downloads.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
 import numpy as np
@@ -354,8 +354,8 @@ def build(generate: Callable[..., Iterator] | None = None, refine: Callable[...,
           edit: Callable[..., Iterator] | None = None, *, specs: dict[str, dict[str, Any]] | None = None,
           model: str = "(no model)", clip_model: str | None = None, one_step: bool = True,
           load_error: str | None = None, model_state: Callable[[], str] | None = None,
-          img2img: Callable[..., Iterator] | None = None, inpaint: Callable[..., Iterator] | None = None
-          ) -> gr.Blocks | None:
+          img2img: Callable[..., Iterator] | None = None, inpaint: Callable[..., Iterator] | None = None,
+          vectorize_target: dict[str, Any] | None = None) -> gr.Blocks | None:
     """Add the "Text to Image" tab to the current Blocks (or to a new `gr.Blocks`, which is then returned).
 
     `generate`, `refine`, `edit`: `Text2ImagePipeline.iter_generate / iter_refine / iter_edit` (or wrappers of them,
@@ -366,6 +366,8 @@ def build(generate: Callable[..., Iterator] | None = None, refine: Callable[...,
     `model_state()`: what the model and its CLIP will really run, shown before the first click; `img2img`,
     `inpaint`: the `text2image-img2img` / `text2image-inpaint` tasks' `iter_img2img` / `iter_inpaint` on the same
     model (their specs under those names), which add "Start from your picture" (absent without them).
+    `vectorize_target`: where "Vectorize selected" sends a result (Vector Sketch's Picture → SVG: its `picture`
+    upload and `seen` preview, and the `tabs` to select with their `ids`, outer first); no such button without it.
     """
     from gradio.context import Context
 
@@ -375,7 +377,7 @@ def build(generate: Callable[..., Iterator] | None = None, refine: Callable[...,
                  inpaint=inpaint) if specs is not None else None
 
     def layout() -> None:
-        _layout(h, specs, model, clip_model, one_step, load_error, model_state)
+        _layout(h, specs, model, clip_model, one_step, load_error, model_state, vectorize_target)
 
     if Context.block is None:
         with gr.Blocks(title="Text to Image") as demo:
@@ -399,7 +401,8 @@ def _as_markdown(message: str) -> str:
 
 
 def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: str, clip_model: str | None,
-            one_step: bool, load_error: str | None, model_state: Callable[[], str] | None = None) -> None:
+            one_step: bool, load_error: str | None, model_state: Callable[[], str] | None = None,
+            vectorize_target: dict[str, Any] | None = None) -> None:
     gr.Markdown(f"### Text to Image · `{model}`" + (f" · reranked by CLIP `{clip_model}`" if clip_model else ""))
     model_state_line(None, model_state)
     if load_error:  # no controls that could only fail: say what is missing and how to supply it
@@ -463,6 +466,8 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
             for name in h.names[EDIT]:
                 c(EDIT, name)
             edit_btn = gr.Button("Edit selected")
+    vectorize_btn = gr.Button("Vectorize selected (→ Vector Sketch, Picture → SVG)",
+                              size="sm") if vectorize_target else None
     with gr.Row():
         preview = gr.Image(label="Live preview", format="png", interactive=False, height=448)
         compare = gr.ImageSlider(label="Before / after", format="png", type="pil", interactive=False, height=448)
@@ -491,8 +496,25 @@ def _layout(h: Handlers | None, specs: dict[str, dict[str, Any]] | None, model: 
                 run_handler(handler), [*inputs, *controls_of(task)],
                 [token, gallery, files, info, comps[(task, "seed")], current, history_gallery, history, progress,
                  preview], api_name=f"t2i_{task.removeprefix('text2image-')}")
+    if vectorize_btn is not None:
+        target = vectorize_target
+        vectorize_btn.click(user_errors(lambda records, index: send_to_vectorize(records, index, target["ids"])),
+                            [current, selected],
+                            [target["picture"], target["seen"], *target["tabs"]], api_name="t2i_vectorize")
     upload.upload(user_errors(h.restore), upload, [comps[key] for key in restore_keys(h.restore_specs)] + [info],
                   api_name="t2i_restore")
+
+
+def send_to_vectorize(records: list[dict], selected: Any, ids: Sequence[str]) -> tuple:
+    """"Vectorize selected": the selected result's PNG into Vector Sketch's Picture → SVG upload and its preview,
+    and the tabs of `ids` selected (Vector Sketch, then its sub-tab); the Vectorize click there makes the SVG."""
+    if not records:
+        raise ValueError("Generate an image first: Vectorize takes the selected result")
+    index = int(selected or 0)
+    if not 0 <= index < len(records):
+        raise ValueError(f"No result number {index + 1}; pick one in the results gallery")
+    path = records[index]["path"]
+    return (path, gr.update(value=path, visible=True), *(gr.Tabs(selected=i) for i in ids))
 
 
 def _picture_section(h: Handlers, c: Callable[..., gr.components.Component], prompt: gr.Textbox,

@@ -121,14 +121,20 @@ def read_svg_upload(svg_file: Any) -> str | None:
         raise ValueError(f"`init_svg` could not be read as SVG text ({type(err).__name__})") from None
 
 
+SKETCH_TAB = "sketch"  # the Vector Sketch tab's id
+VECTORIZE_TAB = "vectorize"  # its Picture → SVG sub-tab's id
+
+
 def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], model_choices: list[str],
           default_model: str, model_status: Callable[[str], str | None], *, draw_specs: dict[str, Any],
           sketch_specs: dict[str, Any], colour_modes: list[str], loss_model_choices: list[str] | None = None,
           default_loss_model: str | None = None, cpu: bool = False,
           model_state: Callable[[str], str] | None = None, check_svg: Callable[[str], Any] | None = None,
           vectorize: Callable[..., Iterator] | None = None, vectorize_specs: dict[str, Any] | None = None,
-          custom_models: bool = True) -> None:
-    """Add the Vector Sketch tab's components to the current Blocks. `custom_models`: the model dropdowns take typed
+          custom_models: bool = True) -> dict[str, Any] | None:
+    """Add the Vector Sketch tab's components to the current Blocks; returns what another tab may fill (the
+    Picture → SVG sub-tab's `picture` upload, its `seen` preview and the sub-`tabs` with that sub-tab's id
+    `VECTORIZE_TAB`), or None without that sub-tab. `custom_models`: the model dropdowns take typed
     values (a local server; a public one offers its list only).
 
     clipdraw(spec, prompt, init_svg, settings) -> a CLIPDraw run generator (settings: `CLIPDrawConfig` fields).
@@ -147,7 +153,7 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
     loss_choices = [SAME_MODEL] + list(loss_model_choices or [])
     paper = (f"CLIPDraw {draw_specs['num_strokes'].default} strokes × {draw_specs['num_steps'].default} steps; "
              f"CLIPasso {sketch_specs['num_steps'].default} steps × {sketch_specs['num_seeds'].default} seeds")
-    with gr.Tab("Vector Sketch", id="sketch"):
+    with gr.Tab("Vector Sketch", id=SKETCH_TAB):
         gr.Markdown("Draw with Bézier strokes that CLIP steers: type a prompt (**CLIPDraw**) or upload a photo "
                     "(**CLIPasso**); or turn any picture into an editable SVG (**Vectorize**). Previews stream "
                     "while it works; **Stop** keeps the best result so far."
@@ -174,88 +180,94 @@ def build(clipdraw: Callable[..., Iterator], clipasso: Callable[..., Iterator], 
                              elem_id=f"{name}-video")
             return preview, progress, svg, png, video, score
 
-        with gr.Tab("Text → drawing (CLIPDraw)"):
-            draw_token = gr.State(None)
-            with gr.Row():
-                with gr.Column():
-                    prompt = gr.Textbox(EXAMPLE_PROMPTS[0], label="Prompt", lines=2)
-                    with gr.Row():
-                        draw_btn = gr.Button("Draw", variant="primary")
-                        stop_button(draw_token, api_name="sketch_clipdraw_stop")
-                    with gr.Accordion("Negative prompts (optional)", open=False):
-                        negatives = gr.Textbox("", label="Negative prompts (one per line, weight "
-                                                         f"{draw_specs['negative_weight'].default:g} each)", lines=2,
-                                               placeholder="A badly drawn sketch.\nMany ugly, messy drawings.")
-                    draw = {n: control("clipdraw", draw_specs[n], cpu=cpu) for n in DRAW_SETTINGS}
-                    with gr.Row():
-                        colours = gr.Dropdown(list(colour_modes) + [CUSTOM], value=draw_specs["colors"].default,
-                                              label="Colours")
-                        custom = gr.Textbox("", label="Custom palette", placeholder="#d62828, #1d4ed8, #111111")
-                    with gr.Accordion("Start from an SVG (optional)", open=False):
-                        svg_in = gr.File(label="SVG file", file_types=[".svg"])
-                        if check_svg is not None:
-                            svg_in.upload(user_errors(lambda f: check_svg(read_svg_upload(f))), svg_in, None,
-                                          api_visibility="private", show_progress="hidden")
-                with gr.Column():
-                    draw_out = outputs_column("clipdraw")
+        with gr.Tabs() as sub_tabs:
+            with gr.Tab("Text → drawing (CLIPDraw)"):
+                draw_token = gr.State(None)
+                with gr.Row():
+                    with gr.Column():
+                        prompt = gr.Textbox(EXAMPLE_PROMPTS[0], label="Prompt", lines=2)
+                        with gr.Row():
+                            draw_btn = gr.Button("Draw", variant="primary")
+                            stop_button(draw_token, api_name="sketch_clipdraw_stop")
+                        with gr.Accordion("Negative prompts (optional)", open=False):
+                            weight = draw_specs['negative_weight'].default
+                            negatives = gr.Textbox("", label=f"Negative prompts (one per line, weight {weight:g} each)",
+                                                   lines=2,
+                                                   placeholder="A badly drawn sketch.\nMany ugly, messy drawings.")
+                        draw = {n: control("clipdraw", draw_specs[n], cpu=cpu) for n in DRAW_SETTINGS}
+                        with gr.Row():
+                            colours = gr.Dropdown(list(colour_modes) + [CUSTOM], value=draw_specs["colors"].default,
+                                                  label="Colours")
+                            custom = gr.Textbox("", label="Custom palette", placeholder="#d62828, #1d4ed8, #111111")
+                        with gr.Accordion("Start from an SVG (optional)", open=False):
+                            svg_in = gr.File(label="SVG file", file_types=[".svg"])
+                            if check_svg is not None:
+                                svg_in.upload(user_errors(lambda f: check_svg(read_svg_upload(f))), svg_in, None,
+                                              api_visibility="private", show_progress="hidden")
+                    with gr.Column():
+                        draw_out = outputs_column("clipdraw")
 
-            # Typing a palette selects "custom"; picking a named mode clears the palette: the two never disagree on
-            # the page (issue 29: a typed palette was ignored unless the dropdown said custom).
-            custom.change(lambda text: gr.update(value=CUSTOM) if (text or "").strip() else gr.skip(), custom,
-                         colours, queue=False, api_visibility="private")
-            colours.input(lambda mode: "" if mode != CUSTOM else gr.skip(), colours, custom, queue=False,
-                          api_visibility="private")
+                # Typing a palette selects "custom"; picking a named mode clears the palette: the two never disagree on
+                # the page (issue 29: a typed palette was ignored unless the dropdown said custom).
+                custom.change(lambda text: gr.update(value=CUSTOM) if (text or "").strip() else gr.skip(), custom,
+                             colours, queue=False, api_visibility="private")
+                colours.input(lambda mode: "" if mode != CUSTOM else gr.skip(), colours, custom, queue=False,
+                              api_visibility="private")
 
-            def on_draw(spec, p, neg, col, cust, svg_file, *values, flag):
-                col = palette_choice(col, cust)
-                announce(spec)
-                settings = dict(zip(DRAW_SETTINGS, values))
-                settings.update(colors=col, negative_prompts=[s for s in (neg or "").splitlines() if s.strip()])
-                yield from stream(clipdraw(spec, p, read_svg_upload(svg_file), settings), flag)
+                def on_draw(spec, p, neg, col, cust, svg_file, *values, flag):
+                    col = palette_choice(col, cust)
+                    announce(spec)
+                    settings = dict(zip(DRAW_SETTINGS, values))
+                    settings.update(colors=col, negative_prompts=[s for s in (neg or "").splitlines() if s.strip()])
+                    yield from stream(clipdraw(spec, p, read_svg_upload(svg_file), settings), flag)
 
-            draw_btn.click(run_handler(on_draw), [model, prompt, negatives, colours, custom, svg_in,
-                                                  *draw.values()],
-                           [draw_token, *draw_out], api_name="sketch_clipdraw").then(
-                None, js=park_at_end("clipdraw-video"))
+                draw_btn.click(run_handler(on_draw), [model, prompt, negatives, colours, custom, svg_in,
+                                                      *draw.values()],
+                               [draw_token, *draw_out], api_name="sketch_clipdraw").then(
+                    None, js=park_at_end("clipdraw-video"))
 
-        with gr.Tab("Photo → sketch (CLIPasso)"):
-            sketch_token = gr.State(None)
-            with gr.Row():
-                with gr.Column():
-                    # a file path, so that our own reader (and its messages) decodes the upload, not Gradio's
-                    photo = image_upload("Photo")
-                    with gr.Row():
-                        sketch_btn = gr.Button("Sketch", variant="primary")
-                        stop_button(sketch_token, api_name="sketch_clipasso_stop")
-                    sketch = {n: control("clipasso", sketch_specs[n], cpu=cpu) for n in SKETCH_SETTINGS}
-                    with gr.Accordion("Loss CLIP (optional)", open=False):
-                        loss_model = gr.Dropdown(loss_choices, value=default_loss_model or SAME_MODEL,
-                                                 label="Loss CLIP (a ResNet, e.g. RN101, as in the paper)",
-                                                 allow_custom_value=custom_models)
-                with gr.Column():
-                    sketch_out = outputs_column("clipasso")
+            with gr.Tab("Photo → sketch (CLIPasso)"):
+                sketch_token = gr.State(None)
+                with gr.Row():
+                    with gr.Column():
+                        # a file path, so that our own reader (and its messages) decodes the upload, not Gradio's
+                        photo = image_upload("Photo")
+                        with gr.Row():
+                            sketch_btn = gr.Button("Sketch", variant="primary")
+                            stop_button(sketch_token, api_name="sketch_clipasso_stop")
+                        sketch = {n: control("clipasso", sketch_specs[n], cpu=cpu) for n in SKETCH_SETTINGS}
+                        with gr.Accordion("Loss CLIP (optional)", open=False):
+                            loss_model = gr.Dropdown(loss_choices, value=default_loss_model or SAME_MODEL,
+                                                     label="Loss CLIP (a ResNet, e.g. RN101, as in the paper)",
+                                                     allow_custom_value=custom_models)
+                    with gr.Column():
+                        sketch_out = outputs_column("clipasso")
 
-            def on_sketch(spec, loss_spec, img, *values, flag):
-                if img is None:
-                    raise ValueError("`image` is missing: upload a photo to sketch")
-                announce(spec)
-                loss = None if loss_spec in (None, "", SAME_MODEL) else loss_spec
-                if loss:
-                    announce(loss)
-                yield from stream(clipasso(spec, loss, img, dict(zip(SKETCH_SETTINGS, values))), flag)
+                def on_sketch(spec, loss_spec, img, *values, flag):
+                    if img is None:
+                        raise ValueError("`image` is missing: upload a photo to sketch")
+                    announce(spec)
+                    loss = None if loss_spec in (None, "", SAME_MODEL) else loss_spec
+                    if loss:
+                        announce(loss)
+                    yield from stream(clipasso(spec, loss, img, dict(zip(SKETCH_SETTINGS, values))), flag)
 
-            sketch_btn.click(run_handler(on_sketch), [model, loss_model, photo, *sketch.values()],
-                             [sketch_token, *sketch_out], api_name="sketch_clipasso").then(
-                None, js=park_at_end("clipasso-video"))
+                sketch_btn.click(run_handler(on_sketch), [model, loss_model, photo, *sketch.values()],
+                                 [sketch_token, *sketch_out], api_name="sketch_clipasso").then(
+                    None, js=park_at_end("clipasso-video"))
 
-        if vectorize is not None:
-            vector_tab(vectorize, vectorize_specs, model, announce, outputs_column, cpu)
+            if vectorize is not None:
+                picture = vector_tab(vectorize, vectorize_specs, model, announce, outputs_column, cpu)
+    if vectorize is None:
+        return None
+    return {"picture": picture, "seen": picture.studio_seen, "tabs": sub_tabs}
 
 
 def vector_tab(vectorize: Callable[..., Iterator], specs: dict[str, Any], model, announce: Callable,
-               outputs_column: Callable, cpu: bool) -> None:
-    """The "Picture → SVG" sub-tab: a picture in, filled shapes or strokes out, drawn as paths are added."""
-    with gr.Tab("Picture → SVG (Vectorize)"):
+               outputs_column: Callable, cpu: bool) -> gr.File:
+    """The "Picture → SVG" sub-tab: a picture in, filled shapes or strokes out, drawn as paths are added. Returns
+    the picture's upload box."""
+    with gr.Tab("Picture → SVG (Vectorize)", id=VECTORIZE_TAB):
         token = gr.State(None)
         with gr.Row():
             with gr.Column():
@@ -280,3 +292,4 @@ def vector_tab(vectorize: Callable[..., Iterator], specs: dict[str, Any], model,
 
         btn.click(run_handler(on_vectorize), [model, picture, *values.values()], [token, *out],
                   api_name="sketch_vectorize").then(None, js=park_at_end("vectorize-video"))
+    return picture
