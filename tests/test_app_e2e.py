@@ -277,7 +277,9 @@ def test_text_to_image_in_a_real_browser(page, fake_png):
     expect(page.get_by_text("Could not preprocess")).to_have_count(0)
     visible(page.get_by_label("Prompt", exact=True)).first.fill("a red square")
     page.get_by_text("Advanced", exact=True).click()
-    for name, value in (("num_images", 8), ("batch_size", 1), ("num_steps", 100), ("width", 32), ("height", 32)):
+    # 32 images x 100 steps: long enough that the Stop below lands mid-run on an idle machine too (with 8 images the
+    # tiny model finished all 800 steps before the Stop was seen, once, in CI)
+    for name, value in (("num_images", 32), ("batch_size", 1), ("num_steps", 100), ("width", 32), ("height", 32)):
         set_number(page, f"text2image--{name}", value)
     stop_mid_run(page, "Generate", after_step=105)  # past the first image: a finished one is kept
     expect(visible(page.get_by_text("stopped early")).first).to_be_visible(timeout=30_000)
