@@ -174,22 +174,7 @@ class Handlers:
             spec = self.specs[GENERATE]["seed"]
             settings["seed"] = random.randint(int(spec.lo), int(spec.hi))
         seed = int(settings["seed"])
-        history = list(history or [])
-        total = [0]
-
-        def on_progress(item):
-            total[0] = item.total
-            text = item.stage
-            if item.metrics.get("batch_steps", 1) > 1:
-                text += f" · step {int(item.metrics['batch_step'])}/{int(item.metrics['batch_steps'])}"
-            if "clip_score" in item.metrics:
-                text += f" · best CLIP {item.metrics['clip_score']:.2f}"
-            skip = gr.skip()
-            bar = progress_html(item.step, item.total, text, clock=item.clock)
-            return (skip, skip, skip, seed, skip, skip, skip, bar, item.preview if item.preview is not None else skip)
-
-        yield from drive(self.generate_fn(prompt, **settings), flag, on_progress,
-                         lambda result: self._generated(result, seed, history, total[0]))
+        yield from self._run_images(self.generate_fn(prompt, **settings), seed, history, flag)
 
     @staticmethod
     def _generated(result: Any, seed: int, history: list[dict], total: int) -> tuple:
@@ -223,7 +208,7 @@ class Handlers:
         self._check_loaded(self.img2img_fn, "img2img")
         settings = dict(zip(self.names[IMG2IMG], values))
         image = editor_background(picture)
-        yield from self._from_picture(self.img2img_fn(image, prompt, **settings), int(settings["seed"]), history,
+        yield from self._run_images(self.img2img_fn(image, prompt, **settings), int(settings["seed"]), history,
                                       flag)
 
     def inpaint(self, picture, mask_upload, prompt, history, *values, flag):
@@ -234,10 +219,12 @@ class Handlers:
         settings = dict(zip(self.names[INPAINT], values))
         image = editor_background(picture)
         mask = mask_upload or painted_mask(picture)
-        yield from self._from_picture(self.inpaint_fn(image, prompt, mask, **settings), int(settings["seed"]),
+        yield from self._run_images(self.inpaint_fn(image, prompt, mask, **settings), int(settings["seed"]),
                                       history, flag)
 
-    def _from_picture(self, run: Iterator, seed: int, history, flag):
+    def _run_images(self, run: Iterator, seed: int, history, flag):
+        """A run that makes images (generate, img2img, inpaint): its bar and preview every step, then its results
+        as `generate`'s outputs."""
         history = list(history or [])
         total = [0]
 
@@ -246,6 +233,8 @@ class Handlers:
             text = item.stage
             if item.metrics.get("batch_steps", 1) > 1:
                 text += f" · step {int(item.metrics['batch_step'])}/{int(item.metrics['batch_steps'])}"
+            if "clip_score" in item.metrics:
+                text += f" · best CLIP {item.metrics['clip_score']:.2f}"
             skip = gr.skip()
             bar = progress_html(item.step, item.total, text, clock=item.clock)
             return (skip, skip, skip, seed, skip, skip, skip, bar, item.preview if item.preview is not None else skip)
